@@ -1,2 +1,4 @@
 //! The userspace MPTCP engine. See ARCHITECTURE.md for the map.
+pub mod io;
+pub mod time;
 pub mod wire;

@@ -1,0 +1,50 @@
+//! The seam between the sans-IO engine and its drivers (the simulator, the
+//! AF_XDP datapath, benchmarks). A driver hands the engine frames and time,
+//! and asks it for frames to send and for its next deadline.
+
+use crate::time::Instant;
+
+/// Index of a path: an interface for the AF_XDP driver, a link for the simulator.
+pub type PathId = usize;
+
+/// An engine that consumes and produces IP packets (starting at the IPv4 or
+/// IPv6 header; the link layer is the driver's business).
+pub trait Engine {
+    /// A packet arrived on `path`. Malformed packets are counted and dropped.
+    fn handle_packet(&mut self, now: Instant, path: PathId, packet: &[u8]);
+    /// Writes the next packet to send into `buf` and returns its path and
+    /// length, or `None` when there is nothing to send now.
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(PathId, usize)>;
+    /// The next instant at which `handle_timeout` must be called.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Fires every timer due at `now`.
+    fn handle_timeout(&mut self, now: Instant);
+}
+
+/// The application side of one connection: a reliable byte stream.
+pub trait ByteStream {
+    /// Queues bytes for sending; returns how many were accepted (bounded buffers).
+    fn send(&mut self, data: &[u8]) -> usize;
+    /// Reads in-order bytes; returns how many were copied.
+    fn recv(&mut self, buf: &mut [u8]) -> usize;
+    /// Sends FIN (DATA_FIN for MPTCP) once all queued bytes are sent.
+    fn close(&mut self);
+    /// True once the connection can carry data.
+    fn is_established(&self) -> bool;
+    /// True once the peer closed its side and every byte was read.
+    fn is_read_closed(&self) -> bool;
+    /// True once the connection is fully closed or reset.
+    fn is_closed(&self) -> bool;
+}
+
+/// Per-path figures a driver or report can show.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathStats {
+    pub path: PathId,
+    /// Payload bytes sent, retransmissions included.
+    pub bytes_sent: u64,
+    /// Payload bytes received in order.
+    pub bytes_received: u64,
+    /// Segments retransmitted.
+    pub retransmits: u64,
+}
