@@ -1,0 +1,104 @@
+//! One TCP subflow, sans-IO: the state machine ([`Subflow`]) fed with parsed
+//! segments and polled for segments to send, plus helpers it is built from.
+//!
+//! Sequence numbers are kept internally as 64-bit offsets from the initial
+//! sequence numbers (the SYN at 0, the first data byte at 1), so wraparound
+//! is handled once, where segments enter and leave.
+
+mod isn;
+mod ranges;
+mod ring;
+mod rtt;
+mod subflow;
+
+pub use isn::initial_sequence;
+pub use ranges::RangeSet;
+pub use ring::Ring;
+pub use rtt::RttEstimator;
+pub use subflow::{CloseReason, Subflow, SubflowEvent, SubflowStats, Verdict};
+
+use crate::cc::CcAlgorithm;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The addresses of one subflow, seen from this end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FourTuple {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// RFC 9293 connection states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    SynSent,
+    SynReceived,
+    Established,
+    FinWait1,
+    FinWait2,
+    CloseWait,
+    Closing,
+    LastAck,
+    TimeWait,
+}
+
+/// Per-subflow settings; every bound on memory is here.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest payload we accept and send without options (the MSS option
+    /// we advertise); the path MTU minus IP and TCP headers.
+    pub mss: u16,
+    /// Send buffer bytes (allocated once, at creation).
+    pub send_buffer: usize,
+    /// Receive buffer bytes (allocated once); also the largest window offered.
+    pub recv_buffer: usize,
+    pub window_scaling: bool,
+    pub timestamps: bool,
+    pub sack: bool,
+    pub initial_rto: Duration,
+    pub min_rto: Duration,
+    pub max_rto: Duration,
+    /// Longest an ACK for in-order data is held back.
+    pub delayed_ack: Duration,
+    /// Segments acknowledged at once after the handshake (Linux's quickack).
+    pub quickack_segments: u32,
+    /// How long TIME_WAIT lasts (2*MSL; drivers in simulation use less).
+    pub time_wait: Duration,
+    pub initial_window_segments: u32,
+    pub congestion_control: CcAlgorithm,
+    /// Secret of the RFC 6528 ISN function; a driver must set a random one.
+    pub isn_secret: [u8; 16],
+    /// Retransmission timeouts of data in a row before giving up.
+    pub max_retransmissions: u32,
+    /// SYN (or SYN/ACK) retransmissions before giving up.
+    pub max_syn_retransmissions: u32,
+    /// TCP option bytes kept free on every segment for an upper layer
+    /// (MPTCP's DSS); payloads shrink by that much.
+    pub option_reserve: u8,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            mss: 1460,
+            send_buffer: 4 << 20,
+            recv_buffer: 4 << 20,
+            window_scaling: true,
+            timestamps: true,
+            sack: true,
+            initial_rto: Duration::from_secs(1),
+            min_rto: Duration::from_millis(200),
+            max_rto: Duration::from_secs(60),
+            delayed_ack: Duration::from_millis(40),
+            quickack_segments: 16,
+            time_wait: Duration::from_secs(60),
+            initial_window_segments: 10,
+            congestion_control: CcAlgorithm::Cubic,
+            isn_secret: [0x5a; 16],
+            max_retransmissions: 15,
+            max_syn_retransmissions: 6,
+            option_reserve: 0,
+        }
+    }
+}
