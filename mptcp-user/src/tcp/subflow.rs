@@ -24,6 +24,8 @@ const MAX_WINDOW_SHIFT: u8 = 14;
 const DEFAULT_PEER_MSS: u16 = 536;
 const TIMESTAMP_OPTION_LEN: usize = 12;
 const MAX_OPTION_LEN: usize = 40;
+/// Duplicate ACKs sent back to back at most, per batch of arrivals.
+const MAX_ACKS_OWED: u8 = 8;
 
 /// Why a subflow ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,6 +178,9 @@ pub struct Subflow {
     delack_deadline: Option<Instant>,
     timewait_deadline: Option<Instant>,
     ack_now: bool,
+    /// ACKs owed for out-of-order or duplicate segments: one each, so a
+    /// batch of arrivals still yields the duplicate ACKs a sender counts.
+    acks_owed: u8,
     window_update: bool,
     probe_pending: bool,
     quickack_left: u32,
@@ -258,6 +263,7 @@ impl Subflow {
             delack_deadline: None,
             timewait_deadline: None,
             ack_now: false,
+            acks_owed: 0,
             window_update: false,
             probe_pending: false,
             quickack_left: 0,
@@ -953,7 +959,7 @@ impl Subflow {
             start = nxt;
             if seg.payload.len() as i64 + seq <= nxt {
                 // Pure duplicate: tell the sender at once.
-                self.ack_now = true;
+                self.owe_ack();
             }
         }
         let mut fin_in_window = fin;
@@ -999,7 +1005,7 @@ impl Subflow {
                     self.recv_buf.write_at(start - 1, data);
                     self.last_ooo_start = start;
                 }
-                self.ack_now = true;
+                self.owe_ack();
             }
         }
 
@@ -1022,6 +1028,10 @@ impl Subflow {
                 }
             }
         }
+    }
+
+    fn owe_ack(&mut self) {
+        self.acks_owed = self.acks_owed.saturating_add(1).min(MAX_ACKS_OWED);
     }
 
     // ---- timers ----
@@ -1142,7 +1152,14 @@ impl Subflow {
         } else {
             0
         };
-        outstanding.saturating_sub(sacked + lost_unsent)
+        // Without SACK each duplicate ACK stands for a segment that left
+        // the network (the window inflation of RFC 6582).
+        let left = if self.sack_ok {
+            0
+        } else {
+            self.dupacks * self.sender_mss() as u64
+        };
+        outstanding.saturating_sub(sacked + lost_unsent + left)
     }
 
     // ---- outgoing segments ----
@@ -1185,7 +1202,7 @@ impl Subflow {
     }
 
     fn ack_only<'b>(&mut self, now: Instant) -> Option<TcpRepr<'b>> {
-        if !(self.ack_now || self.window_update) || self.rcv_nxt == 0 {
+        if !(self.ack_now || self.window_update || self.acks_owed > 0) || self.rcv_nxt == 0 {
             return None;
         }
         let seq = self.iss.wrapping_add(self.snd_max as u32);
@@ -1251,8 +1268,11 @@ impl Subflow {
                 let data_len = e.min(data_end).saturating_sub(s).min(max_seg);
                 let fin = self.fin_seq == Some(s + data_len) && e > s + data_len;
                 let span = data_len + fin as u64;
+                // The first retransmission of an episode goes out regardless
+                // of pipe (RFC 6675 section 5, step 4.3).
+                let first = s == self.snd_una && self.high_rxt <= self.snd_una;
                 if span > 0 {
-                    if pipe > 0 && pipe + span > cwnd {
+                    if !first && pipe > 0 && pipe + span > cwnd {
                         self.cwnd_blocked_at = Some(now);
                         return None;
                     }
@@ -1373,6 +1393,7 @@ impl Subflow {
         }
         let window = self.advertise_window();
         self.ack_now = false;
+        self.acks_owed = self.acks_owed.saturating_sub(1);
         self.window_update = false;
         self.delack_deadline = None;
         self.last_ack_sent = self.rcv_nxt;
