@@ -16,7 +16,7 @@ pub struct CubicConfig {
     pub beta: f64,
     pub fast_convergence: bool,
     /// Leave slow start when RTT grows (HyStart++ without its conservative
-    /// phase). Off by default: plain slow start until loss or receive window.
+    /// phase), so slow start does not overshoot into a burst of losses.
     pub hystart: bool,
 }
 
@@ -26,7 +26,7 @@ impl Default for CubicConfig {
             c: 0.4,
             beta: 0.7,
             fast_convergence: true,
-            hystart: false,
+            hystart: true,
         }
     }
 }
@@ -51,7 +51,7 @@ pub struct Cubic {
     k: f64,
     epoch_start: Option<Instant>,
     // HyStart++ round state.
-    round_start: Option<Instant>,
+    round: Option<u64>,
     last_round_min_rtt: Option<Duration>,
     round_min_rtt: Option<Duration>,
     round_samples: u32,
@@ -68,7 +68,7 @@ impl Cubic {
             w_est: 0.0,
             k: 0.0,
             epoch_start: None,
-            round_start: None,
+            round: None,
             last_round_min_rtt: None,
             round_min_rtt: None,
             round_samples: 0,
@@ -97,14 +97,14 @@ impl Cubic {
         self.epoch_start = None;
     }
 
-    /// HyStart++: one round is about one smoothed RTT of acks.
+    /// HyStart++ (RFC 9406): compare the minimum RTT of this round with
+    /// that of the previous one.
     fn hystart_sample(&mut self, ack: &AckEvent) {
         let Some(rtt) = ack.rtt_sample else { return };
-        let round_len = ack.srtt.max(Duration::from_micros(100));
-        match self.round_start {
-            Some(start) if ack.now.saturating_duration_since(start) < round_len => {}
+        match self.round {
+            Some(r) if r == ack.round => {}
             _ => {
-                self.round_start = Some(ack.now);
+                self.round = Some(ack.round);
                 if self.round_min_rtt.is_some() {
                     self.last_round_min_rtt = self.round_min_rtt;
                 }

@@ -35,6 +35,9 @@ pub struct AckEvent {
     pub cwnd_limited: bool,
     /// Sender maximum segment size, in bytes.
     pub mss: u32,
+    /// Round-trip counter: goes up by one each time all data outstanding at
+    /// the start of the previous round has been acknowledged.
+    pub round: u64,
 }
 
 /// Aggregate view of all subflows of one connection, for coupled controllers.

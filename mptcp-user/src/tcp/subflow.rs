@@ -10,12 +10,9 @@ use crate::wire::tcp::{TcpFlags, TcpOptions, TcpRepr, Timestamps};
 use std::collections::VecDeque;
 use std::time::Duration;
 
-/// Out-of-order ranges a receiver keeps; beyond that, segments are dropped.
-const OOO_RANGES: usize = 64;
-/// SACKed ranges a sender remembers; beyond that, SACK news is ignored.
-const SACK_RANGES: usize = 128;
-/// Segments whose send time is kept for RTT samples.
-const SEND_TIMES: usize = 4096;
+/// Extra range slots beyond one per two segments of buffer (the worst case
+/// of every other segment missing).
+const RANGE_SLACK: usize = 16;
 /// Pending application events before the oldest is dropped.
 const EVENT_QUEUE: usize = 16;
 const DUP_THRESH: u64 = 3;
@@ -133,16 +130,25 @@ pub struct Subflow {
     syn_retransmitted: bool,
 
     // Loss recovery (RFC 6675 scoreboard).
-    sacked: RangeSet<SACK_RANGES>,
+    sacked: RangeSet,
     /// Unsacked bytes below this are deemed lost.
     lost_edge: u64,
     /// Lost bytes below this were already retransmitted in this episode.
     high_rxt: u64,
     recovery: Option<(Recovery, u64)>,
     dupacks: u64,
+    // Proportional rate reduction (RFC 6937) during fast recovery.
+    prr_delivered: u64,
+    prr_out: u64,
+    prr_recover_fs: u64,
+    /// Bytes fast recovery may send until the next ACK.
+    prr_budget: u64,
     /// End of the highest range ever retransmitted (Karn's rule).
     rtx_high: u64,
     send_times: VecDeque<SendTime>,
+    /// Round-trip counter for congestion control and where this round ends.
+    round: u64,
+    round_end: u64,
     cwnd_blocked_at: Option<Instant>,
 
     // Receive side; sequence numbers relative to `irs`.
@@ -151,7 +157,7 @@ pub struct Subflow {
     recv_buf: Ring,
     /// Data bytes the application has read in total.
     read_pos: u64,
-    ooo: RangeSet<OOO_RANGES>,
+    ooo: RangeSet,
     last_ooo_start: u64,
     /// Highest right window edge advertised (never shrinks).
     rcv_adv_edge: u64,
@@ -231,19 +237,31 @@ impl Subflow {
             syn_pending: false,
             syn_sent_at: None,
             syn_retransmitted: false,
-            sacked: RangeSet::default(),
+            sacked: RangeSet::with_capacity(
+                cfg.send_buffer / (2 * mss.max(64) as usize) + RANGE_SLACK,
+            ),
             lost_edge: 0,
             high_rxt: 0,
             recovery: None,
             dupacks: 0,
+            prr_delivered: 0,
+            prr_out: 0,
+            prr_recover_fs: 0,
+            prr_budget: 0,
             rtx_high: 0,
-            send_times: VecDeque::with_capacity(SEND_TIMES),
+            send_times: VecDeque::with_capacity(
+                cfg.send_buffer / mss.max(64) as usize + RANGE_SLACK,
+            ),
             cwnd_blocked_at: None,
+            round: 0,
+            round_end: 0,
             irs: 0,
             rcv_nxt: 0,
             recv_buf: Ring::new(cfg.recv_buffer),
             read_pos: 0,
-            ooo: RangeSet::default(),
+            ooo: RangeSet::with_capacity(
+                cfg.recv_buffer / (2 * mss.max(64) as usize) + RANGE_SLACK,
+            ),
             last_ooo_start: 0,
             rcv_adv_edge: 0,
             rcv_wscale: 0,
@@ -790,6 +808,8 @@ impl Subflow {
             self.snd_wl2 = ack;
         }
 
+        let una_before = self.snd_una;
+        let sacked_before = self.sacked.covered();
         let mut sack_news = false;
         if self.sack_ok {
             let una = ack.max(self.snd_una);
@@ -817,6 +837,10 @@ impl Subflow {
             self.dupacks = 0;
             self.backoff = 0;
             self.retries = 0;
+            if ack >= self.round_end {
+                self.round += 1;
+                self.round_end = self.snd_max;
+            }
             let rtt_sample = self.take_rtt_sample(now, ack);
             if let Some(r) = rtt_sample {
                 self.rtt.on_sample(r);
@@ -857,6 +881,7 @@ impl Subflow {
                     cwnd_limited: blocked_recently
                         || (in_slow_start && prior_in_flight * 2 >= cwnd),
                     mss: self.sender_mss(),
+                    round: self.round,
                 };
                 self.cc.on_ack(&ev);
             }
@@ -871,6 +896,29 @@ impl Subflow {
         }
 
         self.detect_loss(now, sack_news);
+
+        if let Some((Recovery::Fast, _)) = self.recovery {
+            // RFC 6937 DeliveredData: cumulative plus SACKed progress.
+            let delivered =
+                (self.snd_una - una_before + self.sacked.covered()).saturating_sub(sacked_before);
+            self.prr_delivered += delivered;
+            let ssthresh = self.cc.ssthresh();
+            let pipe = self.pipe();
+            let mss = self.sender_mss() as u64;
+            self.prr_budget = if pipe > ssthresh {
+                let fs = self.prr_recover_fs.max(1) as u128;
+                let target = (self.prr_delivered as u128 * ssthresh as u128).div_ceil(fs) as u64;
+                target.saturating_sub(self.prr_out)
+            } else {
+                // Slow-start reduction bound.
+                let limit = self
+                    .prr_delivered
+                    .saturating_sub(self.prr_out)
+                    .max(delivered)
+                    + mss;
+                ssthresh.saturating_sub(pipe).min(limit)
+            };
+        }
     }
 
     fn mark_first_lost(&mut self) {
@@ -888,7 +936,7 @@ impl Subflow {
         if sack_news {
             let mss = self.sender_mss() as u64;
             let mut bytes = 0;
-            for (count, &(s, e)) in self.sacked.as_slice().iter().rev().enumerate() {
+            for (count, (s, e)) in self.sacked.iter().rev().enumerate() {
                 bytes += e - s;
                 if count as u64 + 1 >= DUP_THRESH || bytes > (DUP_THRESH - 1) * mss {
                     self.lost_edge = self.lost_edge.max(s);
@@ -900,6 +948,10 @@ impl Subflow {
         if self.recovery.is_none() && (lost || self.dupacks >= DUP_THRESH) {
             let in_flight = self.pipe();
             self.recovery = Some((Recovery::Fast, self.snd_max));
+            self.prr_delivered = 0;
+            self.prr_out = 0;
+            self.prr_budget = 0;
+            self.prr_recover_fs = self.snd_max - self.snd_una;
             self.high_rxt = self.snd_una;
             self.mark_first_lost();
             self.stats.fast_recoveries += 1;
@@ -1145,7 +1197,7 @@ impl Subflow {
             return 0;
         }
         let outstanding = self.snd_max - self.snd_una;
-        let sacked = self.sacked.covered_within(self.snd_una, self.snd_max);
+        let sacked = self.sacked.covered();
         let lo = self.high_rxt.max(self.snd_una);
         let lost_unsent = if self.lost_edge > lo {
             (self.lost_edge - lo) - self.sacked.covered_within(lo, self.lost_edge)
@@ -1272,7 +1324,7 @@ impl Subflow {
                 // of pipe (RFC 6675 section 5, step 4.3).
                 let first = s == self.snd_una && self.high_rxt <= self.snd_una;
                 if span > 0 {
-                    if !first && pipe > 0 && pipe + span > cwnd {
+                    if !first && !self.may_send(pipe, span, cwnd) {
                         self.cwnd_blocked_at = Some(now);
                         return None;
                     }
@@ -1298,7 +1350,7 @@ impl Subflow {
             }
             len = wnd_room;
         }
-        if pipe > 0 && pipe + len.max(1) > cwnd {
+        if !self.may_send(pipe, len.max(1), cwnd) {
             self.cwnd_blocked_at = Some(now);
             return None;
         }
@@ -1307,6 +1359,15 @@ impl Subflow {
             return None;
         }
         Some(self.emit_data(now, start, len as usize, fin, false, buf))
+    }
+
+    /// Congestion check for `span` more bytes: PRR's budget in fast
+    /// recovery, the window against pipe otherwise.
+    fn may_send(&self, pipe: u64, span: u64, cwnd: u64) -> bool {
+        match self.recovery {
+            Some((Recovery::Fast, _)) => span <= self.prr_budget,
+            _ => pipe == 0 || pipe + span <= cwnd,
+        }
     }
 
     fn emit_data<'b>(
@@ -1329,13 +1390,18 @@ impl Subflow {
             self.stats.bytes_retransmitted += len as u64;
         } else {
             self.snd_max = end;
-            if self.send_times.len() < SEND_TIMES {
+            if self.send_times.len() < self.send_times.capacity() {
                 self.send_times.push_back(SendTime {
                     start,
                     end,
                     at: now,
                 });
             }
+        }
+        if let Some((Recovery::Fast, _)) = self.recovery {
+            let span = len as u64 + fin as u64;
+            self.prr_out += span;
+            self.prr_budget = self.prr_budget.saturating_sub(span);
         }
         self.stats.bytes_sent += len as u64;
         self.stats.segments_sent += 1;
@@ -1379,7 +1445,7 @@ impl Subflow {
                     self.irs.wrapping_add(e as u32),
                 );
             }
-            for &(s, e) in self.ooo.as_slice() {
+            for (s, e) in self.ooo.iter() {
                 if opts.sack.len as usize >= blocks {
                     break;
                 }
