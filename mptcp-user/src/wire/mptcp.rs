@@ -696,3 +696,292 @@ impl<'a> IntoIterator for &'a MptcpOptions {
         self.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Parses `bytes`, checks the value, and checks emit gives the bytes back.
+    fn check(bytes: &[u8], want: MptcpOption) {
+        assert_eq!(MptcpOption::parse(bytes).unwrap(), Some(want));
+        let mut buf = [0u8; 40];
+        let n = want.emit(&mut buf).unwrap();
+        assert_eq!(&buf[..n], bytes);
+        assert_eq!(want.wire_len().unwrap(), bytes.len());
+        // Every shorter prefix, with its length byte kept, fails cleanly.
+        for cut in 0..bytes.len() {
+            assert!(MptcpOption::parse(&bytes[..cut]).is_err(), "prefix {cut}");
+        }
+    }
+
+    // Byte vectors from the Linux 6.18 captures in shared/fixtures.
+    #[test]
+    fn kernel_mp_capable() {
+        let syn = MpCapable {
+            version: 1,
+            flags: 0x81,
+            ..Default::default()
+        };
+        check(&hex("1e040181"), MptcpOption::MpCapable(syn));
+        let synack = MpCapable {
+            sender_key: Some(0x600f5efc49aeb015),
+            ..syn
+        };
+        check(
+            &hex("1e0c0181600f5efc49aeb015"),
+            MptcpOption::MpCapable(synack),
+        );
+        let ack = MpCapable {
+            sender_key: Some(0x340393a418be4e0c),
+            receiver_key: Some(0x600f5efc49aeb015),
+            ..syn
+        };
+        check(
+            &hex("1e140181340393a418be4e0c600f5efc49aeb015"),
+            MptcpOption::MpCapable(ack),
+        );
+        assert!(ack.checksum_required());
+        let data = MpCapable {
+            data_len: Some(1100),
+            ..ack
+        };
+        check(
+            &hex("1e160181340393a418be4e0c600f5efc49aeb015044c"),
+            MptcpOption::MpCapable(data),
+        );
+        let data_ck = MpCapable {
+            checksum: Some(0xbeef),
+            ..data
+        };
+        check(
+            &hex("1e180181340393a418be4e0c600f5efc49aeb015044cbeef"),
+            MptcpOption::MpCapable(data_ck),
+        );
+        let bad = MpCapable {
+            receiver_key: Some(1),
+            ..syn
+        };
+        assert_eq!(
+            MptcpOption::MpCapable(bad).emit(&mut [0; 40]).unwrap_err(),
+            Error::Malformed
+        );
+        assert_eq!(
+            MptcpOption::parse(&hex("1e0501810000")[..5]).unwrap_err(),
+            Error::BadLength
+        );
+    }
+
+    #[test]
+    fn kernel_mp_join() {
+        check(
+            &hex("1e0c10010e430aa106aafb9c"),
+            MptcpOption::MpJoin(MpJoin::Syn {
+                backup: false,
+                addr_id: 1,
+                token: 0x0e430aa1,
+                nonce: 0x06aafb9c,
+            }),
+        );
+        check(
+            &hex("1e10100103ca5d4bbb1b971bf95f297c"),
+            MptcpOption::MpJoin(MpJoin::SynAck {
+                backup: false,
+                addr_id: 1,
+                hmac: 0x03ca5d4bbb1b971b,
+                nonce: 0xf95f297c,
+            }),
+        );
+        let mut hmac = [0u8; 20];
+        hmac.copy_from_slice(&hex("18a9996ccb6b19df7a0d058885bf0481221e3207"));
+        check(
+            &hex("1e18100018a9996ccb6b19df7a0d058885bf0481221e3207"),
+            MptcpOption::MpJoin(MpJoin::Ack { hmac }),
+        );
+        check(
+            &hex("1e0c11050e430aa106aafb9c"),
+            MptcpOption::MpJoin(MpJoin::Syn {
+                backup: true,
+                addr_id: 5,
+                token: 0x0e430aa1,
+                nonce: 0x06aafb9c,
+            }),
+        );
+        assert_eq!(
+            MptcpOption::parse(&hex("1e0d10010e430aa106aafb9c00")).unwrap_err(),
+            Error::BadLength
+        );
+    }
+
+    #[test]
+    fn kernel_dss() {
+        // Data ACK 4 bytes, 8-byte DSN, SSN, length, checksum.
+        check(
+            &hex("1e18200df2a7415dc9587f34dd4a5aef00000001044ce454"),
+            MptcpOption::Dss(Dss {
+                data_fin: false,
+                data_ack: Some(0xf2a7415d),
+                data_ack_wide: false,
+                mapping: Some(DssMapping {
+                    dsn: 0xc9587f34dd4a5aef,
+                    dsn_wide: true,
+                    ssn: 1,
+                    data_len: 1100,
+                    checksum: Some(0xe454),
+                }),
+            }),
+        );
+        // DATA_ACK only, 8 bytes.
+        check(
+            &hex("1e0c200326689911f2a745a9"),
+            MptcpOption::Dss(Dss {
+                data_ack: Some(0x26689911f2a745a9),
+                data_ack_wide: true,
+                ..Default::default()
+            }),
+        );
+        // 4-byte DSN with DATA_FIN, no checksum, no DATA_ACK.
+        check(
+            &hex("1e0e2014000000640000000a0001"),
+            MptcpOption::Dss(Dss {
+                data_fin: true,
+                mapping: Some(DssMapping {
+                    dsn: 100,
+                    ssn: 10,
+                    data_len: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        );
+        // Flags only: an empty DSS is legal.
+        check(&hex("1e042000"), MptcpOption::Dss(Dss::default()));
+        // A length one byte off the flags' shape.
+        assert_eq!(
+            MptcpOption::parse(&hex("1e0d200326689911f2a745a900")).unwrap_err(),
+            Error::BadLength
+        );
+        assert_eq!(
+            MptcpOption::parse(&hex("1e0b200326689911f2a745")).unwrap_err(),
+            Error::Truncated
+        );
+        let narrow = Dss {
+            data_ack: Some(1 << 40),
+            ..Default::default()
+        };
+        assert_eq!(
+            MptcpOption::Dss(narrow).emit(&mut [0; 40]).unwrap_err(),
+            Error::Malformed
+        );
+    }
+
+    #[test]
+    fn kernel_add_addr_and_others() {
+        check(
+            &hex("1e1030010a0102026b2eff7b008656f3"),
+            MptcpOption::AddAddr(AddAddr {
+                echo: false,
+                addr_id: 1,
+                addr: "10.1.2.2".parse().unwrap(),
+                port: None,
+                hmac: Some(0x6b2eff7b008656f3),
+            }),
+        );
+        check(
+            &hex("1e0831010a010202"),
+            MptcpOption::AddAddr(AddAddr {
+                echo: true,
+                addr_id: 1,
+                addr: "10.1.2.2".parse().unwrap(),
+                port: None,
+                hmac: None,
+            }),
+        );
+        check(
+            &hex("1e0351"),
+            MptcpOption::MpPrio {
+                backup: true,
+                addr_id: None,
+            },
+        );
+        check(
+            &hex("1e044001"),
+            MptcpOption::RemoveAddr(AddrIds::from_slice(&[1]).unwrap()),
+        );
+        check(
+            &hex("1e0c7000c98923496e7af8bb"),
+            MptcpOption::MpFastclose {
+                receiver_key: 0xc98923496e7af8bb,
+            },
+        );
+        check(
+            &hex("1e048000"),
+            MptcpOption::MpTcpRst {
+                flags: 0,
+                reason: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn constructed_forms() {
+        check(
+            &hex("1e1e3004200100000000000000000000000000011f901122334455667788"),
+            MptcpOption::AddAddr(AddAddr {
+                echo: false,
+                addr_id: 4,
+                addr: "2001::1".parse().unwrap(),
+                port: Some(8080),
+                hmac: Some(0x1122334455667788),
+            }),
+        );
+        check(
+            &hex("1e0a30010a0102021f90"),
+            MptcpOption::AddAddr(AddAddr {
+                echo: false,
+                addr_id: 1,
+                addr: "10.1.2.2".parse().unwrap(),
+                port: Some(8080),
+                hmac: None,
+            }),
+        );
+        check(
+            &hex("1e06400102ff"),
+            MptcpOption::RemoveAddr(AddrIds::from_slice(&[1, 2, 255]).unwrap()),
+        );
+        check(
+            &hex("1e045007"),
+            MptcpOption::MpPrio {
+                backup: false,
+                addr_id: Some(7),
+            },
+        );
+        check(
+            &hex("1e0c60000000000000000102"),
+            MptcpOption::MpFail { dsn: 0x102 },
+        );
+        check(
+            &hex("1e048103"),
+            MptcpOption::MpTcpRst {
+                flags: 1,
+                reason: 3,
+            },
+        );
+        assert_eq!(
+            MptcpOption::parse(&hex("1e0340")).unwrap_err(),
+            Error::BadLength
+        );
+        assert_eq!(
+            MptcpOption::parse(&hex("1e0b6000000000000000")).unwrap_err(),
+            Error::BadLength
+        );
+        // Unknown subtype (MP_EXPERIMENTAL): left to the caller.
+        assert_eq!(MptcpOption::parse(&hex("1e04f000")).unwrap(), None);
+    }
+}
