@@ -1,4 +1,5 @@
 //! The userspace MPTCP engine. See ARCHITECTURE.md for the map.
+pub mod crypto;
 pub mod io;
 pub mod time;
 pub mod wire;
