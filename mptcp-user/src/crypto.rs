@@ -61,7 +61,8 @@ pub fn join_ack_hmac(key_a: u64, key_b: u64, nonce_a: u32, nonce_b: u32) -> [u8;
 
 /// The ADD_ADDR HMAC: key = sender's key || receiver's key, message =
 /// address id || address || port (two zero bytes when no port is sent),
-/// leftmost 64 bits.
+/// truncated to the rightmost 64 bits (RFC 8684 section 3.4.1; unlike
+/// MP_JOIN's leftmost bits; Linux does the same).
 pub fn add_addr_hmac(
     sender_key: u64,
     receiver_key: u64,
@@ -82,15 +83,20 @@ pub fn add_addr_hmac(
         }
     };
     msg[at..at + 2].copy_from_slice(&port.unwrap_or(0).to_be_bytes());
-    truncate64(&hmac_keys(sender_key, receiver_key, &msg[..at + 2]))
+    let mac = hmac_keys(sender_key, receiver_key, &msg[..at + 2]);
+    let mut tail = [0u8; 8];
+    tail.copy_from_slice(&mac[24..]);
+    u64::from_be_bytes(tail)
 }
 
+/// The leftmost 64 bits of an HMAC (MP_JOIN SYN/ACK).
 pub fn truncate64(mac: &[u8; 32]) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&mac[..8]);
     u64::from_be_bytes(a)
 }
 
+/// The leftmost 160 bits of an HMAC (MP_JOIN third ACK).
 pub fn truncate160(mac: &[u8; 32]) -> [u8; 20] {
     let mut a = [0u8; 20];
     a.copy_from_slice(&mac[..20]);
