@@ -1,4 +1,5 @@
 //! IPv4 or IPv6 carrying TCP: the engine's unit of input and output.
+use super::ethernet::{EthernetFrame, EthernetRepr, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use super::ipv4::{Ipv4Packet, Ipv4Repr, PROTO_TCP};
 use super::ipv6::{Ipv6Packet, Ipv6Repr};
 use super::tcp::{TcpPacket, TcpRepr};
@@ -113,4 +114,39 @@ pub fn emit_ip_tcp(ip: &IpRepr, tcp: &TcpRepr<'_>, buf: &mut [u8]) -> Result<usi
     ip.emit(buf)?;
     tcp.emit(&mut buf[hl..total], ip.src(), ip.dst())?;
     Ok(total)
+}
+
+/// Parses an Ethernet frame (one optional 802.1Q tag) holding IP and TCP.
+pub fn parse_eth_ip_tcp(frame: &[u8]) -> Result<(EthernetRepr, IpRepr, TcpRepr<'_>)> {
+    let f = EthernetFrame::new_checked(frame)?;
+    let eth = EthernetRepr::parse(&f)?;
+    let payload = &frame[f.header_len()..];
+    match eth.ethertype {
+        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => {}
+        _ => return Err(Error::Unsupported),
+    }
+    let (ip, tcp) = parse_ip_tcp(payload)?;
+    let v6 = matches!(ip, IpRepr::V6(_));
+    if v6 != (eth.ethertype == ETHERTYPE_IPV6) {
+        return Err(Error::BadVersion);
+    }
+    Ok((eth, ip, tcp))
+}
+
+/// Writes Ethernet, IP and TCP headers plus the payload into `buf` (the
+/// EtherType follows the IP family); returns the frame length.
+pub fn emit_eth_ip_tcp(
+    eth: &EthernetRepr,
+    ip: &IpRepr,
+    tcp: &TcpRepr<'_>,
+    buf: &mut [u8],
+) -> Result<usize> {
+    let mut eth = *eth;
+    eth.ethertype = match ip {
+        IpRepr::V4(_) => ETHERTYPE_IPV4,
+        IpRepr::V6(_) => ETHERTYPE_IPV6,
+    };
+    let hl = eth.emit(buf)?;
+    let n = emit_ip_tcp(ip, tcp, buf.get_mut(hl..).ok_or(Error::Exhausted)?)?;
+    Ok(hl + n)
 }

@@ -14,10 +14,10 @@ pub mod mptcp;
 pub mod tcp;
 
 pub use ethernet::{EthernetFrame, EthernetRepr, MacAddr};
-pub use ip::{emit_ip_tcp, parse_ip_tcp, IpRepr};
+pub use ip::{emit_eth_ip_tcp, emit_ip_tcp, parse_eth_ip_tcp, parse_ip_tcp, IpRepr};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
-pub use mptcp::MptcpOption;
+pub use mptcp::{MptcpOption, MptcpOptions};
 pub use tcp::{TcpFlags, TcpOptions, TcpPacket, TcpRepr};
 
 use core::fmt;
