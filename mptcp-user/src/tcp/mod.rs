@@ -5,12 +5,14 @@
 //! sequence numbers (the SYN at 0, the first data byte at 1), so wraparound
 //! is handled once, where segments enter and leave.
 
+mod endpoint;
 mod isn;
 mod ranges;
 mod ring;
 mod rtt;
 mod subflow;
 
+pub use endpoint::{EndpointCounters, TcpEndpoint};
 pub use isn::initial_sequence;
 pub use ranges::RangeSet;
 pub use ring::Ring;

@@ -484,8 +484,11 @@ impl Subflow {
     /// Sends FIN once everything queued is sent.
     pub fn close(&mut self) {
         match self.state {
-            State::SynSent => self.enter_closed(CloseReason::Normal),
-            State::SynReceived | State::Established => {
+            // Nothing queued: nothing to deliver (RFC 9293 3.10.4).
+            State::SynSent if self.send_written == 0 => self.enter_closed(CloseReason::Normal),
+            // Queued data goes out after the handshake, then the FIN.
+            State::SynSent | State::SynReceived => self.fin_seq = Some(1 + self.send_written),
+            State::Established => {
                 self.fin_seq = Some(1 + self.send_written);
                 self.state = State::FinWait1;
             }
@@ -620,7 +623,11 @@ impl Subflow {
     }
 
     fn become_established(&mut self) {
-        self.state = State::Established;
+        self.state = if self.fin_seq.is_some() {
+            State::FinWait1
+        } else {
+            State::Established
+        };
         self.quickack_left = self.cfg.quickack_segments;
         self.backoff = 0;
         self.retries = 0;
@@ -765,9 +772,6 @@ impl Subflow {
             }
             self.rtx_deadline = None;
             self.become_established();
-            if self.fin_seq.is_some() {
-                self.state = State::FinWait1;
-            }
         } else {
             self.process_ack(now, seg, seq);
             if self.state == State::Closed {
