@@ -551,3 +551,24 @@ fn delayed_ack_and_immediate_ack_rules() {
     assert_eq!(ack.options.sack.len, 1);
     assert_eq!(ack.ack, target);
 }
+
+#[test]
+fn lost_retransmission_is_detected_without_rto() {
+    let mut p = Pair::new(&cfg(), &cfg(), Link::delay_ms(10), 16);
+    let iss = p.client.initial_send_seq();
+    let target = iss.wrapping_add(1 + 40 * 1448);
+    let mut drops = 0;
+    // The original and its first retransmission are both lost.
+    p.drop_hook = Some(Box::new(move |side, seg| {
+        if side == Side::Client && seg.seq == target && !seg.payload.is_empty() && drops < 2 {
+            drops += 1;
+            return true;
+        }
+        false
+    }));
+    let a = pattern(2 << 20, 16);
+    let (got_b, _) = transfer(&mut p, &a, &[], Duration::from_secs(30));
+    assert!(got_b == a);
+    let st = p.client.stats();
+    assert_eq!((st.timeouts, st.retransmits), (0, 2), "{st:?}");
+}

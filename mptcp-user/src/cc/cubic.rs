@@ -43,8 +43,10 @@ pub struct Cubic {
     /// Window in bytes, fractional so small per-ACK increments accumulate.
     cwnd: f64,
     ssthresh: u64,
-    /// Window (segments) before the last reduction.
+    /// Window (segments) the cubic curve plateaus at.
     w_max: f64,
+    /// Window (segments) just before the last reduction (cwnd_prior).
+    w_prior: f64,
     /// Reno-friendly estimate (segments).
     w_est: f64,
     /// Seconds from epoch start to reach `w_max` again.
@@ -65,6 +67,7 @@ impl Cubic {
             cwnd: mss as f64 * init_segments.max(1) as f64,
             ssthresh: u64::MAX,
             w_max: 0.0,
+            w_prior: 0.0,
             w_est: 0.0,
             k: 0.0,
             epoch_start: None,
@@ -87,6 +90,7 @@ impl Cubic {
 
     fn reduce(&mut self) {
         let w = self.segments();
+        self.w_prior = w;
         self.w_max = if self.cfg.fast_convergence && w < self.w_max {
             w * (1.0 + self.cfg.beta) / 2.0
         } else {
@@ -152,7 +156,7 @@ impl CongestionControl for Cubic {
             }
             // Slow start, never overshooting ssthresh within one ACK.
             let room = self.ssthresh.saturating_sub(self.cwnd as u64);
-            self.cwnd += ack.acked_bytes.min(room.max(1)) as f64;
+            self.cwnd += ack.acked_bytes.min(room) as f64;
             return;
         }
         let acked_segs = ack.acked_bytes as f64 / mss;
@@ -176,7 +180,7 @@ impl CongestionControl for Cubic {
 
         // Reno-friendly estimate (RFC 9438 section 4.3).
         let beta = self.cfg.beta;
-        let alpha = if self.w_est >= self.w_max {
+        let alpha = if self.w_est >= self.w_prior {
             1.0
         } else {
             3.0 * (1.0 - beta) / (1.0 + beta)

@@ -120,3 +120,172 @@ pub(crate) fn loss_window(mss: u32) -> u64 {
 pub(crate) fn min_ssthresh(mss: u32) -> u64 {
     2 * mss as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSS: u32 = 1000;
+
+    fn ack(now_ms: u64, acked: u64, rtt_ms: u64, round: u64) -> AckEvent {
+        let rtt = Duration::from_millis(rtt_ms);
+        AckEvent {
+            now: Instant::from_nanos(now_ms * 1_000_000),
+            acked_bytes: acked,
+            rtt_sample: Some(rtt),
+            srtt: rtt,
+            min_rtt: rtt,
+            prior_in_flight: u64::MAX / 4,
+            cwnd_limited: true,
+            mss: MSS,
+            round,
+        }
+    }
+
+    /// Acks one full window per RTT, one MSS per ACK; returns the window
+    /// after each round.
+    fn rounds(cc: &mut dyn CongestionControl, start_ms: u64, rtt_ms: u64, n: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut t = start_ms;
+        for r in 0..n {
+            let acks = cc.window() / MSS as u64;
+            for _ in 0..acks {
+                cc.on_ack(&ack(t, MSS as u64, rtt_ms, 1000 + r));
+            }
+            t += rtt_ms;
+            out.push(cc.window());
+        }
+        out
+    }
+
+    #[test]
+    fn newreno_slow_start_doubles_then_grows_one_mss_per_rtt() {
+        let mut cc = NewReno::new(MSS, 10);
+        assert_eq!(rounds(&mut cc, 0, 10, 3), [20_000, 40_000, 80_000]);
+        cc.on_congestion_event(Instant::ZERO, 80_000);
+        assert_eq!((cc.window(), cc.ssthresh()), (40_000, 40_000));
+        assert_eq!(rounds(&mut cc, 100, 10, 3), [41_000, 42_000, 43_000]);
+        cc.on_rto(Instant::ZERO, 43_000);
+        assert_eq!((cc.window(), cc.ssthresh()), (1_000, 21_500));
+    }
+
+    #[test]
+    fn application_limited_flows_do_not_grow() {
+        for mut cc in [
+            CcAlgorithm::NewReno.build(MSS, 10),
+            CcAlgorithm::Cubic.build(MSS, 10),
+        ] {
+            let mut a = ack(1, 5_000, 10, 1);
+            a.cwnd_limited = false;
+            cc.on_ack(&a);
+            assert_eq!(cc.window(), 10_000, "{}", cc.name());
+        }
+    }
+
+    #[test]
+    fn cubic_reduces_by_beta_and_regrows_concave_then_convex() {
+        let mut cc = Cubic::new(
+            MSS,
+            10,
+            CubicConfig {
+                hystart: false,
+                ..CubicConfig::default()
+            },
+        );
+        // Slow start to 100 segments, then a loss.
+        rounds(&mut cc, 0, 10, 4);
+        assert_eq!(cc.window(), 160_000);
+        cc.on_congestion_event(Instant::from_nanos(40_000_000), 160_000);
+        assert_eq!(cc.window(), 112_000);
+        assert_eq!(cc.ssthresh(), 112_000);
+        // K = cbrt(160 * 0.3 / 0.4) = 4.93 s. Sample the window each second
+        // with a 100 ms RTT.
+        let mut w = vec![cc.window()];
+        let mut t = 100;
+        for _ in 0..10 {
+            for _ in 0..10 {
+                let acks = cc.window() / MSS as u64;
+                for _ in 0..acks {
+                    cc.on_ack(&ack(t, MSS as u64, 100, 0));
+                }
+                t += 100;
+            }
+            w.push(cc.window());
+        }
+        let growth: Vec<i64> = w.windows(2).map(|p| p[1] as i64 - p[0] as i64).collect();
+        // Concave: growth shrinks while approaching w_max (160 segments)...
+        assert!(growth[0] > growth[2] && growth[2] > growth[3], "{w:?}");
+        // ...it plateaus near w_max around K...
+        let at_k = w[5] as f64 / 160_000.0;
+        assert!((0.97..1.03).contains(&at_k), "{w:?}");
+        // ...and is convex after it.
+        assert!(growth[8] > growth[6] && growth[6] > growth[5], "{w:?}");
+    }
+
+    #[test]
+    fn cubic_fast_convergence_lowers_w_max() {
+        let mut cc = Cubic::new(
+            MSS,
+            100,
+            CubicConfig {
+                hystart: false,
+                ..CubicConfig::default()
+            },
+        );
+        cc.on_congestion_event(Instant::ZERO, 100_000); // w_max 100, cwnd 70
+        cc.on_congestion_event(Instant::ZERO, 70_000); // 70 < 100: w_max = 70 * 0.85
+        assert_eq!(cc.window(), 49_000);
+        // Regrowth aims at 59.5 segments, not 70: after K the window is near
+        // it (a long RTT keeps the Reno-friendly estimate below the curve).
+        let k = ((59.5 - 49.0) / 0.4f64).cbrt();
+        let mut t = 0;
+        while (t as f64) < k * 1000.0 {
+            let acks = cc.window() / MSS as u64;
+            for _ in 0..acks {
+                cc.on_ack(&ack(t, MSS as u64, 300, 0));
+            }
+            t += 300;
+        }
+        let segs = cc.window() as f64 / MSS as f64;
+        assert!((57.0..63.0).contains(&segs), "{segs}");
+    }
+
+    #[test]
+    fn cubic_reno_friendly_region_on_short_rtts() {
+        // With a tiny RTT, Reno's growth per second beats the cubic curve.
+        let mut cc = Cubic::new(
+            MSS,
+            100,
+            CubicConfig {
+                hystart: false,
+                ..CubicConfig::default()
+            },
+        );
+        cc.on_congestion_event(Instant::ZERO, 100_000);
+        let w0 = cc.window();
+        let w = rounds(&mut cc, 1, 1, 40);
+        // alpha = 3 * 0.3 / 1.7 = 0.53 segments per RTT, ~21 over 40 RTTs,
+        // while W_cubic(40 ms) is only about one segment above 70.
+        let grown = (w[39] - w0) as f64 / MSS as f64;
+        assert!((18.0..24.0).contains(&grown), "{grown}");
+    }
+
+    #[test]
+    fn cubic_hystart_leaves_slow_start_when_rtt_grows() {
+        let mut cc = Cubic::new(MSS, 10, CubicConfig::default());
+        let mut t = 0;
+        for round in 0..6u64 {
+            // The RTT grows by 10 ms from round 3 on (a queue builds).
+            let rtt = if round >= 3 { 30 } else { 20 };
+            for _ in 0..cc.window() / MSS as u64 {
+                cc.on_ack(&ack(t, MSS as u64, rtt, round));
+            }
+            t += rtt;
+        }
+        assert!(cc.ssthresh() < u64::MAX, "still in slow start");
+        // Round 3 starts at 80 segments; the eighth sample ends slow start.
+        assert_eq!(cc.ssthresh(), 80_000 + 7_000);
+        // Afterwards growth is congestion avoidance, not doubling.
+        assert!((87_000..95_000).contains(&cc.window()), "{}", cc.window());
+    }
+}

@@ -21,6 +21,8 @@ const MAX_WINDOW_SHIFT: u8 = 14;
 const DEFAULT_PEER_MSS: u16 = 536;
 const TIMESTAMP_OPTION_LEN: usize = 12;
 const MAX_OPTION_LEN: usize = 40;
+/// Retransmissions watched for a second loss; beyond that, the RTO repairs.
+const RTX_LOG: usize = 1024;
 /// Duplicate ACKs sent back to back at most, per batch of arrivals.
 const MAX_ACKS_OWED: u8 = 8;
 
@@ -145,6 +147,10 @@ pub struct Subflow {
     prr_budget: u64,
     /// End of the highest range ever retransmitted (Karn's rule).
     rtx_high: u64,
+    /// Retransmissions in flight: (start, end, snd_max when sent).
+    rtx_log: VecDeque<(u64, u64, u64)>,
+    /// Retransmitted ranges found lost again, to resend first.
+    relost: RangeSet,
     send_times: VecDeque<SendTime>,
     /// Round-trip counter for congestion control and where this round ends.
     round: u64,
@@ -249,6 +255,8 @@ impl Subflow {
             prr_recover_fs: 0,
             prr_budget: 0,
             rtx_high: 0,
+            rtx_log: VecDeque::with_capacity(RTX_LOG),
+            relost: RangeSet::with_capacity(RTX_LOG),
             send_times: VecDeque::with_capacity(
                 cfg.send_buffer / mss.max(64) as usize + RANGE_SLACK,
             ),
@@ -900,6 +908,7 @@ impl Subflow {
         }
 
         self.detect_loss(now, sack_news);
+        self.detect_lost_retransmissions();
 
         if let Some((Recovery::Fast, _)) = self.recovery {
             // RFC 6937 DeliveredData: cumulative plus SACKed progress.
@@ -961,6 +970,45 @@ impl Subflow {
             self.stats.fast_recoveries += 1;
             self.cc.on_congestion_event(now, in_flight);
         }
+    }
+
+    /// A retransmission is lost again when data sent after it was SACKed
+    /// (DupThresh segments' worth) while it was not (RACK's idea, by
+    /// sequence instead of time).
+    fn detect_lost_retransmissions(&mut self) {
+        self.relost.remove_below(self.snd_una);
+        let mss = self.sender_mss() as u64;
+        while let Some(&(s, e, sent_at_max)) = self.rtx_log.front() {
+            if e <= self.snd_una || self.sacked.covered_within(s, e) == e - s {
+                self.rtx_log.pop_front();
+                continue;
+            }
+            let later = self.sacked.covered_within(sent_at_max, self.snd_max);
+            if later <= (DUP_THRESH - 1) * mss {
+                break;
+            }
+            self.rtx_log.pop_front();
+            self.relost.insert(s.max(self.snd_una), e);
+        }
+    }
+
+    /// Bytes found lost again and not resent since.
+    fn relost_bytes(&self) -> u64 {
+        self.relost
+            .iter()
+            .map(|(s, e)| (e - s) - self.sacked.covered_within(s, e))
+            .sum()
+    }
+
+    /// The next range found lost again that still needs resending.
+    fn next_relost(&mut self) -> Option<(u64, u64)> {
+        while let Some((s, e)) = self.relost.first() {
+            if let Some(gap) = self.sacked.first_gap(s.max(self.snd_una), e) {
+                return Some(gap);
+            }
+            self.relost.pop_first_if_reaches(s);
+        }
+        None
     }
 
     fn take_rtt_sample(&mut self, now: Instant, ack: u64) -> Option<Duration> {
@@ -1154,6 +1202,8 @@ impl Subflow {
                     // Repeated timeouts: the peer may have reneged on SACKs.
                     self.sacked.clear();
                 }
+                self.rtx_log.clear();
+                self.relost.clear();
                 self.recovery = Some((Recovery::Timeout, self.snd_max));
                 self.lost_edge = self.snd_max;
                 self.high_rxt = self.snd_una;
@@ -1215,7 +1265,12 @@ impl Subflow {
         } else {
             self.dupacks * self.sender_mss() as u64
         };
-        outstanding.saturating_sub(sacked + lost_unsent + left)
+        let relost = if self.relost.is_empty() {
+            0
+        } else {
+            self.relost_bytes()
+        };
+        outstanding.saturating_sub(sacked + lost_unsent + left + relost)
     }
 
     // ---- outgoing segments ----
@@ -1317,6 +1372,24 @@ impl Subflow {
         let cwnd = self.cc.window();
         let pipe = self.pipe();
 
+        // Retransmissions lost again come first.
+        if let Some((s, e)) = self.next_relost() {
+            let data_len = e.min(data_end).saturating_sub(s).min(max_seg);
+            let fin = self.fin_seq == Some(s + data_len) && e > s + data_len;
+            let span = data_len + fin as u64;
+            if span > 0 {
+                if !self.may_send(pipe, span, cwnd) {
+                    self.cwnd_blocked_at = Some(now);
+                    return None;
+                }
+                if let Some((rs, re)) = self.relost.pop_first_if_reaches(s) {
+                    self.relost.insert(s + span, re);
+                    debug_assert!(rs <= s);
+                }
+                return Some(self.emit_data(now, s, data_len as usize, fin, true, buf));
+            }
+        }
+
         // RFC 6675 NextSeg rule 1: the first lost hole not yet retransmitted.
         if self.lost_edge > self.snd_una {
             let from = self.high_rxt.max(self.snd_una);
@@ -1388,6 +1461,9 @@ impl Subflow {
         }
         let end = start + len as u64 + fin as u64;
         if retransmit {
+            if self.rtx_log.len() < RTX_LOG {
+                self.rtx_log.push_back((start, end, self.snd_max));
+            }
             self.high_rxt = self.high_rxt.max(end);
             self.rtx_high = self.rtx_high.max(end);
             self.stats.retransmits += 1;
