@@ -90,5 +90,8 @@ fn steady_state_and_recovery_do_not_allocate() {
     let st = a.subflow_stats().unwrap();
     assert!(st.retransmits > 100, "losses were exercised: {st:?}");
     assert!(counted_packets > 10_000);
-    assert_eq!(allocations, 0, "{allocations} allocations over {counted_packets} packets");
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations over {counted_packets} packets"
+    );
 }

@@ -201,3 +201,24 @@ fn unmatched_segments_get_a_reset_and_garbage_is_counted() {
     let (got_b, _) = exchange(&mut w, b"after the noise", &[]);
     assert_eq!(got_b, b"after the noise");
 }
+
+#[test]
+fn segments_fit_an_mtu_sized_frame_buffer() {
+    for (c, s, mtu_payload) in [
+        ("192.0.2.1:40000", "192.0.2.2:5201", 1448),
+        ("[2001:db8::1]:40000", "[2001:db8::2]:5201", 1428),
+    ] {
+        let mut w = pair(c, s, s);
+        w.buf = vec![0u8; 1500];
+        let data = pattern(100_000, 5);
+        let (got_b, _) = exchange(&mut w, &data, &[]);
+        assert!(got_b == data);
+        let st = w.a.subflow_stats().unwrap();
+        // Full frames: payload is the MTU less IP, TCP and timestamps.
+        let segments = st.segments_sent;
+        assert!(
+            segments <= (data.len() / mtu_payload) as u64 + 6,
+            "{c}: {segments} segments"
+        );
+    }
+}

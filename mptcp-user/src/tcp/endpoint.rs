@@ -10,8 +10,8 @@ use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::tcp::{TcpFlags, TcpOptions, TcpPacket, TcpRepr};
 use std::net::{IpAddr, SocketAddr};
 
-/// IP plus TCP header room kept in front of a payload (IPv6 + 60).
-const MAX_HEADERS: usize = 100;
+/// The fixed TCP header, without options.
+const TCP_HEADER: usize = 20;
 
 /// Packets the endpoint refused, by cause.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -216,10 +216,9 @@ impl Engine for TcpEndpoint {
             }
         }
         let conn = self.conn.as_mut()?;
-        let room = buf
-            .len()
-            .saturating_sub(MAX_HEADERS)
-            .min(self.scratch.len());
+        let ip_header = if conn.tuple().local.is_ipv4() { 20 } else { 40 };
+        let headers = ip_header + TCP_HEADER + conn.option_space_needed();
+        let room = buf.len().saturating_sub(headers).min(self.scratch.len());
         loop {
             let seg = conn.poll_transmit(now, &mut self.scratch[..room])?;
             let t = conn.tuple();
@@ -261,7 +260,11 @@ impl ByteStream for TcpEndpoint {
     fn is_read_closed(&self) -> bool {
         self.conn.as_ref().is_some_and(Subflow::is_read_closed)
     }
+    /// Closed, reset, or in TIME_WAIT (which no longer concerns the
+    /// application).
     fn is_closed(&self) -> bool {
-        self.conn.as_ref().is_some_and(Subflow::is_closed)
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.is_closed() || c.state() == super::State::TimeWait)
     }
 }

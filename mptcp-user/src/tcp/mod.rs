@@ -4,6 +4,24 @@
 //! Sequence numbers are kept internally as 64-bit offsets from the initial
 //! sequence numbers (the SYN at 0, the first data byte at 1), so wraparound
 //! is handled once, where segments enter and leave.
+//!
+//! How a layer above (MPTCP) drives many subflows:
+//! - incoming: it sees each parsed [`TcpRepr`](crate::wire::tcp::TcpRepr)
+//!   (MPTCP options included) before handing it to [`Subflow::on_segment`];
+//!   [`Subflow::recv_offset_of`] maps a segment's sequence number to the
+//!   subflow stream offset that [`Subflow::recv_offset`] reports when the
+//!   bytes are read, which is how DSS mappings are applied.
+//! - outgoing: it edits `options.mptcp` of the repr that
+//!   [`Subflow::poll_transmit`] returns before emitting it;
+//!   [`Subflow::set_option_reserve`] shrinks payloads so the options fit,
+//!   [`Subflow::send_offset_of`] maps the segment to the stream offsets
+//!   [`Subflow::send_offset`] handed out, and [`Subflow::request_ack`] forces
+//!   a pure ACK to carry a signal.
+//! - congestion control: [`Subflow::set_congestion_control`] installs a
+//!   coupled controller; [`Subflow::congestion_control_mut`] reaches it to
+//!   push [`CouplingInfo`](crate::cc::CouplingInfo) computed from every
+//!   subflow's [`Subflow::stats`].
+//! - events: [`Subflow::poll_event`] (established, peer FIN, RTO, closed).
 
 mod endpoint;
 mod isn;

@@ -573,6 +573,38 @@ impl Subflow {
         MAX_OPTION_LEN.saturating_sub(used + 4) / 8
     }
 
+    /// TCP option bytes the next data segment will carry (timestamps, SACK
+    /// blocks, the upper layer's reserve); a driver sizing payload room
+    /// into a frame of fixed size subtracts this and the fixed headers.
+    pub fn option_space_needed(&self) -> usize {
+        let ts = if self.ts_ok { TIMESTAMP_OPTION_LEN } else { 0 };
+        let blocks = self.sack_blocks_to_send();
+        let sack = if blocks > 0 { 4 + 8 * blocks } else { 0 };
+        (ts + sack + self.option_reserve).min(MAX_OPTION_LEN)
+    }
+
+    /// Stream offset (0-based) of the byte a sent segment's sequence number
+    /// names, for mapping segments to MPTCP data sequence numbers.
+    pub fn send_offset_of(&self, seq: u32) -> Option<u64> {
+        let rel = self.snd_rel(seq);
+        (rel >= 1).then(|| rel as u64 - 1)
+    }
+
+    /// Stream offset (0-based) of the byte a received segment's sequence
+    /// number names (valid once the peer's SYN was seen).
+    pub fn recv_offset_of(&self, seq: u32) -> Option<u64> {
+        let rel = self.rcv_rel(seq);
+        (self.rcv_nxt > 0 && rel >= 1).then(|| rel as u64 - 1)
+    }
+
+    /// Makes the next `poll_transmit` produce an ACK even with nothing else
+    /// to say (an upper layer has options to signal, e.g. a DATA_ACK).
+    pub fn request_ack(&mut self) {
+        if self.is_synchronized() {
+            self.ack_now = true;
+        }
+    }
+
     fn sack_blocks_to_send(&self) -> usize {
         self.ooo.len().min(self.sack_block_limit())
     }
