@@ -64,7 +64,7 @@ fn steady_state_and_recovery_do_not_allocate() {
             packets += 1;
             counted_packets += counting as u64;
             // Every 97th packet is lost: out-of-order data, SACK, recovery.
-            if packets % 97 != 0 {
+            if !packets.is_multiple_of(97) {
                 b.handle_packet(now, 0, &frame[..n]);
             }
         }
