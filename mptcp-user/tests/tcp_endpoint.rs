@@ -222,3 +222,23 @@ fn segments_fit_an_mtu_sized_frame_buffer() {
         );
     }
 }
+
+#[test]
+fn mss_follows_the_mtu() {
+    assert_eq!(Config::mss_for_mtu(1500, false), 1460);
+    assert_eq!(Config::mss_for_mtu(1500, true), 1440);
+    let c = cfg().with_mtu(9000, false);
+    assert_eq!(c.mss, 8960);
+    // A jumbo path carries jumbo segments end to end.
+    let a: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+    let b: SocketAddr = "192.0.2.2:5201".parse().unwrap();
+    let mut w = Wire::new(
+        TcpEndpoint::client(c.clone(), a, b, Instant::ZERO),
+        TcpEndpoint::listen(c, b),
+    );
+    w.buf = vec![0u8; 9000];
+    let data = pattern(1 << 20, 6);
+    let (got_b, _) = exchange(&mut w, &data, &[]);
+    assert!(got_b == data);
+    assert_eq!(w.a.subflow().unwrap().sender_mss(), 8948);
+}

@@ -133,7 +133,11 @@ fn heavy_loss_with_bottleneck_many_seeds() {
         rate: Some(50_000_000),
         queue: 200_000,
     };
-    for seed in 100..112 {
+    let seeds: u64 = std::env::var("TCP_STRESS_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    for seed in 100..100 + seeds {
         run_lossy(seed, link, CcAlgorithm::Cubic, 1 << 20);
     }
 }
@@ -323,6 +327,9 @@ fn zero_window_probe_then_resume() {
         got.len() == data.len()
     }));
     assert!(got == data);
+    // Probes are not retransmission timeouts, before or after the window opened.
+    assert_eq!(p.client.stats().timeouts, 0);
+    assert_eq!(p.client.stats().retransmits, 0);
 }
 
 #[test]
@@ -571,4 +578,71 @@ fn lost_retransmission_is_detected_without_rto() {
     assert!(got_b == a);
     let st = p.client.stats();
     assert_eq!((st.timeouts, st.retransmits), (0, 2), "{st:?}");
+}
+
+/// Finds an ISN secret that puts the client's ISN just below 2^32.
+fn secret_near_wrap() -> [u8; 16] {
+    let t = tuple();
+    for i in 0u32.. {
+        let mut secret = [0u8; 16];
+        secret[..4].copy_from_slice(&i.to_be_bytes());
+        let (isn, _) = mptcp_user::tcp::initial_sequence(
+            &secret,
+            &t.local,
+            &t.remote,
+            mptcp_user::time::Instant::ZERO,
+        );
+        if isn > u32::MAX - (1 << 20) {
+            return secret;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn sequence_numbers_wrap_around() {
+    let c = Config {
+        isn_secret: secret_near_wrap(),
+        ..cfg()
+    };
+    let link = Link {
+        delay: ms(5),
+        jitter: ms(2),
+        loss: 0.01,
+        ..Default::default()
+    };
+    let mut p = Pair::new(&c, &cfg(), link, 17);
+    assert!(p.client.initial_send_seq() > u32::MAX - (1 << 20));
+    let a = pattern(4 << 20, 17);
+    let (got_b, _) = transfer(&mut p, &a, &[], Duration::from_secs(60));
+    assert!(got_b == a);
+}
+
+#[test]
+fn small_buffers_small_mss_heavy_reordering_and_loss() {
+    let tiny = Config {
+        mss: 536,
+        send_buffer: 8 << 10,
+        recv_buffer: 6 << 10,
+        ..cfg()
+    };
+    let link = Link {
+        delay: ms(5),
+        jitter: ms(20),
+        loss: 0.15,
+        dup: 0.05,
+        ..Default::default()
+    };
+    let seeds: u64 = std::env::var("TCP_STRESS_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    for seed in 300..300 + seeds {
+        let mut p = Pair::new(&tiny, &tiny, link, seed);
+        let a = pattern(100 << 10, seed);
+        let b = pattern(50 << 10, seed + 1);
+        let (got_b, got_a) = transfer(&mut p, &a, &b, Duration::from_secs(3600));
+        assert!(got_b == a, "seed {seed}: {} of {}", got_b.len(), a.len());
+        assert!(got_a == b, "seed {seed}");
+    }
 }

@@ -98,6 +98,20 @@ pub struct Config {
     pub option_reserve: u8,
 }
 
+impl Config {
+    /// The MSS to advertise on a path with this MTU: the MTU less the IP
+    /// header (20 or 40 bytes) and the fixed TCP header.
+    pub fn mss_for_mtu(mtu: u16, ipv6: bool) -> u16 {
+        mtu.saturating_sub(if ipv6 { 60 } else { 40 }).max(64)
+    }
+
+    /// This configuration with the MSS of a path of the given MTU.
+    pub fn with_mtu(mut self, mtu: u16, ipv6: bool) -> Config {
+        self.mss = Config::mss_for_mtu(mtu, ipv6);
+        self
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {

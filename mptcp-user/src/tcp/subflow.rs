@@ -846,6 +846,11 @@ impl Subflow {
         let mut window_changed = false;
         if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
             window_changed = wnd != self.snd_wnd;
+            if self.snd_wnd == 0 && wnd > 0 && self.snd_max == self.snd_una {
+                // The window opened: the persist timer and its backoff end.
+                self.rtx_deadline = None;
+                self.backoff = 0;
+            }
             self.snd_wnd = wnd;
             self.max_snd_wnd = self.max_snd_wnd.max(wnd);
             self.snd_wl1 = seq;
