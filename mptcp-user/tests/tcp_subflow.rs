@@ -646,3 +646,29 @@ fn small_buffers_small_mss_heavy_reordering_and_loss() {
         assert!(got_a == b, "seed {seed}");
     }
 }
+
+#[test]
+fn a_coupled_controller_plugs_in_without_changing_the_trait() {
+    use mptcp_user::cc::{CouplingInfo, Lia};
+    let mut p = Pair::new(&cfg(), &cfg(), Link::delay_ms(5), 18);
+    p.client
+        .set_congestion_control(Box::new(Lia::new(1000, 10)));
+    assert_eq!(p.client.congestion_control().name(), "lia");
+    // The connection pushes aggregate figures from every subflow's stats.
+    let st = p.client.stats();
+    let sibling = (st.cwnd * 3, ms(40));
+    let info = CouplingInfo::from_subflows([(st.cwnd, ms(10)), sibling]);
+    p.client.congestion_control_mut().on_coupling(&info);
+    let lia = p
+        .client
+        .congestion_control_mut()
+        .as_any_mut()
+        .downcast_mut::<Lia>()
+        .unwrap();
+    assert!((lia.alpha() - info.lia_alpha()).abs() < 1e-12);
+    // The MSS was handed to the new controller.
+    assert_eq!(p.client.stats().cwnd, 10 * p.client.sender_mss() as u64);
+    let a = pattern(1 << 20, 18);
+    let (got_b, _) = transfer(&mut p, &a, &[], Duration::from_secs(30));
+    assert!(got_b == a);
+}

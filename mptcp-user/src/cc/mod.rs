@@ -7,9 +7,11 @@
 //! LIA (RFC 6356) needs: alpha and the sum of the sibling windows.
 
 mod cubic;
+mod lia;
 mod newreno;
 
 pub use cubic::{Cubic, CubicConfig};
+pub use lia::Lia;
 pub use newreno::NewReno;
 
 use crate::time::Instant;
@@ -57,6 +59,35 @@ pub struct CouplingInfo {
     pub path_alpha: f64,
 }
 
+impl CouplingInfo {
+    /// Aggregates (cwnd in bytes, smoothed RTT) of every subflow taking
+    /// part; subflows without an RTT sample yet are left out of the rates.
+    pub fn from_subflows(subflows: impl IntoIterator<Item = (u64, Duration)>) -> CouplingInfo {
+        let mut info = CouplingInfo::default();
+        for (cwnd, srtt) in subflows {
+            info.subflows += 1;
+            info.total_cwnd += cwnd;
+            let rtt = srtt.as_secs_f64();
+            if rtt > 0.0 {
+                info.sum_cwnd_over_rtt += cwnd as f64 / rtt;
+                info.max_cwnd_over_rtt_sq =
+                    info.max_cwnd_over_rtt_sq.max(cwnd as f64 / (rtt * rtt));
+            }
+        }
+        info
+    }
+
+    /// RFC 6356's alpha: cwnd_total * max(cwnd_i / rtt_i^2) / (sum cwnd_i / rtt_i)^2
+    /// (1 when there is nothing to couple with yet).
+    pub fn lia_alpha(&self) -> f64 {
+        if self.sum_cwnd_over_rtt <= 0.0 {
+            return 1.0;
+        }
+        self.total_cwnd as f64 * self.max_cwnd_over_rtt_sq
+            / (self.sum_cwnd_over_rtt * self.sum_cwnd_over_rtt)
+    }
+}
+
 /// A congestion controller for one subflow. Object safe, so subflows hold a
 /// `Box<dyn CongestionControl>` chosen per connection.
 pub trait CongestionControl: core::fmt::Debug + Send {
@@ -90,6 +121,9 @@ pub enum CcAlgorithm {
     NewReno,
     #[default]
     Cubic,
+    /// RFC 6356 coupled increase; needs `on_coupling` from the connection
+    /// (alone it behaves as NewReno).
+    Lia,
 }
 
 impl CcAlgorithm {
@@ -98,14 +132,16 @@ impl CcAlgorithm {
         match self {
             CcAlgorithm::NewReno => Box::new(NewReno::new(mss, init_segments)),
             CcAlgorithm::Cubic => Box::new(Cubic::new(mss, init_segments, CubicConfig::default())),
+            CcAlgorithm::Lia => Box::new(Lia::new(mss, init_segments)),
         }
     }
 
-    /// Parses "cubic" or "newreno" (as used on command lines).
+    /// Parses "cubic", "newreno" or "lia" (as used on command lines).
     pub fn from_name(name: &str) -> Option<CcAlgorithm> {
         match name.to_ascii_lowercase().as_str() {
             "cubic" => Some(CcAlgorithm::Cubic),
             "newreno" | "reno" => Some(CcAlgorithm::NewReno),
+            "lia" => Some(CcAlgorithm::Lia),
             _ => None,
         }
     }
