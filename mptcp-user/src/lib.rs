@@ -2,3 +2,4 @@
 pub mod io;
 pub mod time;
 pub mod wire;
+pub mod xdp;
