@@ -152,16 +152,12 @@ impl Netns {
         })
     }
 
-    /// One `nstat` counter (e.g. `MPTcpExtMPJoinSynRx`), absolute value.
+    /// One kernel SNMP counter in `nstat` naming (e.g. `MPTcpExtMPJoinAckRx`,
+    /// `TcpExtTCPSackRecovery`), read from `/proc/net/{netstat,snmp}`.
+    /// Missing counters read as 0.
     pub fn nstat(&self, counter: &str) -> Result<u64> {
-        let out = self.exec("nstat", &["-a", "-z", counter])?;
-        Ok(out
-            .lines()
-            .find_map(|l| {
-                let mut f = l.split_whitespace();
-                (f.next() == Some(counter)).then(|| f.next()?.parse().ok())?
-            })
-            .unwrap_or(0))
+        let text = self.exec("cat", &["/proc/net/netstat", "/proc/net/snmp"])?;
+        Ok(parse_nstat(&text, counter).unwrap_or(0))
     }
 
     /// Leaves the namespace in place when the guard drops.
@@ -178,6 +174,25 @@ impl Drop for Netns {
             }
         }
     }
+}
+
+/// Finds `counter` (`PrefixName`) in `/proc/net/netstat`-style text, where
+/// each prefix has a line of names followed by a line of values.
+pub fn parse_nstat(text: &str, counter: &str) -> Option<u64> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines.windows(2).find_map(|pair| {
+        let mut names = pair[0].split_whitespace();
+        let mut values = pair[1].split_whitespace();
+        let prefix = names.next()?.strip_suffix(':')?;
+        if values.next()? != format!("{prefix}:") {
+            return None;
+        }
+        let field = counter.strip_prefix(prefix)?;
+        names
+            .zip(values)
+            .find(|(name, _)| *name == field)
+            .and_then(|(_, v)| v.parse().ok())
+    })
 }
 
 /// One path of the lab: a veth pair between the two namespaces.
@@ -387,8 +402,8 @@ pub fn serve_count_once(listener: TcpListener) -> thread::JoinHandle<Result<u64>
     })
 }
 
-/// Sends `len` bytes on `stream`, half-closes, and returns the peer's count.
-pub fn send_and_count(mut stream: TcpStream, len: usize) -> Result<u64> {
+/// Writes `len` bytes of filler to `stream`.
+pub fn send_bytes(stream: &mut TcpStream, len: usize) -> Result<()> {
     let chunk = vec![0x5au8; 64 * 1024];
     let mut left = len;
     while left > 0 {
@@ -396,8 +411,36 @@ pub fn send_and_count(mut stream: TcpStream, len: usize) -> Result<u64> {
         stream.write_all(&chunk[..n])?;
         left -= n;
     }
+    Ok(())
+}
+
+/// Sends `len` bytes on `stream`, half-closes, and returns the peer's count.
+pub fn send_and_count(mut stream: TcpStream, len: usize) -> Result<u64> {
+    send_bytes(&mut stream, len)?;
     stream.shutdown(std::net::Shutdown::Write)?;
     let mut answer = [0u8; 8];
     stream.read_exact(&mut answer)?;
     Ok(u64::from_be_bytes(answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_nstat_finds_counters_by_prefix() {
+        let text = "TcpExt: SyncookiesSent EmbryonicRsts\nTcpExt: 3 4\n\
+                    MPTcpExt: MPCapableSYNRX MPJoinAckRx\nMPTcpExt: 7 2\n";
+        assert_eq!(parse_nstat(text, "MPTcpExtMPJoinAckRx"), Some(2));
+        assert_eq!(parse_nstat(text, "MPTcpExtMPCapableSYNRX"), Some(7));
+        assert_eq!(parse_nstat(text, "TcpExtEmbryonicRsts"), Some(4));
+        assert_eq!(parse_nstat(text, "MPTcpExtNope"), None);
+        assert_eq!(parse_nstat("", "MPTcpExtMPJoinAckRx"), None);
+    }
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique_name("x"), unique_name("x"));
+        assert!(unique_name("lab").starts_with(&format!("lab-{}-", std::process::id())));
+    }
 }
