@@ -1,11 +1,24 @@
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// Userspace Multipath TCP datapath.
 #[derive(Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach the XDP classifier to interfaces and show its counters until Ctrl-C.
+    Classify(mptcp_user::xdp::cli::ClassifyArgs),
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+    env_logger::init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Classify(args)) => mptcp_user::xdp::cli::classify(&args),
+        None => Ok(()),
+    }
 }

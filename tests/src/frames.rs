@@ -74,7 +74,7 @@ impl TcpFrame {
     pub fn build(&self) -> Vec<u8> {
         let mut options = self.options.clone();
         if self.raw_data_offset.is_none() {
-            while options.len() % 4 != 0 {
+            while !options.len().is_multiple_of(4) {
                 options.push(0);
             }
         }

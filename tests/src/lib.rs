@@ -354,12 +354,12 @@ impl Lab {
 }
 
 fn mptcp_socket(addr: &SocketAddr) -> Result<Socket> {
-    Ok(Socket::new(
+    Socket::new(
         Domain::for_address(*addr),
         Type::STREAM,
         Some(Protocol::from(IPPROTO_MPTCP)),
     )
-    .context("socket(IPPROTO_MPTCP): is MPTCP enabled (net.mptcp.enabled)?")?)
+    .context("socket(IPPROTO_MPTCP): is MPTCP enabled (net.mptcp.enabled)?")
 }
 
 /// A kernel MPTCP listener (call inside [`Netns::enter`]).
@@ -421,6 +421,45 @@ pub fn send_and_count(mut stream: TcpStream, len: usize) -> Result<u64> {
     let mut answer = [0u8; 8];
     stream.read_exact(&mut answer)?;
     Ok(u64::from_be_bytes(answer))
+}
+
+/// One kernel MPTCP transfer of `bytes` from the lab's client to
+/// `server:port` (a listener is opened in the server namespace for it).
+/// With `await_join`, most of the data flows only once the server accepted
+/// an MP_JOIN (the client opens extra subflows after its first data is
+/// acknowledged). Returns the byte count the server reported.
+pub fn lab_transfer(
+    lab: &Lab,
+    server: IpAddr,
+    port: u16,
+    bytes: usize,
+    await_join: bool,
+) -> Result<u64> {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let addr = SocketAddr::new(server, port);
+    let listener = lab.server.enter(|| mptcp_listen(addr))??;
+    let served = serve_count_once(listener);
+    let joins_before = lab.server.nstat("MPTcpExtMPJoinAckRx")?;
+    let mut stream = lab.client.enter(|| mptcp_connect(addr, TIMEOUT))??;
+    let first = bytes.min(1000);
+    send_bytes(&mut stream, first)?;
+    if await_join
+        && !wait_until(TIMEOUT, || {
+            lab.server
+                .nstat("MPTcpExtMPJoinAckRx")
+                .is_ok_and(|n| n > joins_before)
+        })
+    {
+        bail!("no MP_JOIN reached the server within {TIMEOUT:?}");
+    }
+    let echoed = send_and_count(stream, bytes - first)?;
+    let received = served
+        .join()
+        .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    if echoed != received {
+        bail!("server counted {received} bytes but answered {echoed}");
+    }
+    Ok(received)
 }
 
 #[cfg(test)]

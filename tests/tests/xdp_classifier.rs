@@ -18,6 +18,9 @@ const LISTEN: u16 = 443;
 const OTHER_PORT: u16 = 22;
 const CLIENT_PORTS: std::ops::RangeInclusive<u16> = 40000..=40999;
 
+/// Sets the one kind counter a segment should increment.
+type KindSetter = fn(&mut Counters);
+
 fn classifier() -> Option<Classifier> {
     if !require_root() {
         return None;
@@ -39,7 +42,7 @@ fn to_owned(dst: IpAddr) -> TcpFrame {
 
 /// Counters after exactly one owned segment of the given kind that fell back
 /// to the kernel (no AF_XDP socket is bound in these tests).
-fn one_owned(kind: fn(&mut Counters)) -> Counters {
+fn one_owned(kind: KindSetter) -> Counters {
     let mut c = Counters {
         seen: 1,
         passed: 1,
@@ -91,7 +94,7 @@ fn config_map_round_trips() {
 #[test]
 fn owned_segments_of_each_kind_are_steered_ipv4_ipv6_and_vlan() {
     let Some(mut c) = classifier() else { return };
-    let cases: [(&[u8], u8, fn(&mut Counters)); 7] = [
+    let cases: [(&[u8], u8, KindSetter); 7] = [
         (&[], ACK, |c| c.plain_tcp = 1),
         (&mptcp::MP_CAPABLE_SYN, SYN, |c| c.mp_capable_syn = 1),
         (&mptcp::MP_JOIN_SYN, SYN, |c| c.mp_join_syn = 1),

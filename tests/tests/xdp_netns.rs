@@ -1,54 +1,16 @@
 //! The classifier attached in driver mode to the server side of a two-path
 //! lab, with the kernel's own MPTCP as client and server.
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::net::IpAddr;
 
-use mptcp_tests::{
-    mptcp_connect, mptcp_listen, require_root, send_and_count, send_bytes, serve_count_once,
-    wait_until, Lab, LabConfig,
-};
+use mptcp_tests::{lab_transfer, require_root, Lab, LabConfig};
 use mptcp_user::xdp::{AttachMode, Classifier, Counters, Ownership};
 
 const OWNED_PORT: u16 = 8080;
 const OTHER_PORT: u16 = 9090;
-const TIMEOUT: Duration = Duration::from_secs(10);
 const BYTES: usize = 1 << 20;
 
-/// One MPTCP transfer from the client to `server:port`; returns the server's count.
-/// With `await_join`, data flows only once the server accepted an MP_JOIN.
 fn transfer(lab: &Lab, server: IpAddr, port: u16, await_join: bool) -> u64 {
-    let addr = SocketAddr::new(server, port);
-    let listener = lab
-        .server
-        .enter(|| mptcp_listen(addr))
-        .expect("enter server ns")
-        .expect("listen");
-    let served = serve_count_once(listener);
-    let joins_before = lab.server.nstat("MPTcpExtMPJoinAckRx").expect("nstat");
-    let mut stream = lab
-        .client
-        .enter(|| mptcp_connect(addr, TIMEOUT))
-        .expect("enter client ns")
-        .expect("connect");
-    // The client opens extra subflows once the connection is fully
-    // established, which takes data acknowledged by the server.
-    let first = 1000;
-    send_bytes(&mut stream, first).expect("first bytes");
-    if await_join {
-        assert!(
-            wait_until(TIMEOUT, || lab
-                .server
-                .nstat("MPTcpExtMPJoinAckRx")
-                .is_ok_and(|n| n > joins_before)),
-            "the second subflow never joined"
-        );
-    }
-    let echoed = send_and_count(stream, BYTES - first).expect("transfer");
-    let received = served.join().expect("server thread").expect("server");
-    assert_eq!(echoed, received);
-    received
+    lab_transfer(lab, server, port, BYTES, await_join).expect("transfer")
 }
 
 #[test]

@@ -19,6 +19,8 @@ use mptcp_common::{
     MAP_CONFIG, MAP_COUNTERS, MAP_XSKS, MAX_PORTS, MAX_V4, MAX_V6, PROGRAM_CLASSIFY,
 };
 
+pub mod cli;
+
 /// The eBPF object built by `build.rs` (see `mptcp-ebpf-build`).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mptcp-ebpf.o"));
 
@@ -362,6 +364,52 @@ impl Drop for Classifier {
             eprintln!("warning: detaching XDP: {e:#}");
         }
     }
+}
+
+/// The IPv4 and IPv6 addresses of `iface` (getifaddrs), link-local IPv6 excluded.
+pub fn interface_addresses(iface: &str) -> Result<Vec<IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getifaddrs");
+    }
+    let mut found = Vec::new();
+    let mut cursor = head;
+    while !cursor.is_null() {
+        // SAFETY: a node of the list getifaddrs returned, valid until freeifaddrs.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        if entry.ifa_addr.is_null() || entry.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+        if name.to_bytes() != iface.as_bytes() {
+            continue;
+        }
+        // SAFETY: ifa_addr points at a sockaddr whose family tells its real type.
+        unsafe {
+            match i32::from((*entry.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                    found.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        sin.sin_addr.s_addr,
+                    ))));
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);
+                    let addr = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                    if !addr.is_unicast_link_local() {
+                        found.push(IpAddr::V6(addr));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // SAFETY: the list from getifaddrs above, freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(found)
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
