@@ -115,6 +115,17 @@ pub fn bpf_linker() -> Option<PathBuf> {
 
 fn rustup_nightly_with_src() -> Option<String> {
     let rustup = find_in_path("rustup")?;
+    // Ask first: `rustup run` of a missing toolchain may try to install it.
+    let list = Command::new(&rustup)
+        .args(["toolchain", "list"])
+        .output()
+        .ok()?;
+    if !String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .any(|l| l.starts_with("nightly"))
+    {
+        return None;
+    }
     let out = Command::new(rustup)
         .args(["run", "nightly", "rustc", "--print", "sysroot"])
         .env_remove("RUSTUP_TOOLCHAIN")
@@ -274,4 +285,33 @@ fn cargo_binary() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| find_in_path("cargo"))
         .unwrap_or_else(|| PathBuf::from("cargo"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebuild_sources_exist() {
+        for path in sources() {
+            assert!(
+                path.exists(),
+                "{} is gone: update sources()",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn toolchain_names_say_which_route() {
+        let standard = Toolchain::Standard {
+            toolchain: "nightly".into(),
+        };
+        let debian = Toolchain::Debian {
+            rustc: PathBuf::from(DEBIAN_RUSTC),
+        };
+        assert!(standard.name().starts_with("standard"));
+        assert!(debian.name().starts_with("debian"));
+        assert!(debian.name().contains(DEBIAN_RUSTC));
+    }
 }

@@ -8,25 +8,33 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use mptcp_tests::{lab_transfer, unique_name, Lab, LabConfig};
+use mptcp_tests::{lab_transfer, unique_name, Lab, LabConfig, Netns};
 
 const OWNED_PORT: u16 = 8080;
 const OTHER_PORT: u16 = 9090;
 const BYTES: usize = 4 << 20;
 
 /// A running `mptcp-user classify --stdin-reports`.
-struct Classify {
+pub struct Classify {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
+    echo: bool,
 }
 
 impl Classify {
-    fn start(binary: &Path, lab: &Lab, port: u16) -> Result<Classify> {
-        let mut cmd = lab.server.command(&binary.to_string_lossy());
+    /// Attaches to `ifaces` inside `ns`, owning `port` on their addresses.
+    pub fn start(
+        binary: &Path,
+        ns: &Netns,
+        ifaces: &[&str],
+        port: u16,
+        echo: bool,
+    ) -> Result<Classify> {
+        let mut cmd = ns.command(&binary.to_string_lossy());
         cmd.arg("classify");
-        for p in &lab.paths {
-            cmd.args(["--iface", &p.server_if]);
+        for iface in ifaces {
+            cmd.args(["--iface", iface]);
         }
         cmd.args(["--port", &port.to_string(), "--stdin-reports"]);
         let mut child = cmd
@@ -41,6 +49,7 @@ impl Classify {
             child,
             stdin: Some(stdin),
             stdout: BufReader::new(stdout),
+            echo,
         };
         // Attached once it has said what it owns.
         classify.echo_until(|l| l.starts_with("owned:"))?;
@@ -54,7 +63,9 @@ impl Classify {
             if self.stdout.read_line(&mut line)? == 0 {
                 bail!("mptcp-user classify ended early ({:?})", self.child.wait()?);
             }
-            print!("  | {line}");
+            if self.echo {
+                print!("  | {line}");
+            }
             if last(line.trim_end()) {
                 return Ok(());
             }
@@ -62,14 +73,14 @@ impl Classify {
     }
 
     /// Prints the counters since the previous report under `title`.
-    fn report(&mut self, title: &str) -> Result<()> {
+    pub fn report(&mut self, title: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().context("classify already stopped")?;
         writeln!(stdin, "{title}")?;
         stdin.flush()?;
         self.echo_until(str::is_empty)
     }
 
-    fn stop(mut self) -> Result<()> {
+    pub fn stop(mut self) -> Result<()> {
         drop(self.stdin.take());
         self.echo_until(|l| l == "detached")?;
         let status = self.child.wait()?;
@@ -104,7 +115,8 @@ pub fn run(binary: &Path) -> Result<()> {
         lab.server.name(),
         lab.paths.len()
     );
-    let mut classify = Classify::start(binary, &lab, OWNED_PORT)?;
+    let server_ifs: Vec<&str> = lab.paths.iter().map(|p| p.server_if.as_str()).collect();
+    let mut classify = Classify::start(binary, &lab.server, &server_ifs, OWNED_PORT, true)?;
     let v4 = IpAddr::V4(lab.paths[0].server_v4);
     let v6 = IpAddr::V6(lab.paths[0].server_v6);
     let phases = [

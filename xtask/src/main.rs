@@ -257,3 +257,20 @@ fn summary_count(summary: &str, word: &str) -> u64 {
         .find_map(|part| part.trim().strip_suffix(word)?.trim().parse().ok())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::summary_count;
+
+    #[test]
+    fn counts_from_cargo_test_summaries() {
+        let s = "ok. 11 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.45s";
+        assert_eq!(summary_count(s, "passed"), 11);
+        assert_eq!(summary_count(s, "failed"), 0);
+        assert_eq!(summary_count(s, "ignored"), 2);
+        let f = "FAILED. 10 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!(summary_count(f, "passed"), 10);
+        assert_eq!(summary_count(f, "failed"), 1);
+        assert_eq!(summary_count("garbage", "passed"), 0);
+    }
+}

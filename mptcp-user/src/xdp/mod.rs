@@ -327,6 +327,13 @@ impl Classifier {
         )?)
     }
 
+    /// Steers `queue`'s owned segments to the AF_XDP socket `socket`.
+    pub fn register_xsk(&mut self, queue: u32, socket: impl std::os::fd::AsRawFd) -> Result<()> {
+        self.xsk_map()?
+            .set(queue, socket, 0)
+            .with_context(|| format!("XSKMAP[{queue}]"))
+    }
+
     /// Runs the program once on `frame` (BPF_PROG_TEST_RUN, queue 0) and
     /// returns its verdict. Counters count it like a real packet.
     pub fn test_run(&self, frame: &[u8]) -> Result<Verdict> {
@@ -446,4 +453,111 @@ pub fn format_counters(c: &Counters) -> String {
         c.other_mptcp,
         c.plain_tcp
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_round_trips_through_config() {
+        let ownership = Ownership {
+            addresses: vec![
+                "10.0.0.1".parse().unwrap(),
+                "fd00::1".parse().unwrap(),
+                "192.168.1.2".parse().unwrap(),
+            ],
+            listen_ports: vec![443, 80],
+            client_ports: Some(40000..=40999),
+        };
+        let config = ownership.to_config().unwrap();
+        assert_eq!(config.n_v4, 2);
+        assert_eq!(config.n_v6, 1);
+        assert_eq!(config.v4[1], [192, 168, 1, 2]);
+        assert_eq!(
+            (config.client_port_lo, config.client_port_hi),
+            (40000, 40999)
+        );
+        let back = Ownership::from_config(&config);
+        // IPv4 first, then IPv6: the map keeps them apart.
+        assert_eq!(back.addresses[2], ownership.addresses[1]);
+        assert_eq!(back.listen_ports, ownership.listen_ports);
+        assert_eq!(back.client_ports, ownership.client_ports);
+    }
+
+    #[test]
+    fn no_client_range_means_none() {
+        let config = Ownership::default().to_config().unwrap();
+        assert_eq!(config, Config::EMPTY);
+        assert!(config.client_port_lo > config.client_port_hi);
+        assert_eq!(Ownership::from_config(&config), Ownership::default());
+    }
+
+    #[test]
+    fn table_overflows_are_errors() {
+        let v4 = Ownership {
+            addresses: (0..=MAX_V4 as u8)
+                .map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)))
+                .collect(),
+            ..Ownership::default()
+        };
+        assert!(v4.to_config().is_err());
+        let v6 = Ownership {
+            addresses: (0..=MAX_V6 as u16)
+                .map(|i| IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i)))
+                .collect(),
+            ..Ownership::default()
+        };
+        assert!(v6.to_config().is_err());
+        let ports = Ownership {
+            listen_ports: (0..=MAX_PORTS as u16).collect(),
+            ..Ownership::default()
+        };
+        assert!(ports.to_config().is_err());
+        let full = Ownership {
+            listen_ports: (0..MAX_PORTS as u16).collect(),
+            ..Ownership::default()
+        };
+        assert_eq!(full.to_config().unwrap().n_listen_ports, MAX_PORTS as u32);
+    }
+
+    #[test]
+    fn verdicts_from_xdp_actions() {
+        assert_eq!(Verdict::from(2), Verdict::Pass);
+        assert_eq!(Verdict::from(4), Verdict::Redirect);
+        assert_eq!(Verdict::from(0), Verdict::Aborted);
+        assert_eq!(Verdict::from(9), Verdict::Other(9));
+    }
+
+    #[test]
+    fn counters_sum_and_difference() {
+        let mut a = Counters {
+            seen: 3,
+            dss: 2,
+            ..Counters::default()
+        };
+        a.add(&Counters {
+            seen: 4,
+            plain_tcp: 1,
+            ..Counters::default()
+        });
+        assert_eq!((a.seen, a.dss, a.plain_tcp), (7, 2, 1));
+        let d = a.since(&Counters {
+            seen: 5,
+            dss: 9,
+            ..Counters::default()
+        });
+        assert_eq!((d.seen, d.dss, d.plain_tcp), (2, 0, 1));
+        assert!(format_counters(&a).contains("DSS 2"));
+    }
+
+    #[test]
+    fn loopback_has_its_address() {
+        let addrs = interface_addresses("lo").unwrap();
+        assert!(
+            addrs.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            "{addrs:?}"
+        );
+        assert!(interface_addresses("no-such-if0").unwrap().is_empty());
+    }
 }
