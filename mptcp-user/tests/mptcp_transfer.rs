@@ -33,7 +33,12 @@ fn two_paths_byte_exact_both_directions() {
         }
     }
     assert!(used >= 2, "both subflows should carry data");
-    assert!(net.run_until(Duration::from_secs(10), |n| n.client.is_closed() && n.server.is_closed()));
+    let closed = net.run_until(Duration::from_secs(10), |n| n.client.is_closed() && n.server.is_closed());
+    for e in [&net.client, &net.server] {
+        let c = e.connection().unwrap();
+        eprintln!("acked {} {:?}", c.data_acked(), c.subflows().map(|s| s.status).collect::<Vec<_>>());
+    }
+    assert!(closed);
     let _ = SubflowStatus::Closed;
     let _ = MptcpEvent::Established;
 }

@@ -931,7 +931,15 @@ impl Connection {
     }
 
     fn run_pm(&mut self, now: Instant, keys: &mut KeySource) {
-        if !self.s.pm_dirty || self.s.role != Role::Client || !self.s.established || self.s.fallback {
+        let s = &self.s;
+        if !s.pm_dirty
+            || s.role != Role::Client
+            || !s.established
+            || s.fallback
+            || s.close_requested
+            || s.peer_fin.is_some()
+            || s.reset
+        {
             return;
         }
         self.s.pm_dirty = false;

@@ -43,6 +43,12 @@ impl PathManager for FullMesh {
         "fullmesh"
     }
     fn wanted(&mut self, view: &PmView, out: &mut Vec<SubflowRequest>) {
+        // Pairs seen live once (the initial one) are not reopened either.
+        for p in view.subflows {
+            if !self.tried.contains(p) {
+                self.tried.push(*p);
+            }
+        }
         for &l in view.local {
             for &r in view.remote {
                 if l.is_ipv4() != r.is_ipv4() {
