@@ -20,23 +20,44 @@ const FIXTURE: &str = concat!(
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Signal {
     CapableKey(u64),
-    JoinSynAck { addr_id: u8, hmac: u64, nonce: u32 },
-    AddAddr { addr_id: u8, addr: IpAddr, hmac: Option<u64> },
+    JoinSynAck {
+        addr_id: u8,
+        hmac: u64,
+        nonce: u32,
+    },
+    AddAddr {
+        addr_id: u8,
+        addr: IpAddr,
+        hmac: Option<u64>,
+    },
     DataAck(u64),
 }
 
 fn signals(packet: &[u8], out: &mut Vec<Signal>) {
-    let Ok((_, tcp)) = parse_ip_tcp(packet) else { return };
+    let Ok((_, tcp)) = parse_ip_tcp(packet) else {
+        return;
+    };
     for o in &tcp.options.mptcp {
         let s = match *o {
             MptcpOption::MpCapable(c) => match c.sender_key {
                 Some(k) if c.receiver_key.is_none() => Signal::CapableKey(k),
                 _ => continue,
             },
-            MptcpOption::MpJoin(MpJoin::SynAck { addr_id, hmac, nonce, .. }) => {
-                Signal::JoinSynAck { addr_id, hmac, nonce }
-            }
-            MptcpOption::AddAddr(a) if !a.echo => Signal::AddAddr { addr_id: a.addr_id, addr: a.addr, hmac: a.hmac },
+            MptcpOption::MpJoin(MpJoin::SynAck {
+                addr_id,
+                hmac,
+                nonce,
+                ..
+            }) => Signal::JoinSynAck {
+                addr_id,
+                hmac,
+                nonce,
+            },
+            MptcpOption::AddAddr(a) if !a.echo => Signal::AddAddr {
+                addr_id: a.addr_id,
+                addr: a.addr,
+                hmac: a.hmac,
+            },
             MptcpOption::Dss(d) => match d.data_ack {
                 Some(a) => Signal::DataAck(a),
                 None => continue,
@@ -77,7 +98,9 @@ fn server_side_matches_linux() {
             for o in &tcp.options.mptcp {
                 match *o {
                     MptcpOption::MpCapable(c) => replay.keys.extend(c.sender_key),
-                    MptcpOption::MpJoin(MpJoin::SynAck { nonce, .. }) => replay.nonces.push_back(nonce),
+                    MptcpOption::MpJoin(MpJoin::SynAck { nonce, .. }) => {
+                        replay.nonces.push_back(nonce)
+                    }
                     _ => {}
                 }
             }
@@ -90,8 +113,16 @@ fn server_side_matches_linux() {
     cfg.accept_partial_checksum = true;
     cfg.replay = Some(replay);
     let locals = [
-        LocalAddr { ip: "10.1.1.2".parse().unwrap(), path: 0, signal: false },
-        LocalAddr { ip: "10.1.2.2".parse().unwrap(), path: 1, signal: true },
+        LocalAddr {
+            ip: "10.1.1.2".parse().unwrap(),
+            path: 0,
+            signal: false,
+        },
+        LocalAddr {
+            ip: "10.1.2.2".parse().unwrap(),
+            path: 1,
+            signal: true,
+        },
     ];
     let mut server = MptcpEndpoint::server(cfg, &locals, 8080);
     let mut ours = Vec::new();
@@ -115,7 +146,11 @@ fn server_side_matches_linux() {
             server.handle_timeout(now);
         }
         drain(&mut server, now, &mut ours);
-        let path = if ip.dst() == "10.1.1.2".parse::<IpAddr>().unwrap() { 0 } else { 1 };
+        let path = if ip.dst() == "10.1.1.2".parse::<IpAddr>().unwrap() {
+            0
+        } else {
+            1
+        };
         server.handle_packet(now, path, p);
         // The application echoes the first 1100 bytes, then closes.
         loop {
@@ -141,11 +176,26 @@ fn server_side_matches_linux() {
     assert_eq!(conn.subflows().count(), 3);
     // Compare the signals present in both, in order (delayed-ACK timing may
     // add or merge pure ACKs, never change a value).
-    let kernel_keys: Vec<_> = kernel.iter().filter(|s| !matches!(s, Signal::DataAck(_))).collect();
-    let our_keys: Vec<_> = ours.iter().filter(|s| !matches!(s, Signal::DataAck(_))).collect();
-    assert_eq!(our_keys, kernel_keys, "keys, MP_JOIN HMACs/nonces, ADD_ADDR HMAC");
-    let mut kernel_acks: Vec<_> = kernel.iter().filter(|s| matches!(s, Signal::DataAck(_))).collect();
-    let mut our_acks: Vec<_> = ours.iter().filter(|s| matches!(s, Signal::DataAck(_))).collect();
+    let kernel_keys: Vec<_> = kernel
+        .iter()
+        .filter(|s| !matches!(s, Signal::DataAck(_)))
+        .collect();
+    let our_keys: Vec<_> = ours
+        .iter()
+        .filter(|s| !matches!(s, Signal::DataAck(_)))
+        .collect();
+    assert_eq!(
+        our_keys, kernel_keys,
+        "keys, MP_JOIN HMACs/nonces, ADD_ADDR HMAC"
+    );
+    let mut kernel_acks: Vec<_> = kernel
+        .iter()
+        .filter(|s| matches!(s, Signal::DataAck(_)))
+        .collect();
+    let mut our_acks: Vec<_> = ours
+        .iter()
+        .filter(|s| matches!(s, Signal::DataAck(_)))
+        .collect();
     kernel_acks.dedup();
     our_acks.dedup();
     assert_eq!(our_acks, kernel_acks, "DATA_ACK values");

@@ -78,6 +78,10 @@ struct Sf {
     third_ack_pending: bool,
     /// Client MP_JOIN: third ACK sent, waiting for the peer's ACK.
     join_ack_sent: bool,
+    /// Client, initial subflow: the server sent an MPTCP option after the
+    /// handshake, so it has our keys; until then the first mapping goes
+    /// out as MP_CAPABLE with data (RFC 8684 3.1).
+    mpc_confirmed: bool,
     tx: VecDeque<TxMap>,
     rx: VecDeque<RxMap>,
     prio_pending: bool,
@@ -354,7 +358,14 @@ impl Connection {
         }
     }
 
-    fn add_sf(&mut self, sub: Subflow, path: PathId, kind: Kind, local_id: u8, remote_id: u8) -> usize {
+    fn add_sf(
+        &mut self,
+        sub: Subflow,
+        path: PathId,
+        kind: Kind,
+        local_id: u8,
+        remote_id: u8,
+    ) -> usize {
         let id = self.next_id;
         self.next_id += 1;
         let mut sub = sub;
@@ -378,6 +389,7 @@ impl Connection {
             fully: false,
             third_ack_pending: false,
             join_ack_sent: false,
+            mpc_confirmed: false,
             tx: VecDeque::new(),
             rx: VecDeque::new(),
             prio_pending: false,
@@ -469,7 +481,9 @@ impl Connection {
         else {
             return false;
         };
-        if self.s.fallback || !self.s.remote_key_known || self.live_subflows() >= self.s.max_subflows
+        if self.s.fallback
+            || !self.s.remote_key_known
+            || self.live_subflows() >= self.s.max_subflows
         {
             return false;
         }
@@ -513,7 +527,13 @@ impl Connection {
     // ---- incoming ----
 
     /// A segment for subflow `i`.
-    pub(crate) fn on_segment(&mut self, now: Instant, i: usize, seg: &TcpRepr, keys: &mut KeySource) {
+    pub(crate) fn on_segment(
+        &mut self,
+        now: Instant,
+        i: usize,
+        seg: &TcpRepr,
+        keys: &mut KeySource,
+    ) {
         let Some(sf) = self.sfs.get_mut(i) else {
             return;
         };
@@ -570,7 +590,8 @@ impl Connection {
                         hmac,
                         nonce,
                     }) => {
-                        let want = crypto::join_synack_hmac(s.remote_key, s.local_key, nonce, local_nonce);
+                        let want =
+                            crypto::join_synack_hmac(s.remote_key, s.local_key, nonce, local_nonce);
                         if want == hmac {
                             sf.kind = Kind::Join {
                                 local_nonce,
@@ -602,6 +623,20 @@ impl Connection {
                     {
                         s.set_remote_key(mpc.sender_key.unwrap_or(0));
                         sf.fully = true;
+                        if let Some(len) = mpc.data_len.filter(|&l| l > 0) {
+                            // MP_CAPABLE with data: DSN IDSN+1, SSN 1.
+                            sf.rx.push_back(RxMap {
+                                off: 0,
+                                dsn: 0,
+                                len: len as u64,
+                                csum: mpc.checksum,
+                            });
+                        }
+                    }
+                    // The third ACK was lost and this segment is not the
+                    // first data one: wait for that one's retransmission.
+                    _ if !opts.is_empty() => {
+                        feed = false;
                     }
                     _ => {
                         // The third ACK lost its option: go on as plain TCP.
@@ -618,7 +653,8 @@ impl Connection {
                     remote_nonce,
                 },
             ) if f.contains(TcpFlags::ACK) => {
-                let want = crypto::join_ack_hmac(s.remote_key, s.local_key, remote_nonce, local_nonce);
+                let want =
+                    crypto::join_ack_hmac(s.remote_key, s.local_key, remote_nonce, local_nonce);
                 match opts.mp_join() {
                     Some(MpJoin::Ack { hmac }) if *hmac == want => {
                         sf.sub.on_segment(now, seg);
@@ -662,7 +698,7 @@ impl Connection {
             match *o {
                 MptcpOption::Dss(d) => {
                     if sf.kind == Kind::Capable && s.role == Role::Client {
-                        sf.fully = true;
+                        sf.mpc_confirmed = true;
                     }
                     if let Some(a) = d.data_ack {
                         s.on_data_ack(a, d.data_ack_wide, window);
@@ -682,12 +718,15 @@ impl Connection {
                         s.add_addr.retain(|t| t.tries != u32::MAX);
                         continue;
                     }
-                    let want = crypto::add_addr_hmac(s.remote_key, s.local_key, a.addr_id, a.addr, a.port);
+                    let want =
+                        crypto::add_addr_hmac(s.remote_key, s.local_key, a.addr_id, a.addr, a.port);
                     if a.hmac != Some(want) {
                         s.bad_hmac += 1;
                         continue;
                     }
-                    let port = a.port.unwrap_or_else(|| s.remotes.first().map_or(0, |r| r.1.port()));
+                    let port = a
+                        .port
+                        .unwrap_or_else(|| s.remotes.first().map_or(0, |r| r.1.port()));
                     let sa = SocketAddr::new(a.addr, port);
                     if !s.remotes.iter().any(|r| r.0 == a.addr_id) {
                         s.remotes.push((a.addr_id, sa));
@@ -706,6 +745,22 @@ impl Connection {
                             s.remotes.retain(|r| r.0 != id || id == 0);
                             s.push_event(MptcpEvent::AddressRemoved { addr_id: id });
                             s.remove_pending_ids_from_peer(id);
+                        }
+                    }
+                }
+                MptcpOption::MpCapable(mpc)
+                    if sf.kind == Kind::Capable && s.role == Role::Server =>
+                {
+                    // MP_CAPABLE with data after the handshake (the client
+                    // had not heard from us yet): the first mapping.
+                    if let Some(len) = mpc.data_len.filter(|&l| l > 0) {
+                        if !sf.rx.iter().any(|r| r.off == 0) && sf.sub.recv_offset() == 0 {
+                            sf.rx.push_front(RxMap {
+                                off: 0,
+                                dsn: 0,
+                                len: len as u64,
+                                csum: mpc.checksum,
+                            });
                         }
                     }
                 }
@@ -817,7 +872,12 @@ impl Connection {
                 let ok = off != m.off
                     || m.csum.is_none_or(|c| {
                         let dsn = s.remote_idsn.wrapping_add(1).wrapping_add(m.dsn);
-                        crypto::dss_checksum(dsn, (m.off + 1) as u32, m.len as u16, &self.scratch[..got]) == c
+                        crypto::dss_checksum(
+                            dsn,
+                            (m.off + 1) as u32,
+                            m.len as u16,
+                            &self.scratch[..got],
+                        ) == c
                     });
                 if !ok {
                     s.checksum_failures += 1;
@@ -828,7 +888,9 @@ impl Connection {
                 }
                 s.deliver(m.dsn + (off - m.off), &self.scratch[..got]);
             } else {
-                let n = readable.min(m.off + m.len - off).min(self.scratch.len() as u64) as usize;
+                let n = readable
+                    .min(m.off + m.len - off)
+                    .min(self.scratch.len() as u64) as usize;
                 let got = sf.sub.recv(&mut self.scratch[..n]);
                 s.deliver(m.dsn + (off - m.off), &self.scratch[..got]);
             }
@@ -976,7 +1038,9 @@ impl Connection {
         port: Option<u16>,
         remote: SocketAddr,
     ) -> Option<SubflowId> {
-        if self.s.fallback || !self.s.remote_key_known || self.live_subflows() >= self.s.max_subflows
+        if self.s.fallback
+            || !self.s.remote_key_known
+            || self.live_subflows() >= self.s.max_subflows
         {
             return None;
         }
@@ -1000,7 +1064,11 @@ impl Connection {
             local: SocketAddr::new(local, port),
             remote,
         };
-        if self.sfs.iter().any(|f| f.sub.tuple() == tuple && !f.sub.is_closed()) {
+        if self
+            .sfs
+            .iter()
+            .any(|f| f.sub.tuple() == tuple && !f.sub.is_closed())
+        {
             return None;
         }
         let sub = Subflow::connect(&self.s.tcp, tuple, now);
@@ -1075,7 +1143,11 @@ impl Connection {
                     v.room = st
                         .cwnd
                         .saturating_sub(queued)
-                        .min(st.snd_wnd.saturating_sub(queued).max(if queued == 0 { st.mss as u64 } else { 0 }))
+                        .min(st.snd_wnd.saturating_sub(queued).max(if queued == 0 {
+                            st.mss as u64
+                        } else {
+                            0
+                        }))
                         .min(sf.sub.send_space() as u64);
                     if v.room < st.mss as u64 && v.room < avail {
                         v.room = 0;
@@ -1119,7 +1191,12 @@ impl Connection {
                 }
                 let csum = if s.checksum {
                     let dsn = s.local_idsn.wrapping_add(1).wrapping_add(start);
-                    crypto::dss_checksum(dsn, (off + 1) as u32, m as u16, &self.scratch[..m as usize])
+                    crypto::dss_checksum(
+                        dsn,
+                        (off + 1) as u32,
+                        m as u16,
+                        &self.scratch[..m as usize],
+                    )
                 } else {
                     0
                 };
@@ -1158,7 +1235,11 @@ impl Connection {
             let wait = DATA_FIN_TIMEOUT * (1 << s.data_fin_backoff.min(6));
             s.data_fin_backoff += 1;
             s.data_fin_deadline = Some(now + wait);
-            for sf in self.sfs.iter_mut().filter(|f| f.usable() || (f.fully && f.sub.is_established())) {
+            for sf in self
+                .sfs
+                .iter_mut()
+                .filter(|f| f.usable() || (f.fully && f.sub.is_established()))
+            {
                 sf.data_fin_pending = true;
                 sf.sub.request_ack();
             }
@@ -1172,7 +1253,7 @@ impl Connection {
             }
         }
         if !s.add_addr.is_empty() || !s.echo_pending.is_empty() || s.remove_pending.is_some() {
-            let due = s.echo_pending.len() + s.add_addr.iter().filter(|t| t.due || t.deadline <= now).count();
+            let due = s.echo_pending.len() + s.add_addr.iter().filter(|t| t.due).count();
             if due > 0 || s.remove_pending.is_some() {
                 if let Some(sf) = self.sfs.iter_mut().find(|f| f.usable()) {
                     sf.sub.request_ack();
@@ -1182,7 +1263,11 @@ impl Connection {
     }
 
     /// The next packet of this connection, emitted into `buf`.
-    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(PathId, usize)> {
+    pub(crate) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(PathId, usize)> {
         self.schedule(now);
         let n = self.sfs.len();
         for k in 0..n {
@@ -1220,14 +1305,30 @@ impl Connection {
         };
         if f.contains(TcpFlags::RST) {
             if let Some(r) = sf.rst_reason {
-                push(seg, MptcpOption::MpTcpRst { flags: 0, reason: r });
+                push(
+                    seg,
+                    MptcpOption::MpTcpRst {
+                        flags: 0,
+                        reason: r,
+                    },
+                );
             }
             if s.reset && !s.fast_closed && s.remote_key_known {
-                push(seg, MptcpOption::MpFastclose { receiver_key: s.remote_key });
+                push(
+                    seg,
+                    MptcpOption::MpFastclose {
+                        receiver_key: s.remote_key,
+                    },
+                );
             }
             return;
         }
-        let flags = MpCapable::FLAG_HMAC_SHA256 | if s.checksum { MpCapable::FLAG_CHECKSUM } else { 0 };
+        let flags = MpCapable::FLAG_HMAC_SHA256
+            | if s.checksum {
+                MpCapable::FLAG_CHECKSUM
+            } else {
+                0
+            };
         if f.contains(TcpFlags::SYN) {
             if s.fallback {
                 return;
@@ -1260,7 +1361,12 @@ impl Connection {
                 ) => MptcpOption::MpJoin(MpJoin::SynAck {
                     backup: sf.backup,
                     addr_id: sf.local_id,
-                    hmac: crypto::join_synack_hmac(s.local_key, s.remote_key, local_nonce, remote_nonce),
+                    hmac: crypto::join_synack_hmac(
+                        s.local_key,
+                        s.remote_key,
+                        local_nonce,
+                        remote_nonce,
+                    ),
                     nonce: local_nonce,
                 }),
             };
@@ -1268,6 +1374,31 @@ impl Connection {
             return;
         }
         if s.fallback {
+            return;
+        }
+        if sf.kind == Kind::Capable
+            && s.role == Role::Client
+            && !sf.mpc_confirmed
+            && !seg.payload.is_empty()
+            && sf
+                .sub
+                .send_offset_of(seg.seq)
+                .is_some_and(|o| o < sf.tx.front().map_or(0, |m| m.len))
+            && sf.tx.front().is_some_and(|m| m.off == 0)
+            && !sf.third_ack_pending
+        {
+            let m = sf.tx[0];
+            push(
+                seg,
+                MptcpOption::MpCapable(MpCapable {
+                    version: 1,
+                    flags,
+                    sender_key: Some(s.local_key),
+                    receiver_key: Some(s.remote_key),
+                    data_len: Some(m.len as u16),
+                    checksum: s.checksum.then_some(m.csum),
+                }),
+            );
             return;
         }
         if sf.third_ack_pending {
@@ -1286,7 +1417,12 @@ impl Connection {
                 } => {
                     sf.join_ack_sent = true;
                     MptcpOption::MpJoin(MpJoin::Ack {
-                        hmac: crypto::join_ack_hmac(s.local_key, s.remote_key, local_nonce, remote_nonce),
+                        hmac: crypto::join_ack_hmac(
+                            s.local_key,
+                            s.remote_key,
+                            local_nonce,
+                            remote_nonce,
+                        ),
                     })
                 }
             };
@@ -1311,14 +1447,8 @@ impl Connection {
                 );
                 return;
             }
-            if let Some(t) = s
-                .add_addr
-                .iter_mut()
-                .find(|t| t.due || t.deadline <= now)
-            {
+            if let Some(t) = s.add_addr.iter_mut().find(|t| t.due) {
                 t.due = false;
-                t.tries += 1;
-                t.deadline = now + s.add_addr_timeout * (1 << t.tries.min(8));
                 let hmac = crypto::add_addr_hmac(s.local_key, s.remote_key, t.id, t.addr, None);
                 push(
                     seg,
@@ -1330,8 +1460,6 @@ impl Connection {
                         hmac: Some(hmac),
                     }),
                 );
-                let retries = s.add_addr_retries;
-                s.add_addr.retain(|t| t.tries <= retries);
                 return;
             }
             if let Some(id) = s.remove_pending.take() {
@@ -1361,7 +1489,12 @@ impl Connection {
         };
         if !seg.payload.is_empty() {
             let off = sf.sub.send_offset_of(seg.seq);
-            let m = off.and_then(|o| sf.tx.iter().find(|m| m.off <= o && o < m.off + m.len).copied());
+            let m = off.and_then(|o| {
+                sf.tx
+                    .iter()
+                    .find(|m| m.off <= o && o < m.off + m.len)
+                    .copied()
+            });
             if let Some(m) = m {
                 dss.mapping = Some(DssMapping {
                     dsn: s.local_idsn.wrapping_add(1).wrapping_add(m.dsn),
@@ -1406,6 +1539,15 @@ impl Connection {
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, keys: &mut KeySource) {
+        // ADD_ADDR not echoed in time: send it again, a few times.
+        let s = &mut self.s;
+        for t in s.add_addr.iter_mut().filter(|t| t.deadline <= now) {
+            t.tries += 1;
+            t.due = true;
+            t.deadline = now + s.add_addr_timeout * (1 << t.tries.min(8));
+        }
+        let retries = s.add_addr_retries;
+        s.add_addr.retain(|t| t.tries <= retries);
         for i in 0..self.sfs.len() {
             if self.sfs[i].sub.poll_timeout().is_some_and(|t| t <= now) {
                 self.sfs[i].sub.on_timeout(now);

@@ -113,7 +113,14 @@ impl MptcpEndpoint {
         now: Instant,
     ) -> MptcpEndpoint {
         let mut ep = MptcpEndpoint::new(cfg, Role::Client, locals.to_vec());
-        let conn = Connection::connect(&ep.cfg, &mut ep.keys, locals.to_vec(), local_port, remote, now);
+        let conn = Connection::connect(
+            &ep.cfg,
+            &mut ep.keys,
+            locals.to_vec(),
+            local_port,
+            remote,
+            now,
+        );
         ep.by_token.insert(conn.local_token(), 0);
         ep.conns.push(conn);
         ep.register(0);
@@ -174,16 +181,23 @@ impl MptcpEndpoint {
         match self.role {
             Role::Server { port } => {
                 port == dst.port()
-                    && self
-                        .locals
-                        .iter()
-                        .any(|l| l.ip == dst.ip() || (l.ip.is_unspecified() && l.ip.is_ipv4() == dst.is_ipv4()))
+                    && self.locals.iter().any(|l| {
+                        l.ip == dst.ip()
+                            || (l.ip.is_unspecified() && l.ip.is_ipv4() == dst.is_ipv4())
+                    })
             }
             Role::Client => false,
         }
     }
 
-    fn refuse(&mut self, path: PathId, src: SocketAddr, dst: SocketAddr, seg: &TcpRepr, reason: Option<u8>) {
+    fn refuse(
+        &mut self,
+        path: PathId,
+        src: SocketAddr,
+        dst: SocketAddr,
+        seg: &TcpRepr,
+        reason: Option<u8>,
+    ) {
         self.counters.unmatched += 1;
         if seg.flags.contains(TcpFlags::RST) || self.pending_reset.is_some() {
             return;
@@ -237,7 +251,8 @@ impl Engine for MptcpEndpoint {
             return;
         }
         let f = seg.flags;
-        let is_syn = f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK) && !f.contains(TcpFlags::RST);
+        let is_syn =
+            f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK) && !f.contains(TcpFlags::RST);
         if is_syn && self.listening(dst) {
             if let Some(MpJoin::Syn { token, .. }) = seg.options.mptcp.mp_join() {
                 let ci = self.by_token.get(token).copied();
@@ -259,7 +274,16 @@ impl Engine for MptcpEndpoint {
                 return;
             }
             let key = self.new_key();
-            if let Some(c) = Connection::accept(&self.cfg, &mut self.keys, key, self.locals.clone(), path, tuple, &seg, now) {
+            if let Some(c) = Connection::accept(
+                &self.cfg,
+                &mut self.keys,
+                key,
+                self.locals.clone(),
+                path,
+                tuple,
+                &seg,
+                now,
+            ) {
                 let ci = self.conns.len();
                 if !c.is_fallback() {
                     self.by_token.insert(c.local_token(), ci);
@@ -276,14 +300,20 @@ impl Engine for MptcpEndpoint {
         if let Some((from, to, seq, ack, with_ack, reason, path)) = self.pending_reset.take() {
             let mut options = TcpOptions::default();
             if let Some(reason) = reason {
-                let _ = options.mptcp.push(MptcpOption::MpTcpRst { flags: 0, reason });
+                let _ = options
+                    .mptcp
+                    .push(MptcpOption::MpTcpRst { flags: 0, reason });
             }
             let rst = TcpRepr {
                 src_port: from.port(),
                 dst_port: to.port(),
                 seq,
                 ack,
-                flags: if with_ack { TcpFlags::RST | TcpFlags::ACK } else { TcpFlags::RST },
+                flags: if with_ack {
+                    TcpFlags::RST | TcpFlags::ACK
+                } else {
+                    TcpFlags::RST
+                },
                 window: 0,
                 urgent: 0,
                 options,

@@ -150,14 +150,31 @@ mod tests {
     #[test]
     fn fullmesh_pairs_each_once() {
         let l: [IpAddr; 2] = ["10.0.0.1".parse().unwrap(), "10.0.1.1".parse().unwrap()];
-        let r: [SocketAddr; 2] = ["10.0.0.2:80".parse().unwrap(), "10.0.1.2:80".parse().unwrap()];
+        let r: [SocketAddr; 2] = [
+            "10.0.0.2:80".parse().unwrap(),
+            "10.0.1.2:80".parse().unwrap(),
+        ];
         let live = [(l[0], r[0])];
         let mut pm = FullMesh::default();
         let mut out = Vec::new();
-        pm.wanted(&PmView { local: &l, remote: &r, subflows: &live }, &mut out);
+        pm.wanted(
+            &PmView {
+                local: &l,
+                remote: &r,
+                subflows: &live,
+            },
+            &mut out,
+        );
         assert_eq!(out.len(), 3);
         out.clear();
-        pm.wanted(&PmView { local: &l, remote: &r, subflows: &live }, &mut out);
+        pm.wanted(
+            &PmView {
+                local: &l,
+                remote: &r,
+                subflows: &live,
+            },
+            &mut out,
+        );
         assert!(out.is_empty());
     }
 
@@ -167,7 +184,14 @@ mod tests {
         let r: [SocketAddr; 1] = ["10.0.0.2:80".parse().unwrap()];
         let mut pm = NDiffPorts::new(4);
         let mut out = Vec::new();
-        pm.wanted(&PmView { local: &l, remote: &r, subflows: &[] }, &mut out);
+        pm.wanted(
+            &PmView {
+                local: &l,
+                remote: &r,
+                subflows: &[],
+            },
+            &mut out,
+        );
         assert_eq!(out.len(), 3);
     }
 }

@@ -142,7 +142,11 @@ mod tests {
 
     #[test]
     fn lowest_rtt_with_room() {
-        let views = [v(true, false, 40, 5000), v(true, false, 10, 0), v(true, false, 20, 10)];
+        let views = [
+            v(true, false, 40, 5000),
+            v(true, false, 10, 0),
+            v(true, false, 20, 10),
+        ];
         assert_eq!(LowestRtt.pick(&views), Some(2));
     }
 
@@ -157,7 +161,11 @@ mod tests {
     #[test]
     fn round_robin_rotates_and_skips_full() {
         let mut rr = RoundRobin::default();
-        let views = [v(true, false, 1, 10), v(true, false, 1, 0), v(true, false, 1, 10)];
+        let views = [
+            v(true, false, 1, 10),
+            v(true, false, 1, 0),
+            v(true, false, 1, 10),
+        ];
         assert_eq!(rr.pick(&views), Some(0));
         assert_eq!(rr.pick(&views), Some(2));
         assert_eq!(rr.pick(&views), Some(0));

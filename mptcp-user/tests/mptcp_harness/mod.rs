@@ -52,6 +52,7 @@ pub struct Net {
     /// Optional hook that may rewrite or drop each packet: (path, to_server, packet) -> keep.
     pub tamper: Option<Box<dyn FnMut(usize, bool, &mut Vec<u8>) -> bool>>,
     pub dropped: u64,
+    stuck: u32,
 }
 
 pub fn client_ip(path: usize) -> IpAddr {
@@ -65,24 +66,59 @@ pub const PORT: u16 = 8080;
 impl Net {
     /// Client addresses 10.0.p.1, server addresses 10.0.p.2 (the server
     /// announces its extra ones when `signal`).
-    pub fn new(paths: &[PathSpec], ccfg: MptcpConfig, scfg: MptcpConfig, signal: bool, seed: u64) -> Net {
+    pub fn new(
+        paths: &[PathSpec],
+        ccfg: MptcpConfig,
+        scfg: MptcpConfig,
+        signal: bool,
+        seed: u64,
+    ) -> Net {
         let clocals: Vec<LocalAddr> = (0..paths.len())
-            .map(|p| LocalAddr { ip: client_ip(p), path: p, signal: false })
+            .map(|p| LocalAddr {
+                ip: client_ip(p),
+                path: p,
+                signal: false,
+            })
             .collect();
         let slocals: Vec<LocalAddr> = (0..paths.len())
-            .map(|p| LocalAddr { ip: server_ip(p), path: p, signal: signal && p > 0 })
+            .map(|p| LocalAddr {
+                ip: server_ip(p),
+                path: p,
+                signal: signal && p > 0,
+            })
             .collect();
         let now = Instant::ZERO;
-        let client = MptcpEndpoint::client(ccfg, &clocals, 40000, SocketAddr::new(server_ip(0), PORT), now);
+        let client = MptcpEndpoint::client(
+            ccfg,
+            &clocals,
+            40000,
+            SocketAddr::new(server_ip(0), PORT),
+            now,
+        );
         let server = MptcpEndpoint::server(scfg, &slocals, PORT);
         let links = paths
             .iter()
             .map(|&spec| {
-                let l = || Link { spec, up: true, busy_until: Instant::ZERO, flight: VecDeque::new() };
+                let l = || Link {
+                    spec,
+                    up: true,
+                    busy_until: Instant::ZERO,
+                    flight: VecDeque::new(),
+                };
                 [l(), l()]
             })
             .collect();
-        Net { now, client, server, links, rng: seed | 1, buf: vec![0u8; 2048], tamper: None, dropped: 0 }
+        Net {
+            now,
+            client,
+            server,
+            links,
+            rng: seed | 1,
+            buf: vec![0u8; 2048],
+            tamper: None,
+            dropped: 0,
+            stuck: 0,
+        }
     }
 
     fn rand_ppm(&mut self) -> u32 {
@@ -136,7 +172,14 @@ impl Net {
             if done(self) {
                 return true;
             }
+            let mut bursts = 0u32;
             loop {
+                bursts += 1;
+                assert!(
+                    bursts < 1_000_000,
+                    "endless transmissions at {:?}",
+                    self.now
+                );
                 let mut any = false;
                 while let Some((path, n)) = self.client.poll_transmit(self.now, &mut self.buf) {
                     let p = self.buf[..n].to_vec();
@@ -167,6 +210,16 @@ impl Net {
                 }
             }
             let Some(next) = next else { return false };
+            if next <= self.now {
+                self.stuck += 1;
+                assert!(
+                    self.stuck < 1_000_000,
+                    "time does not advance at {:?}",
+                    self.now
+                );
+            } else {
+                self.stuck = 0;
+            }
             if next > end {
                 return false;
             }
@@ -174,7 +227,11 @@ impl Net {
             let now = self.now;
             for pi in 0..self.links.len() {
                 for dir in 0..2 {
-                    while self.links[pi][dir].flight.front().is_some_and(|f| f.0 <= now) {
+                    while self.links[pi][dir]
+                        .flight
+                        .front()
+                        .is_some_and(|f| f.0 <= now)
+                    {
                         let (_, p) = self.links[pi][dir].flight.pop_front().unwrap();
                         if dir == 1 {
                             self.server.handle_packet(now, pi, &p);
@@ -209,7 +266,12 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 
 /// Client sends `up` bytes, server echoes nothing but sends `down` bytes;
 /// both close when done. Returns (bytes received by server, by client).
-pub fn transfer(net: &mut Net, up: &[u8], down: &[u8], limit: Duration) -> (Vec<u8>, Vec<u8>, bool) {
+pub fn transfer(
+    net: &mut Net,
+    up: &[u8],
+    down: &[u8],
+    limit: Duration,
+) -> (Vec<u8>, Vec<u8>, bool) {
     let mut got_s = Vec::new();
     let mut got_c = Vec::new();
     let (mut sent_c, mut sent_s) = (0usize, 0usize);
