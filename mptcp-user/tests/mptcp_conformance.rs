@@ -109,9 +109,11 @@ fn server_side_matches_linux() {
     assert_eq!(replay.keys.len(), 1);
     assert_eq!(replay.nonces.len(), 2);
 
-    let mut cfg = MptcpConfig::default();
-    cfg.accept_partial_checksum = true;
-    cfg.replay = Some(replay);
+    let cfg = MptcpConfig {
+        accept_partial_checksum: true,
+        replay: Some(replay),
+        ..Default::default()
+    };
     let locals = [
         LocalAddr {
             ip: "10.1.1.2".parse().unwrap(),

@@ -426,6 +426,7 @@ impl Connection {
     }
 
     /// Server side: a connection from a SYN (MP_CAPABLE or plain TCP).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn accept(
         cfg: &MptcpConfig,
         keys: &mut KeySource,
@@ -1282,7 +1283,7 @@ impl Connection {
             let Some(mut seg) = sf.sub.poll_transmit(now, &mut self.scratch[..room]) else {
                 continue;
             };
-            Self::options_out(&mut self.s, sf, &mut seg, now);
+            Self::options_out(&mut self.s, sf, &mut seg);
             let Some(mut ip) = IpRepr::new_tcp(tuple.local.ip(), tuple.remote.ip()) else {
                 continue;
             };
@@ -1298,7 +1299,7 @@ impl Connection {
         None
     }
 
-    fn options_out(s: &mut Shared, sf: &mut Sf, seg: &mut TcpRepr, now: Instant) {
+    fn options_out(s: &mut Shared, sf: &mut Sf, seg: &mut TcpRepr) {
         let f = seg.flags;
         let push = |seg: &mut TcpRepr, o: MptcpOption| {
             let _ = seg.options.mptcp.push(o);

@@ -60,6 +60,18 @@ fn checksum_state(packet: &[u8], ip: &IpRepr) -> ChecksumState {
     }
 }
 
+/// A RST to send for a segment that matched nothing.
+#[derive(Debug, Clone, Copy)]
+struct PendingReset {
+    from: SocketAddr,
+    to: SocketAddr,
+    seq: u32,
+    ack: u32,
+    with_ack: bool,
+    reason: Option<u8>,
+    path: PathId,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Client,
@@ -78,7 +90,7 @@ pub struct MptcpEndpoint {
     conns: Vec<Connection>,
     by_tuple: HashMap<FourTuple, (usize, usize)>,
     by_token: HashMap<u32, usize>,
-    pending_reset: Option<(SocketAddr, SocketAddr, u32, u32, bool, Option<u8>, PathId)>,
+    pending_reset: Option<PendingReset>,
     new_tuples: Vec<(FourTuple, usize)>,
     tx_next: usize,
     counters: MptcpCounters,
@@ -207,7 +219,15 @@ impl MptcpEndpoint {
         } else {
             (0, seg.seq.wrapping_add(seg.segment_len() as u32), true)
         };
-        self.pending_reset = Some((dst, src, seq, ack, with_ack, reason, path));
+        self.pending_reset = Some(PendingReset {
+            from: dst,
+            to: src,
+            seq,
+            ack,
+            with_ack,
+            reason,
+            path,
+        });
     }
 
     fn new_key(&mut self) -> u64 {
@@ -297,7 +317,16 @@ impl Engine for MptcpEndpoint {
     }
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(PathId, usize)> {
-        if let Some((from, to, seq, ack, with_ack, reason, path)) = self.pending_reset.take() {
+        if let Some(PendingReset {
+            from,
+            to,
+            seq,
+            ack,
+            with_ack,
+            reason,
+            path,
+        }) = self.pending_reset.take()
+        {
             let mut options = TcpOptions::default();
             if let Some(reason) = reason {
                 let _ = options

@@ -111,17 +111,12 @@ impl PathManager for Manual {
 }
 
 /// The built-in path managers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PmKind {
+    #[default]
     FullMesh,
     NDiffPorts(usize),
     Manual,
-}
-
-impl Default for PmKind {
-    fn default() -> Self {
-        PmKind::FullMesh
-    }
 }
 
 impl PmKind {

@@ -41,6 +41,9 @@ struct Link {
     flight: VecDeque<(Instant, Vec<u8>)>,
 }
 
+/// Rewrites or drops a packet: (path, to_server, packet) -> keep.
+pub type Tamper = Box<dyn FnMut(usize, bool, &mut Vec<u8>) -> bool>;
+
 pub struct Net {
     pub now: Instant,
     pub client: MptcpEndpoint,
@@ -50,7 +53,7 @@ pub struct Net {
     rng: u64,
     buf: Vec<u8>,
     /// Optional hook that may rewrite or drop each packet: (path, to_server, packet) -> keep.
-    pub tamper: Option<Box<dyn FnMut(usize, bool, &mut Vec<u8>) -> bool>>,
+    pub tamper: Option<Tamper>,
     pub dropped: u64,
     stuck: u32,
 }
@@ -156,11 +159,11 @@ impl Net {
             return;
         }
         let start = l.busy_until.max(now);
-        let tx = if l.spec.rate_bps == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(p.len() as u64 * 8 * 1_000_000_000 / l.spec.rate_bps)
-        };
+        let tx = Duration::from_nanos(
+            (p.len() as u64 * 8 * 1_000_000_000)
+                .checked_div(l.spec.rate_bps)
+                .unwrap_or(0),
+        );
         l.busy_until = start + tx;
         l.flight.push_back((start + tx + l.spec.delay, p));
     }
