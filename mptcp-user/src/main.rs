@@ -1,11 +1,21 @@
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// Userspace Multipath TCP datapath.
 #[derive(Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Transfer bytes between two engines over simulated paths and report goodput.
+    Sim(mptcp_user::sim::cli::SimArgs),
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+    match Cli::parse().command {
+        Command::Sim(args) => mptcp_user::sim::main(&args),
+    }
 }
