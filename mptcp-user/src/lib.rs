@@ -1,5 +1,8 @@
 //! The userspace MPTCP engine. See ARCHITECTURE.md for the map.
+pub mod crypto;
+pub mod decode;
 pub mod io;
+pub mod pcap;
 pub mod sim;
 pub mod time;
 pub mod wire;

@@ -1,0 +1,99 @@
+//! Internet checksum (RFC 1071), pseudo-headers and incremental update (RFC 1624).
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Adds `data` to a running one's-complement sum (not yet folded). Odd
+/// trailing bytes are padded with zero, so only the last chunk of a message
+/// may have odd length.
+pub fn accumulate(mut sum: u64, data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        sum += u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64;
+    }
+    let rest = chunks.remainder();
+    let mut tail = [0u8; 4];
+    tail[..rest.len()].copy_from_slice(rest);
+    sum + u32::from_be_bytes(tail) as u64
+}
+
+/// Folds a running sum into 16 bits (not complemented).
+pub fn fold(mut sum: u64) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The Internet checksum of `data` (complemented, ready for the wire).
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(accumulate(0, data))
+}
+
+/// Sum of the IPv4 pseudo-header (RFC 793) for an upper-layer length.
+pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u32) -> u64 {
+    let mut sum = accumulate(0, &src.octets());
+    sum = accumulate(sum, &dst.octets());
+    sum + protocol as u64 + len as u64
+}
+
+/// Sum of the IPv6 pseudo-header (RFC 8200 section 8.1).
+pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32) -> u64 {
+    let mut sum = accumulate(0, &src.octets());
+    sum = accumulate(sum, &dst.octets());
+    sum + next_header as u64 + len as u64
+}
+
+/// Pseudo-header sum for a pair of addresses of one family; `None` if mixed.
+pub fn pseudo_header(src: IpAddr, dst: IpAddr, protocol: u8, len: u32) -> Option<u64> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Some(pseudo_header_v4(s, d, protocol, len)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Some(pseudo_header_v6(s, d, protocol, len)),
+        _ => None,
+    }
+}
+
+/// RFC 1624 eqn. 3: the new checksum after one 16-bit word changes from
+/// `old` to `new`, without touching the rest of the data.
+pub fn update16(checksum: u16, old: u16, new: u16) -> u16 {
+    let sum = (!checksum) as u64 + (!old) as u64 + new as u64;
+    !fold(sum)
+}
+
+/// As [`update16`] for a 32-bit field (a sequence number, an IPv4 address).
+pub fn update32(checksum: u16, old: u32, new: u32) -> u16 {
+    let c = update16(checksum, (old >> 16) as u16, (new >> 16) as u16);
+    update16(c, old as u16, new as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 section 3: these bytes sum to 0xddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(accumulate(0, &data)), 0xddf2);
+        assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(checksum(&[0xab]), checksum(&[0xab, 0x00]));
+        assert_eq!(checksum(&[1, 2, 3, 4, 5]), checksum(&[1, 2, 3, 4, 5, 0]));
+    }
+
+    #[test]
+    fn incremental_matches_full_recompute() {
+        let mut data = [
+            0x45u8, 0, 0, 60, 0x1c, 0x46, 0x40, 0, 0x40, 6, 0, 0, 10, 1, 1, 1, 10, 1, 1, 2,
+        ];
+        let c0 = checksum(&data);
+        data[8] = 0x3f; // TTL decrement changes the word at offset 8
+        let c1 = checksum(&data);
+        assert_eq!(update16(c0, 0x4006, 0x3f06), c1);
+        let old = u32::from_be_bytes([10, 1, 1, 2]);
+        let new = u32::from_be_bytes([192, 168, 7, 9]);
+        data[16..20].copy_from_slice(&new.to_be_bytes());
+        assert_eq!(update32(c1, old, new), checksum(&data));
+    }
+}
