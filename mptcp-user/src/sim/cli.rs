@@ -124,10 +124,16 @@ pub fn main_with(
     if line.shown {
         eprint!("\r\x1b[K");
     }
-    if args.json {
-        println!("{}", report.to_json());
+    let text = if args.json {
+        report.to_json().to_string()
     } else {
-        println!("{report}");
+        report.to_string()
+    };
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        // A reader that stopped early (`| head`) is not a failure of the run.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
     }
     if !report.byte_exact {
         bail!("transfer {}: not byte-exact", report.outcome.as_str());
