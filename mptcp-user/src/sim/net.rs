@@ -239,7 +239,8 @@ impl Ord for Event {
     }
 }
 
-/// Fixed-size packet buffers, recycled so steady state allocates nothing.
+/// Fixed-size packet buffers, recycled: a buffer is allocated only when the
+/// packets in flight reach a new peak.
 struct PacketPool {
     bufs: Vec<Box<[u8]>>,
     free: Vec<u32>,

@@ -115,7 +115,7 @@ pub struct Progress {
 #[derive(Default)]
 pub struct Hooks<'a> {
     pub observer: Option<&'a mut dyn Observer>,
-    /// Called every few thousand steps; must not influence the run.
+    /// Called every thousand steps or so; must not influence the run.
     pub progress: Option<&'a mut dyn FnMut(&Progress)>,
 }
 
@@ -218,7 +218,7 @@ const APP_CHUNK: usize = 64 * 1024;
 const MAX_PACKET: usize = 65_536;
 /// Steps at one instant before the run counts as a livelock.
 const MAX_STEPS_AT_ONE_INSTANT: u32 = 100_000;
-const PROGRESS_EVERY: u64 = 4096;
+const PROGRESS_EVERY: u64 = 1024;
 
 /// Builds the endpoints with `factory` and runs.
 pub fn run_with<F: EndpointFactory>(
