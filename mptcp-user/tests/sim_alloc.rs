@@ -44,7 +44,7 @@ fn steady_state_allocates_only_new_pool_buffers() {
     let packet = [0u8; 1500];
     let mut now = Instant::ZERO;
     let mut delivered = 0u64;
-    let mut step = |net: &mut Network, now: &mut Instant, delivered: &mut u64| {
+    let step = |net: &mut Network, now: &mut Instant, delivered: &mut u64| {
         while let Some(t) = net.next_event_time().filter(|&t| t <= *now) {
             net.process_until(t, |d| *delivered += d.packet.len() as u64);
         }
