@@ -7,6 +7,15 @@ use mptcp_user::sim::{parse_path_spec, run_with, Hooks, Outcome, SimConfig, SimR
 
 const MIB: u64 = 1 << 20;
 
+/// Seeds per adverse profile: 3, or `SIM_SEEDS` for a soak run.
+fn seeds() -> std::ops::RangeInclusive<u64> {
+    let n = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3u64);
+    1..=n.max(1)
+}
+
 fn transfer(spec: &str, bytes: u64, seed: u64) -> SimReport {
     let cfg = SimConfig::new(vec![parse_path_spec(spec).unwrap()], bytes, seed);
     run_with(&cfg, &mut TcpFactory::default(), Hooks::default())
@@ -31,7 +40,7 @@ fn assert_exact_over_seeds(spec: &str, seeds: std::ops::RangeInclusive<u64>) -> 
 
 #[test]
 fn clean_path() {
-    let runs = assert_exact_over_seeds("rate=100mbit,delay=10ms", 1..=2);
+    let runs = assert_exact_over_seeds("rate=100mbit,delay=10ms", seeds());
     // Nothing but the queue to lose packets; goodput close to the link.
     assert!(runs
         .iter()
@@ -40,35 +49,35 @@ fn clean_path() {
 
 #[test]
 fn lossy_paths() {
-    let runs = assert_exact_over_seeds("rate=100mbit,delay=10ms,loss=1%", 1..=3);
+    let runs = assert_exact_over_seeds("rate=100mbit,delay=10ms,loss=1%", seeds());
     assert!(runs
         .iter()
         .all(|r| r.paths[0].retransmits > 0 && r.paths[0].forward.dropped_loss > 0));
-    assert_exact_over_seeds("rate=50mbit,delay=10ms,loss=5%", 1..=3);
+    assert_exact_over_seeds("rate=50mbit,delay=10ms,loss=5%", seeds());
 }
 
 #[test]
 fn reordering_path() {
-    let runs = assert_exact_over_seeds("rate=100mbit,delay=10ms,reorder=3%", 1..=3);
+    let runs = assert_exact_over_seeds("rate=100mbit,delay=10ms,reorder=3%", seeds());
     assert!(runs.iter().all(|r| r.paths[0].forward.reordered > 0));
 }
 
 #[test]
 fn duplicating_path() {
-    let runs = assert_exact_over_seeds("rate=100mbit,delay=10ms,dup=3%", 1..=3);
+    let runs = assert_exact_over_seeds("rate=100mbit,delay=10ms,dup=3%", seeds());
     assert!(runs.iter().all(|r| r.paths[0].forward.duplicated > 0));
 }
 
 #[test]
 fn jittery_path() {
-    assert_exact_over_seeds("rate=100mbit,delay=20ms,jitter=10ms", 1..=3);
+    assert_exact_over_seeds("rate=100mbit,delay=20ms,jitter=10ms", seeds());
 }
 
 #[test]
 fn everything_at_once_with_an_outage() {
     let spec =
         "rate=100mbit,delay=10ms,loss=1%,reorder=1%,dup=1%,jitter=2ms;at=500ms,down;at=1500ms,up";
-    let runs = assert_exact_over_seeds(spec, 1..=3);
+    let runs = assert_exact_over_seeds(spec, seeds());
     assert!(runs.iter().all(|r| r.paths[0].forward.dropped_down > 0));
 }
 
