@@ -106,3 +106,22 @@ fn one_gbit_ten_ms_reaches_85_percent_of_the_link() {
         r.goodput_bps / 1e6
     );
 }
+
+#[test]
+fn empty_and_tiny_transfers_complete() {
+    for bytes in [0, 1, 1000, 1448, 1449] {
+        let r = transfer("rate=10mbit,delay=10ms", bytes, 1);
+        assert_eq!(r.outcome, Outcome::Complete, "{bytes} bytes:\n{r}");
+        assert!(r.byte_exact, "{bytes} bytes:\n{r}");
+        assert_eq!(r.received, bytes);
+    }
+}
+
+#[test]
+fn small_mtu_paths_carry_the_stream() {
+    let r = transfer("rate=10mbit,delay=40ms,mtu=576", MIB, 2);
+    assert!(r.byte_exact, "{r}");
+    assert_eq!(r.paths[0].forward.dropped_mtu, 0);
+    // 536-byte segments at most, so at least 1 MiB / 536 data packets.
+    assert!(r.paths[0].forward.offered_packets >= MIB / 536);
+}

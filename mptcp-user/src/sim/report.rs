@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::net::LinkStats;
-use super::runner::SimReport;
+use super::runner::{Outcome, SimReport};
 
 /// `1536` -> `1.5 KiB`.
 pub fn human_bytes(b: u64) -> String {
@@ -168,7 +168,11 @@ impl fmt::Display for SimReport {
                 }
             }
         )?;
-        write!(out, "  completion {}", human_duration(self.duration))?;
+        if self.outcome == Outcome::Complete {
+            write!(out, "  completion {}", human_duration(self.duration))?;
+        } else {
+            write!(out, "  stopped after {}", human_duration(self.duration))?;
+        }
         if let Some(e) = self.established {
             write!(out, " (established after {})", human_duration(e))?;
         }

@@ -304,7 +304,8 @@ pub fn run<C: SimEndpoint, S: SimEndpoint>(
             chunk_pos += n;
             sent += n as u64;
         }
-        if sent == cfg.bytes && !close_called {
+        // Closing before the handshake would abort the connection (RFC 9293, SYN-SENT).
+        if sent == cfg.bytes && !close_called && client.is_established() {
             client.close();
             close_called = true;
         }
