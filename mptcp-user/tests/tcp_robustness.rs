@@ -39,11 +39,11 @@ fn random_segment(rng: &mut Rng, template: &OwnedSeg) -> OwnedSeg {
         sack.push(l, l.wrapping_add((rng.next() % 20_000) as u32));
     }
     s.options = TcpOptions {
-        mss: (rng.next() % 3 == 0).then(|| rng.next() as u16),
-        window_scale: (rng.next() % 3 == 0).then(|| rng.next() as u8),
-        sack_permitted: rng.next() % 2 == 0,
+        mss: rng.next().is_multiple_of(3).then(|| rng.next() as u16),
+        window_scale: rng.next().is_multiple_of(3).then(|| rng.next() as u8),
+        sack_permitted: rng.next().is_multiple_of(2),
         sack,
-        timestamps: (rng.next() % 2 == 0).then(|| Timestamps {
+        timestamps: rng.next().is_multiple_of(2).then(|| Timestamps {
             tsval: rng.near(template.options.timestamps.map_or(0, |t| t.tsval)),
             tsecr: rng.next() as u32,
         }),
@@ -122,7 +122,7 @@ fn random_segments_in_every_state_do_not_panic() {
                 sent += 1;
                 assert!(sent < 10_000, "poll_transmit never ends");
             }
-            if rng.next() % 16 == 0 {
+            if rng.next().is_multiple_of(16) {
                 p.now = p.now + Duration::from_millis(rng.next() % 500);
                 let now = p.now;
                 match target {
