@@ -70,6 +70,10 @@ fn clean_bulk_transfer_both_ways() {
     );
     assert_eq!(p.client.stats().retransmits, 0);
     assert_eq!(p.client.stats().bytes_acked, a.len() as u64);
+    assert_eq!(p.client.acked_offset(), a.len() as u64);
+    assert_eq!(p.client.send_offset(), a.len() as u64);
+    assert_eq!(p.client.unsent(), 0);
+    assert_eq!(p.server().recv_offset(), a.len() as u64);
     assert_eq!(p.server().stats().bytes_received, a.len() as u64);
 }
 

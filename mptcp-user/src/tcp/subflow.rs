@@ -446,6 +446,13 @@ impl Subflow {
         self.send_written
     }
 
+    /// Stream offset (0-based) up to which the peer acknowledged data; the
+    /// bytes from here to `send_offset` may still need sending (reinjection
+    /// on another subflow when this one fails).
+    pub fn acked_offset(&self) -> u64 {
+        self.acked_data()
+    }
+
     /// Bytes queued but never sent.
     pub fn unsent(&self) -> u64 {
         (1 + self.send_written).saturating_sub(self.snd_max.max(1))
