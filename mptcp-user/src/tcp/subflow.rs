@@ -151,7 +151,7 @@ pub struct Subflow {
     /// End of the highest range ever retransmitted (Karn's rule).
     rtx_high: u64,
     /// Retransmissions in flight: (start, end, snd_max when sent).
-    rtx_log: VecDeque<(u64, u64, u64)>,
+    rtx_log: VecDeque<(u64, u64, u64, Instant)>,
     /// Retransmitted ranges found lost again, to resend first.
     relost: RangeSet,
     send_times: VecDeque<SendTime>,
@@ -958,7 +958,7 @@ impl Subflow {
         }
 
         self.detect_loss(now, sack_news);
-        self.detect_lost_retransmissions();
+        self.detect_lost_retransmissions(now);
 
         if let Some((Recovery::Fast, _)) = self.recovery {
             // RFC 6937 DeliveredData: cumulative plus SACKed progress.
@@ -1082,18 +1082,19 @@ impl Subflow {
     }
 
     /// A retransmission is lost again when data sent after it was SACKed
-    /// (DupThresh segments' worth) while it was not (RACK's idea, by
-    /// sequence instead of time).
-    fn detect_lost_retransmissions(&mut self) {
+    /// (DupThresh segments' worth) while it was not, and it had a minimum
+    /// RTT plus the reordering window to arrive (RACK's idea).
+    fn detect_lost_retransmissions(&mut self, now: Instant) {
         self.relost.remove_below(self.snd_una);
         let mss = self.sender_mss() as u64;
-        while let Some(&(s, e, sent_at_max)) = self.rtx_log.front() {
+        let patience = self.rtt.min_rtt() + self.reorder_window();
+        while let Some(&(s, e, sent_at_max, at)) = self.rtx_log.front() {
             if e <= self.snd_una || self.sacked.covered_within(s, e) == e - s {
                 self.rtx_log.pop_front();
                 continue;
             }
             let later = self.sacked.covered_within(sent_at_max, self.snd_max);
-            if later <= (DUP_THRESH - 1) * mss {
+            if later <= (DUP_THRESH - 1) * mss || now < at + patience {
                 break;
             }
             self.rtx_log.pop_front();
@@ -1584,7 +1585,7 @@ impl Subflow {
         let end = start + len as u64 + fin as u64;
         if retransmit {
             if self.rtx_log.len() < RTX_LOG {
-                self.rtx_log.push_back((start, end, self.snd_max));
+                self.rtx_log.push_back((start, end, self.snd_max, now));
             }
             self.high_rxt = self.high_rxt.max(end);
             self.rtx_high = self.rtx_high.max(end);
