@@ -7,3 +7,4 @@ pub mod pcap;
 pub mod tcp;
 pub mod time;
 pub mod wire;
+pub mod xdp;

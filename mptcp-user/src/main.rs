@@ -1,18 +1,20 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// Userspace Multipath TCP datapath.
+/// Userspace Multipath TCP datapath: XDP steers MPTCP subflows to this engine.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Print the TCP segments of a capture with every MPTCP suboption.
     Decode(DecodeArgs),
+    /// Attach the XDP classifier to interfaces and show its counters until Ctrl-C.
+    Classify(mptcp_user::xdp::cli::ClassifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -27,23 +29,26 @@ struct DecodeArgs {
     file: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Decode(a)) => {
-            let opts = mptcp_user::decode::Options {
-                json: a.json,
-                verify: a.verify,
-            };
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            let report = mptcp_user::decode::decode_file(&a.file, opts, &mut out)?;
-            std::io::Write::flush(&mut out)?;
-            if !report.clean() {
-                std::process::exit(1);
-            }
-        }
-        None => {}
+fn decode(a: &DecodeArgs) -> anyhow::Result<()> {
+    let opts = mptcp_user::decode::Options {
+        json: a.json,
+        verify: a.verify,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let report = mptcp_user::decode::decode_file(&a.file, opts, &mut out)?;
+    std::io::Write::flush(&mut out)?;
+    if !report.clean() {
+        std::process::exit(1);
     }
     Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::init();
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Decode(a) => decode(a),
+        Command::Classify(args) => mptcp_user::xdp::cli::classify(args),
+    }
 }

@@ -1,1 +1,485 @@
-//! Helpers for the integration tests (network namespaces, veth, kernel peers).
+//! Helpers for the integration tests (network namespaces, veth, kernel peers),
+//! also used by `cargo xtask lab` and `cargo xtask run`.
+//!
+//! Everything that creates kernel state returns a guard whose `Drop` removes
+//! it, so a failing test leaves nothing behind. Names are unique per process
+//! and call so tests can run in parallel.
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    process::{Command, Output},
+    sync::atomic::{AtomicUsize, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub mod frames;
+
+use anyhow::{bail, Context, Result};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// `IPPROTO_MPTCP`: a socket with this protocol is a kernel MPTCP socket.
+pub const IPPROTO_MPTCP: i32 = 262;
+/// Set to `1` to skip (not fail) tests that need root.
+pub const SKIP_PRIVILEGED_ENV: &str = "MPTCP_SKIP_PRIVILEGED";
+
+/// True when the caller may run a privileged test. Without root it panics,
+/// unless `MPTCP_SKIP_PRIVILEGED=1`, so a privileged test never passes silently.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var(SKIP_PRIVILEGED_ENV).as_deref() == Ok("1") {
+        eprintln!("skipped: needs root ({SKIP_PRIVILEGED_ENV}=1)");
+        return false;
+    }
+    panic!("this test needs root (CAP_NET_ADMIN, CAP_BPF); set {SKIP_PRIVILEGED_ENV}=1 to skip it");
+}
+
+/// `PREFIX-PID-N`: unique across parallel tests and test binaries.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs a command; fails with its stderr unless it exits 0. Returns stdout.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!(
+            "{cmd:?} failed ({status}): {}",
+            String::from_utf8_lossy(&stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// `ip ARGS...` in the current namespace.
+pub fn ip(args: &[&str]) -> Result<String> {
+    run(Command::new("ip").args(args))
+}
+
+/// Polls `condition` every few milliseconds until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A named network namespace (`ip netns`), deleted on drop unless kept.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    keep: bool,
+}
+
+impl Netns {
+    /// Creates the namespace with its loopback up.
+    pub fn create(name: &str) -> Result<Netns> {
+        ip(&["netns", "add", name])?;
+        let ns = Netns {
+            name: name.to_string(),
+            keep: false,
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// A guard for a namespace that already exists (e.g. from `xtask lab up`).
+    pub fn existing(name: &str) -> Netns {
+        Netns {
+            name: name.to_string(),
+            keep: true,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n NAME ARGS...`
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Runs `program ARGS...` inside the namespace; returns stdout.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Result<String> {
+        run(self.command(program).args(args))
+    }
+
+    /// Runs `f` on a thread that lives in this namespace: sockets it creates
+    /// belong to the namespace and stay there when used from other threads.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let file = File::open(format!("/run/netns/{}", self.name))
+            .with_context(|| format!("open netns {}", self.name))?;
+        thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on this thread only; the fd is a valid netns file.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns {}: {}", self.name, std::io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|_| bail!("thread in netns {} panicked", self.name))
+        })
+    }
+
+    /// One kernel SNMP counter in `nstat` naming (e.g. `MPTcpExtMPJoinAckRx`,
+    /// `TcpExtTCPSackRecovery`), read from `/proc/net/{netstat,snmp}`.
+    /// Missing counters read as 0.
+    pub fn nstat(&self, counter: &str) -> Result<u64> {
+        let text = self.exec("cat", &["/proc/net/netstat", "/proc/net/snmp"])?;
+        Ok(parse_nstat(&text, counter).unwrap_or(0))
+    }
+
+    /// Leaves the namespace in place when the guard drops.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if !self.keep {
+            if let Err(e) = ip(&["netns", "del", &self.name]) {
+                eprintln!("warning: {e:#}");
+            }
+        }
+    }
+}
+
+/// Finds `counter` (`PrefixName`) in `/proc/net/netstat`-style text, where
+/// each prefix has a line of names followed by a line of values.
+pub fn parse_nstat(text: &str, counter: &str) -> Option<u64> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines.windows(2).find_map(|pair| {
+        let mut names = pair[0].split_whitespace();
+        let mut values = pair[1].split_whitespace();
+        let prefix = names.next()?.strip_suffix(':')?;
+        if values.next()? != format!("{prefix}:") {
+            return None;
+        }
+        let field = counter.strip_prefix(prefix)?;
+        names
+            .zip(values)
+            .find(|(name, _)| *name == field)
+            .and_then(|(_, v)| v.parse().ok())
+    })
+}
+
+/// One path of the lab: a veth pair between the two namespaces.
+#[derive(Clone, Debug)]
+pub struct LabPath {
+    pub client_if: String,
+    pub server_if: String,
+    pub client_v4: Ipv4Addr,
+    pub server_v4: Ipv4Addr,
+    pub client_v6: Ipv6Addr,
+    pub server_v6: Ipv6Addr,
+}
+
+#[derive(Clone, Debug)]
+pub struct LabConfig {
+    /// Namespaces are `PREFIX-client` and `PREFIX-server`.
+    pub prefix: String,
+    pub paths: usize,
+    /// Optional `tc netem` arguments per path (e.g. `delay 10ms rate 100mbit`),
+    /// applied on both ends.
+    pub netem: Vec<Option<String>>,
+    /// Client MPTCP endpoints on paths 2.. (`subflow`), so a connection on
+    /// path 1 opens one subflow per extra path.
+    pub subflow_endpoints: bool,
+}
+
+impl LabConfig {
+    /// A lab with unique names (for tests).
+    pub fn unique(paths: usize) -> LabConfig {
+        LabConfig {
+            prefix: unique_name("mplab"),
+            paths,
+            netem: Vec::new(),
+            subflow_endpoints: true,
+        }
+    }
+}
+
+/// Client and server namespaces joined by N veth paths with IPv4 and IPv6
+/// addresses (path i: 10.100.i.1|2/24, fd00:100:i::1|2/64). Removed on drop.
+#[derive(Debug)]
+pub struct Lab {
+    pub paths: Vec<LabPath>,
+    // Declared after `paths` but dropping either namespace removes the veths.
+    pub client: Netns,
+    pub server: Netns,
+}
+
+impl Lab {
+    pub fn client_ns_name(prefix: &str) -> String {
+        format!("{prefix}-client")
+    }
+
+    pub fn server_ns_name(prefix: &str) -> String {
+        format!("{prefix}-server")
+    }
+
+    pub fn up(config: &LabConfig) -> Result<Lab> {
+        if config.paths == 0 || config.paths > 200 {
+            bail!("a lab needs 1..=200 paths, not {}", config.paths);
+        }
+        let client = Netns::create(&Lab::client_ns_name(&config.prefix))?;
+        let server = Netns::create(&Lab::server_ns_name(&config.prefix))?;
+        let mut paths = Vec::new();
+        for i in 0..config.paths {
+            let path = LabPath {
+                client_if: format!("cli{i}"),
+                server_if: format!("srv{i}"),
+                client_v4: Ipv4Addr::new(10, 100, i as u8, 1),
+                server_v4: Ipv4Addr::new(10, 100, i as u8, 2),
+                client_v6: Ipv6Addr::new(0xfd00, 0x100, i as u16, 0, 0, 0, 0, 1),
+                server_v6: Ipv6Addr::new(0xfd00, 0x100, i as u16, 0, 0, 0, 0, 2),
+            };
+            // Created inside the client namespace: no name clash between parallel labs.
+            client.ip(&[
+                "link",
+                "add",
+                &path.client_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &path.server_if,
+                "netns",
+                server.name(),
+            ])?;
+            for (ns, ifname, v4, v6) in [
+                (&client, &path.client_if, path.client_v4, path.client_v6),
+                (&server, &path.server_if, path.server_v4, path.server_v6),
+            ] {
+                ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname])?;
+                ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"])?;
+                ns.ip(&["link", "set", ifname, "up"])?;
+                if let Some(Some(netem)) = config.netem.get(i) {
+                    let mut args = vec!["qdisc", "add", "dev", ifname, "root", "netem"];
+                    args.extend(netem.split_whitespace());
+                    ns.exec("tc", &args)?;
+                }
+            }
+            paths.push(path);
+        }
+        let limit = config.paths.min(8).to_string();
+        for ns in [&client, &server] {
+            ns.ip(&[
+                "mptcp",
+                "limits",
+                "set",
+                "subflow",
+                &limit,
+                "add_addr_accepted",
+                &limit,
+            ])?;
+        }
+        if config.subflow_endpoints {
+            for p in paths.iter().skip(1) {
+                for addr in [p.client_v4.to_string(), p.client_v6.to_string()] {
+                    client.ip(&[
+                        "mptcp",
+                        "endpoint",
+                        "add",
+                        &addr,
+                        "dev",
+                        &p.client_if,
+                        "subflow",
+                    ])?;
+                }
+            }
+        }
+        Ok(Lab {
+            paths,
+            client,
+            server,
+        })
+    }
+
+    /// Leaves the namespaces in place (for `xtask lab up`).
+    pub fn keep(mut self) {
+        self.client.keep();
+        self.server.keep();
+    }
+
+    /// Removes a kept lab by prefix; missing namespaces are not an error.
+    pub fn down(prefix: &str) -> Result<()> {
+        for name in [Lab::client_ns_name(prefix), Lab::server_ns_name(prefix)] {
+            if std::path::Path::new("/run/netns").join(&name).exists() {
+                ip(&["netns", "del", &name])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every server address (IPv4 and IPv6, all paths).
+    pub fn server_addresses(&self) -> Vec<IpAddr> {
+        self.paths
+            .iter()
+            .flat_map(|p| [IpAddr::V4(p.server_v4), IpAddr::V6(p.server_v6)])
+            .collect()
+    }
+}
+
+fn mptcp_socket(addr: &SocketAddr) -> Result<Socket> {
+    Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::from(IPPROTO_MPTCP)),
+    )
+    .context("socket(IPPROTO_MPTCP): is MPTCP enabled (net.mptcp.enabled)?")
+}
+
+/// A kernel MPTCP listener (call inside [`Netns::enter`]).
+pub fn mptcp_listen(addr: SocketAddr) -> Result<TcpListener> {
+    let s = mptcp_socket(&addr)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(16)?;
+    Ok(s.into())
+}
+
+/// A kernel MPTCP connection (call inside [`Netns::enter`]).
+pub fn mptcp_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+    let s = mptcp_socket(&addr)?;
+    s.connect_timeout(&addr.into(), timeout)
+        .with_context(|| format!("MPTCP connect to {addr}"))?;
+    let stream: TcpStream = s.into();
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+/// Serves one connection on `listener` on a background thread: reads until
+/// EOF and answers with the byte count as 8 bytes big-endian.
+pub fn serve_count_once(listener: TcpListener) -> thread::JoinHandle<Result<u64>> {
+    thread::spawn(move || {
+        let (mut conn, _) = listener.accept()?;
+        conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = conn.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        conn.write_all(&total.to_be_bytes())?;
+        Ok(total)
+    })
+}
+
+/// Writes `len` bytes of filler to `stream`.
+pub fn send_bytes(stream: &mut TcpStream, len: usize) -> Result<()> {
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        stream.write_all(&chunk[..n])?;
+        left -= n;
+    }
+    Ok(())
+}
+
+/// Sends `len` bytes on `stream`, half-closes, and returns the peer's count.
+pub fn send_and_count(mut stream: TcpStream, len: usize) -> Result<u64> {
+    send_bytes(&mut stream, len)?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = [0u8; 8];
+    stream.read_exact(&mut answer)?;
+    Ok(u64::from_be_bytes(answer))
+}
+
+/// One kernel MPTCP transfer of `bytes` from the lab's client to
+/// `server:port` (a listener is opened in the server namespace for it).
+/// With `await_join`, most of the data flows only once the server accepted
+/// an MP_JOIN (the client opens extra subflows after its first data is
+/// acknowledged). Returns the byte count the server reported.
+pub fn lab_transfer(
+    lab: &Lab,
+    server: IpAddr,
+    port: u16,
+    bytes: usize,
+    await_join: bool,
+) -> Result<u64> {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let addr = SocketAddr::new(server, port);
+    let listener = lab.server.enter(|| mptcp_listen(addr))??;
+    let served = serve_count_once(listener);
+    let joins_before = lab.server.nstat("MPTcpExtMPJoinAckRx")?;
+    let mut stream = lab.client.enter(|| mptcp_connect(addr, TIMEOUT))??;
+    let first = bytes.min(1000);
+    send_bytes(&mut stream, first)?;
+    if await_join
+        && !wait_until(TIMEOUT, || {
+            lab.server
+                .nstat("MPTcpExtMPJoinAckRx")
+                .is_ok_and(|n| n > joins_before)
+        })
+    {
+        bail!("no MP_JOIN reached the server within {TIMEOUT:?}");
+    }
+    let echoed = send_and_count(stream, bytes - first)?;
+    let received = served
+        .join()
+        .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    if echoed != received {
+        bail!("server counted {received} bytes but answered {echoed}");
+    }
+    Ok(received)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_nstat_finds_counters_by_prefix() {
+        let text = "TcpExt: SyncookiesSent EmbryonicRsts\nTcpExt: 3 4\n\
+                    MPTcpExt: MPCapableSYNRX MPJoinAckRx\nMPTcpExt: 7 2\n";
+        assert_eq!(parse_nstat(text, "MPTcpExtMPJoinAckRx"), Some(2));
+        assert_eq!(parse_nstat(text, "MPTcpExtMPCapableSYNRX"), Some(7));
+        assert_eq!(parse_nstat(text, "TcpExtEmbryonicRsts"), Some(4));
+        assert_eq!(parse_nstat(text, "MPTcpExtNope"), None);
+        assert_eq!(parse_nstat("", "MPTcpExtMPJoinAckRx"), None);
+    }
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique_name("x"), unique_name("x"));
+        assert!(unique_name("lab").starts_with(&format!("lab-{}-", std::process::id())));
+    }
+}

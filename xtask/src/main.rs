@@ -1,1 +1,276 @@
-fn main() {}
+//! Project tasks. Every command runs `setup` first, so a fresh machine needs
+//! nothing but `cargo xtask run` or `cargo xtask test`.
+mod bench;
+mod demo;
+mod setup;
+
+use std::{
+    path::PathBuf,
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use mptcp_tests::{Lab, LabConfig};
+
+#[derive(Parser)]
+#[command(about = "Tasks for the userspace MPTCP datapath")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install missing prerequisites (apt packages, bpf-linker, test tools).
+    Setup,
+    /// Build the XDP object; print its path, size and toolchain.
+    BuildEbpf,
+    /// Build and run `mptcp-user ARGS` as root; without ARGS, a demo in a lab.
+    Run {
+        /// Build mptcp-user in release mode.
+        #[arg(long)]
+        release: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Client and server namespaces joined by N veth paths.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+    /// Everything: setup, eBPF build, `cargo test --workspace` (privileged tests included).
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Kernel-to-kernel MPTCP and TCP throughput over the lab, with and
+    /// without the XDP classifier on every veth.
+    Bench {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabAction {
+    /// Create `PREFIX-client` and `PREFIX-server` (left in place).
+    Up {
+        #[arg(long, default_value_t = 2)]
+        paths: usize,
+        /// `tc netem` arguments for one path, in path order (repeat per path),
+        /// e.g. --netem "delay 10ms rate 100mbit" --netem "delay 30ms".
+        #[arg(long)]
+        netem: Vec<String>,
+        #[arg(long, default_value = "mptcp-lab")]
+        prefix: String,
+    },
+    /// Remove the lab's namespaces (and so its veths).
+    Down {
+        #[arg(long, default_value = "mptcp-lab")]
+        prefix: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    setup::setup()?;
+    match cli.command {
+        Task::Setup => Ok(()),
+        Task::BuildEbpf => build_ebpf().map(|_| ()),
+        Task::Run { release, args } => {
+            let binary = build_user(release)?;
+            if args.is_empty() {
+                demo::run(&binary)
+            } else {
+                run_privileged(&binary, &args)
+            }
+        }
+        Task::Lab { action } => lab(action),
+        Task::Test { args } => test(&args),
+        Task::Bench { seconds } => {
+            let binary = build_user(true)?;
+            bench::run(&binary, seconds)
+        }
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!("{what} needs root (network namespaces, XDP): run it as root, e.g. `sudo -E cargo xtask ...`");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| mptcp_ebpf_build::workspace_root().join("target"))
+}
+
+fn build_ebpf() -> Result<mptcp_ebpf_build::Built> {
+    let started = Instant::now();
+    let built = mptcp_ebpf_build::build()?;
+    println!(
+        "build-ebpf: {} ({} bytes) built with the {} toolchain in {:.1} s",
+        built.object.display(),
+        built.size,
+        built.toolchain.name(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(built)
+}
+
+fn build_user(release: bool) -> Result<PathBuf> {
+    build_ebpf()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "-p", "mptcp-user", "--bin", "mptcp-user"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().context("cargo build")?;
+    if !st.success() {
+        bail!("building mptcp-user failed");
+    }
+    Ok(target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("mptcp-user"))
+}
+
+fn run_privileged(binary: &PathBuf, args: &[String]) -> Result<()> {
+    let mut cmd = if is_root() {
+        Command::new(binary)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg(binary);
+        c
+    };
+    let st = cmd.args(args).status().context("running mptcp-user")?;
+    if !st.success() {
+        bail!("mptcp-user exited with {st}");
+    }
+    Ok(())
+}
+
+fn lab(action: LabAction) -> Result<()> {
+    require_root("cargo xtask lab")?;
+    match action {
+        LabAction::Up {
+            paths,
+            netem,
+            prefix,
+        } => {
+            let config = LabConfig {
+                prefix: prefix.clone(),
+                paths,
+                netem: netem.into_iter().map(Some).collect(),
+                subflow_endpoints: true,
+            };
+            let lab = Lab::up(&config)?;
+            println!(
+                "lab up: namespaces {} and {}",
+                lab.client.name(),
+                lab.server.name()
+            );
+            for (i, p) in lab.paths.iter().enumerate() {
+                println!(
+                    "  path {i}: {} {} {} <-> {} {} {}",
+                    p.client_if, p.client_v4, p.client_v6, p.server_if, p.server_v4, p.server_v6
+                );
+            }
+            println!(
+                "  e.g. ip netns exec {} mptcpize run iperf3 -s",
+                lab.server.name()
+            );
+            lab.keep();
+            Ok(())
+        }
+        LabAction::Down { prefix } => {
+            Lab::down(&prefix)?;
+            println!("lab down: {prefix}");
+            Ok(())
+        }
+    }
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    build_ebpf()?;
+    if !is_root() && std::env::var("MPTCP_SKIP_PRIVILEGED").as_deref() != Ok("1") {
+        bail!(
+            "the test suite includes privileged tests: run as root, or set MPTCP_SKIP_PRIVILEGED=1"
+        );
+    }
+    let started = Instant::now();
+    let mut child = cargo()
+        .args(["test", "--workspace"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line?;
+            println!("{line}");
+            if let Some(summary) = line.strip_prefix("test result: ") {
+                passed += summary_count(summary, "passed");
+                failed += summary_count(summary, "failed");
+                ignored += summary_count(summary, "ignored");
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!(
+        "xtask test: {passed} passed, {failed} failed, {ignored} ignored in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
+}
+
+/// `ok. 11 passed; 0 failed; 1 ignored; ...` -> the number before `word`.
+fn summary_count(summary: &str, word: &str) -> u64 {
+    summary
+        .split([';', '.'])
+        .find_map(|part| part.trim().strip_suffix(word)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary_count;
+
+    #[test]
+    fn counts_from_cargo_test_summaries() {
+        let s = "ok. 11 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.45s";
+        assert_eq!(summary_count(s, "passed"), 11);
+        assert_eq!(summary_count(s, "failed"), 0);
+        assert_eq!(summary_count(s, "ignored"), 2);
+        let f = "FAILED. 10 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!(summary_count(f, "passed"), 10);
+        assert_eq!(summary_count(f, "failed"), 1);
+        assert_eq!(summary_count("garbage", "passed"), 0);
+    }
+}
