@@ -155,7 +155,7 @@ pub enum EbpfLogLevel {
 /// The loaded classifier and its attachments. Dropping it detaches everything.
 pub struct Classifier {
     ebpf: Ebpf,
-    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
     links: Vec<(String, XdpLinkId, AttachMode)>,
 }
 
@@ -179,14 +179,9 @@ impl Classifier {
             .override_global("AYA_LOG_LEVEL", &level_value, false)
             .load(OBJECT)
             .context("loading the eBPF object (are you root?)")?;
-        let logger = if level == EbpfLogLevel::Off {
-            None
-        } else {
-            Some(
-                aya_log::EbpfLogger::init_with_logger(&mut ebpf, log::logger())
-                    .context("starting aya-log")?,
-            )
-        };
+        // Read even when off, so "off" is observable (and tested) as silence.
+        let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, log::logger())
+            .context("starting aya-log")?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_CLASSIFY)
             .ok_or_else(|| anyhow!("program {PROGRAM_CLASSIFY} missing from the object"))?
@@ -358,9 +353,7 @@ impl Classifier {
 
     /// Forwards pending eBPF log records to the `log` crate.
     pub fn flush_logs(&mut self) {
-        if let Some(logger) = &mut self.logger {
-            logger.flush();
-        }
+        self.logger.flush();
     }
 }
 
