@@ -1,8 +1,14 @@
 //! The classifier attached in driver mode to the server side of a two-path
 //! lab, with the kernel's own MPTCP as client and server.
-use std::net::IpAddr;
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
-use mptcp_tests::{lab_transfer, require_root, Lab, LabConfig};
+use mptcp_tests::{
+    lab_transfer, mptcp_connect, mptcp_listen, require_root, send_and_count, serve_count_once,
+    unique_name, Lab, LabConfig, Netns,
+};
 use mptcp_user::xdp::{AttachMode, Classifier, Counters, Ownership};
 
 const OWNED_PORT: u16 = 8080;
@@ -87,4 +93,54 @@ fn assert_invariants(c: &Counters) {
         "{c:?}"
     );
     assert_eq!(c.malformed, 0, "{c:?}");
+}
+
+#[test]
+fn falls_back_to_generic_mode_where_the_driver_has_no_xdp() {
+    if !require_root() {
+        return;
+    }
+    // Loopback has no native XDP: attach() must fall back and say so.
+    let ns = Netns::create(&unique_name("mpgen")).expect("netns");
+    let mut classifier = Classifier::load().expect("load");
+    let port = 7777;
+    classifier
+        .set_ownership(&Ownership {
+            addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            listen_ports: vec![port],
+            client_ports: None,
+        })
+        .expect("config");
+    let mode = ns
+        .enter(|| classifier.attach("lo"))
+        .expect("enter netns")
+        .expect("attach");
+    assert_eq!(mode, AttachMode::Generic);
+    assert_eq!(
+        classifier.attachments(),
+        vec![("lo".to_string(), AttachMode::Generic)]
+    );
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let received = ns
+        .enter(|| -> anyhow::Result<u64> {
+            let served = serve_count_once(mptcp_listen(addr)?);
+            let stream = mptcp_connect(addr, Duration::from_secs(10))?;
+            let echoed = send_and_count(stream, BYTES)?;
+            let received = served
+                .join()
+                .map_err(|_| anyhow::anyhow!("server panicked"))??;
+            assert_eq!(echoed, received);
+            Ok(received)
+        })
+        .expect("enter netns")
+        .expect("transfer over loopback");
+    assert_eq!(received, BYTES as u64);
+    let c = classifier.counters().expect("counters");
+    assert_invariants(&c);
+    // Both directions cross lo; only the segments to the listening port are owned.
+    assert!(c.mp_capable_syn >= 1, "{c:?}");
+    assert!(c.owned < c.seen, "{c:?}");
+    assert!(c.dss >= 1, "{c:?}");
+    classifier.detach("lo").expect("detach");
+    assert!(classifier.attachments().is_empty());
 }
