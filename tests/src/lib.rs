@@ -16,6 +16,7 @@ use std::{
 };
 
 pub mod frames;
+pub mod xsk;
 
 use anyhow::{bail, Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -369,6 +370,18 @@ pub fn mptcp_listen(addr: SocketAddr) -> Result<TcpListener> {
     s.bind(&addr.into())?;
     s.listen(16)?;
     Ok(s.into())
+}
+
+/// Starts a kernel MPTCP connection without waiting for it (call inside
+/// [`Netns::enter`]); the SYN is on its way when this returns.
+pub fn mptcp_connect_start(addr: SocketAddr) -> Result<Socket> {
+    let s = mptcp_socket(&addr)?;
+    s.set_nonblocking(true)?;
+    match s.connect(&addr.into()) {
+        Ok(()) => Ok(s),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(s),
+        Err(e) => Err(e).with_context(|| format!("MPTCP connect to {addr}")),
+    }
 }
 
 /// A kernel MPTCP connection (call inside [`Netns::enter`]).

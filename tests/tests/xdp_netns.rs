@@ -6,8 +6,10 @@ use std::{
 };
 
 use mptcp_tests::{
-    lab_transfer, mptcp_connect, mptcp_listen, require_root, send_and_count, serve_count_once,
-    unique_name, Lab, LabConfig, Netns,
+    lab_transfer, mptcp_connect, mptcp_connect_start, mptcp_listen, require_root, send_and_count,
+    serve_count_once, unique_name, wait_until,
+    xsk::{ifindex, MinimalXsk},
+    Lab, LabConfig, Netns,
 };
 use mptcp_user::xdp::{AttachMode, Classifier, Counters, Ownership};
 
@@ -143,4 +145,56 @@ fn falls_back_to_generic_mode_where_the_driver_has_no_xdp() {
     assert!(c.dss >= 1, "{c:?}");
     classifier.detach("lo").expect("detach");
     assert!(classifier.attachments().is_empty());
+}
+
+#[test]
+fn owned_segments_go_to_a_bound_af_xdp_socket_not_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(&LabConfig::unique(1)).expect("lab up");
+    let path = lab.paths[0].clone();
+    let mut classifier = Classifier::load().expect("load");
+    classifier
+        .set_ownership(&Ownership {
+            addresses: lab.server_addresses(),
+            listen_ports: vec![OWNED_PORT],
+            client_ports: None,
+        })
+        .expect("config");
+    let xsk = lab
+        .server
+        .enter(|| -> anyhow::Result<MinimalXsk> {
+            classifier.attach_with_mode(&path.server_if, AttachMode::Driver)?;
+            // A veth has one queue: everything arrives on queue 0.
+            MinimalXsk::bind(ifindex(&path.server_if)?, 0)
+        })
+        .expect("enter server ns")
+        .expect("attach and bind AF_XDP");
+    classifier.register_xsk(0, &xsk).expect("XSKMAP entry");
+    let server_syns = || lab.server.nstat("MPTcpExtMPCapableSYNRX").expect("nstat");
+    assert_eq!(server_syns(), 0);
+
+    // The kernel client retransmits its SYN until something answers; nothing will.
+    let addr = SocketAddr::new(IpAddr::V4(path.server_v4), OWNED_PORT);
+    let _client = lab
+        .client
+        .enter(|| mptcp_connect_start(addr))
+        .expect("enter client ns")
+        .expect("connect");
+    assert!(
+        wait_until(Duration::from_secs(5), || classifier
+            .counters()
+            .is_ok_and(|c| c.redirected >= 1)),
+        "no SYN was redirected: {:?}",
+        classifier.counters()
+    );
+    let c = classifier.counters().expect("counters");
+    assert_invariants(&c);
+    assert_eq!(c.owned_no_socket, 0, "{c:?}");
+    assert_eq!(c.redirected, c.mp_capable_syn, "{c:?}");
+    // ARP still reached the kernel (the client found the server's MAC);
+    // the SYN did not.
+    assert!(c.passed >= 1, "{c:?}");
+    assert_eq!(server_syns(), 0, "the server's kernel saw an owned SYN");
 }

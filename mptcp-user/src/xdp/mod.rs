@@ -323,9 +323,9 @@ impl Classifier {
     }
 
     /// Steers `queue`'s owned segments to the AF_XDP socket `socket`.
-    pub fn register_xsk(&mut self, queue: u32, socket: impl std::os::fd::AsRawFd) -> Result<()> {
+    pub fn register_xsk(&mut self, queue: u32, socket: &impl std::os::fd::AsRawFd) -> Result<()> {
         self.xsk_map()?
-            .set(queue, socket, 0)
+            .set(queue, socket.as_raw_fd(), 0)
             .with_context(|| format!("XSKMAP[{queue}]"))
     }
 
