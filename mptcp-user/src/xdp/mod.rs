@@ -2,7 +2,9 @@
 //! which addresses and ports the engine owns, attach to interfaces, read the
 //! counters, and run the program on crafted frames (`BPF_PROG_TEST_RUN`).
 //!
-//! The AF_XDP driver fills the XSKMAP through [`Classifier::xsk_map`].
+//! The AF_XDP driver fills the XSKMAP through [`Classifier::register_xsk`]
+//! (or [`Classifier::xsk_map`]). Interface names resolve in the network
+//! namespace of the calling thread.
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::RangeInclusive,
