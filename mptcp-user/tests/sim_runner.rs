@@ -8,7 +8,7 @@ use std::time::Duration;
 use mptcp_user::io::{ByteStream, Engine, PathId, PathStats};
 use mptcp_user::sim::{
     parse_path_spec, run, run_with, EndpointFactory, Hooks, Observer, Outcome, SendOutcome, Side,
-    SimConfig, SimEndpoint, Topology,
+    SimConfig, SimEndpoint, Simulation, Topology,
 };
 use mptcp_user::time::Instant;
 
@@ -275,10 +275,10 @@ fn same_seed_same_report() {
 fn a_corrupted_byte_is_caught_at_its_offset() {
     let cfg = config("rate=50mbit,delay=10ms", 300_000, 1);
     let topo = Topology::for_paths(&cfg.paths);
-    let mut client = Toy::new(0, topo.paths[0].mtu);
+    let client = Toy::new(0, topo.paths[0].mtu);
     let mut server = Toy::new(0, topo.paths[0].mtu);
     server.corrupt_at = Some(123_457);
-    let r = run(&cfg, &mut client, &mut server, Hooks::default());
+    let r = run(&cfg, client, server, Hooks::default());
     assert_eq!(r.outcome, Outcome::Complete);
     assert!(!r.byte_exact);
     assert_eq!(r.first_mismatch, Some(123_457));
@@ -305,11 +305,11 @@ fn oversize_packets_are_dropped_and_counted() {
         200_000,
         1,
     );
-    let mut c = Toy::new(0, 1500);
-    let mut s = Toy::new(0, 1500);
+    let c = Toy::new(0, 1500);
+    let s = Toy::new(0, 1500);
     let mut limited = cfg.clone();
     limited.time_limit = Duration::from_secs(3);
-    let r = run(&limited, &mut c, &mut s, Hooks::default());
+    let r = run(&limited, c, s, Hooks::default());
     assert!(!r.byte_exact);
     assert!(r.paths[0].forward.dropped_mtu > 0);
 }
@@ -374,4 +374,26 @@ fn json_has_the_documented_keys() {
     assert_eq!(j["paths"][0]["retransmits"], 0);
     assert_eq!(j["paths"][0]["spec"], "rate=50mbit,delay=10ms,queue=100pkt");
     assert!(j["subflows"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn stepping_in_pieces_gives_the_same_run() {
+    let cfg = config("rate=50mbit,delay=10ms,loss=1%,jitter=1ms", 1 << 20, 4);
+    let whole = run_with(&cfg, &mut ToyFactory, Hooks::default());
+
+    let topo = Topology::for_paths(&cfg.paths);
+    let (c, s) = ToyFactory.build(&topo, cfg.seed);
+    let mut sim = Simulation::new(&cfg, c, s);
+    let mut hooks = Hooks::default();
+    let half_time = Instant::ZERO + whole.duration / 2;
+    assert_eq!(sim.run_until(half_time, &mut hooks), None);
+    assert!(sim.now() >= half_time);
+    let mid = sim.report();
+    assert_eq!(mid.outcome, Outcome::Running);
+    assert!(sim.received() > 0 && sim.received() < 1 << 20);
+    assert!(sim.network().link_stats(0, Side::Client).offered_packets > 0);
+    // The endpoints are there to act on between steps.
+    assert!(sim.client.stats.bytes_sent >= sim.received());
+    assert_eq!(sim.run(&mut hooks), Outcome::Complete);
+    assert_eq!(sim.report(), whole);
 }

@@ -18,7 +18,7 @@ pub mod tcp;
 pub use net::{Delivery, DropReason, LinkStats, Network, SendOutcome, Side};
 pub use runner::{
     run, run_with, EndpointFactory, Hooks, Observer, Outcome, PathAddrs, PathReport, Progress,
-    SimConfig, SimEndpoint, SimReport, SubflowStats, Topology,
+    SimConfig, SimEndpoint, SimReport, Simulation, SubflowStats, Topology,
 };
 pub use spec::{parse_path_spec, LinkProfile, PathSpec, ProfileChange, ProfilePatch, QueueLimit};
 

@@ -154,6 +154,8 @@ pub enum Outcome {
     Livelock,
     /// The server's connection closed or was reset before the end.
     Closed,
+    /// Not over yet (a report taken mid-run).
+    Running,
 }
 
 impl Outcome {
@@ -164,6 +166,7 @@ impl Outcome {
             Outcome::Stalled => "stalled",
             Outcome::Livelock => "livelock",
             Outcome::Closed => "closed",
+            Outcome::Running => "running",
         }
     }
 }
@@ -227,50 +230,140 @@ pub fn run_with<F: EndpointFactory>(
     hooks: Hooks<'_>,
 ) -> SimReport {
     let topology = Topology::for_paths(&cfg.paths);
-    let (mut client, mut server) = factory.build(&topology, cfg.seed);
-    run(cfg, &mut client, &mut server, hooks)
+    let (client, server) = factory.build(&topology, cfg.seed);
+    run(cfg, client, server, hooks)
 }
 
 /// Runs the transfer to completion or to the time limit.
 pub fn run<C: SimEndpoint, S: SimEndpoint>(
     cfg: &SimConfig,
-    client: &mut C,
-    server: &mut S,
+    client: C,
+    server: S,
     mut hooks: Hooks<'_>,
 ) -> SimReport {
-    let mut net = Network::new(&cfg.paths, cfg.seed);
-    let pattern = Pattern::new(cfg.seed);
-    let limit = Instant::ZERO + cfg.time_limit;
-    let mut now = Instant::ZERO;
+    let mut sim = Simulation::new(cfg, client, server);
+    sim.run(&mut hooks);
+    sim.report()
+}
 
-    let mut packet = vec![0u8; MAX_PACKET];
-    let mut chunk = vec![0u8; APP_CHUNK];
-    // `chunk[chunk_pos..chunk_len]` holds stream bytes from offset `sent`.
-    let (mut chunk_pos, mut chunk_len) = (0usize, 0usize);
-    let mut sent = 0u64;
-    let mut close_called = false;
-    let mut rx = vec![0u8; APP_CHUNK];
-    let mut received = 0u64;
-    let mut first_mismatch: Option<u64> = None;
-    let mut established: Option<Duration> = None;
-    let mut completed: Option<Instant> = None;
+/// One transfer, step by step: tests (and the subflow-control use cases)
+/// can act on the endpoints between steps; [`run`] just steps to the end.
+pub struct Simulation<C, S> {
+    pub client: C,
+    pub server: S,
+    cfg: SimConfig,
+    net: Network,
+    pattern: Pattern,
+    limit: Instant,
+    now: Instant,
+    /// Scratch for one packet, handed to `poll_transmit`.
+    packet: Vec<u8>,
+    /// `chunk[chunk_pos..chunk_len]` holds stream bytes from offset `sent`.
+    chunk: Vec<u8>,
+    chunk_pos: usize,
+    chunk_len: usize,
+    sent: u64,
+    close_called: bool,
+    rx: Vec<u8>,
+    received: u64,
+    first_mismatch: Option<u64>,
+    established: Option<Duration>,
+    completed: Option<Instant>,
+    steps: u64,
+    steps_here: u32,
+    outcome: Option<Outcome>,
+}
 
-    let mut steps_here = 0u32;
-    let mut steps = 0u64;
-    let outcome = loop {
-        steps += 1;
-        if steps.is_multiple_of(PROGRESS_EVERY) {
+impl<C: SimEndpoint, S: SimEndpoint> Simulation<C, S> {
+    pub fn new(cfg: &SimConfig, client: C, server: S) -> Simulation<C, S> {
+        Simulation {
+            client,
+            server,
+            net: Network::new(&cfg.paths, cfg.seed),
+            pattern: Pattern::new(cfg.seed),
+            limit: Instant::ZERO + cfg.time_limit,
+            cfg: cfg.clone(),
+            now: Instant::ZERO,
+            packet: vec![0u8; MAX_PACKET],
+            chunk: vec![0u8; APP_CHUNK],
+            chunk_pos: 0,
+            chunk_len: 0,
+            sent: 0,
+            close_called: false,
+            rx: vec![0u8; APP_CHUNK],
+            received: 0,
+            first_mismatch: None,
+            established: None,
+            completed: None,
+            steps: 0,
+            steps_here: 0,
+            outcome: None,
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    /// Bytes the client's application handed to its engine so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Bytes the server's application read so far (all checked).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// How the run ended, once it has.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome
+    }
+
+    /// Steps until the run ends.
+    pub fn run(&mut self, hooks: &mut Hooks<'_>) -> Outcome {
+        loop {
+            if let Some(outcome) = self.step(hooks) {
+                return outcome;
+            }
+        }
+    }
+
+    /// Steps until simulated time reaches `until` or the run ends; returns the outcome if it ended.
+    pub fn run_until(&mut self, until: Instant, hooks: &mut Hooks<'_>) -> Option<Outcome> {
+        while self.now < until {
+            if let Some(outcome) = self.step(hooks) {
+                return Some(outcome);
+            }
+        }
+        self.outcome
+    }
+
+    /// Handles everything due now (arrivals, timers, both applications,
+    /// transmissions), then moves time to the next event. Returns the
+    /// outcome once the run is over; later calls do nothing.
+    pub fn step(&mut self, hooks: &mut Hooks<'_>) -> Option<Outcome> {
+        if self.outcome.is_some() {
+            return self.outcome;
+        }
+        let now = self.now;
+        self.steps += 1;
+        if self.steps.is_multiple_of(PROGRESS_EVERY) {
             if let Some(progress) = hooks.progress.as_mut() {
                 progress(&Progress {
                     now,
-                    received,
-                    bytes: cfg.bytes,
+                    received: self.received,
+                    bytes: self.cfg.bytes,
                 });
             }
         }
 
-        let observer = &mut hooks.observer;
-        net.process_until(now, |d| {
+        let (client, server, observer) = (&mut self.client, &mut self.server, &mut hooks.observer);
+        self.net.process_until(now, |d| {
             if let Some(o) = observer.as_mut() {
                 o.on_deliver(&d);
             }
@@ -279,149 +372,183 @@ pub fn run<C: SimEndpoint, S: SimEndpoint>(
                 Side::Server => server.handle_packet(d.at, d.path, d.packet),
             }
         });
-        if client.poll_timeout().is_some_and(|t| t <= now) {
-            client.handle_timeout(now);
+        if self.client.poll_timeout().is_some_and(|t| t <= now) {
+            self.client.handle_timeout(now);
         }
-        if server.poll_timeout().is_some_and(|t| t <= now) {
-            server.handle_timeout(now);
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            self.server.handle_timeout(now);
         }
 
-        if established.is_none() && client.is_established() {
-            established = Some(now - Instant::ZERO);
+        if self.established.is_none() && self.client.is_established() {
+            self.established = Some(now - Instant::ZERO);
         }
-        while sent < cfg.bytes {
-            if chunk_pos == chunk_len {
-                chunk_len = (cfg.bytes - sent).min(APP_CHUNK as u64) as usize;
-                pattern.fill(sent, &mut chunk[..chunk_len]);
-                chunk_pos = 0;
+        self.client_app();
+        self.server_app();
+        self.transmit(hooks);
+
+        let outcome = self.finished().or_else(|| self.advance());
+        self.outcome = outcome;
+        outcome
+    }
+
+    /// The client's application writes as much of the pattern as its engine takes.
+    fn client_app(&mut self) {
+        let bytes = self.cfg.bytes;
+        while self.sent < bytes {
+            if self.chunk_pos == self.chunk_len {
+                self.chunk_len = (bytes - self.sent).min(APP_CHUNK as u64) as usize;
+                self.pattern
+                    .fill(self.sent, &mut self.chunk[..self.chunk_len]);
+                self.chunk_pos = 0;
             }
-            let n = client
-                .send(&chunk[chunk_pos..chunk_len])
-                .min(chunk_len - chunk_pos);
+            let n = self
+                .client
+                .send(&self.chunk[self.chunk_pos..self.chunk_len])
+                .min(self.chunk_len - self.chunk_pos);
             if n == 0 {
                 break;
             }
-            chunk_pos += n;
-            sent += n as u64;
+            self.chunk_pos += n;
+            self.sent += n as u64;
         }
         // Closing before the handshake would abort the connection (RFC 9293, SYN-SENT).
-        if sent == cfg.bytes && !close_called && client.is_established() {
-            client.close();
-            close_called = true;
+        if self.sent == bytes && !self.close_called && self.client.is_established() {
+            self.client.close();
+            self.close_called = true;
         }
+    }
+
+    /// The server's application reads everything readable and checks it against the pattern.
+    fn server_app(&mut self) {
         loop {
-            let n = server.recv(&mut rx).min(rx.len());
+            let n = self.server.recv(&mut self.rx).min(self.rx.len());
             if n == 0 {
                 break;
             }
-            if first_mismatch.is_none() {
+            let received = self.received;
+            if self.first_mismatch.is_none() {
                 // Bytes past the end are wrong by definition.
-                let expected = (cfg.bytes.saturating_sub(received)).min(n as u64) as usize;
-                first_mismatch = pattern
-                    .first_mismatch(received, &rx[..expected])
+                let expected = (self.cfg.bytes.saturating_sub(received)).min(n as u64) as usize;
+                self.first_mismatch = self
+                    .pattern
+                    .first_mismatch(received, &self.rx[..expected])
                     .map(|i| received + i as u64)
                     .or((expected < n).then_some(received + expected as u64));
             }
-            received += n as u64;
-            if received >= cfg.bytes && completed.is_none() {
-                completed = Some(now);
+            self.received += n as u64;
+            if self.received >= self.cfg.bytes && self.completed.is_none() {
+                self.completed = Some(self.now);
             }
         }
+    }
 
+    fn transmit(&mut self, hooks: &mut Hooks<'_>) {
+        let now = self.now;
         for (side, engine) in [
-            (Side::Client, client as &mut dyn Engine),
-            (Side::Server, server as &mut dyn Engine),
+            (Side::Client, &mut self.client as &mut dyn Engine),
+            (Side::Server, &mut self.server as &mut dyn Engine),
         ] {
-            while let Some((path, len)) = engine.poll_transmit(now, &mut packet) {
-                let bytes = &packet[..len.min(packet.len())];
-                let outcome = net.send(now, side, path, bytes);
+            while let Some((path, len)) = engine.poll_transmit(now, &mut self.packet) {
+                let bytes = &self.packet[..len.min(self.packet.len())];
+                let outcome = self.net.send(now, side, path, bytes);
                 if let Some(o) = hooks.observer.as_mut() {
                     o.on_send(now, side, path, bytes, outcome);
                 }
             }
         }
+    }
 
-        if received >= cfg.bytes && server.is_read_closed() {
-            break Outcome::Complete;
+    fn finished(&self) -> Option<Outcome> {
+        if self.received >= self.cfg.bytes && self.server.is_read_closed() {
+            Some(Outcome::Complete)
+        } else if self.server.is_closed() || self.client.is_closed() {
+            Some(Outcome::Closed)
+        } else {
+            None
         }
-        if server.is_closed() || client.is_closed() {
-            break Outcome::Closed;
-        }
+    }
+
+    /// Moves time to the next event; the outcome when there is none in time.
+    fn advance(&mut self) -> Option<Outcome> {
         let next = [
-            net.next_event_time(),
-            client.poll_timeout(),
-            server.poll_timeout(),
+            self.net.next_event_time(),
+            self.client.poll_timeout(),
+            self.server.poll_timeout(),
         ]
         .into_iter()
         .flatten()
         .min();
         match next {
-            None => break Outcome::Stalled,
-            Some(t) if t > limit => break Outcome::TimeLimit,
-            Some(t) if t <= now => {
-                steps_here += 1;
-                if steps_here > MAX_STEPS_AT_ONE_INSTANT {
-                    break Outcome::Livelock;
-                }
+            None => Some(Outcome::Stalled),
+            Some(t) if t > self.limit => Some(Outcome::TimeLimit),
+            Some(t) if t <= self.now => {
+                self.steps_here += 1;
+                (self.steps_here > MAX_STEPS_AT_ONE_INSTANT).then_some(Outcome::Livelock)
             }
             Some(t) => {
-                steps_here = 0;
-                now = t;
+                self.steps_here = 0;
+                self.now = t;
+                None
             }
         }
-    };
+    }
 
-    let end_of_stream = server.is_read_closed();
-    let byte_exact = received == cfg.bytes && first_mismatch.is_none() && end_of_stream;
-    let duration = completed.unwrap_or(now) - Instant::ZERO;
-    let goodput_bps = if duration.is_zero() {
-        0.0
-    } else {
-        received.min(cfg.bytes) as f64 * 8.0 / duration.as_secs_f64()
-    };
-    let client_stats = client.path_stats();
-    let server_stats = server.path_stats();
-    let stats_for = |all: &[PathStats], path: PathId| {
-        all.iter()
-            .find(|s| s.path == path)
-            .cloned()
-            .unwrap_or(PathStats {
-                path,
-                ..PathStats::default()
+    /// The figures of the run so far (final once [`Simulation::outcome`] is set).
+    pub fn report(&self) -> SimReport {
+        let (net, cfg) = (&self.net, &self.cfg);
+        let end_of_stream = self.server.is_read_closed();
+        let received = self.received;
+        let byte_exact = received == cfg.bytes && self.first_mismatch.is_none() && end_of_stream;
+        let duration = self.completed.unwrap_or(self.now) - Instant::ZERO;
+        let goodput_bps = if duration.is_zero() {
+            0.0
+        } else {
+            received.min(cfg.bytes) as f64 * 8.0 / duration.as_secs_f64()
+        };
+        let client_stats = self.client.path_stats();
+        let server_stats = self.server.path_stats();
+        let stats_for = |all: &[PathStats], path: PathId| {
+            all.iter()
+                .find(|s| s.path == path)
+                .cloned()
+                .unwrap_or(PathStats {
+                    path,
+                    ..PathStats::default()
+                })
+        };
+        let paths = (0..net.path_count())
+            .map(|path| {
+                let c = stats_for(&client_stats, path);
+                let s = stats_for(&server_stats, path);
+                PathReport {
+                    path,
+                    spec: net.spec(path).clone(),
+                    bytes: c.bytes_sent,
+                    retransmits: c.retransmits + s.retransmits,
+                    received: s.bytes_received,
+                    client: c,
+                    server: s,
+                    forward: net.link_stats(path, Side::Client).clone(),
+                    reverse: net.link_stats(path, Side::Server).clone(),
+                }
             })
-    };
-    let paths = (0..net.path_count())
-        .map(|path| {
-            let c = stats_for(&client_stats, path);
-            let s = stats_for(&server_stats, path);
-            PathReport {
-                path,
-                spec: net.spec(path).clone(),
-                bytes: c.bytes_sent,
-                retransmits: c.retransmits + s.retransmits,
-                received: s.bytes_received,
-                client: c,
-                server: s,
-                forward: net.link_stats(path, Side::Client).clone(),
-                reverse: net.link_stats(path, Side::Server).clone(),
-            }
-        })
-        .collect();
-    let mut subflows = client.subflow_stats();
-    subflows.sort_by_key(|s| (s.path, s.id));
+            .collect();
+        let mut subflows = self.client.subflow_stats();
+        subflows.sort_by_key(|s| (s.path, s.id));
 
-    SimReport {
-        seed: cfg.seed,
-        bytes: cfg.bytes,
-        received,
-        byte_exact,
-        first_mismatch,
-        end_of_stream,
-        outcome,
-        established,
-        duration,
-        goodput_bps,
-        paths,
-        subflows,
+        SimReport {
+            seed: cfg.seed,
+            bytes: cfg.bytes,
+            received,
+            byte_exact,
+            first_mismatch: self.first_mismatch,
+            end_of_stream,
+            outcome: self.outcome.unwrap_or(Outcome::Running),
+            established: self.established,
+            duration,
+            goodput_bps,
+            paths,
+            subflows,
+        }
     }
 }
