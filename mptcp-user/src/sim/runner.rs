@@ -54,7 +54,7 @@ pub const SERVER_PORT: u16 = 5201;
 pub const CLIENT_PORT: u16 = 40000;
 
 impl Topology {
-    /// Path `i` runs between 10.`i`.0.1 (client) and 10.`i`.0.2 (server),
+    /// Path `i` runs between 10.`i / 256`.`i % 256`.1 (client) and .2 (server),
     /// with the MTU the path starts with.
     pub fn for_paths(paths: &[PathSpec]) -> Topology {
         Topology {
@@ -62,14 +62,14 @@ impl Topology {
                 .iter()
                 .enumerate()
                 .map(|(i, spec)| {
-                    let net = (i % 256) as u8;
+                    let (hi, lo) = ((i >> 8) as u8, i as u8);
                     PathAddrs {
                         client: SocketAddr::new(
-                            IpAddr::V4(Ipv4Addr::new(10, net, 0, 1)),
+                            IpAddr::V4(Ipv4Addr::new(10, hi, lo, 1)),
                             CLIENT_PORT,
                         ),
                         server: SocketAddr::new(
-                            IpAddr::V4(Ipv4Addr::new(10, net, 0, 2)),
+                            IpAddr::V4(Ipv4Addr::new(10, hi, lo, 2)),
                             SERVER_PORT,
                         ),
                         mtu: spec.initial.mtu,
@@ -550,5 +550,23 @@ impl<C: SimEndpoint, S: SimEndpoint> Simulation<C, S> {
             paths,
             subflows,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topology_addresses_are_unique_per_path() {
+        let paths = vec![PathSpec::default(); 300];
+        let t = Topology::for_paths(&paths);
+        let mut clients: Vec<_> = t.paths.iter().map(|p| p.client).collect();
+        clients.sort();
+        clients.dedup();
+        assert_eq!(clients.len(), 300);
+        assert_eq!(t.paths[0].client, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(t.paths[1].server, "10.0.1.2:5201".parse().unwrap());
+        assert_eq!(t.paths[299].mtu, 1500);
     }
 }
