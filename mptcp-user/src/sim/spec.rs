@@ -10,7 +10,7 @@
 //! - `delay`: round-trip propagation delay, half applied in each direction
 //!   (what `ping` over the path shows when it is idle, like one netem qdisc).
 //! - `jitter`: each packet's one-way delay varies uniformly within
-//!   `±jitter/2`, so the round trip varies within about `±jitter`. Jitter
+//!   `±jitter/2` (never below zero), so the round trip varies within about `±jitter`. Jitter
 //!   never reorders: a link delivers in order unless `reorder` says otherwise.
 //! - `loss`, `dup`, `reorder`: per-packet probabilities, each direction.
 //!   A reordered packet is held back by an extra delay drawn uniformly in
