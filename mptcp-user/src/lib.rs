@@ -7,6 +7,7 @@ pub mod mptcp;
 pub mod pcap;
 pub mod pm;
 pub mod sched;
+pub mod sim;
 pub mod tcp;
 pub mod time;
 pub mod wire;

@@ -15,6 +15,8 @@ enum Command {
     Decode(DecodeArgs),
     /// Attach the XDP classifier to interfaces and show its counters until Ctrl-C.
     Classify(mptcp_user::xdp::cli::ClassifyArgs),
+    /// Transfer bytes between two engines over simulated paths and report goodput.
+    Sim(mptcp_user::sim::cli::SimArgs),
 }
 
 #[derive(clap::Args)]
@@ -50,5 +52,6 @@ fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::Decode(a) => decode(a),
         Command::Classify(args) => mptcp_user::xdp::cli::classify(args),
+        Command::Sim(args) => mptcp_user::sim::main(args),
     }
 }
