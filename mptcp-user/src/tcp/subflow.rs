@@ -391,11 +391,6 @@ impl Subflow {
         }
     }
 
-    /// Stream offset (0-based) below which every sent byte is acknowledged.
-    pub fn acked_offset(&self) -> u64 {
-        self.acked_data()
-    }
-
     /// Replaces the initial send sequence number before the SYN (or
     /// SYN/ACK) goes out. Only for replaying captured conversations
     /// (conformance tests); production ISNs come from `Config::isn_secret`.
