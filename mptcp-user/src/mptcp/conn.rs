@@ -1083,8 +1083,60 @@ impl Connection {
 
     // ---- outgoing ----
 
+    /// Pushes the aggregate of every usable subflow to coupled controllers
+    /// (LIA, OLIA); uncoupled ones are left alone.
+    fn couple(&mut self) {
+        use crate::cc::{olia_alphas, CcAlgorithm, CouplingInfo, Olia, OliaPath};
+        const MAX: usize = 64;
+        let algo = self.s.tcp.congestion_control;
+        if !matches!(algo, CcAlgorithm::Lia | CcAlgorithm::Olia) {
+            return;
+        }
+        let mut paths = [OliaPath {
+            cwnd: 0,
+            srtt: Duration::ZERO,
+            loss_interval: 0,
+        }; MAX];
+        let mut idx = [0usize; MAX];
+        let mut n = 0;
+        for (i, f) in self.sfs.iter_mut().enumerate() {
+            if !f.usable() || n == MAX {
+                continue;
+            }
+            let st = f.sub.stats();
+            let loss_interval = f
+                .sub
+                .congestion_control_mut()
+                .as_any_mut()
+                .downcast_mut::<Olia>()
+                .map_or(0, |o| o.loss_interval());
+            paths[n] = OliaPath {
+                cwnd: st.cwnd,
+                srtt: st.srtt,
+                loss_interval,
+            };
+            idx[n] = i;
+            n += 1;
+        }
+        let mut info = CouplingInfo::from_subflows(paths[..n].iter().map(|p| (p.cwnd, p.srtt)));
+        let mut alphas = [0f64; MAX];
+        if algo == CcAlgorithm::Olia {
+            olia_alphas(&paths[..n], &mut alphas[..n]);
+        } else {
+            alphas[..n].fill(info.lia_alpha());
+        }
+        for k in 0..n {
+            info.path_alpha = alphas[k];
+            self.sfs[idx[k]]
+                .sub
+                .congestion_control_mut()
+                .on_coupling(&info);
+        }
+    }
+
     /// Hands queued data to subflows as the scheduler decides.
     fn schedule(&mut self, now: Instant) {
+        self.couple();
         let s = &mut self.s;
         for sf in self.sfs.iter_mut() {
             let acked = sf.sub.acked_offset();
@@ -1141,8 +1193,9 @@ impl Connection {
                     let queued = st.in_flight + sf.sub.unsent();
                     v.srtt = st.srtt;
                     v.mss = st.mss;
-                    v.room = st
-                        .cwnd
+                    // One segment beyond the window, so the subflow sees
+                    // itself window-limited and its controller grows cwnd.
+                    v.room = (st.cwnd + st.mss as u64)
                         .saturating_sub(queued)
                         .min(st.snd_wnd.saturating_sub(queued).max(if queued == 0 {
                             st.mss as u64

@@ -13,6 +13,7 @@
 pub mod api;
 mod conn;
 mod endpoint;
+pub mod sim;
 
 pub use api::{
     LocalAddr, MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions,
@@ -20,6 +21,7 @@ pub use api::{
 };
 pub use conn::Connection;
 pub use endpoint::{MptcpCounters, MptcpEndpoint};
+pub use sim::MptcpFactory;
 
 use crate::pm::PmKind;
 use crate::sched::SchedulerKind;
