@@ -111,8 +111,9 @@ fn sim_goodput_figures_per_scheduler() {
     ] {
         let r = goodput(s, 64 << 20);
         assert!(r.byte_exact);
+        let per: Vec<u64> = r.subflows.iter().map(|f| f.bytes >> 20).collect();
         eprintln!(
-            "{s:?}: goodput {:.1} Mbit/s ({:.1}% of 150)",
+            "{s:?}: goodput {:.1} Mbit/s ({:.1}% of 150), MiB sent per subflow {per:?}",
             r.goodput_bps / 1e6,
             r.goodput_bps / 1.5e6
         );

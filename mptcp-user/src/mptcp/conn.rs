@@ -82,6 +82,8 @@ struct Sf {
     /// handshake, so it has our keys; until then the first mapping goes
     /// out as MP_CAPABLE with data (RFC 8684 3.1).
     mpc_confirmed: bool,
+    /// Redundant scheduling: the next data-level offset this subflow sends.
+    red_next: u64,
     tx: VecDeque<TxMap>,
     rx: VecDeque<RxMap>,
     prio_pending: bool,
@@ -390,6 +392,7 @@ impl Connection {
             third_ack_pending: false,
             join_ack_sent: false,
             mpc_confirmed: false,
+            red_next: 0,
             tx: VecDeque::new(),
             rx: VecDeque::new(),
             prio_pending: false,
@@ -1170,7 +1173,62 @@ impl Connection {
         if let Some(r) = s.reinject.front_mut() {
             r.0 = r.0.max(s.snd_una);
         }
-        loop {
+        // Redundant: every usable subflow sends every byte, each from its
+        // own cursor; the first copy to arrive counts.
+        let redundant = self.sched.redundant();
+        while redundant {
+            let limit = s.snd_written.min(s.peer_wnd_edge);
+            let mut sent = false;
+            for sf in self.sfs.iter_mut().filter(|f| f.usable()) {
+                let st = sf.sub.stats();
+                let queued = st.in_flight + sf.sub.unsent();
+                let mss = st.mss.max(1) as u64;
+                let room = (st.cwnd + mss)
+                    .saturating_sub(queued)
+                    .min(sf.sub.send_space() as u64);
+                let start = sf.red_next.max(s.snd_una);
+                let mut n = limit
+                    .saturating_sub(start)
+                    .min(room)
+                    .min(MAX_MAPPING)
+                    .min(self.scratch.len() as u64);
+                if n > mss {
+                    n -= n % mss;
+                }
+                if n == 0 || (n < mss && limit - start > n) {
+                    continue;
+                }
+                s.snd_buf.read_at(start, &mut self.scratch[..n as usize]);
+                let off = sf.sub.send_offset();
+                let m = sf.sub.send(&self.scratch[..n as usize]) as u64;
+                let csum = if s.checksum {
+                    let dsn = s.local_idsn.wrapping_add(1).wrapping_add(start);
+                    crypto::dss_checksum(
+                        dsn,
+                        (off + 1) as u32,
+                        m as u16,
+                        &self.scratch[..m as usize],
+                    )
+                } else {
+                    0
+                };
+                sf.tx.push_back(TxMap {
+                    off,
+                    dsn: start,
+                    len: m,
+                    csum,
+                    reinjected: false,
+                });
+                sf.sub.mark_send_boundary();
+                sf.red_next = start + m;
+                s.snd_nxt = s.snd_nxt.max(start + m);
+                sent |= m > 0;
+            }
+            if !sent {
+                break;
+            }
+        }
+        while !redundant {
             let (start, avail, reinj) = match s.reinject.front() {
                 Some(&(a, b)) => (a, b - a, true),
                 None => {
@@ -1224,20 +1282,8 @@ impl Connection {
                 break;
             }
             s.snd_buf.read_at(start, &mut self.scratch[..n as usize]);
-            let targets: &[usize] = &[i];
-            let mut all = [0usize; 64];
-            let mut count = 0;
-            if self.sched.redundant() {
-                for (j, v) in self.views.iter().enumerate() {
-                    if v.usable && v.room >= n && count < all.len() {
-                        all[count] = j;
-                        count += 1;
-                    }
-                }
-            }
-            let targets = if count > 0 { &all[..count] } else { targets };
-            for &j in targets {
-                let sf = &mut self.sfs[j];
+            {
+                let sf = &mut self.sfs[i];
                 let off = sf.sub.send_offset();
                 let m = sf.sub.send(&self.scratch[..n as usize]) as u64;
                 if m == 0 {
