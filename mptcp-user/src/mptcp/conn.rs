@@ -84,6 +84,10 @@ struct Sf {
     mpc_confirmed: bool,
     /// Redundant scheduling: the next data-level offset this subflow sends.
     red_next: u64,
+    /// A retransmission timeout fired and nothing was acknowledged since:
+    /// the scheduler leaves it alone (and backups may take over).
+    stale: bool,
+    acked_at_rto: u64,
     tx: VecDeque<TxMap>,
     rx: VecDeque<RxMap>,
     prio_pending: bool,
@@ -393,6 +397,8 @@ impl Connection {
             join_ack_sent: false,
             mpc_confirmed: false,
             red_next: 0,
+            stale: false,
+            acked_at_rto: 0,
             tx: VecDeque::new(),
             rx: VecDeque::new(),
             prio_pending: false,
@@ -698,12 +704,21 @@ impl Connection {
             Some((snd_ws, _)) => (seg.window as u64) << snd_ws,
             None => seg.window as u64,
         };
-        for o in &seg.options.mptcp {
+        let opts = &seg.options.mptcp;
+        if sf.kind == Kind::Capable
+            && s.role == Role::Client
+            && !sf.mpc_confirmed
+            && !opts.is_empty()
+            && opts.mp_capable().is_none()
+        {
+            // Fully established: the server has our key, so MP_JOINs will
+            // find the token (RFC 8684 3.1).
+            sf.mpc_confirmed = true;
+            s.pm_dirty = true;
+        }
+        for o in opts {
             match *o {
                 MptcpOption::Dss(d) => {
-                    if sf.kind == Kind::Capable && s.role == Role::Client {
-                        sf.mpc_confirmed = true;
-                    }
                     if let Some(a) = d.data_ack {
                         s.on_data_ack(a, d.data_ack_wide, window);
                     }
@@ -931,6 +946,8 @@ impl Connection {
                         }
                     }
                     SubflowEvent::RetransmissionTimeout => {
+                        sf.stale = true;
+                        sf.acked_at_rto = sf.sub.acked_offset();
                         s.push_event(MptcpEvent::RetransmissionTimeout { id: sf.id });
                         reinject |= s.reinject_on_rto;
                     }
@@ -1002,9 +1019,13 @@ impl Connection {
             || s.role != Role::Client
             || !s.established
             || s.fallback
-            || s.close_requested
-            || s.peer_fin.is_some()
+            || s.subflows_closed
+            || (s.close_requested && s.snd_una == s.snd_written)
             || s.reset
+            || !self
+                .sfs
+                .iter()
+                .any(|f| f.kind == Kind::Capable && f.mpc_confirmed)
         {
             return;
         }
@@ -1042,7 +1063,12 @@ impl Connection {
         port: Option<u16>,
         remote: SocketAddr,
     ) -> Option<SubflowId> {
+        let confirmed = self
+            .sfs
+            .iter()
+            .any(|f| f.kind == Kind::Capable && f.mpc_confirmed);
         if self.s.fallback
+            || !confirmed
             || !self.s.remote_key_known
             || self.live_subflows() >= self.s.max_subflows
         {
@@ -1143,6 +1169,9 @@ impl Connection {
         let s = &mut self.s;
         for sf in self.sfs.iter_mut() {
             let acked = sf.sub.acked_offset();
+            if sf.stale && acked > sf.acked_at_rto {
+                sf.stale = false;
+            }
             while sf.tx.front().is_some_and(|m| m.off + m.len <= acked) {
                 sf.tx.pop_front();
             }
@@ -1242,7 +1271,7 @@ impl Connection {
             self.views.clear();
             for sf in &self.sfs {
                 let mut v = SubflowView {
-                    usable: sf.usable(),
+                    usable: sf.usable() && !sf.stale,
                     backup: sf.backup || sf.peer_backup,
                     ..Default::default()
                 };
