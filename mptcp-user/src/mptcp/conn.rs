@@ -1205,151 +1205,155 @@ impl Connection {
         // Redundant: every usable subflow sends every byte, each from its
         // own cursor; the first copy to arrive counts.
         let redundant = self.sched.redundant();
-        while redundant {
-            let limit = s.snd_written.min(s.peer_wnd_edge);
-            let mut sent = false;
-            for sf in self.sfs.iter_mut().filter(|f| f.usable()) {
-                let st = sf.sub.stats();
-                let queued = st.in_flight + sf.sub.unsent();
-                let mss = st.mss.max(1) as u64;
-                let room = (st.cwnd + mss)
-                    .saturating_sub(queued)
-                    .min(sf.sub.send_space() as u64);
-                let start = sf.red_next.max(s.snd_una);
-                let mut n = limit
-                    .saturating_sub(start)
-                    .min(room)
+        if redundant {
+            loop {
+                let limit = s.snd_written.min(s.peer_wnd_edge);
+                let mut sent = false;
+                for sf in self.sfs.iter_mut().filter(|f| f.usable()) {
+                    let st = sf.sub.stats();
+                    let queued = st.in_flight + sf.sub.unsent();
+                    let mss = st.mss.max(1) as u64;
+                    let room = (st.cwnd + mss)
+                        .saturating_sub(queued)
+                        .min(sf.sub.send_space() as u64);
+                    let start = sf.red_next.max(s.snd_una);
+                    let mut n = limit
+                        .saturating_sub(start)
+                        .min(room)
+                        .min(MAX_MAPPING)
+                        .min(self.scratch.len() as u64);
+                    if n > mss {
+                        n -= n % mss;
+                    }
+                    if n == 0 || (n < mss && limit - start > n) {
+                        continue;
+                    }
+                    s.snd_buf.read_at(start, &mut self.scratch[..n as usize]);
+                    let off = sf.sub.send_offset();
+                    let m = sf.sub.send(&self.scratch[..n as usize]) as u64;
+                    let csum = if s.checksum {
+                        let dsn = s.local_idsn.wrapping_add(1).wrapping_add(start);
+                        crypto::dss_checksum(
+                            dsn,
+                            (off + 1) as u32,
+                            m as u16,
+                            &self.scratch[..m as usize],
+                        )
+                    } else {
+                        0
+                    };
+                    sf.tx.push_back(TxMap {
+                        off,
+                        dsn: start,
+                        len: m,
+                        csum,
+                        reinjected: false,
+                    });
+                    sf.sub.mark_send_boundary();
+                    sf.red_next = start + m;
+                    s.snd_nxt = s.snd_nxt.max(start + m);
+                    sent |= m > 0;
+                }
+                if !sent {
+                    break;
+                }
+            }
+        }
+        if !redundant {
+            loop {
+                let (start, avail, reinj) = match s.reinject.front() {
+                    Some(&(a, b)) => (a, b - a, true),
+                    None => {
+                        let limit = s.snd_written.min(s.peer_wnd_edge);
+                        (s.snd_nxt, limit.saturating_sub(s.snd_nxt), false)
+                    }
+                };
+                if avail == 0 {
+                    break;
+                }
+                self.views.clear();
+                for sf in &self.sfs {
+                    let mut v = SubflowView {
+                        usable: sf.usable() && !sf.stale,
+                        backup: sf.backup || sf.peer_backup,
+                        ..Default::default()
+                    };
+                    if v.usable {
+                        let st = sf.sub.stats();
+                        let queued = st.in_flight + sf.sub.unsent();
+                        v.srtt = st.srtt;
+                        v.mss = st.mss;
+                        // One segment beyond the window, so the subflow sees
+                        // itself window-limited and its controller grows cwnd.
+                        v.room = (st.cwnd + st.mss as u64)
+                            .saturating_sub(queued)
+                            .min(st.snd_wnd.saturating_sub(queued).max(if queued == 0 {
+                                st.mss as u64
+                            } else {
+                                0
+                            }))
+                            .min(sf.sub.send_space() as u64);
+                        if v.room < st.mss as u64 && v.room < avail {
+                            v.room = 0;
+                        }
+                    }
+                    self.views.push(v);
+                }
+                let Some(i) = self.sched.pick(&self.views) else {
+                    break;
+                };
+                let mss = self.views[i].mss.max(1) as u64;
+                let mut n = avail
+                    .min(self.views[i].room)
                     .min(MAX_MAPPING)
                     .min(self.scratch.len() as u64);
                 if n > mss {
                     n -= n % mss;
                 }
-                if n == 0 || (n < mss && limit - start > n) {
-                    continue;
+                if n == 0 {
+                    break;
                 }
                 s.snd_buf.read_at(start, &mut self.scratch[..n as usize]);
-                let off = sf.sub.send_offset();
-                let m = sf.sub.send(&self.scratch[..n as usize]) as u64;
-                let csum = if s.checksum {
-                    let dsn = s.local_idsn.wrapping_add(1).wrapping_add(start);
-                    crypto::dss_checksum(
-                        dsn,
-                        (off + 1) as u32,
-                        m as u16,
-                        &self.scratch[..m as usize],
-                    )
-                } else {
-                    0
-                };
-                sf.tx.push_back(TxMap {
-                    off,
-                    dsn: start,
-                    len: m,
-                    csum,
-                    reinjected: false,
-                });
-                sf.sub.mark_send_boundary();
-                sf.red_next = start + m;
-                s.snd_nxt = s.snd_nxt.max(start + m);
-                sent |= m > 0;
-            }
-            if !sent {
-                break;
-            }
-        }
-        while !redundant {
-            let (start, avail, reinj) = match s.reinject.front() {
-                Some(&(a, b)) => (a, b - a, true),
-                None => {
-                    let limit = s.snd_written.min(s.peer_wnd_edge);
-                    (s.snd_nxt, limit.saturating_sub(s.snd_nxt), false)
-                }
-            };
-            if avail == 0 {
-                break;
-            }
-            self.views.clear();
-            for sf in &self.sfs {
-                let mut v = SubflowView {
-                    usable: sf.usable() && !sf.stale,
-                    backup: sf.backup || sf.peer_backup,
-                    ..Default::default()
-                };
-                if v.usable {
-                    let st = sf.sub.stats();
-                    let queued = st.in_flight + sf.sub.unsent();
-                    v.srtt = st.srtt;
-                    v.mss = st.mss;
-                    // One segment beyond the window, so the subflow sees
-                    // itself window-limited and its controller grows cwnd.
-                    v.room = (st.cwnd + st.mss as u64)
-                        .saturating_sub(queued)
-                        .min(st.snd_wnd.saturating_sub(queued).max(if queued == 0 {
-                            st.mss as u64
-                        } else {
-                            0
-                        }))
-                        .min(sf.sub.send_space() as u64);
-                    if v.room < st.mss as u64 && v.room < avail {
-                        v.room = 0;
+                {
+                    let sf = &mut self.sfs[i];
+                    let off = sf.sub.send_offset();
+                    let m = sf.sub.send(&self.scratch[..n as usize]) as u64;
+                    if m == 0 {
+                        continue;
+                    }
+                    let csum = if s.checksum {
+                        let dsn = s.local_idsn.wrapping_add(1).wrapping_add(start);
+                        crypto::dss_checksum(
+                            dsn,
+                            (off + 1) as u32,
+                            m as u16,
+                            &self.scratch[..m as usize],
+                        )
+                    } else {
+                        0
+                    };
+                    sf.tx.push_back(TxMap {
+                        off,
+                        dsn: start,
+                        len: m,
+                        csum,
+                        reinjected: false,
+                    });
+                    sf.sub.mark_send_boundary();
+                    if reinj {
+                        sf.bytes_reinjected += m;
                     }
                 }
-                self.views.push(v);
-            }
-            let Some(i) = self.sched.pick(&self.views) else {
-                break;
-            };
-            let mss = self.views[i].mss.max(1) as u64;
-            let mut n = avail
-                .min(self.views[i].room)
-                .min(MAX_MAPPING)
-                .min(self.scratch.len() as u64);
-            if n > mss {
-                n -= n % mss;
-            }
-            if n == 0 {
-                break;
-            }
-            s.snd_buf.read_at(start, &mut self.scratch[..n as usize]);
-            {
-                let sf = &mut self.sfs[i];
-                let off = sf.sub.send_offset();
-                let m = sf.sub.send(&self.scratch[..n as usize]) as u64;
-                if m == 0 {
-                    continue;
-                }
-                let csum = if s.checksum {
-                    let dsn = s.local_idsn.wrapping_add(1).wrapping_add(start);
-                    crypto::dss_checksum(
-                        dsn,
-                        (off + 1) as u32,
-                        m as u16,
-                        &self.scratch[..m as usize],
-                    )
-                } else {
-                    0
-                };
-                sf.tx.push_back(TxMap {
-                    off,
-                    dsn: start,
-                    len: m,
-                    csum,
-                    reinjected: false,
-                });
-                sf.sub.mark_send_boundary();
                 if reinj {
-                    sf.bytes_reinjected += m;
-                }
-            }
-            if reinj {
-                if let Some(r) = s.reinject.front_mut() {
-                    r.0 += n;
-                    if r.0 >= r.1 {
-                        s.reinject.pop_front();
+                    if let Some(r) = s.reinject.front_mut() {
+                        r.0 += n;
+                        if r.0 >= r.1 {
+                            s.reinject.pop_front();
+                        }
                     }
+                } else {
+                    s.snd_nxt += n;
                 }
-            } else {
-                s.snd_nxt += n;
             }
         }
         if s.close_requested

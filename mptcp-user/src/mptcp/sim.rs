@@ -114,3 +114,58 @@ impl EndpointFactory for MptcpFactory {
         (client, server)
     }
 }
+
+/// The MPTCP flags of `mptcp-user sim`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MptcpArgs {
+    /// Packet scheduler: default (lowest RTT with room), roundrobin, redundant.
+    #[arg(long, value_name = "NAME")]
+    pub scheduler: Option<String>,
+    /// Congestion control per subflow: cubic, newreno, lia, olia.
+    #[arg(long, value_name = "NAME")]
+    pub cc: Option<String>,
+    /// Path manager: fullmesh, ndiffports, manual.
+    #[arg(long, value_name = "NAME")]
+    pub pm: Option<String>,
+    /// Ask for DSS checksums.
+    #[arg(long)]
+    pub checksum: bool,
+    /// Subflow limit per connection (and ndiffports' count).
+    #[arg(long, value_name = "N")]
+    pub subflows: Option<usize>,
+}
+
+impl MptcpArgs {
+    /// Whether any MPTCP flag was given (then even one path runs MPTCP).
+    pub fn requested(&self) -> bool {
+        self.scheduler.is_some()
+            || self.cc.is_some()
+            || self.pm.is_some()
+            || self.checksum
+            || self.subflows.is_some()
+    }
+
+    /// The factory these flags describe.
+    pub fn factory(&self) -> anyhow::Result<MptcpFactory> {
+        let mut config = MptcpConfig::default();
+        if let Some(s) = &self.scheduler {
+            config.scheduler = crate::sched::SchedulerKind::from_name(s)
+                .ok_or_else(|| anyhow::anyhow!("unknown scheduler {s:?}"))?;
+        }
+        if let Some(c) = &self.cc {
+            config.tcp.congestion_control = crate::cc::CcAlgorithm::from_name(c)
+                .ok_or_else(|| anyhow::anyhow!("unknown congestion control {c:?}"))?;
+        }
+        let n = self.subflows.unwrap_or(config.max_subflows);
+        config.max_subflows = n.max(1);
+        if let Some(p) = &self.pm {
+            config.path_manager = crate::pm::PmKind::from_name(p, n)
+                .ok_or_else(|| anyhow::anyhow!("unknown path manager {p:?}"))?;
+        }
+        config.checksum = self.checksum;
+        Ok(MptcpFactory {
+            config,
+            signal: false,
+        })
+    }
+}

@@ -42,6 +42,8 @@ pub struct SimArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub mptcp: crate::mptcp::sim::MptcpArgs,
 }
 
 fn parse_path_arg(s: &str) -> Result<PathSpec, String> {
