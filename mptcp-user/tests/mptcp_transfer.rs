@@ -268,3 +268,95 @@ fn bad_join_hmac_is_refused_and_transfer_goes_on() {
             >= 1
     );
 }
+
+/// Rewrites a packet through the codecs (fixing the TCP checksum).
+fn reemit(p: &mut Vec<u8>, edit: impl FnOnce(&mut mptcp_user::wire::tcp::TcpRepr, &mut Vec<u8>)) {
+    let (ip, tcp) = mptcp_user::wire::ip::parse_ip_tcp(p).unwrap();
+    let mut payload = tcp.payload.to_vec();
+    let mut tcp = tcp.clone();
+    let mut pl = std::mem::take(&mut payload);
+    edit(&mut tcp, &mut pl);
+    tcp.payload = &pl;
+    let ip = mptcp_user::wire::ip::IpRepr::new_tcp(ip.src(), ip.dst()).unwrap();
+    let mut out = vec![0u8; 2048];
+    let n = mptcp_user::wire::ip::emit_ip_tcp(&ip, &tcp, &mut out).unwrap();
+    out.truncate(n);
+    *p = out;
+}
+
+#[test]
+fn dss_checksum_catches_a_payload_rewriting_middlebox() {
+    let mut c = cfg();
+    c.checksum = true;
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(20, 8, 0)],
+        c.clone(),
+        c,
+        false,
+        11,
+    );
+    // Path 1 rewrites one payload byte of one data packet and fixes the TCP
+    // checksum, as a normalising middlebox would.
+    let mut done = false;
+    net.tamper = Some(Box::new(move |path, to_server, p| {
+        if path == 1 && to_server && !done && p.len() > 1000 {
+            done = true;
+            reemit(p, |_, pl| pl[100] ^= 0xff);
+        }
+        true
+    }));
+    check(&mut net, 2 << 20, 10_000, 11, Duration::from_secs(60));
+    let s = net.server.connection().unwrap();
+    assert_eq!(s.checksum_failures(), 1);
+    let c = net.client.connection().unwrap();
+    assert!(c.subflows().any(|f| f.status == SubflowStatus::Closed));
+}
+
+#[test]
+fn fastclose_aborts_every_subflow_with_the_key() {
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(20, 8, 0)],
+        cfg(),
+        cfg(),
+        true,
+        12,
+    );
+    let data = pattern(4 << 20, 12);
+    let mut sent = 0;
+    let mut got = 0usize;
+    let mut tmp = vec![0u8; 65536];
+    let ok = net.run_until(Duration::from_secs(30), |n| {
+        if n.client.is_established() {
+            sent += n.client.send(&data[sent..]);
+        }
+        loop {
+            let k = n.server.recv(&mut tmp);
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        if got > (1 << 20) {
+            n.server.connection_mut().unwrap().abort();
+        }
+        n.client.is_closed()
+    });
+    assert!(ok, "client saw the fast close");
+    let c = net.client.connection_mut().unwrap();
+    assert!(c.subflows().count() >= 2);
+    assert!(c.subflows().all(|f| f.status == SubflowStatus::Closed));
+    let mut fast = false;
+    let mut reasons = 0;
+    while let Some(e) = c.poll_event() {
+        match e {
+            MptcpEvent::FastClosed => fast = true,
+            MptcpEvent::SubflowClosed {
+                reason: mptcp_user::mptcp::SubflowCloseReason::Reset(Some(0)),
+                ..
+            } => reasons += 1,
+            _ => {}
+        }
+    }
+    assert!(fast);
+    assert!(reasons >= 1, "MP_TCPRST reason reached the API");
+}

@@ -99,7 +99,10 @@ struct Sf {
     peer_rst_reason: Option<u8>,
     close_reason: Option<SubflowCloseReason>,
     closing: bool,
+    /// SubflowEstablished was reported.
     announced: bool,
+    /// SubflowClosed was reported (or must never be: a refused MP_JOIN).
+    close_announced: bool,
     bytes_reinjected: u64,
 }
 
@@ -409,6 +412,7 @@ impl Connection {
             close_reason: None,
             closing: false,
             announced: false,
+            close_announced: false,
             bytes_reinjected: 0,
         });
         self.sfs.len() - 1
@@ -567,6 +571,11 @@ impl Connection {
                 for o in self.sfs.iter_mut() {
                     o.sub.abort();
                 }
+                for j in 0..self.sfs.len() {
+                    if j != i {
+                        self.handle_events(now, j);
+                    }
+                }
             }
             self.after_segment(now, i, keys);
             return;
@@ -679,6 +688,7 @@ impl Connection {
                         sf.rst_reason = Some(reset_reason::MPTCP_ERROR);
                         sf.close_reason = Some(SubflowCloseReason::BadHmac);
                         sf.announced = true;
+                        sf.close_announced = true;
                         sf.sub.abort();
                         feed = false;
                     }
@@ -899,11 +909,15 @@ impl Connection {
                         ) == c
                     });
                 if !ok {
+                    // A middlebox changed the payload: reset this subflow
+                    // (RFC 8684 3.7); the peer reinjects on the others what
+                    // we never acknowledged at the data level.
                     s.checksum_failures += 1;
                     sf.fail_pending = Some(s.remote_idsn.wrapping_add(1).wrapping_add(m.dsn));
                     sf.rst_reason = Some(reset_reason::MIDDLEBOX_INTERFERENCE);
-                    sf.sub.request_ack();
-                    continue;
+                    sf.close_reason = Some(SubflowCloseReason::Local);
+                    sf.sub.abort();
+                    break;
                 }
                 s.deliver(m.dsn + (off - m.off), &self.scratch[..got]);
             } else {
@@ -962,8 +976,8 @@ impl Connection {
                         });
                         sf.close_reason = Some(reason);
                         reinject = true;
-                        if !sf.announced {
-                            sf.announced = true;
+                        if !sf.close_announced {
+                            sf.close_announced = true;
                             s.push_event(MptcpEvent::SubflowClosed { id: sf.id, reason });
                         }
                         s.pm_dirty = true;
@@ -1437,20 +1451,25 @@ impl Connection {
             let _ = seg.options.mptcp.push(o);
         };
         if f.contains(TcpFlags::RST) {
-            if let Some(r) = sf.rst_reason {
+            // As Linux: MP_FASTCLOSE (when we abort the connection), then
+            // MP_TCPRST with the reason.
+            if s.reset && !s.fast_closed && s.remote_key_known && !s.fallback {
+                push(
+                    seg,
+                    MptcpOption::MpFastclose {
+                        receiver_key: s.remote_key,
+                    },
+                );
+            }
+            let reason = sf
+                .rst_reason
+                .or((s.reset && !s.fallback).then_some(reset_reason::UNSPECIFIED));
+            if let Some(r) = reason {
                 push(
                     seg,
                     MptcpOption::MpTcpRst {
                         flags: 0,
                         reason: r,
-                    },
-                );
-            }
-            if s.reset && !s.fast_closed && s.remote_key_known {
-                push(
-                    seg,
-                    MptcpOption::MpFastclose {
-                        receiver_key: s.remote_key,
                     },
                 );
             }
