@@ -11,9 +11,9 @@ use mptcp_user::wire::ip::parse_ip_tcp;
 use mptcp_user::wire::mptcp::{MpJoin, MptcpOption};
 use std::net::IpAddr;
 
-const FIXTURE: &str = concat!(
+const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/linux-6.18/handshake-join-addaddr.pcap"
+    "/../../shared/fixtures/linux-6.18/"
 );
 
 /// The security-relevant values of one server segment.
@@ -31,6 +31,15 @@ enum Signal {
         hmac: Option<u64>,
     },
     DataAck(u64),
+    /// A DSS mapping (DATA_FIN included) with its checksum.
+    Mapping {
+        fin: bool,
+        dsn: u64,
+        ssn: u32,
+        len: u16,
+        csum: Option<u16>,
+    },
+    RemoveAddr(Vec<u8>),
 }
 
 fn signals(packet: &[u8], out: &mut Vec<Signal>) {
@@ -58,10 +67,25 @@ fn signals(packet: &[u8], out: &mut Vec<Signal>) {
                 addr: a.addr,
                 hmac: a.hmac,
             },
-            MptcpOption::Dss(d) => match d.data_ack {
-                Some(a) => Signal::DataAck(a),
-                None => continue,
-            },
+            MptcpOption::Dss(d) => {
+                if let Some(m) = d.mapping {
+                    let s = Signal::Mapping {
+                        fin: d.data_fin,
+                        dsn: m.dsn,
+                        ssn: m.ssn,
+                        len: m.data_len,
+                        csum: m.checksum,
+                    };
+                    if !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+                match d.data_ack {
+                    Some(a) => Signal::DataAck(a),
+                    None => continue,
+                }
+            }
+            MptcpOption::RemoveAddr(ids) => Signal::RemoveAddr(ids.as_slice().to_vec()),
             _ => continue,
         };
         if out.last() != Some(&s) {
@@ -74,9 +98,10 @@ fn is_server(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V4(a) if a.octets()[3] == 2)
 }
 
-#[test]
-fn server_side_matches_linux() {
-    let file = std::fs::read(FIXTURE).expect("fixture");
+/// Replays `fixture`; `remove_at` is the capture time (ns) at which the
+/// server application withdraws address id 1.
+fn replay(fixture: &str, remove_at: Option<u64>) -> (Vec<Signal>, Vec<Signal>, MptcpEndpoint) {
+    let file = std::fs::read(format!("{FIXTURES}{fixture}")).expect("fixture");
     let mut packets = Vec::new();
     for r in PcapReader::new(&file).unwrap() {
         let r = r.unwrap();
@@ -130,7 +155,8 @@ fn server_side_matches_linux() {
     let mut ours = Vec::new();
     let mut buf = vec![0u8; 4096];
     let mut echo = Vec::new();
-    let mut echoed = false;
+    let mut echoed = 0;
+    let mut removed = false;
     let mut closed = false;
     let mut tmp = [0u8; 4096];
     let mut drain = |server: &mut MptcpEndpoint, now: Instant, ours: &mut Vec<Signal>| {
@@ -154,7 +180,7 @@ fn server_side_matches_linux() {
             1
         };
         server.handle_packet(now, path, p);
-        // The application echoes the first 1100 bytes, then closes.
+        // The application echoes what it reads, then closes.
         loop {
             let k = server.recv(&mut tmp);
             if k == 0 {
@@ -162,9 +188,13 @@ fn server_side_matches_linux() {
             }
             echo.extend_from_slice(&tmp[..k]);
         }
-        if echo.len() == 1100 && !echoed {
-            assert_eq!(server.send(&echo), 1100);
-            echoed = true;
+        if echo.len() > echoed {
+            assert_eq!(server.send(&echo[echoed..]), echo.len() - echoed);
+            echoed = echo.len();
+        }
+        if remove_at.is_some_and(|t| ts - first_ts >= t) && !removed {
+            server.connection_mut().unwrap().remove_local_address(1);
+            removed = true;
         }
         if server.is_read_closed() && !closed {
             server.close();
@@ -172,6 +202,12 @@ fn server_side_matches_linux() {
         }
         drain(&mut server, now, &mut ours);
     }
+    (kernel, ours, server)
+}
+
+#[test]
+fn server_side_matches_linux() {
+    let (kernel, ours, server) = replay("handshake-join-addaddr.pcap", None);
     assert_eq!(server.counters().bad_checksum, 0);
     let conn = server.connection().expect("connection accepted");
     assert_eq!(conn.bad_hmacs(), 0, "client HMACs verify");
@@ -180,11 +216,11 @@ fn server_side_matches_linux() {
     // add or merge pure ACKs, never change a value).
     let kernel_keys: Vec<_> = kernel
         .iter()
-        .filter(|s| !matches!(s, Signal::DataAck(_)))
+        .filter(|s| !matches!(s, Signal::DataAck(_) | Signal::Mapping { .. }))
         .collect();
     let our_keys: Vec<_> = ours
         .iter()
-        .filter(|s| !matches!(s, Signal::DataAck(_)))
+        .filter(|s| !matches!(s, Signal::DataAck(_) | Signal::Mapping { .. }))
         .collect();
     assert_eq!(
         our_keys, kernel_keys,
@@ -203,5 +239,52 @@ fn server_side_matches_linux() {
     assert_eq!(our_acks, kernel_acks, "DATA_ACK values");
     assert!(kernel_acks.len() >= 3);
     assert_eq!(kernel_keys.len(), 4, "{kernel_keys:?}");
-    eprintln!("{our_keys:?}\n{our_acks:?}");
+}
+
+fn mappings(s: &[Signal]) -> Vec<&Signal> {
+    s.iter()
+        .filter(|s| matches!(s, Signal::Mapping { .. }))
+        .collect()
+}
+
+#[test]
+fn server_mappings_match_linux() {
+    let (kernel, ours, _) = replay("handshake-join-addaddr.pcap", None);
+    assert_eq!(mappings(&ours), mappings(&kernel));
+}
+
+/// DSS checksums on (the client asks), MP_PRIO from the client, REMOVE_ADDR
+/// from the server: every checksum, HMAC, DATA_ACK and mapping as Linux.
+#[test]
+fn checksums_prio_and_remove_addr_match_linux() {
+    let (kernel, ours, server) = replay("checksum-prio-rmaddr.pcap", Some(806_000_000));
+    let conn = server.connection().unwrap();
+    assert!(conn.checksum_enabled());
+    assert_eq!(
+        conn.checksum_failures(),
+        0,
+        "the kernel's DSS checksums verify"
+    );
+    assert_eq!(conn.bad_hmacs(), 0);
+    assert!(conn.subflows().any(|s| s.peer_backup), "MP_PRIO applied");
+    let strip = |v: &[Signal]| -> Vec<Signal> {
+        let mut acks: Vec<Signal> = v
+            .iter()
+            .filter(|s| matches!(s, Signal::DataAck(_)))
+            .cloned()
+            .collect();
+        acks.dedup();
+        let mut rest: Vec<Signal> = v
+            .iter()
+            .filter(|s| !matches!(s, Signal::DataAck(_)))
+            .cloned()
+            .collect();
+        rest.append(&mut acks);
+        rest
+    };
+    let (k, o) = (strip(&kernel), strip(&ours));
+    assert!(k
+        .iter()
+        .any(|s| matches!(s, Signal::Mapping { csum: Some(_), .. })));
+    assert_eq!(o, k);
 }

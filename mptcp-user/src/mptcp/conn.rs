@@ -1297,6 +1297,8 @@ impl Connection {
                         let queued = st.in_flight + sf.sub.unsent();
                         v.srtt = st.srtt;
                         v.mss = st.mss;
+                        v.queued = queued;
+                        v.cwnd = st.cwnd;
                         // One segment beyond the window, so the subflow sees
                         // itself window-limited and its controller grows cwnd.
                         v.room = (st.cwnd + st.mss as u64)
@@ -1321,7 +1323,7 @@ impl Connection {
                     .min(self.views[i].room)
                     .min(MAX_MAPPING)
                     .min(self.scratch.len() as u64);
-                if n > mss {
+                if n > mss && n < avail {
                     n -= n % mss;
                 }
                 if n == 0 {
@@ -1358,6 +1360,7 @@ impl Connection {
                         sf.bytes_reinjected += m;
                     }
                 }
+                self.sched.sent(i, n);
                 if reinj {
                     if let Some(r) = s.reinject.front_mut() {
                         r.0 += n;

@@ -17,6 +17,21 @@ pub struct SubflowView {
     /// Bytes it could take now without exceeding its congestion window.
     pub room: u64,
     pub mss: u32,
+    /// Bytes handed to it and not yet acknowledged (in flight or queued).
+    pub queued: u64,
+    pub cwnd: u64,
+}
+
+impl SubflowView {
+    /// How long its queue takes to drain at cwnd/srtt, in nanoseconds (0
+    /// when idle): Linux's "linger time", so idle subflows tie and the
+    /// earliest wins, and busy ones compare by RTT.
+    pub fn linger(&self) -> u128 {
+        if self.queued == 0 {
+            return 0;
+        }
+        self.queued as u128 * self.srtt.as_nanos().max(1) / self.cwnd.max(1) as u128
+    }
 }
 
 /// Chooses subflows for the next chunk.
@@ -28,6 +43,8 @@ pub trait Scheduler: core::fmt::Debug + Send {
     fn redundant(&self) -> bool {
         false
     }
+    /// `bytes` were handed to subflow `index` after a `pick`.
+    fn sent(&mut self, _index: usize, _bytes: u64) {}
 }
 
 /// The candidates: regular usable subflows, or the backups when there is no
@@ -40,9 +57,29 @@ fn eligible(v: &SubflowView, backups: bool) -> bool {
     v.usable && v.backup == backups && v.room > 0
 }
 
-/// Lowest smoothed RTT among subflows with room (Linux's default).
+/// Bytes sent on one subflow before the choice is made again (Linux's
+/// MPTCP_SEND_BURST_SIZE): small writes stay on one subflow.
+pub const SEND_BURST: u64 = 65428;
+
+/// Lowest smoothed RTT among subflows with room (Linux's default), kept
+/// for a burst of [`SEND_BURST`] bytes while the subflow has room.
 #[derive(Debug, Default)]
-pub struct LowestRtt;
+pub struct LowestRtt {
+    last: Option<usize>,
+    burst_left: u64,
+}
+
+impl LowestRtt {
+    fn lowest(views: &[SubflowView]) -> Option<usize> {
+        let backups = use_backups(views);
+        views
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| eligible(v, backups))
+            .min_by_key(|(_, v)| v.linger())
+            .map(|(i, _)| i)
+    }
+}
 
 impl Scheduler for LowestRtt {
     fn name(&self) -> &'static str {
@@ -50,12 +87,22 @@ impl Scheduler for LowestRtt {
     }
     fn pick(&mut self, views: &[SubflowView]) -> Option<usize> {
         let backups = use_backups(views);
-        views
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| eligible(v, backups))
-            .min_by_key(|(_, v)| v.srtt)
-            .map(|(i, _)| i)
+        if let Some(i) = self.last {
+            if self.burst_left > 0 && views.get(i).is_some_and(|v| eligible(v, backups)) {
+                return Some(i);
+            }
+        }
+        let i = LowestRtt::lowest(views)?;
+        if self.last != Some(i) || self.burst_left == 0 {
+            self.last = Some(i);
+            self.burst_left = SEND_BURST;
+        }
+        Some(i)
+    }
+    fn sent(&mut self, index: usize, bytes: u64) {
+        if self.last == Some(index) {
+            self.burst_left = self.burst_left.saturating_sub(bytes);
+        }
     }
 }
 
@@ -92,7 +139,7 @@ impl Scheduler for Redundant {
         "redundant"
     }
     fn pick(&mut self, views: &[SubflowView]) -> Option<usize> {
-        LowestRtt.pick(views)
+        LowestRtt::lowest(views)
     }
     fn redundant(&self) -> bool {
         true
@@ -111,7 +158,7 @@ pub enum SchedulerKind {
 impl SchedulerKind {
     pub fn build(self) -> Box<dyn Scheduler> {
         match self {
-            SchedulerKind::LowestRtt => Box::new(LowestRtt),
+            SchedulerKind::LowestRtt => Box::new(LowestRtt::default()),
             SchedulerKind::RoundRobin => Box::new(RoundRobin::default()),
             SchedulerKind::Redundant => Box::new(Redundant),
         }
@@ -137,6 +184,8 @@ mod tests {
             srtt: Duration::from_millis(rtt_ms),
             room,
             mss: 1400,
+            queued: 1000,
+            cwnd: 10000,
         }
     }
 
@@ -147,15 +196,15 @@ mod tests {
             v(true, false, 10, 0),
             v(true, false, 20, 10),
         ];
-        assert_eq!(LowestRtt.pick(&views), Some(2));
+        assert_eq!(LowestRtt::default().pick(&views), Some(2));
     }
 
     #[test]
     fn backup_only_when_no_regular_subflow() {
         let views = [v(true, false, 40, 0), v(true, true, 10, 5000)];
-        assert_eq!(LowestRtt.pick(&views), None);
+        assert_eq!(LowestRtt::default().pick(&views), None);
         let views = [v(false, false, 40, 0), v(true, true, 10, 5000)];
-        assert_eq!(LowestRtt.pick(&views), Some(1));
+        assert_eq!(LowestRtt::default().pick(&views), Some(1));
     }
 
     #[test]
