@@ -40,14 +40,23 @@ enum Signal {
         csum: Option<u16>,
     },
     RemoveAddr(Vec<u8>),
+    Fastclose(u64),
+    TcpRst(u8),
+    /// A RST's sequence and acknowledgment numbers.
+    Rst(u32, u32),
 }
 
 fn signals(packet: &[u8], out: &mut Vec<Signal>) {
     let Ok((_, tcp)) = parse_ip_tcp(packet) else {
         return;
     };
+    if tcp.flags.contains(mptcp_user::wire::tcp::TcpFlags::RST) {
+        out.push(Signal::Rst(tcp.seq, tcp.ack));
+    }
     for o in &tcp.options.mptcp {
         let s = match *o {
+            MptcpOption::MpFastclose { receiver_key } => Signal::Fastclose(receiver_key),
+            MptcpOption::MpTcpRst { reason, .. } => Signal::TcpRst(reason),
             MptcpOption::MpCapable(c) => match c.sender_key {
                 Some(k) if c.receiver_key.is_none() => Signal::CapableKey(k),
                 _ => continue,
@@ -100,7 +109,11 @@ fn is_server(ip: IpAddr) -> bool {
 
 /// Replays `fixture`; `remove_at` is the capture time (ns) at which the
 /// server application withdraws address id 1.
-fn replay(fixture: &str, remove_at: Option<u64>) -> (Vec<Signal>, Vec<Signal>, MptcpEndpoint) {
+fn replay(
+    fixture: &str,
+    remove_at: Option<u64>,
+    abort: bool,
+) -> (Vec<Signal>, Vec<Signal>, MptcpEndpoint) {
     let file = std::fs::read(format!("{FIXTURES}{fixture}")).expect("fixture");
     let mut packets = Vec::new();
     for r in PcapReader::new(&file).unwrap() {
@@ -202,12 +215,18 @@ fn replay(fixture: &str, remove_at: Option<u64>) -> (Vec<Signal>, Vec<Signal>, M
         }
         drain(&mut server, now, &mut ours);
     }
+    if abort {
+        // The application aborts (SO_LINGER 0) after the last client packet.
+        let now = Instant::from_nanos(packets.last().map_or(0, |p| p.0) - first_ts + 2_000_000);
+        server.connection_mut().unwrap().abort();
+        drain(&mut server, now, &mut ours);
+    }
     (kernel, ours, server)
 }
 
 #[test]
 fn server_side_matches_linux() {
-    let (kernel, ours, server) = replay("handshake-join-addaddr.pcap", None);
+    let (kernel, ours, server) = replay("handshake-join-addaddr.pcap", None, false);
     assert_eq!(server.counters().bad_checksum, 0);
     let conn = server.connection().expect("connection accepted");
     assert_eq!(conn.bad_hmacs(), 0, "client HMACs verify");
@@ -249,7 +268,7 @@ fn mappings(s: &[Signal]) -> Vec<&Signal> {
 
 #[test]
 fn server_mappings_match_linux() {
-    let (kernel, ours, _) = replay("handshake-join-addaddr.pcap", None);
+    let (kernel, ours, _) = replay("handshake-join-addaddr.pcap", None, false);
     assert_eq!(mappings(&ours), mappings(&kernel));
 }
 
@@ -257,7 +276,7 @@ fn server_mappings_match_linux() {
 /// from the server: every checksum, HMAC, DATA_ACK and mapping as Linux.
 #[test]
 fn checksums_prio_and_remove_addr_match_linux() {
-    let (kernel, ours, server) = replay("checksum-prio-rmaddr.pcap", Some(806_000_000));
+    let (kernel, ours, server) = replay("checksum-prio-rmaddr.pcap", Some(806_000_000), false);
     let conn = server.connection().unwrap();
     assert!(conn.checksum_enabled());
     assert_eq!(
@@ -287,4 +306,45 @@ fn checksums_prio_and_remove_addr_match_linux() {
         .iter()
         .any(|s| matches!(s, Signal::Mapping { csum: Some(_), .. })));
     assert_eq!(o, k);
+}
+
+/// The server aborts: MP_FASTCLOSE with the client's key, then MP_TCPRST,
+/// on a RST with Linux's sequence numbers, on every subflow.
+#[test]
+fn fastclose_matches_linux() {
+    let (kernel, ours, _) = replay("fastclose.pcap", None, true);
+    let pick = |v: &[Signal]| -> Vec<Signal> {
+        let mut r: Vec<Signal> = v
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s,
+                    Signal::Fastclose(_) | Signal::TcpRst(_) | Signal::Rst(..)
+                )
+            })
+            .cloned()
+            .collect();
+        r.sort_by_key(|s| format!("{s:?}"));
+        r
+    };
+    let k = pick(&kernel);
+    assert_eq!(k.len(), 9, "{k:?}");
+    assert_eq!(pick(&ours), k);
+    // Keys, HMACs, mappings and DATA_ACKs up to the abort match too (ACK
+    // timing may merge a pure ACK into a data segment, never change a value).
+    let rest = |v: &[Signal]| -> (Vec<Signal>, Vec<Signal>) {
+        let (mut acks, other): (Vec<Signal>, Vec<Signal>) = v
+            .iter()
+            .filter(|s| {
+                !matches!(
+                    s,
+                    Signal::Fastclose(_) | Signal::TcpRst(_) | Signal::Rst(..)
+                )
+            })
+            .cloned()
+            .partition(|s| matches!(s, Signal::DataAck(_)));
+        acks.dedup();
+        (other, acks)
+    };
+    assert_eq!(rest(&ours), rest(&kernel));
 }
