@@ -33,6 +33,11 @@
 //!   same at the TCP level for the subflow the event happened on.
 //! - `sequence.svg`, `goodput.svg`, `unacked.svg`: the plots.
 //!
+//! The trace sees what reached the sender while the run went on: a run stops
+//! when the server has read everything, so the acknowledgements of the last
+//! round trip are usually still in flight and the trace ends with that much
+//! data unacknowledged (as a capture stopped at that moment would).
+//!
 //! Memory stays bounded: CSV rows stream to disk, plot series are decimated
 //! as they grow, goodput buckets merge when there are too many.
 
@@ -56,10 +61,10 @@ use super::runner::Observer;
 const SERIES_CAP: usize = 4096;
 /// Points drawn over all series of one plot, so an SVG stays well under 2 MB.
 const PLOT_BUDGET: usize = 12_000;
-/// Goodput buckets kept while running; pairs merge beyond this.
+/// Goodput buckets kept while running; ten merge into one beyond this.
 const MAX_BUCKETS: usize = 4096;
-/// Goodput rows written at most (coarser intervals beyond).
-const GOODPUT_ROWS: usize = 200;
+/// Goodput rows written at most; the interval is the smallest of 1, 2, 5 x 10^k ms that fits.
+const GOODPUT_ROWS: usize = 100;
 const FIRST_BUCKET_NS: u64 = 1_000_000;
 
 /// A file the trace wrote, with its number of data rows (CSV) or drawn points (SVG).
@@ -191,7 +196,8 @@ impl Decimated {
     }
 }
 
-/// Acknowledged bytes per time bucket; buckets merge in pairs when there are too many.
+/// Acknowledged bytes per time bucket; buckets merge by ten when there are
+/// too many, so intervals stay round (1 ms, 10 ms, 100 ms...).
 #[derive(Clone, Debug)]
 struct Buckets {
     width_ns: u64,
@@ -212,7 +218,7 @@ impl Buckets {
     fn add(&mut self, series: usize, now_ns: u64, bytes: u64) {
         let mut index = (now_ns / self.width_ns) as usize;
         while index >= MAX_BUCKETS {
-            self.merge_pairs();
+            self.merge_tens();
             index = (now_ns / self.width_ns) as usize;
         }
         if self.per.len() <= series {
@@ -226,17 +232,20 @@ impl Buckets {
         self.len = self.len.max(index + 1);
     }
 
-    fn merge_pairs(&mut self) {
+    fn merge_tens(&mut self) {
         for v in &mut self.per {
-            *v = v.chunks(2).map(|c| c.iter().sum()).collect();
+            *v = v.chunks(10).map(|c| c.iter().sum()).collect();
         }
-        self.len = self.len.div_ceil(2);
-        self.width_ns *= 2;
+        self.len = self.len.div_ceil(10);
+        self.width_ns *= 10;
     }
 
     /// The buckets coarsened to at most `rows`: (interval, one row of sums per series).
     fn rows(&self, rows: usize) -> (u64, Vec<Vec<u64>>) {
-        let group = self.len.div_ceil(rows.max(1)).max(1);
+        let group = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+            .into_iter()
+            .find(|g| self.len.div_ceil(*g) <= rows.max(1))
+            .unwrap_or(self.len.max(1));
         let count = self.len.div_ceil(group);
         let table = (0..count)
             .map(|r| {
