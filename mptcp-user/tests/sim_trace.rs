@@ -646,3 +646,14 @@ fn data_fin_does_not_count_as_data() {
     let seq = Table::read(&dir.path().join("sequence.csv"));
     assert_eq!(seq.u64s("dsn_end"), [500]);
 }
+
+#[test]
+fn help_mentions_trace() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mptcp-user"))
+        .args(["sim", "--help"])
+        .output()
+        .expect("run mptcp-user");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--trace <DIR>"), "{text}");
+}
