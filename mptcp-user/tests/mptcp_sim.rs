@@ -139,3 +139,57 @@ fn sim_single_slow_path_figure() {
     );
     eprintln!("{r}");
 }
+
+#[test]
+fn sim_coupled_congestion_control_lia_and_olia() {
+    for cc in [
+        mptcp_user::cc::CcAlgorithm::Lia,
+        mptcp_user::cc::CcAlgorithm::Olia,
+    ] {
+        for seed in 1..=3 {
+            let mut config = MptcpConfig::default();
+            config.tcp.congestion_control = cc;
+            let r = run(
+                &["rate=30mbit,delay=10ms,loss=0.3%", "rate=30mbit,delay=20ms"],
+                3 << 20,
+                seed,
+                config,
+            );
+            assert!(r.byte_exact, "{cc:?} seed {seed}: {:?}", r.outcome);
+            assert!(r.subflows.iter().all(|s| s.bytes > 0), "{cc:?} seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn sim_three_and_four_paths_with_signalled_addresses() {
+    for (n, seed) in [(3usize, 1u64), (4, 2), (4, 3)] {
+        let specs: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    "rate={}mbit,delay={}ms,loss={}%",
+                    10 + 5 * i,
+                    5 + 10 * i,
+                    i as f64 * 0.2
+                )
+            })
+            .collect();
+        let paths: Vec<&str> = specs.iter().map(|s| s.as_str()).collect();
+        let paths = paths.iter().map(|p| parse_path_spec(p).unwrap()).collect();
+        let cfg = SimConfig::new(paths, 3 << 20, seed);
+        let r = run_with(
+            &cfg,
+            &mut MptcpFactory {
+                config: MptcpConfig::default(),
+                signal: true,
+            },
+            Hooks::default(),
+        );
+        assert!(r.byte_exact, "{n} paths seed {seed}: {:?}", r.outcome);
+        assert!(
+            r.subflows.len() >= n,
+            "{n} paths: {} subflows",
+            r.subflows.len()
+        );
+    }
+}
