@@ -360,3 +360,59 @@ fn fastclose_aborts_every_subflow_with_the_key() {
     assert!(fast);
     assert!(reasons >= 1, "MP_TCPRST reason reached the API");
 }
+
+#[test]
+fn lost_third_acks_are_recovered() {
+    for seed in 1..=3u64 {
+        let mut net = Net::new(
+            &[PathSpec::new(20, 5, 0), PathSpec::new(10, 10, 0)],
+            cfg(),
+            cfg(),
+            true,
+            seed,
+        );
+        // Drop the first MP_CAPABLE third ACK and the first MP_JOIN third ACK.
+        let (mut mpc_dropped, mut join_dropped) = (false, false);
+        net.tamper = Some(Box::new(move |_, to_server, p| {
+            if !to_server {
+                return true;
+            }
+            let (_, tcp) = mptcp_user::wire::ip::parse_ip_tcp(p).unwrap();
+            if tcp.flags.contains(mptcp_user::wire::tcp::TcpFlags::SYN) {
+                return true;
+            }
+            let third_mpc = tcp
+                .options
+                .mptcp
+                .mp_capable()
+                .is_some_and(|c| c.receiver_key.is_some());
+            let third_join = matches!(
+                tcp.options.mptcp.mp_join(),
+                Some(mptcp_user::wire::mptcp::MpJoin::Ack { .. })
+            );
+            if third_mpc && !mpc_dropped && tcp.payload.is_empty() {
+                mpc_dropped = true;
+                return false;
+            }
+            if third_join && !join_dropped {
+                join_dropped = true;
+                return false;
+            }
+            true
+        }));
+        // Long enough for the server's SYN/ACK retransmission (1 s).
+        check(&mut net, 6 << 20, 300_000, seed, Duration::from_secs(60));
+        let server = net.server.connection().unwrap();
+        // Every server subflow, the one whose third ACK was lost included,
+        // received data.
+        assert!(server.subflows().count() >= 2);
+        for f in server.subflows() {
+            let st = server.subflow_stats(f.id).unwrap();
+            assert!(
+                st.bytes_received > 0,
+                "seed {seed}: subflow {} got nothing",
+                f.id
+            );
+        }
+    }
+}

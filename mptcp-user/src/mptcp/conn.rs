@@ -1556,7 +1556,16 @@ impl Connection {
             );
             return;
         }
-        if sf.third_ack_pending {
+        // Until the peer shows it has the handshake (any MPTCP option from
+        // it), our pure ACKs repeat the third-ACK option, as Linux does: a
+        // lost third ACK is recovered by the peer's SYN/ACK retransmission.
+        let unconfirmed = s.role == Role::Client
+            && seg.payload.is_empty()
+            && match sf.kind {
+                Kind::Capable => !sf.mpc_confirmed,
+                Kind::Join { .. } => sf.join_ack_sent && !sf.fully,
+            };
+        if sf.third_ack_pending || unconfirmed {
             sf.third_ack_pending = false;
             let o = match sf.kind {
                 Kind::Capable => MptcpOption::MpCapable(MpCapable {
