@@ -416,3 +416,32 @@ fn lost_third_acks_are_recovered() {
         }
     }
 }
+
+#[test]
+fn server_reaps_closed_connections_and_accepts_the_same_tuple_again() {
+    let mut net = Net::new(&[PathSpec::new(20, 5, 0)], cfg(), cfg(), false, 13);
+    check(&mut net, 100_000, 100_000, 13, Duration::from_secs(30));
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.server.is_closed()
+            && n.client.is_closed())
+    );
+    assert_eq!(net.server.reap_closed(), 1);
+    assert!(net.server.connection().is_none());
+    // The same client address and port connect again.
+    let locals = [mptcp_user::mptcp::LocalAddr {
+        ip: client_ip(0),
+        path: 0,
+        signal: false,
+    }];
+    let mut c = cfg();
+    c.secret = [7; 32];
+    net.client = mptcp_user::mptcp::MptcpEndpoint::client(
+        c,
+        &locals,
+        40000,
+        std::net::SocketAddr::new(server_ip(0), PORT),
+        net.now,
+    );
+    check(&mut net, 200_000, 50_000, 14, Duration::from_secs(30));
+    assert_eq!(net.server.connections().count(), 1);
+}

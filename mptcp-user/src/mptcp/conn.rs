@@ -530,6 +530,13 @@ impl Connection {
         out.append(&mut self.new_tuples);
     }
 
+    /// Subflow `i` is closed or in TIME_WAIT.
+    pub(crate) fn subflow_finished(&self, i: usize) -> bool {
+        self.sfs
+            .get(i)
+            .is_none_or(|f| f.sub.is_closed() || f.sub.state() == State::TimeWait)
+    }
+
     pub(crate) fn local_token(&self) -> u32 {
         self.s.local_token
     }

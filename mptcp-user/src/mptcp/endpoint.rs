@@ -87,7 +87,8 @@ pub struct MptcpEndpoint {
     role: Role,
     locals: Vec<LocalAddr>,
     keys: KeySource,
-    conns: Vec<Connection>,
+    /// Connection slots; indices stay valid until `reap_closed` frees one.
+    conns: Vec<Option<Connection>>,
     by_tuple: HashMap<FourTuple, (usize, usize)>,
     by_token: HashMap<u32, usize>,
     pending_reset: Option<PendingReset>,
@@ -134,7 +135,7 @@ impl MptcpEndpoint {
             now,
         );
         ep.by_token.insert(conn.local_token(), 0);
-        ep.conns.push(conn);
+        ep.conns.push(Some(conn));
         ep.register(0);
         ep
     }
@@ -146,7 +147,7 @@ impl MptcpEndpoint {
     }
 
     fn register(&mut self, ci: usize) {
-        if let Some(c) = self.conns.get_mut(ci) {
+        if let Some(Some(c)) = self.conns.get_mut(ci) {
             c.take_new_tuples(&mut self.new_tuples);
         }
         for (t, si) in self.new_tuples.drain(..) {
@@ -154,21 +155,47 @@ impl MptcpEndpoint {
         }
     }
 
-    /// The first connection (the client's, or the first one accepted).
+    /// The first live connection (the client's, or the oldest accepted).
     pub fn connection(&self) -> Option<&Connection> {
-        self.conns.first()
+        self.conns.iter().flatten().next()
     }
 
     pub fn connection_mut(&mut self) -> Option<&mut Connection> {
-        self.conns.first_mut()
+        self.conns.iter_mut().flatten().next()
     }
 
-    pub fn connections(&self) -> &[Connection] {
-        &self.conns
+    /// Every live connection.
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        self.conns.iter().flatten()
     }
 
-    pub fn connections_mut(&mut self) -> &mut [Connection] {
-        &mut self.conns
+    pub fn connections_mut(&mut self) -> impl Iterator<Item = &mut Connection> {
+        self.conns.iter_mut().flatten()
+    }
+
+    /// The connection in slot `slot` (slots are stable until reaped).
+    pub fn connection_at(&self, slot: usize) -> Option<&Connection> {
+        self.conns.get(slot).and_then(Option::as_ref)
+    }
+
+    pub fn connection_at_mut(&mut self, slot: usize) -> Option<&mut Connection> {
+        self.conns.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    /// Frees the slots of fully closed connections and forgets their
+    /// tuples and tokens; a long-running driver calls it now and then.
+    /// Returns how many were freed.
+    pub fn reap_closed(&mut self) -> usize {
+        let mut freed = 0;
+        for ci in 0..self.conns.len() {
+            if self.conns[ci].as_ref().is_some_and(Connection::is_closed) {
+                self.conns[ci] = None;
+                self.by_tuple.retain(|_, v| v.0 != ci);
+                self.by_token.retain(|_, v| *v != ci);
+                freed += 1;
+            }
+        }
+        freed
     }
 
     pub fn counters(&self) -> &MptcpCounters {
@@ -183,7 +210,7 @@ impl MptcpEndpoint {
         local: SocketAddr,
         remote: SocketAddr,
     ) -> Option<super::SubflowId> {
-        let c = self.conns.first_mut()?;
+        let c = self.conns.first_mut()?.as_mut()?;
         let id = c.open_join(now, &mut self.keys, local.ip(), Some(local.port()), remote)?;
         self.register(0);
         Some(id)
@@ -263,21 +290,32 @@ impl Engine for MptcpEndpoint {
             local: dst,
             remote: src,
         };
-        if let Some(&(ci, si)) = self.by_tuple.get(&tuple) {
-            if let Some(c) = self.conns.get_mut(ci) {
-                c.on_segment(now, si, &seg, &mut self.keys);
-                self.register(ci);
-            }
-            return;
-        }
         let f = seg.flags;
         let is_syn =
             f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK) && !f.contains(TcpFlags::RST);
+        if let Some(&(ci, si)) = self.by_tuple.get(&tuple) {
+            match self.conns.get_mut(ci) {
+                // A new SYN on the tuple of a finished subflow starts afresh.
+                Some(Some(c)) if is_syn && c.subflow_finished(si) => {
+                    self.by_tuple.remove(&tuple);
+                }
+                Some(Some(c)) => {
+                    c.on_segment(now, si, &seg, &mut self.keys);
+                    self.register(ci);
+                    return;
+                }
+                _ => {
+                    self.by_tuple.remove(&tuple);
+                }
+            }
+        }
         if is_syn && self.listening(dst) {
             if let Some(MpJoin::Syn { token, .. }) = seg.options.mptcp.mp_join() {
                 let ci = self.by_token.get(token).copied();
                 let ok = ci.is_some_and(|ci| {
-                    self.conns[ci].accept_join(&mut self.keys, path, tuple, &seg, now)
+                    self.conns[ci]
+                        .as_mut()
+                        .is_some_and(|c| c.accept_join(&mut self.keys, path, tuple, &seg, now))
                 });
                 match ci {
                     Some(ci) if ok => self.register(ci),
@@ -304,11 +342,19 @@ impl Engine for MptcpEndpoint {
                 &seg,
                 now,
             ) {
-                let ci = self.conns.len();
+                let ci = self
+                    .conns
+                    .iter()
+                    .position(Option::is_none)
+                    .unwrap_or(self.conns.len());
                 if !c.is_fallback() {
                     self.by_token.insert(c.local_token(), ci);
                 }
-                self.conns.push(c);
+                if ci == self.conns.len() {
+                    self.conns.push(Some(c));
+                } else {
+                    self.conns[ci] = Some(c);
+                }
                 self.register(ci);
                 return;
             }
@@ -358,7 +404,10 @@ impl Engine for MptcpEndpoint {
         let n = self.conns.len();
         for k in 0..n {
             let ci = (self.tx_next + k) % n;
-            let out = self.conns[ci].poll_transmit(now, buf);
+            let Some(c) = self.conns[ci].as_mut() else {
+                continue;
+            };
+            let out = c.poll_transmit(now, buf);
             self.register(ci);
             if out.is_some() {
                 self.tx_next = (ci + 1) % n;
@@ -369,14 +418,20 @@ impl Engine for MptcpEndpoint {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.iter().filter_map(Connection::poll_timeout).min()
+        self.conns
+            .iter()
+            .flatten()
+            .filter_map(Connection::poll_timeout)
+            .min()
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         for ci in 0..self.conns.len() {
-            if self.conns[ci].poll_timeout().is_some_and(|t| t <= now) {
-                self.conns[ci].handle_timeout(now, &mut self.keys);
-                self.register(ci);
+            if let Some(c) = self.conns[ci].as_mut() {
+                if c.poll_timeout().is_some_and(|t| t <= now) {
+                    c.handle_timeout(now, &mut self.keys);
+                    self.register(ci);
+                }
             }
         }
     }
@@ -385,23 +440,23 @@ impl Engine for MptcpEndpoint {
 /// The first connection as a byte stream.
 impl ByteStream for MptcpEndpoint {
     fn send(&mut self, data: &[u8]) -> usize {
-        self.conns.first_mut().map_or(0, |c| c.send(data))
+        self.connection_mut().map_or(0, |c| c.send(data))
     }
     fn recv(&mut self, buf: &mut [u8]) -> usize {
-        self.conns.first_mut().map_or(0, |c| c.recv(buf))
+        self.connection_mut().map_or(0, |c| c.recv(buf))
     }
     fn close(&mut self) {
-        if let Some(c) = self.conns.first_mut() {
+        if let Some(c) = self.connection_mut() {
             c.close();
         }
     }
     fn is_established(&self) -> bool {
-        self.conns.first().is_some_and(Connection::is_established)
+        self.connection().is_some_and(Connection::is_established)
     }
     fn is_read_closed(&self) -> bool {
-        self.conns.first().is_some_and(Connection::is_read_closed)
+        self.connection().is_some_and(Connection::is_read_closed)
     }
     fn is_closed(&self) -> bool {
-        self.conns.first().is_some_and(Connection::is_closed)
+        self.connection().is_some_and(Connection::is_closed)
     }
 }
