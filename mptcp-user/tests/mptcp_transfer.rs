@@ -445,3 +445,103 @@ fn server_reaps_closed_connections_and_accepts_the_same_tuple_again() {
     check(&mut net, 200_000, 50_000, 14, Duration::from_secs(30));
     assert_eq!(net.server.connections().count(), 1);
 }
+
+#[test]
+fn ipv6_two_paths_byte_exact() {
+    use mptcp_user::io::Engine;
+    use mptcp_user::mptcp::{LocalAddr, MptcpEndpoint};
+    use mptcp_user::time::Instant;
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    let clocals = [
+        LocalAddr {
+            ip: ip("fd00:0::1"),
+            path: 0,
+            signal: false,
+        },
+        LocalAddr {
+            ip: ip("fd00:1::1"),
+            path: 1,
+            signal: false,
+        },
+    ];
+    let slocals = [
+        LocalAddr {
+            ip: ip("fd00:0::2"),
+            path: 0,
+            signal: false,
+        },
+        LocalAddr {
+            ip: ip("fd00:1::2"),
+            path: 1,
+            signal: true,
+        },
+    ];
+    let mut now = Instant::ZERO;
+    let mut client = MptcpEndpoint::client(
+        cfg(),
+        &clocals,
+        40000,
+        "[fd00:0::2]:8080".parse().unwrap(),
+        now,
+    );
+    let mut server = MptcpEndpoint::server(cfg(), &slocals, 8080);
+    let up = pattern(1 << 20, 21);
+    let (mut sent, mut got, mut closed) = (0, Vec::new(), false);
+    let mut queue: std::collections::VecDeque<(Instant, bool, usize, Vec<u8>)> = Default::default();
+    let mut buf = vec![0u8; 2048];
+    let mut tmp = vec![0u8; 65536];
+    let delay = Duration::from_millis(3);
+    for _ in 0..2_000_000 {
+        if client.is_established() && !closed {
+            sent += client.send(&up[sent..]);
+            if sent == up.len() {
+                client.close();
+                closed = true;
+            }
+        }
+        while let Some((p, n)) = client.poll_transmit(now, &mut buf) {
+            queue.push_back((now + delay, true, p, buf[..n].to_vec()));
+        }
+        while let Some((p, n)) = server.poll_transmit(now, &mut buf) {
+            queue.push_back((now + delay, false, p, buf[..n].to_vec()));
+        }
+        loop {
+            let k = server.recv(&mut tmp);
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&tmp[..k]);
+        }
+        if server.is_read_closed() {
+            break;
+        }
+        let next = [
+            queue.front().map(|q| q.0),
+            client.poll_timeout(),
+            server.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("something to do");
+        now = now.max(next);
+        while queue.front().is_some_and(|q| q.0 <= now) {
+            let (_, to_server, p, pkt) = queue.pop_front().unwrap();
+            if to_server {
+                server.handle_packet(now, p, &pkt);
+            } else {
+                client.handle_packet(now, p, &pkt);
+            }
+        }
+        if client.poll_timeout().is_some_and(|t| t <= now) {
+            client.handle_timeout(now);
+        }
+        if server.poll_timeout().is_some_and(|t| t <= now) {
+            server.handle_timeout(now);
+        }
+    }
+    assert!(got == up, "got {} of {}", got.len(), up.len());
+    let c = client.connection().unwrap();
+    assert!(c.subflows().count() >= 2);
+    assert!(c.subflows().all(|s| s.tuple.local.is_ipv6()));
+}

@@ -9,6 +9,35 @@
 //!
 //! Data sequence numbers are kept as 64-bit offsets from IDSN + 1 (the
 //! first data byte at 0), converted where options enter and leave.
+//!
+//! A driver's view (the AF_XDP datapath, the simulator in [`sim`]):
+//!
+//! ```text
+//! let mut cfg = MptcpConfig::default();
+//! cfg.secret = MptcpConfig::random_secret()?;          // keys and nonces
+//! cfg.tcp.isn_secret = /* 16 random bytes */;          // ISNs
+//! cfg.tcp = cfg.tcp.with_mtu(1500, false);             // MSS for the path MTU
+//! cfg.accept_partial_checksum = true;                  // veth: CHECKSUM_PARTIAL
+//! let locals = [LocalAddr { ip, path: 0, signal: false },
+//!               LocalAddr { ip: ip2, path: 1, signal: true }];   // ADD_ADDR'd
+//! let mut server = MptcpEndpoint::server(cfg.clone(), &locals, 8080);
+//! let mut client = MptcpEndpoint::client(cfg, &locals, 40000, remote, now);
+//! // per received IP packet (IPv4/IPv6 header first):
+//! server.handle_packet(now, path, packet);
+//! // until None: write packets into `buf` and send them on `path`:
+//! while let Some((path, len)) = server.poll_transmit(now, &mut buf) { ... }
+//! // timers:
+//! if server.poll_timeout().is_some_and(|t| t <= now) { server.handle_timeout(now) }
+//! // the application (ByteStream on the first connection, or per slot):
+//! server.send(bytes); server.recv(&mut out); server.close();
+//! for c in server.connections_mut() { c.send(..); c.recv(..); c.poll_event(); }
+//! server.reap_closed();                                 // now and then
+//! ```
+//!
+//! Options go out as Linux 6.18 puts them (checked against its captures in
+//! `tests/mptcp_conformance.rs`): 64-bit DSNs, a 64-bit DATA_ACK once the
+//! peer used 64-bit DSNs, DATA_FIN on a pure ACK with SSN 0 and length 1,
+//! ADD_ADDR alone on a pure ACK, MP_FASTCLOSE then MP_TCPRST on RSTs.
 
 pub mod api;
 mod conn;
