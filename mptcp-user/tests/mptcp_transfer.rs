@@ -545,3 +545,44 @@ fn ipv6_two_paths_byte_exact() {
     assert!(c.subflows().count() >= 2);
     assert!(c.subflows().all(|s| s.tuple.local.is_ipv6()));
 }
+
+#[test]
+fn checksum_failure_on_the_only_subflow_falls_back_with_an_infinite_mapping() {
+    for seed in 1..=3u64 {
+        let mut c = cfg();
+        c.checksum = true;
+        c.path_manager = mptcp_user::pm::PmKind::Manual;
+        let mut net = Net::new(&[PathSpec::new(20, 5, 0)], c.clone(), c, false, seed);
+        let mut n = 0;
+        let victim = 20 + seed as usize * 7;
+        net.tamper = Some(Box::new(move |_, to_server, p| {
+            if to_server && p.len() > 1000 {
+                n += 1;
+                if n == victim {
+                    reemit(p, |_, pl| pl[10] ^= 0x55);
+                }
+            }
+            true
+        }));
+        check(&mut net, 1 << 20, 200_000, seed, Duration::from_secs(60));
+        let s = net.server.connection_mut().unwrap();
+        assert_eq!(s.checksum_failures(), 1, "seed {seed}");
+        let mut fell_back = false;
+        while let Some(e) = s.poll_event() {
+            fell_back |= e == MptcpEvent::FellBackToTcp;
+        }
+        assert!(
+            fell_back,
+            "seed {seed}: the server followed the infinite mapping"
+        );
+        let c = net.client.connection_mut().unwrap();
+        let mut fell_back = false;
+        while let Some(e) = c.poll_event() {
+            fell_back |= e == MptcpEvent::FellBackToTcp;
+        }
+        assert!(
+            fell_back,
+            "seed {seed}: the client sent an infinite mapping"
+        );
+    }
+}

@@ -163,6 +163,14 @@ struct Shared {
     remote_idsn: u64,
     checksum: bool,
     fallback: bool,
+    /// After an infinite mapping (RFC 8684 3.7), per direction: from this
+    /// subflow offset on, data follows linearly from this data offset.
+    /// Sending: (subflow index, subflow offset, data offset).
+    tx_fb: Option<(usize, u64, u64)>,
+    rx_fb: Option<(u64, u64)>,
+    /// MP_FAIL received, or the peer's infinite mapping: fall back our
+    /// sending direction too.
+    fail_received: bool,
     established: bool,
 
     snd_buf: Ring,
@@ -323,6 +331,9 @@ impl Connection {
                 remote_idsn: 0,
                 checksum: cfg.checksum,
                 fallback: false,
+                tx_fb: None,
+                rx_fb: None,
+                fail_received: false,
                 established: false,
                 snd_buf: Ring::new(cfg.send_buffer),
                 snd_written: 0,
@@ -804,7 +815,7 @@ impl Connection {
                 MptcpOption::MpFail { .. } => {
                     // The peer found a bad checksum: with one subflow go on
                     // as plain TCP (infinite mapping), else drop this one.
-                    sf.rst_reason = Some(reset_reason::MIDDLEBOX_INTERFERENCE);
+                    s.fail_received = true;
                 }
                 _ => {}
             }
@@ -833,6 +844,15 @@ impl Connection {
             }
         }
         if len == 0 {
+            // An infinite mapping (RFC 8684 3.7): from its subflow sequence
+            // number on, data follows linearly, without options.
+            let next = sf.sub.recv_offset() + 1;
+            let rel = next as i64 + (m.ssn.wrapping_sub(next as u32) as i32 as i64);
+            if rel >= 1 && !s.fallback && s.rx_fb.is_none() {
+                s.rx_fb = Some((rel as u64 - 1, dsn));
+                s.fail_received = true;
+                s.push_event(MptcpEvent::FellBackToTcp);
+            }
             return;
         }
         let len = if d.data_fin { len - 1 } else { len };
@@ -861,6 +881,29 @@ impl Connection {
 
     /// Moves subflow data to the connection and handles subflow events.
     fn after_segment(&mut self, now: Instant, i: usize, keys: &mut KeySource) {
+        if std::mem::take(&mut self.s.fail_received) && !self.s.fallback && self.s.tx_fb.is_none() {
+            let others = self
+                .sfs
+                .iter()
+                .enumerate()
+                .any(|(j, f)| j != i && f.usable());
+            let s = &mut self.s;
+            let sf = &mut self.sfs[i];
+            if others {
+                sf.rst_reason = Some(reset_reason::MIDDLEBOX_INTERFERENCE);
+                sf.close_reason = Some(SubflowCloseReason::Local);
+                sf.sub.abort();
+            } else {
+                // Infinite mapping: resend everything not acknowledged at
+                // the data level after what the subflow already holds.
+                s.tx_fb = Some((i, sf.sub.send_offset(), s.snd_una));
+                s.snd_nxt = s.snd_una;
+                s.reinject.clear();
+                if s.rx_fb.is_none() {
+                    s.push_event(MptcpEvent::FellBackToTcp);
+                }
+            }
+        }
         self.drain(i);
         self.handle_events(now, i);
         while let Some(id) = self.s.peer_removed.pop() {
@@ -877,6 +920,11 @@ impl Connection {
     }
 
     fn drain(&mut self, i: usize) {
+        let others_usable = self
+            .sfs
+            .iter()
+            .enumerate()
+            .any(|(j, f)| j != i && f.usable());
         let s = &mut self.s;
         let Some(sf) = self.sfs.get_mut(i) else {
             return;
@@ -887,12 +935,18 @@ impl Connection {
                 break;
             }
             let off = sf.sub.recv_offset();
-            if s.fallback {
+            let linear = if s.fallback { Some((0, 0)) } else { s.rx_fb };
+            if let Some((fsub, fdsn)) = linear.filter(|l| off >= l.0) {
                 let n = readable.min(self.scratch.len() as u64) as usize;
                 let got = sf.sub.recv(&mut self.scratch[..n]);
-                s.deliver(off, &self.scratch[..got]);
+                s.deliver(fdsn + (off - fsub), &self.scratch[..got]);
                 continue;
             }
+            // Mapped bytes stop where the linear part starts.
+            let readable = match linear {
+                Some((fsub, _)) => readable.min(fsub - off),
+                None => readable,
+            };
             while sf.rx.front().is_some_and(|m| m.off + m.len <= off) {
                 sf.rx.pop_front();
             }
@@ -916,15 +970,21 @@ impl Connection {
                         ) == c
                     });
                 if !ok {
-                    // A middlebox changed the payload: reset this subflow
-                    // (RFC 8684 3.7); the peer reinjects on the others what
-                    // we never acknowledged at the data level.
+                    // A middlebox changed the payload (RFC 8684 3.7): with
+                    // other subflows, reset this one (the peer reinjects on
+                    // them what we never acknowledged at the data level);
+                    // alone, drop the mapping and send MP_FAIL, to which
+                    // the peer answers with an infinite mapping.
                     s.checksum_failures += 1;
                     sf.fail_pending = Some(s.remote_idsn.wrapping_add(1).wrapping_add(m.dsn));
-                    sf.rst_reason = Some(reset_reason::MIDDLEBOX_INTERFERENCE);
-                    sf.close_reason = Some(SubflowCloseReason::Local);
-                    sf.sub.abort();
-                    break;
+                    if others_usable {
+                        sf.rst_reason = Some(reset_reason::MIDDLEBOX_INTERFERENCE);
+                        sf.close_reason = Some(SubflowCloseReason::Local);
+                        sf.sub.abort();
+                        break;
+                    }
+                    sf.sub.request_ack();
+                    continue;
                 }
                 s.deliver(m.dsn + (off - m.off), &self.scratch[..got]);
             } else {
@@ -935,7 +995,7 @@ impl Connection {
                 s.deliver(m.dsn + (off - m.off), &self.scratch[..got]);
             }
         }
-        if s.fallback && sf.sub.is_read_closed() && s.peer_fin.is_none() {
+        if (s.fallback || s.rx_fb.is_some()) && sf.sub.is_read_closed() && s.peer_fin.is_none() {
             s.peer_fin = Some(s.rcv_nxt);
         }
     }
@@ -1197,9 +1257,13 @@ impl Connection {
                 sf.tx.pop_front();
             }
         }
-        if s.fallback {
-            if let Some(sf) = self.sfs.first_mut() {
-                s.snd_una = sf.sub.acked_offset().min(s.snd_written);
+        let linear = if s.fallback { Some((0, 0, 0)) } else { s.tx_fb };
+        if let Some((fi, fsub, fdsn)) = linear {
+            if let Some(sf) = self.sfs.get_mut(fi) {
+                let acked = sf.sub.acked_offset();
+                if acked >= fsub {
+                    s.snd_una = s.snd_una.max(fdsn + (acked - fsub)).min(s.snd_written);
+                }
                 while s.snd_nxt < s.snd_written {
                     let n = (s.snd_written - s.snd_nxt)
                         .min(sf.sub.send_space() as u64)
@@ -1537,6 +1601,35 @@ impl Connection {
         }
         if s.fallback {
             return;
+        }
+        if let Some((_, fsub, fdsn)) = s.tx_fb {
+            let off = sf.sub.send_offset_of(seg.seq);
+            let data_ack = s.rx_fb.is_none().then(|| s.data_ack_abs());
+            if !seg.payload.is_empty() && off.is_some_and(|o| o >= fsub) {
+                // The infinite mapping on the first segment of the linear
+                // part (and its retransmissions); nothing but a DATA_ACK
+                // (while the peer's direction is mapped) on the others.
+                let mapping = (off == Some(fsub)).then(|| DssMapping {
+                    dsn: s.local_idsn.wrapping_add(1).wrapping_add(fdsn),
+                    dsn_wide: true,
+                    ssn: (fsub + 1) as u32,
+                    data_len: 0,
+                    checksum: s.checksum.then_some(0),
+                });
+                if mapping.is_some() || data_ack.is_some() {
+                    let dss = Dss {
+                        data_fin: false,
+                        data_ack,
+                        data_ack_wide: true,
+                        mapping,
+                    };
+                    push(seg, MptcpOption::Dss(dss));
+                }
+                return;
+            }
+            if seg.payload.is_empty() && data_ack.is_none() {
+                return;
+            }
         }
         if sf.kind == Kind::Capable
             && s.role == Role::Client
