@@ -1,10 +1,13 @@
 //! The userspace MPTCP engine. See ARCHITECTURE.md for the map.
+pub mod afxdp;
 pub mod cc;
 pub mod crypto;
 pub mod decode;
 pub mod io;
 pub mod pcap;
+pub mod route;
 pub mod tcp;
 pub mod time;
 pub mod wire;
+pub mod worker;
 pub mod xdp;

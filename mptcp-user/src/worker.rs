@@ -1,0 +1,679 @@
+//! The worker: one thread runs one engine over its AF_XDP sockets in a
+//! run-to-completion loop (receive a batch, let the application move bytes,
+//! transmit a batch, fire timers) and sleeps in poll() when there is nothing
+//! to do, until the next engine deadline or a frame arrives.
+//!
+//! Ethernet is the worker's business: received frames lose their header
+//! before the engine sees them (the engine speaks IP), and sent packets get
+//! the MAC of the neighbour that the destination was last heard from on that
+//! path (weak host model: a subflow's segments leave by the interface, and
+//! toward the neighbour, they came from), or the path's resolved next hop.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::afxdp::XskSocket;
+use crate::io::{ByteStream, Engine, PathId};
+use crate::time::Instant;
+use crate::wire::ethernet::MacAddr;
+
+const ETH_HLEN: usize = 14;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// Frames taken from one RX ring per pass.
+const RX_BATCH: u32 = 64;
+/// Packets pulled from the engine per pass before receiving again.
+const TX_BATCH: usize = 64;
+/// Longest sleep, so a stop request or a stats dump is never far away.
+const MAX_SLEEP: Duration = Duration::from_millis(200);
+/// Neighbours remembered per path; beyond that the oldest is overwritten.
+const NEIGHBOURS: usize = 64;
+
+/// IP -> MAC for one path, learnt from received frames and netlink.
+#[derive(Clone, Debug, Default)]
+pub struct NeighbourTable {
+    entries: Vec<(IpAddr, MacAddr)>,
+    next_victim: usize,
+    /// Used when a destination was never heard from (the resolved next hop).
+    pub default: Option<MacAddr>,
+}
+
+impl NeighbourTable {
+    pub fn new() -> NeighbourTable {
+        NeighbourTable {
+            entries: Vec::with_capacity(NEIGHBOURS),
+            next_victim: 0,
+            default: None,
+        }
+    }
+
+    pub fn learn(&mut self, ip: IpAddr, mac: MacAddr) {
+        if let Some(e) = self.entries.iter_mut().find(|(i, _)| *i == ip) {
+            e.1 = mac;
+        } else if self.entries.len() < NEIGHBOURS {
+            self.entries.push((ip, mac));
+        } else {
+            self.entries[self.next_victim] = (ip, mac);
+            self.next_victim = (self.next_victim + 1) % NEIGHBOURS;
+        }
+    }
+
+    pub fn lookup(&self, ip: IpAddr) -> Option<MacAddr> {
+        self.entries
+            .iter()
+            .find(|(i, _)| *i == ip)
+            .map(|(_, m)| *m)
+            .or(self.default)
+    }
+}
+
+/// One interface queue the worker serves; its index is the engine's `PathId`.
+pub struct Path {
+    pub iface: String,
+    pub socket: XskSocket,
+    pub mac: MacAddr,
+    /// Largest IP packet the interface carries.
+    pub mtu: u16,
+    pub neighbours: NeighbourTable,
+}
+
+/// What the worker did, for `stats` and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    /// Received frames that were not IPv4/IPv6.
+    pub rx_not_ip: u64,
+    /// Packets dropped for want of a neighbour MAC.
+    pub no_neighbour: u64,
+    /// Engine packets for a path whose TX ring was full (lost; TCP repairs).
+    pub tx_ring_full: u64,
+    /// Passes through the loop and how many ended asleep in poll().
+    pub passes: u64,
+    pub sleeps: u64,
+}
+
+/// The application side, run inside the worker's loop.
+pub trait App<E> {
+    /// Moves bytes between the application and `engine`; returns how much
+    /// work it did (0 = none) and whether it is finished.
+    fn poll(&mut self, now: Instant, engine: &mut E) -> (usize, bool);
+}
+
+/// The source IP of an IPv4/IPv6 packet.
+fn ip_src(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => <[u8; 4]>::try_from(packet.get(12..16)?)
+            .ok()
+            .map(|a| Ipv4Addr::from(a).into()),
+        6 => <[u8; 16]>::try_from(packet.get(8..24)?)
+            .ok()
+            .map(|a| Ipv6Addr::from(a).into()),
+        _ => None,
+    }
+}
+
+/// The destination IP of an IPv4/IPv6 packet.
+fn ip_dst(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => <[u8; 4]>::try_from(packet.get(16..20)?)
+            .ok()
+            .map(|a| Ipv4Addr::from(a).into()),
+        6 => <[u8; 16]>::try_from(packet.get(24..40)?)
+            .ok()
+            .map(|a| Ipv6Addr::from(a).into()),
+        _ => None,
+    }
+}
+
+/// Writes the Ethernet header for the IP packet already at `frame[14..]`.
+fn write_ethernet(frame: &mut [u8], ip_len: usize, src: MacAddr, table: &NeighbourTable) -> usize {
+    let Some(dst) = ip_dst(&frame[ETH_HLEN..ETH_HLEN + ip_len]).and_then(|d| table.lookup(d))
+    else {
+        return 0;
+    };
+    let ethertype = if frame[ETH_HLEN] >> 4 == 6 {
+        ETHERTYPE_IPV6
+    } else {
+        ETHERTYPE_IPV4
+    };
+    frame[0..6].copy_from_slice(&dst.0);
+    frame[6..12].copy_from_slice(&src.0);
+    frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    ETH_HLEN + ip_len
+}
+
+pub struct Worker<E> {
+    pub engine: E,
+    pub paths: Vec<Path>,
+    origin: std::time::Instant,
+    /// A packet the engine produced for another path than the frame it was written in.
+    scratch: Box<[u8]>,
+    last_tx_path: PathId,
+    pub stats: WorkerStats,
+}
+
+impl<E: Engine> Worker<E> {
+    pub fn new(engine: E, paths: Vec<Path>) -> Worker<E> {
+        Worker {
+            engine,
+            paths,
+            origin: std::time::Instant::now(),
+            scratch: vec![0u8; 1 << 16].into_boxed_slice(),
+            last_tx_path: 0,
+            stats: WorkerStats::default(),
+        }
+    }
+
+    /// Engine time: nanoseconds of CLOCK_MONOTONIC since the worker started.
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(self.origin.elapsed().as_nanos() as u64)
+    }
+
+    /// Swaps in a new engine (e.g. a fresh listener after a connection ended).
+    pub fn replace_engine(&mut self, engine: E) -> E {
+        std::mem::replace(&mut self.engine, engine)
+    }
+
+    fn receive(&mut self, now: Instant) -> usize {
+        let mut total = 0;
+        let engine = &mut self.engine;
+        let stats = &mut self.stats;
+        for (id, path) in self.paths.iter_mut().enumerate() {
+            let neighbours = &mut path.neighbours;
+            let n = path.socket.recv_batch(RX_BATCH, |frame| {
+                let Some(header) = frame.get(..ETH_HLEN) else {
+                    stats.rx_not_ip += 1;
+                    return;
+                };
+                let ethertype = u16::from_be_bytes([header[12], header[13]]);
+                if ethertype != ETHERTYPE_IPV4 && ethertype != ETHERTYPE_IPV6 {
+                    stats.rx_not_ip += 1;
+                    return;
+                }
+                let packet = &frame[ETH_HLEN..];
+                if let Some(src) = ip_src(packet) {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(&header[6..12]);
+                    neighbours.learn(src, MacAddr(mac));
+                }
+                engine.handle_packet(now, id, packet);
+            });
+            total += n as usize;
+        }
+        self.stats.rx_frames += total as u64;
+        total
+    }
+
+    fn transmit(&mut self, now: Instant) -> usize {
+        let mut sent = 0;
+        for _ in 0..TX_BATCH {
+            let p = self.last_tx_path.min(self.paths.len().saturating_sub(1));
+            let Some(path) = self.paths.get_mut(p) else {
+                return 0;
+            };
+            if !path.socket.can_send() {
+                // Pull the packet anyway into scratch so the engine is not stalled by one ring.
+                match self
+                    .engine
+                    .poll_transmit(now, &mut self.scratch[ETH_HLEN..])
+                {
+                    Some((to, len)) => {
+                        self.send_from_scratch(to, len);
+                        sent += 1;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let engine = &mut self.engine;
+            let scratch = &mut self.scratch;
+            let mut other: Option<(PathId, usize)> = None;
+            let mut nothing = false;
+            let mut no_neighbour = false;
+            let mac = path.mac;
+            let mtu = usize::from(path.mtu);
+            let neighbours = &path.neighbours;
+            path.socket.send_with(|frame| {
+                let room = frame.len().min(ETH_HLEN + mtu);
+                match engine.poll_transmit(now, &mut frame[ETH_HLEN..room]) {
+                    None => {
+                        nothing = true;
+                        0
+                    }
+                    Some((to, len)) if to == p => {
+                        let n = write_ethernet(frame, len, mac, neighbours);
+                        no_neighbour = n == 0;
+                        n
+                    }
+                    Some((to, len)) => {
+                        scratch[ETH_HLEN..ETH_HLEN + len]
+                            .copy_from_slice(&frame[ETH_HLEN..ETH_HLEN + len]);
+                        other = Some((to, len));
+                        0
+                    }
+                }
+            });
+            if nothing {
+                break;
+            }
+            sent += 1;
+            if no_neighbour {
+                self.stats.no_neighbour += 1;
+            }
+            if let Some((to, len)) = other {
+                self.send_from_scratch(to, len);
+                self.last_tx_path = to;
+            }
+        }
+        for path in &mut self.paths {
+            path.socket.flush();
+        }
+        self.stats.tx_frames += sent as u64;
+        sent
+    }
+
+    fn send_from_scratch(&mut self, to: PathId, len: usize) {
+        let Some(path) = self.paths.get_mut(to) else {
+            self.stats.no_neighbour += 1;
+            return;
+        };
+        let n = write_ethernet(&mut self.scratch, len, path.mac, &path.neighbours);
+        if n == 0 {
+            self.stats.no_neighbour += 1;
+            return;
+        }
+        let scratch = &self.scratch;
+        if !path.socket.send_with(|frame| {
+            frame[..n].copy_from_slice(&scratch[..n]);
+            n
+        }) {
+            self.stats.tx_ring_full += 1;
+        }
+    }
+
+    /// One pass: receive, timers, application, transmit. Returns the work
+    /// done and whether the application finished.
+    pub fn step<A: App<E>>(&mut self, app: &mut A) -> (usize, bool) {
+        self.stats.passes += 1;
+        let now = self.now();
+        let mut work = self.receive(now);
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine.handle_timeout(now);
+            work += 1;
+        }
+        let (app_work, done) = app.poll(now, &mut self.engine);
+        work += app_work;
+        work += self.transmit(now);
+        for path in &mut self.paths {
+            path.socket.reclaim();
+        }
+        (work, done)
+    }
+
+    /// Sleeps in poll() until a frame arrives, the next engine deadline, or
+    /// `MAX_SLEEP`, whichever comes first.
+    pub fn sleep(&mut self) {
+        let now = self.now();
+        let wait = self.engine.poll_timeout().map_or(MAX_SLEEP, |t| {
+            t.saturating_duration_since(now).min(MAX_SLEEP)
+        });
+        if wait.is_zero() {
+            return;
+        }
+        self.stats.sleeps += 1;
+        let mut fds = [libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        }; 16];
+        let n = self.paths.len().min(fds.len());
+        for (fd, path) in fds.iter_mut().zip(&self.paths) {
+            fd.fd = path.socket.as_raw_fd();
+            fd.events = libc::POLLIN;
+        }
+        // Round up: waking a little late is fine, waking early spins.
+        let ms = wait.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+        // SAFETY: n initialised pollfds.
+        unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, ms) };
+    }
+
+    /// Runs until the application finishes or `stop` is set.
+    pub fn run<A: App<E>>(&mut self, app: &mut A, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let (work, done) = self.step(app);
+            if done {
+                break;
+            }
+            if work == 0 {
+                self.sleep();
+            }
+        }
+    }
+}
+
+/// Sends every byte back.
+pub struct Echo {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    pub bytes: u64,
+    closing: bool,
+}
+
+impl Default for Echo {
+    fn default() -> Echo {
+        Echo {
+            buf: vec![0u8; 256 << 10].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            bytes: 0,
+            closing: false,
+        }
+    }
+}
+
+impl<E: ByteStream> App<E> for Echo {
+    fn poll(&mut self, _now: Instant, engine: &mut E) -> (usize, bool) {
+        let mut work = 0;
+        loop {
+            if self.start < self.end {
+                let n = engine.send(&self.buf[self.start..self.end]);
+                self.start += n;
+                work += n;
+                if self.start < self.end {
+                    break;
+                }
+            }
+            self.start = 0;
+            self.end = engine.recv(&mut self.buf);
+            self.bytes += self.end as u64;
+            work += self.end;
+            if self.end == 0 {
+                break;
+            }
+        }
+        if self.start >= self.end && engine.is_read_closed() && !self.closing {
+            engine.close();
+            self.closing = true;
+            work += 1;
+        }
+        (work, engine.is_closed())
+    }
+}
+
+/// Reads and drops every byte.
+pub struct Discard {
+    buf: Box<[u8]>,
+    pub bytes: u64,
+    closing: bool,
+}
+
+impl Default for Discard {
+    fn default() -> Discard {
+        Discard {
+            buf: vec![0u8; 256 << 10].into_boxed_slice(),
+            bytes: 0,
+            closing: false,
+        }
+    }
+}
+
+impl<E: ByteStream> App<E> for Discard {
+    fn poll(&mut self, _now: Instant, engine: &mut E) -> (usize, bool) {
+        let mut work = 0;
+        loop {
+            let n = engine.recv(&mut self.buf);
+            if n == 0 {
+                break;
+            }
+            self.bytes += n as u64;
+            work += n;
+        }
+        if engine.is_read_closed() && !self.closing {
+            engine.close();
+            self.closing = true;
+            work += 1;
+        }
+        (work, engine.is_closed())
+    }
+}
+
+/// The byte at `offset` of the test pattern (never a run of zeroes, so
+/// shifted or dropped data shows).
+pub fn pattern_byte(offset: u64) -> u8 {
+    (offset.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (offset >> 20) as u8
+}
+
+/// Sends `total` pattern bytes (or until `deadline`), reads what comes back,
+/// checks it against the pattern, then closes.
+pub struct Source {
+    pub total: u64,
+    pub deadline: Option<Instant>,
+    pub sent: u64,
+    pub received: u64,
+    /// Received bytes that differed from the pattern.
+    pub mismatches: u64,
+    chunk: Box<[u8]>,
+    rbuf: Box<[u8]>,
+    closed: bool,
+    /// The peer closed after we did; the transfer is complete.
+    pub finished: bool,
+}
+
+impl Source {
+    pub fn new(total: u64, deadline: Option<Instant>) -> Source {
+        Source {
+            total,
+            deadline,
+            sent: 0,
+            received: 0,
+            mismatches: 0,
+            chunk: vec![0u8; 64 << 10].into_boxed_slice(),
+            rbuf: vec![0u8; 256 << 10].into_boxed_slice(),
+            closed: false,
+            finished: false,
+        }
+    }
+}
+
+impl<E: ByteStream> App<E> for Source {
+    fn poll(&mut self, now: Instant, engine: &mut E) -> (usize, bool) {
+        let mut work = 0;
+        if !engine.is_established() && !engine.is_closed() {
+            return (0, false);
+        }
+        let time_up = self.deadline.is_some_and(|d| now >= d);
+        while !self.closed && self.sent < self.total && !time_up {
+            let n = (self.total - self.sent).min(self.chunk.len() as u64) as usize;
+            for (i, b) in self.chunk[..n].iter_mut().enumerate() {
+                *b = pattern_byte(self.sent + i as u64);
+            }
+            let accepted = engine.send(&self.chunk[..n]);
+            self.sent += accepted as u64;
+            work += accepted;
+            if accepted < n {
+                break;
+            }
+        }
+        loop {
+            let n = engine.recv(&mut self.rbuf);
+            if n == 0 {
+                break;
+            }
+            for (i, b) in self.rbuf[..n].iter().enumerate() {
+                if *b != pattern_byte(self.received + i as u64) {
+                    self.mismatches += 1;
+                }
+            }
+            self.received += n as u64;
+            work += n;
+        }
+        if !self.closed && (self.sent >= self.total || time_up) {
+            engine.close();
+            self.closed = true;
+            work += 1;
+        }
+        self.finished = engine.is_closed() || (self.closed && engine.is_read_closed());
+        (work, self.finished)
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGINT and SIGTERM set the returned flag (and interrupt poll(),
+/// which is not restarted), so workers stop and detach XDP cleanly.
+pub fn stop_on_signals() -> &'static AtomicBool {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs an async-signal-safe handler (one atomic store).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop_signal as *const () as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+    &STOP
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbour_table_learns_updates_and_evicts() {
+        let mut t = NeighbourTable::new();
+        let a: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
+        assert_eq!(t.lookup(a), None);
+        t.default = Some(MacAddr([9; 6]));
+        assert_eq!(t.lookup(a), Some(MacAddr([9; 6])));
+        t.learn(a, MacAddr([1; 6]));
+        assert_eq!(t.lookup(a), Some(MacAddr([1; 6])));
+        t.learn(a, MacAddr([2; 6]));
+        assert_eq!(t.lookup(a), Some(MacAddr([2; 6])));
+        for i in 0..NEIGHBOURS as u32 {
+            t.learn(IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i)), MacAddr([3; 6]));
+        }
+        assert_eq!(t.entries.len(), NEIGHBOURS);
+        // The first entry was overwritten: falls back to the default.
+        assert_eq!(t.lookup(a), Some(MacAddr([9; 6])));
+    }
+
+    #[test]
+    fn ethernet_header_uses_the_learnt_neighbour() {
+        let mut t = NeighbourTable::new();
+        let dst: IpAddr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into();
+        let mut frame = [0u8; 14 + 40];
+        frame[14] = 0x60;
+        frame[14 + 24..14 + 40]
+            .copy_from_slice(&Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).octets());
+        assert_eq!(write_ethernet(&mut frame, 40, MacAddr([7; 6]), &t), 0);
+        t.learn(dst, MacAddr([5; 6]));
+        assert_eq!(write_ethernet(&mut frame, 40, MacAddr([7; 6]), &t), 54);
+        assert_eq!(&frame[0..6], &[5; 6]);
+        assert_eq!(&frame[6..12], &[7; 6]);
+        assert_eq!(&frame[12..14], &[0x86, 0xdd]);
+        assert_eq!(ip_dst(&frame[14..]), Some(dst));
+        assert_eq!(ip_src(&[0x45; 8]), None);
+        assert_eq!(ip_dst(&[]), None);
+    }
+
+    #[test]
+    fn pattern_has_no_short_period() {
+        let v: Vec<u8> = (0..4096).map(pattern_byte).collect();
+        for period in 1..1500 {
+            assert!(v[..2048] != v[period..period + 2048], "period {period}");
+        }
+    }
+}
+
+/// Interfaces bound for a worker: one classifier per interface (each has
+/// its own XSKMAP, so queue 0 of every interface can have a socket) and one
+/// AF_XDP socket per (interface, queue). Dropping it detaches every program.
+pub struct Datapath {
+    pub classifiers: Vec<crate::xdp::Classifier>,
+    pub attach_modes: Vec<crate::xdp::AttachMode>,
+}
+
+impl Datapath {
+    /// Opens `ifaces` (queue 0 each: veth and most test setups have one
+    /// queue) for the addresses and ports in `ownership`. The socket is in
+    /// the XSKMAP before the program is attached, so no owned segment
+    /// reaches the kernel in between.
+    pub fn open(
+        ifaces: &[String],
+        ownership: &crate::xdp::Ownership,
+        xsk: crate::afxdp::XskConfig,
+    ) -> anyhow::Result<(Datapath, Vec<Path>)> {
+        use anyhow::Context;
+        let mut datapath = Datapath {
+            classifiers: Vec::new(),
+            attach_modes: Vec::new(),
+        };
+        let mut paths = Vec::new();
+        for iface in ifaces {
+            crate::afxdp::ifindex(iface)?;
+            let mtu = crate::route::interface_mtu(iface)?;
+            let mac = crate::route::interface_mac(iface)?;
+            let mut classifier = crate::xdp::Classifier::load()?;
+            classifier.set_ownership(ownership)?;
+            let socket = crate::afxdp::XskSocket::open(iface, 0, xsk)?;
+            classifier.register_xsk(0, socket.as_raw_fd())?;
+            let mode = classifier.attach(iface).with_context(|| {
+                format!("XDP attach refused on {iface} (another XDP program there?)")
+            })?;
+            datapath.classifiers.push(classifier);
+            datapath.attach_modes.push(mode);
+            paths.push(Path {
+                iface: iface.clone(),
+                socket,
+                mac,
+                mtu,
+                neighbours: NeighbourTable::new(),
+            });
+        }
+        Ok((datapath, paths))
+    }
+
+    /// Classifier counters summed over interfaces.
+    pub fn counters(&self) -> anyhow::Result<crate::xdp::Counters> {
+        let mut total = crate::xdp::Counters::default();
+        for c in &self.classifiers {
+            total.add(&c.counters()?);
+        }
+        Ok(total)
+    }
+
+    pub fn detach_all(&mut self) -> anyhow::Result<()> {
+        for c in &mut self.classifiers {
+            c.detach_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// 16 random bytes from the kernel (ISN and key secrets).
+pub fn random_secret() -> [u8; 16] {
+    let mut secret = [0u8; 16];
+    let mut filled = 0;
+    while filled < secret.len() {
+        // SAFETY: writes at most the remaining bytes of `secret`.
+        let n = unsafe {
+            libc::getrandom(
+                secret[filled..].as_mut_ptr() as *mut libc::c_void,
+                secret.len() - filled,
+                0,
+            )
+        };
+        if n > 0 {
+            filled += n as usize;
+        }
+    }
+    secret
+}
