@@ -1,6 +1,7 @@
 //! The userspace MPTCP engine. See ARCHITECTURE.md for the map.
 pub mod afxdp;
 pub mod cc;
+pub mod cli;
 pub mod crypto;
 pub mod decode;
 pub mod io;

@@ -100,6 +100,11 @@ pub trait App<E> {
     /// Moves bytes between the application and `engine`; returns how much
     /// work it did (0 = none) and whether it is finished.
     fn poll(&mut self, now: Instant, engine: &mut E) -> (usize, bool);
+
+    /// A descriptor (and poll events) whose readiness should end the worker's sleep.
+    fn wake_fd(&self) -> Option<(std::os::fd::RawFd, i16)> {
+        None
+    }
 }
 
 /// The source IP of an IPv4/IPv6 packet.
@@ -316,6 +321,11 @@ impl<E: Engine> Worker<E> {
     /// Sleeps in poll() until a frame arrives, the next engine deadline, or
     /// `MAX_SLEEP`, whichever comes first.
     pub fn sleep(&mut self) {
+        self.sleep_with(None)
+    }
+
+    /// Like [`Worker::sleep`], also waking for `extra` (a descriptor and poll events).
+    pub fn sleep_with(&mut self, extra: Option<(std::os::fd::RawFd, i16)>) {
         let now = self.now();
         let wait = self.engine.poll_timeout().map_or(MAX_SLEEP, |t| {
             t.saturating_duration_since(now).min(MAX_SLEEP)
@@ -329,10 +339,16 @@ impl<E: Engine> Worker<E> {
             events: 0,
             revents: 0,
         }; 16];
-        let n = self.paths.len().min(fds.len());
-        for (fd, path) in fds.iter_mut().zip(&self.paths) {
-            fd.fd = path.socket.as_raw_fd();
-            fd.events = libc::POLLIN;
+        let all = self
+            .paths
+            .iter()
+            .map(|p| (p.socket.as_raw_fd(), libc::POLLIN))
+            .chain(extra);
+        let mut n = 0;
+        for (fd, (raw, events)) in fds.iter_mut().zip(all) {
+            fd.fd = raw;
+            fd.events = events;
+            n += 1;
         }
         // Round up: waking a little late is fine, waking early spins.
         let ms = wait.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
@@ -348,7 +364,7 @@ impl<E: Engine> Worker<E> {
                 break;
             }
             if work == 0 {
-                self.sleep();
+                self.sleep_with(app.wake_fd());
             }
         }
     }
@@ -521,6 +537,135 @@ impl<E: ByteStream> App<E> for Source {
     }
 }
 
+/// Relays the connection to a TCP backend (a non-blocking kernel socket
+/// driven from the worker loop), with back-pressure both ways: bytes are
+/// taken from one side only when the other has taken the previous batch.
+pub struct Forward {
+    backend: std::net::TcpStream,
+    to_backend: Box<[u8]>,
+    tb: (usize, usize),
+    to_engine: Box<[u8]>,
+    te: (usize, usize),
+    backend_eof: bool,
+    backend_shut: bool,
+    engine_closed: bool,
+    pub forwarded: u64,
+    pub returned: u64,
+    /// The backend failed (reset, refused); the connection is closed.
+    pub error: Option<std::io::ErrorKind>,
+}
+
+impl Forward {
+    pub fn new(backend: std::net::TcpStream) -> std::io::Result<Forward> {
+        backend.set_nonblocking(true)?;
+        backend.set_nodelay(true)?;
+        Ok(Forward {
+            backend,
+            to_backend: vec![0u8; 256 << 10].into_boxed_slice(),
+            tb: (0, 0),
+            to_engine: vec![0u8; 256 << 10].into_boxed_slice(),
+            te: (0, 0),
+            backend_eof: false,
+            backend_shut: false,
+            engine_closed: false,
+            forwarded: 0,
+            returned: 0,
+            error: None,
+        })
+    }
+
+    fn fail(&mut self, kind: std::io::ErrorKind) {
+        self.error.get_or_insert(kind);
+        self.backend_eof = true;
+        self.tb = (0, 0);
+        self.te = (0, 0);
+    }
+}
+
+impl<E: ByteStream> App<E> for Forward {
+    fn poll(&mut self, _now: Instant, engine: &mut E) -> (usize, bool) {
+        use std::io::{ErrorKind, Read, Write};
+        let mut work = 0;
+        // Engine -> backend.
+        loop {
+            if self.tb.0 == self.tb.1 {
+                self.tb = (0, engine.recv(&mut self.to_backend));
+                if self.tb.1 == 0 {
+                    break;
+                }
+            }
+            match self.backend.write(&self.to_backend[self.tb.0..self.tb.1]) {
+                Ok(n) => {
+                    self.tb.0 += n;
+                    self.forwarded += n as u64;
+                    work += n;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(e.kind());
+                    break;
+                }
+            }
+        }
+        // Backend -> engine.
+        loop {
+            if self.te.0 == self.te.1 {
+                if self.backend_eof {
+                    break;
+                }
+                match self.backend.read(&mut self.to_engine) {
+                    Ok(0) => {
+                        self.backend_eof = true;
+                        break;
+                    }
+                    Ok(n) => self.te = (0, n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.fail(e.kind());
+                        break;
+                    }
+                }
+            }
+            let n = engine.send(&self.to_engine[self.te.0..self.te.1]);
+            self.te.0 += n;
+            self.returned += n as u64;
+            work += n;
+            if self.te.0 < self.te.1 {
+                break;
+            }
+        }
+        if !self.backend_shut && engine.is_read_closed() && self.tb.0 == self.tb.1 {
+            let _ = self.backend.shutdown(std::net::Shutdown::Write);
+            self.backend_shut = true;
+            work += 1;
+        }
+        if !self.engine_closed && self.backend_eof && self.te.0 == self.te.1 {
+            engine.close();
+            self.engine_closed = true;
+            work += 1;
+        }
+        if engine.is_closed() && !self.backend_eof {
+            // Reset or aborted on the engine side: nothing more will come.
+            let _ = self.backend.shutdown(std::net::Shutdown::Both);
+            self.backend_eof = true;
+        }
+        (work, engine.is_closed() && self.backend_eof)
+    }
+
+    fn wake_fd(&self) -> Option<(std::os::fd::RawFd, i16)> {
+        let mut events = 0;
+        if !self.backend_eof && self.te.0 == self.te.1 {
+            events |= libc::POLLIN;
+        }
+        if self.tb.0 < self.tb.1 {
+            events |= libc::POLLOUT;
+        }
+        (events != 0).then_some((self.backend.as_raw_fd(), events))
+    }
+}
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
@@ -623,7 +768,8 @@ impl Datapath {
             let mac = crate::route::interface_mac(iface)?;
             let mut classifier = crate::xdp::Classifier::load()?;
             classifier.set_ownership(ownership)?;
-            let socket = crate::afxdp::XskSocket::open(iface, 0, xsk)?;
+            let socket = crate::afxdp::XskSocket::open(iface, 0, xsk)
+                .with_context(|| format!("XDP attach refused on {iface}"))?;
             classifier.register_xsk(0, socket.as_raw_fd())?;
             let mode = classifier.attach(iface).with_context(|| {
                 format!("XDP attach refused on {iface} (another XDP program there?)")

@@ -164,9 +164,17 @@ fn echo_through_engine(v6: bool) {
     assert_eq!(report.echoed, len as u64);
     assert!(report.closed);
     // Every segment of the connection went through AF_XDP, none to the kernel.
-    assert!(report.counters.redirected >= (len / 1500) as u64, "{:?}", report.counters);
+    assert!(
+        report.counters.redirected >= (len / 1500) as u64,
+        "{:?}",
+        report.counters
+    );
     assert_eq!(report.counters.owned_no_socket, 0, "{:?}", report.counters);
-    assert!(report.stats.tx_frames >= (len / 1500) as u64, "{:?}", report.stats);
+    assert!(
+        report.stats.tx_frames >= (len / 1500) as u64,
+        "{:?}",
+        report.stats
+    );
     assert_eq!(report.stats.no_neighbour, 0, "{:?}", report.stats);
     assert_eq!(report.modes, vec![BindMode::Copy], "veth is copy mode");
     assert_eq!(report.attach, vec![AttachMode::Driver]);

@@ -389,7 +389,11 @@ impl XskSocket {
             )
         };
         if r != 0 {
-            return Err(io::Error::last_os_error()).with_context(|| format!("bind ({mode:?})"));
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                bail!("queue {queue} is already bound by another AF_XDP socket");
+            }
+            return Err(e).with_context(|| format!("bind ({mode:?})"));
         }
         Ok(socket)
     }

@@ -1,0 +1,349 @@
+//! `mptcp-user serve` / `connect` / `stats` as processes in the lab's
+//! namespaces: echo, forward to a kernel backend, the engine as client of a
+//! kernel server, engine to engine, clean detach on SIGTERM, and the usual
+//! mistakes refused with a clear message.
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::Duration;
+
+use mptcp_tests::{require_root, wait_until, Lab, LabConfig};
+use mptcp_user::worker::pattern_byte;
+
+/// The `mptcp-user` binary, built once for this test run.
+fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "mptcp-user", "--bin", "mptcp-user"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building mptcp-user failed");
+        let exe = std::env::current_exe().expect("test exe");
+        // target/debug/deps/THIS -> target/debug/mptcp-user
+        exe.parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .join("mptcp-user")
+    })
+    .clone()
+}
+
+fn mptcp_user(ns: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(binary());
+    cmd
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn xdp_attached(lab: &Lab, iface: &str) -> bool {
+    lab.server
+        .ip(&["link", "show", iface])
+        .is_ok_and(|s| s.contains("xdp"))
+}
+
+fn start_serve(lab: &Lab, args: &[&str]) -> Server {
+    let mut cmd = mptcp_user(lab.server.name());
+    cmd.arg("serve").args(args).stdout(Stdio::null());
+    let child = cmd.spawn().expect("spawn serve");
+    let server = Server(child);
+    let ifs: Vec<&str> = args
+        .windows(2)
+        .filter(|w| w[0] == "--iface")
+        .map(|w| w[1])
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(15), || ifs
+            .iter()
+            .all(|i| xdp_attached(lab, i))),
+        "serve never attached XDP"
+    );
+    server
+}
+
+fn checksums_in_software(lab: &Lab, client_side: bool) {
+    // veth passes the sender's CHECKSUM_PARTIAL segments on unfinished; the
+    // engine insists on full checksums, as on a real wire.
+    for p in &lab.paths {
+        if client_side {
+            lab.client
+                .exec("ethtool", &["-K", &p.client_if, "tx", "off"])
+                .expect("ethtool");
+        } else {
+            lab.server
+                .exec("ethtool", &["-K", &p.server_if, "tx", "off"])
+                .expect("ethtool");
+        }
+    }
+}
+
+/// Sends `len` pattern bytes to `addr` from the client namespace and returns what came back.
+fn kernel_client_echo(lab: &Lab, addr: SocketAddr, len: usize) -> Vec<u8> {
+    lab.client
+        .enter(|| {
+            let stream =
+                TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+            let mut writer = stream.try_clone().expect("clone");
+            let sender = thread::spawn(move || {
+                let data: Vec<u8> = (0..len as u64).map(pattern_byte).collect();
+                writer.write_all(&data).expect("write");
+                writer.shutdown(Shutdown::Write).expect("shutdown");
+            });
+            let mut reader = stream;
+            reader
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            let mut back = Vec::with_capacity(len);
+            reader.read_to_end(&mut back).expect("read");
+            sender.join().expect("sender");
+            back
+        })
+        .expect("client ns")
+}
+
+fn assert_pattern(back: &[u8], len: usize) {
+    assert_eq!(back.len(), len);
+    let bad = back
+        .iter()
+        .enumerate()
+        .position(|(i, b)| *b != pattern_byte(i as u64));
+    assert_eq!(bad, None, "first differing byte");
+}
+
+/// A kernel TCP echo server for one connection.
+fn kernel_echo_once(listener: TcpListener) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut buf = vec![0u8; 64 << 10];
+        let mut total = 0u64;
+        loop {
+            let n = conn.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            conn.write_all(&buf[..n]).expect("write");
+            total += n as u64;
+        }
+        conn.shutdown(Shutdown::Write).expect("shutdown");
+        total
+    })
+}
+
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn one_path_lab() -> Lab {
+    Lab::up(&LabConfig {
+        subflow_endpoints: false,
+        ..LabConfig::unique(1)
+    })
+    .expect("lab")
+}
+
+#[test]
+fn serve_echoes_and_detaches_on_sigterm() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(&LabConfig {
+        subflow_endpoints: false,
+        ..LabConfig::unique(2)
+    })
+    .expect("lab");
+    checksums_in_software(&lab, true);
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5301);
+    let mut server = start_serve(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--iface",
+            "srv1",
+            "--listen",
+            &listen.to_string(),
+        ],
+    );
+    let len = 8 << 20;
+    assert_pattern(&kernel_client_echo(&lab, listen, len), len);
+
+    // stats sees this instance and its redirected segments.
+    let pid = server.0.id();
+    let ok = wait_until(Duration::from_secs(5), || {
+        let out = mptcp_user(lab.server.name())
+            .args(["stats", "--json"])
+            .output()
+            .expect("stats");
+        // The child is `ip netns exec`, which execs mptcp-user: same pid.
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+                v["pid"] == pid
+                    && v["classifier"]["redirected"].as_u64() >= Some((len / 1500) as u64)
+            })
+        })
+    });
+    assert!(ok, "stats never showed the transfer");
+
+    // SIGTERM: the process exits cleanly and takes XDP off both interfaces.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = server.0.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    assert!(!xdp_attached(&lab, "srv0"));
+    assert!(!xdp_attached(&lab, "srv1"));
+}
+
+#[test]
+fn forward_mode_relays_to_a_kernel_backend() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    checksums_in_software(&lab, true);
+    let backend: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+    let listener = lab
+        .server
+        .enter(|| TcpListener::bind(backend).expect("backend"))
+        .expect("server ns");
+    let echoed = kernel_echo_once(listener);
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5302);
+    let _server = start_serve(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--listen",
+            &listen.to_string(),
+            "--mode",
+            "forward",
+            "--to",
+            &backend.to_string(),
+        ],
+    );
+    let len = 8 << 20;
+    assert_pattern(&kernel_client_echo(&lab, listen, len), len);
+    assert_eq!(echoed.join().expect("backend"), len as u64);
+}
+
+fn connect_json(lab: &Lab, remote: SocketAddr, bytes: u64) -> serde_json::Value {
+    let out = mptcp_user(lab.client.name())
+        .args(["connect", &remote.to_string(), "--iface", "cli0"])
+        .args(["--bytes", &bytes.to_string(), "--json"])
+        .output()
+        .expect("connect");
+    assert!(out.status.success(), "{}", output_text(&out));
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
+fn assert_report(report: &serde_json::Value, bytes: u64) {
+    let end = &report["end"];
+    assert_eq!(end["sum_sent"]["bytes"], bytes, "{report}");
+    assert_eq!(end["sum_received"]["bytes"], bytes, "{report}");
+    assert_eq!(end["byte_exact"], true, "{report}");
+    assert!(end["sum_sent"]["bits_per_second"].as_f64() > Some(0.0));
+    assert!(!report["intervals"]
+        .as_array()
+        .expect("intervals")
+        .is_empty());
+    assert_eq!(end["subflows"][0]["bytes_sent"], bytes, "{report}");
+}
+
+#[test]
+fn connect_to_a_kernel_echo_server() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    checksums_in_software(&lab, false);
+    for remote in [
+        SocketAddr::new(lab.paths[0].server_v4.into(), 5303),
+        SocketAddr::new(lab.paths[0].server_v6.into(), 5303),
+    ] {
+        let listener = lab
+            .server
+            .enter(|| TcpListener::bind(remote).expect("listen"))
+            .expect("server ns");
+        let served = kernel_echo_once(listener);
+        let bytes = 8 << 20;
+        assert_report(&connect_json(&lab, remote, bytes), bytes);
+        assert_eq!(served.join().expect("server"), bytes);
+    }
+    assert!(!lab
+        .client
+        .ip(&["link", "show", "cli0"])
+        .expect("ip")
+        .contains("xdp"));
+}
+
+#[test]
+fn engine_to_engine() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5304);
+    let _server = start_serve(&lab, &["--iface", "srv0", "--listen", &listen.to_string()]);
+    let bytes = 16 << 20;
+    assert_report(&connect_json(&lab, listen, bytes), bytes);
+}
+
+#[test]
+fn usual_mistakes_are_refused_clearly() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    let run = |args: &[&str]| {
+        let out = mptcp_user(lab.server.name())
+            .arg("serve")
+            .args(args)
+            .output()
+            .expect("serve");
+        assert!(!out.status.success(), "{args:?} succeeded");
+        output_text(&out)
+    };
+    let text = run(&["--iface", "nosuch0", "--listen", "10.100.0.2:5305"]);
+    assert!(text.contains("unknown interface nosuch0"), "{text}");
+    let text = run(&["--iface", "srv0", "--listen", "10.9.9.9:5305"]);
+    assert!(text.contains("10.9.9.9 is not on srv0"), "{text}");
+    let text = run(&[
+        "--iface",
+        "srv0",
+        "--listen",
+        "10.100.0.2:5305",
+        "--mode",
+        "forward",
+    ]);
+    assert!(text.contains("--to"), "{text}");
+    let addr: SocketAddr = "10.100.0.2:5306".parse().unwrap();
+    let _kernel = lab
+        .server
+        .enter(|| TcpListener::bind(addr).expect("listen"))
+        .expect("server ns");
+    let text = run(&["--iface", "srv0", "--listen", "10.100.0.2:5306"]);
+    assert!(text.contains("already owned"), "{text}");
+    // XDP attach refused: another program already holds the interface.
+    let _holder = start_serve(&lab, &["--iface", "srv0", "--listen", "10.100.0.2:5307"]);
+    let text = run(&["--iface", "srv0", "--listen", "10.100.0.2:5308"]);
+    assert!(text.contains("XDP attach refused"), "{text}");
+    assert!(!xdp_attached(&lab, "nosuch0"));
+}
