@@ -687,57 +687,6 @@ pub fn stop_on_signals() -> &'static AtomicBool {
     &STOP
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn neighbour_table_learns_updates_and_evicts() {
-        let mut t = NeighbourTable::new();
-        let a: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
-        assert_eq!(t.lookup(a), None);
-        t.default = Some(MacAddr([9; 6]));
-        assert_eq!(t.lookup(a), Some(MacAddr([9; 6])));
-        t.learn(a, MacAddr([1; 6]));
-        assert_eq!(t.lookup(a), Some(MacAddr([1; 6])));
-        t.learn(a, MacAddr([2; 6]));
-        assert_eq!(t.lookup(a), Some(MacAddr([2; 6])));
-        for i in 0..NEIGHBOURS as u32 {
-            t.learn(IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i)), MacAddr([3; 6]));
-        }
-        assert_eq!(t.entries.len(), NEIGHBOURS);
-        // The first entry was overwritten: falls back to the default.
-        assert_eq!(t.lookup(a), Some(MacAddr([9; 6])));
-    }
-
-    #[test]
-    fn ethernet_header_uses_the_learnt_neighbour() {
-        let mut t = NeighbourTable::new();
-        let dst: IpAddr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into();
-        let mut frame = [0u8; 14 + 40];
-        frame[14] = 0x60;
-        frame[14 + 24..14 + 40]
-            .copy_from_slice(&Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).octets());
-        assert_eq!(write_ethernet(&mut frame, 40, MacAddr([7; 6]), &t), 0);
-        t.learn(dst, MacAddr([5; 6]));
-        assert_eq!(write_ethernet(&mut frame, 40, MacAddr([7; 6]), &t), 54);
-        assert_eq!(&frame[0..6], &[5; 6]);
-        assert_eq!(&frame[6..12], &[7; 6]);
-        assert_eq!(&frame[12..14], &[0x86, 0xdd]);
-        assert_eq!(ip_dst(&frame[14..]), Some(dst));
-        assert_eq!(ip_src(&[0x45; 8]), None);
-        assert_eq!(ip_dst(&[]), None);
-    }
-
-    #[test]
-    fn pattern_has_no_short_period() {
-        let v: Vec<u8> = (0..4096).map(pattern_byte).collect();
-        for period in 1..1500 {
-            assert!(v[..2048] != v[period..period + 2048], "period {period}");
-        }
-    }
-}
-
 /// Interfaces bound for a worker: one classifier per interface (each has
 /// its own XSKMAP, so queue 0 of every interface can have a socket) and one
 /// AF_XDP socket per (interface, queue). Dropping it detaches every program.
@@ -822,4 +771,55 @@ pub fn random_secret() -> [u8; 16] {
         }
     }
     secret
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbour_table_learns_updates_and_evicts() {
+        let mut t = NeighbourTable::new();
+        let a: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
+        assert_eq!(t.lookup(a), None);
+        t.default = Some(MacAddr([9; 6]));
+        assert_eq!(t.lookup(a), Some(MacAddr([9; 6])));
+        t.learn(a, MacAddr([1; 6]));
+        assert_eq!(t.lookup(a), Some(MacAddr([1; 6])));
+        t.learn(a, MacAddr([2; 6]));
+        assert_eq!(t.lookup(a), Some(MacAddr([2; 6])));
+        for i in 0..NEIGHBOURS as u32 {
+            t.learn(IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i)), MacAddr([3; 6]));
+        }
+        assert_eq!(t.entries.len(), NEIGHBOURS);
+        // The first entry was overwritten: falls back to the default.
+        assert_eq!(t.lookup(a), Some(MacAddr([9; 6])));
+    }
+
+    #[test]
+    fn ethernet_header_uses_the_learnt_neighbour() {
+        let mut t = NeighbourTable::new();
+        let dst: IpAddr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into();
+        let mut frame = [0u8; 14 + 40];
+        frame[14] = 0x60;
+        frame[14 + 24..14 + 40]
+            .copy_from_slice(&Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).octets());
+        assert_eq!(write_ethernet(&mut frame, 40, MacAddr([7; 6]), &t), 0);
+        t.learn(dst, MacAddr([5; 6]));
+        assert_eq!(write_ethernet(&mut frame, 40, MacAddr([7; 6]), &t), 54);
+        assert_eq!(&frame[0..6], &[5; 6]);
+        assert_eq!(&frame[6..12], &[7; 6]);
+        assert_eq!(&frame[12..14], &[0x86, 0xdd]);
+        assert_eq!(ip_dst(&frame[14..]), Some(dst));
+        assert_eq!(ip_src(&[0x45; 8]), None);
+        assert_eq!(ip_dst(&[]), None);
+    }
+
+    #[test]
+    fn pattern_has_no_short_period() {
+        let v: Vec<u8> = (0..4096).map(pattern_byte).collect();
+        for period in 1..1500 {
+            assert!(v[..2048] != v[period..period + 2048], "period {period}");
+        }
+    }
 }
