@@ -88,7 +88,7 @@ pub struct WorkerStats {
     pub rx_not_ip: u64,
     /// Packets dropped for want of a neighbour MAC.
     pub no_neighbour: u64,
-    /// Engine packets for a path whose TX ring was full (lost; TCP repairs).
+    /// Passes that found the TX ring or free frames exhausted (the engine keeps the data).
     pub tx_ring_full: u64,
     /// Passes through the loop and how many ended asleep in poll().
     pub passes: u64,
@@ -220,18 +220,11 @@ impl<E: Engine> Worker<E> {
                 return 0;
             };
             if !path.socket.can_send() {
-                // Pull the packet anyway into scratch so the engine is not stalled by one ring.
-                match self
-                    .engine
-                    .poll_transmit(now, &mut self.scratch[ETH_HLEN..])
-                {
-                    Some((to, len)) => {
-                        self.send_from_scratch(to, len);
-                        sent += 1;
-                        continue;
-                    }
-                    None => break,
-                }
+                // Leave the data in the engine until the kernel hands frames back;
+                // flushing below kicks it, and the next pass retries.
+                self.stats.tx_ring_full += 1;
+                sent += 1;
+                break;
             }
             let engine = &mut self.engine;
             let scratch = &mut self.scratch;
@@ -457,10 +450,50 @@ impl<E: ByteStream> App<E> for Discard {
     }
 }
 
+/// Period of the test pattern: a prime, so it never lines up with segment sizes.
+const PATTERN_PERIOD: usize = 65521;
+
+fn pattern_table() -> &'static [u8] {
+    static TABLE: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..PATTERN_PERIOD as u64 * 2)
+            .map(|i| {
+                let i = i % PATTERN_PERIOD as u64;
+                ((i.wrapping_mul(2_654_435_761) >> 13) as u8) ^ (i >> 8) as u8
+            })
+            .collect()
+    })
+}
+
 /// The byte at `offset` of the test pattern (never a run of zeroes, so
 /// shifted or dropped data shows).
 pub fn pattern_byte(offset: u64) -> u8 {
-    (offset.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (offset >> 20) as u8
+    pattern_table()[(offset % PATTERN_PERIOD as u64) as usize]
+}
+
+/// Fills `buf` with the pattern starting at `offset` (by slices, not bytes).
+pub fn pattern_fill(offset: u64, buf: &mut [u8]) {
+    let table = pattern_table();
+    let mut at = (offset % PATTERN_PERIOD as u64) as usize;
+    for chunk in buf.chunks_mut(PATTERN_PERIOD) {
+        chunk.copy_from_slice(&table[at..at + chunk.len()]);
+        at = (at + chunk.len()) % PATTERN_PERIOD;
+    }
+}
+
+/// Bytes of `buf` that differ from the pattern at `offset`.
+pub fn pattern_mismatches(offset: u64, buf: &[u8]) -> u64 {
+    let table = pattern_table();
+    let mut at = (offset % PATTERN_PERIOD as u64) as usize;
+    let mut bad = 0;
+    for chunk in buf.chunks(PATTERN_PERIOD) {
+        let want = &table[at..at + chunk.len()];
+        if chunk != want {
+            bad += chunk.iter().zip(want).filter(|(a, b)| a != b).count() as u64;
+        }
+        at = (at + chunk.len()) % PATTERN_PERIOD;
+    }
+    bad
 }
 
 /// Sends `total` pattern bytes (or until `deadline`), reads what comes back,
@@ -504,9 +537,7 @@ impl<E: ByteStream> App<E> for Source {
         let time_up = self.deadline.is_some_and(|d| now >= d);
         while !self.closed && self.sent < self.total && !time_up {
             let n = (self.total - self.sent).min(self.chunk.len() as u64) as usize;
-            for (i, b) in self.chunk[..n].iter_mut().enumerate() {
-                *b = pattern_byte(self.sent + i as u64);
-            }
+            pattern_fill(self.sent, &mut self.chunk[..n]);
             let accepted = engine.send(&self.chunk[..n]);
             self.sent += accepted as u64;
             work += accepted;
@@ -519,11 +550,7 @@ impl<E: ByteStream> App<E> for Source {
             if n == 0 {
                 break;
             }
-            for (i, b) in self.rbuf[..n].iter().enumerate() {
-                if *b != pattern_byte(self.received + i as u64) {
-                    self.mismatches += 1;
-                }
-            }
+            self.mismatches += pattern_mismatches(self.received, &self.rbuf[..n]);
             self.received += n as u64;
             work += n;
         }
@@ -813,6 +840,21 @@ mod tests {
         assert_eq!(ip_dst(&frame[14..]), Some(dst));
         assert_eq!(ip_src(&[0x45; 8]), None);
         assert_eq!(ip_dst(&[]), None);
+    }
+
+    #[test]
+    fn pattern_fill_and_check_agree_with_pattern_byte() {
+        let mut buf = vec![0u8; 200_000];
+        pattern_fill(12_345, &mut buf);
+        for (i, b) in buf.iter().enumerate() {
+            assert_eq!(*b, pattern_byte(12_345 + i as u64), "offset {i}");
+        }
+        assert_eq!(pattern_mismatches(12_345, &buf), 0);
+        buf[70_000] ^= 1;
+        buf[199_999] ^= 0x80;
+        assert_eq!(pattern_mismatches(12_345, &buf), 2);
+        assert_eq!(pattern_mismatches(12_346, &buf[1..]), 2);
+        assert!(pattern_mismatches(0, &buf) > 100_000);
     }
 
     #[test]
