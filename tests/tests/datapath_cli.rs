@@ -213,6 +213,47 @@ fn serve_echoes_and_detaches_on_sigterm() {
 }
 
 #[test]
+fn kernel_mptcp_client_is_served_by_fallback() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    checksums_in_software(&lab, true);
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5309);
+    let _server = start_serve(&lab, &["--iface", "srv0", "--listen", &listen.to_string()]);
+    let fallbacks = lab
+        .client
+        .nstat("MPTcpExtMPCapableFallbackSYNACK")
+        .expect("nstat");
+    let len = 4 << 20;
+    let back = lab
+        .client
+        .enter(|| {
+            let mut s =
+                mptcp_tests::mptcp_connect(listen, Duration::from_secs(10)).expect("connect");
+            let mut w = s.try_clone().expect("clone");
+            let sender = thread::spawn(move || {
+                let data: Vec<u8> = (0..len as u64).map(pattern_byte).collect();
+                w.write_all(&data).expect("write");
+                w.shutdown(Shutdown::Write).expect("shutdown");
+            });
+            let mut back = Vec::new();
+            s.read_to_end(&mut back).expect("read");
+            sender.join().expect("sender");
+            back
+        })
+        .expect("client ns");
+    assert_pattern(&back, len);
+    // The kernel asked for MPTCP, got a plain SYN/ACK, and fell back to TCP.
+    assert_eq!(
+        lab.client
+            .nstat("MPTcpExtMPCapableFallbackSYNACK")
+            .expect("nstat"),
+        fallbacks + 1
+    );
+}
+
+#[test]
 fn forward_mode_relays_to_a_kernel_backend() {
     if !require_root() {
         return;

@@ -41,11 +41,13 @@ pub struct XskConfig {
 
 impl Default for XskConfig {
     fn default() -> XskConfig {
+        // Deep RX: on a shared 2-core machine the worker may be descheduled
+        // for a while, and a full RX ring drops (then TCP retransmits).
         XskConfig {
-            frames: 4096,
+            frames: 8192,
             frame_size: 4096,
-            ring_size: 2048,
-            rx_frames: 2048,
+            ring_size: 4096,
+            rx_frames: 4096,
         }
     }
 }
