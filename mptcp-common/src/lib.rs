@@ -72,7 +72,9 @@ pub struct Counters {
     pub owned: u64,
     /// Owned segments that fell back to the kernel: no socket on their queue.
     pub owned_no_socket: u64,
-    /// Truncated headers, bad IHL / data offset, bad TCP option lengths.
+    /// Truncated or inconsistent Ethernet/IP headers (any frame), and TCP
+    /// header or option errors (bad data offset, option lengths) of segments
+    /// to an owned address; options are only walked for owned segments.
     pub malformed: u64,
     /// Owned segments by MPTCP kind (exactly one each).
     pub mp_capable_syn: u64,

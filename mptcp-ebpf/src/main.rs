@@ -55,7 +55,8 @@ enum Kind {
 enum Class {
     /// Not for the engine: ARP, ICMP, UDP, other TCP, fragments, extension headers.
     Kernel,
-    /// Truncated or inconsistent headers; the kernel decides what to do with them.
+    /// Truncated or inconsistent Ethernet or IP headers, or TCP header and
+    /// options of a segment to an owned address; the kernel decides what to do.
     Malformed,
     Owned(Kind),
 }
@@ -148,10 +149,9 @@ fn classify(ctx: &XdpContext) -> Class {
             if ip[0] >> 4 != 4 || ihl < 20 || total_len < ihl {
                 return Class::Malformed;
             }
-            // The whole header, options included, must be in the frame.
-            if load::<u8>(ctx, l3 + ihl - 1).is_none()
-                || load::<u8>(ctx, l3 + total_len - 1).is_none()
-            {
+            // The packet, as its total length says, must be in the frame
+            // (Ethernet padding after it is fine).
+            if load::<u8>(ctx, l3 + total_len - 1).is_none() {
                 return Class::Malformed;
             }
             // More-fragments flag or a fragment offset: the kernel reassembles.

@@ -70,6 +70,10 @@ fn clean_bulk_transfer_both_ways() {
     );
     assert_eq!(p.client.stats().retransmits, 0);
     assert_eq!(p.client.stats().bytes_acked, a.len() as u64);
+    assert_eq!(p.client.acked_offset(), a.len() as u64);
+    assert_eq!(p.client.send_offset(), a.len() as u64);
+    assert_eq!(p.client.unsent(), 0);
+    assert_eq!(p.server().recv_offset(), a.len() as u64);
     assert_eq!(p.server().stats().bytes_received, a.len() as u64);
 }
 
@@ -671,4 +675,34 @@ fn a_coupled_controller_plugs_in_without_changing_the_trait() {
     let a = pattern(1 << 20, 18);
     let (got_b, _) = transfer(&mut p, &a, &[], Duration::from_secs(30));
     assert!(got_b == a);
+}
+
+#[test]
+fn reorder_timer_repairs_a_loss_in_a_lone_burst() {
+    let mut p = Pair::new(&cfg(), &cfg(), Link::delay_ms(5), 19);
+    assert!(p.run_until(ms(100), |p| p.established()));
+    // Eight segments sent at one instant; the third is lost. Every SACK
+    // names data sent at the same time as the hole, so only the reordering
+    // window (min RTT / 4) stands between the SACKs and the retransmission.
+    drop_first_transmissions(&mut p, &[2 * 1448]);
+    let a = pattern(8 * 1448, 19);
+    p.client.send(&a);
+    let start = p.now;
+    let mut got = Vec::new();
+    let mut tmp = vec![0u8; 1 << 16];
+    assert!(p.run_until(Duration::from_secs(5), |p| {
+        let n = p.server().recv(&mut tmp);
+        got.extend_from_slice(&tmp[..n]);
+        got.len() == a.len()
+    }));
+    assert!(got == a);
+    let st = p.client.stats();
+    assert_eq!(
+        (st.timeouts, st.retransmits, st.fast_recoveries),
+        (0, 1, 1),
+        "{st:?}"
+    );
+    // One RTT to learn of the hole, 2.5 ms of reordering window, then the
+    // retransmission's one-way trip: far below the 200 ms RTO.
+    assert_eq!(p.now - start, ms(10) + Duration::from_micros(2_500) + ms(5));
 }

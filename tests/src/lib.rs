@@ -16,6 +16,7 @@ use std::{
 };
 
 pub mod frames;
+pub mod xsk;
 
 use anyhow::{bail, Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -211,9 +212,11 @@ pub struct LabConfig {
     /// Namespaces are `PREFIX-client` and `PREFIX-server`.
     pub prefix: String,
     pub paths: usize,
-    /// Optional `tc netem` arguments per path (e.g. `delay 10ms rate 100mbit`),
-    /// applied on both ends.
-    pub netem: Vec<Option<String>>,
+    /// Optional root qdisc per path, as `tc qdisc add ... root` takes it
+    /// (e.g. `netem delay 10ms rate 100mbit`, `tbf rate 100mbit burst 32kbit
+    /// latency 50ms`), applied on both ends. Kernels without sch_netem
+    /// (CONFIG_NET_SCH_NETEM unset) can still shape with tbf or htb.
+    pub qdisc: Vec<Option<String>>,
     /// Client MPTCP endpoints on paths 2.. (`subflow`), so a connection on
     /// path 1 opens one subflow per extra path.
     pub subflow_endpoints: bool,
@@ -225,7 +228,7 @@ impl LabConfig {
         LabConfig {
             prefix: unique_name("mplab"),
             paths,
-            netem: Vec::new(),
+            qdisc: Vec::new(),
             subflow_endpoints: true,
         }
     }
@@ -286,10 +289,12 @@ impl Lab {
                 ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname])?;
                 ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"])?;
                 ns.ip(&["link", "set", ifname, "up"])?;
-                if let Some(Some(netem)) = config.netem.get(i) {
-                    let mut args = vec!["qdisc", "add", "dev", ifname, "root", "netem"];
-                    args.extend(netem.split_whitespace());
-                    ns.exec("tc", &args)?;
+                if let Some(Some(qdisc)) = config.qdisc.get(i) {
+                    let mut args = vec!["qdisc", "add", "dev", ifname, "root"];
+                    args.extend(qdisc.split_whitespace());
+                    ns.exec("tc", &args).with_context(|| {
+                        format!("path {i}: qdisc `{qdisc}` (is its kernel module built?)")
+                    })?;
                 }
             }
             paths.push(path);
@@ -369,6 +374,18 @@ pub fn mptcp_listen(addr: SocketAddr) -> Result<TcpListener> {
     s.bind(&addr.into())?;
     s.listen(16)?;
     Ok(s.into())
+}
+
+/// Starts a kernel MPTCP connection without waiting for it (call inside
+/// [`Netns::enter`]); the SYN is on its way when this returns.
+pub fn mptcp_connect_start(addr: SocketAddr) -> Result<Socket> {
+    let s = mptcp_socket(&addr)?;
+    s.set_nonblocking(true)?;
+    match s.connect(&addr.into()) {
+        Ok(()) => Ok(s),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(s),
+        Err(e) => Err(e).with_context(|| format!("MPTCP connect to {addr}")),
+    }
 }
 
 /// A kernel MPTCP connection (call inside [`Netns::enter`]).

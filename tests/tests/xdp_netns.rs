@@ -1,8 +1,16 @@
 //! The classifier attached in driver mode to the server side of a two-path
 //! lab, with the kernel's own MPTCP as client and server.
-use std::net::IpAddr;
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
-use mptcp_tests::{lab_transfer, require_root, Lab, LabConfig};
+use mptcp_tests::{
+    lab_transfer, mptcp_connect, mptcp_connect_start, mptcp_listen, require_root, send_and_count,
+    serve_count_once, unique_name, wait_until,
+    xsk::{ifindex, MinimalXsk},
+    Lab, LabConfig, Netns,
+};
 use mptcp_user::xdp::{AttachMode, Classifier, Counters, Ownership};
 
 const OWNED_PORT: u16 = 8080;
@@ -87,4 +95,106 @@ fn assert_invariants(c: &Counters) {
         "{c:?}"
     );
     assert_eq!(c.malformed, 0, "{c:?}");
+}
+
+#[test]
+fn falls_back_to_generic_mode_where_the_driver_has_no_xdp() {
+    if !require_root() {
+        return;
+    }
+    // Loopback has no native XDP: attach() must fall back and say so.
+    let ns = Netns::create(&unique_name("mpgen")).expect("netns");
+    let mut classifier = Classifier::load().expect("load");
+    let port = 7777;
+    classifier
+        .set_ownership(&Ownership {
+            addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            listen_ports: vec![port],
+            client_ports: None,
+        })
+        .expect("config");
+    let mode = ns
+        .enter(|| classifier.attach("lo"))
+        .expect("enter netns")
+        .expect("attach");
+    assert_eq!(mode, AttachMode::Generic);
+    assert_eq!(
+        classifier.attachments(),
+        vec![("lo".to_string(), AttachMode::Generic)]
+    );
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let received = ns
+        .enter(|| -> anyhow::Result<u64> {
+            let served = serve_count_once(mptcp_listen(addr)?);
+            let stream = mptcp_connect(addr, Duration::from_secs(10))?;
+            let echoed = send_and_count(stream, BYTES)?;
+            let received = served
+                .join()
+                .map_err(|_| anyhow::anyhow!("server panicked"))??;
+            assert_eq!(echoed, received);
+            Ok(received)
+        })
+        .expect("enter netns")
+        .expect("transfer over loopback");
+    assert_eq!(received, BYTES as u64);
+    let c = classifier.counters().expect("counters");
+    assert_invariants(&c);
+    // Both directions cross lo; only the segments to the listening port are owned.
+    assert!(c.mp_capable_syn >= 1, "{c:?}");
+    assert!(c.owned < c.seen, "{c:?}");
+    assert!(c.dss >= 1, "{c:?}");
+    classifier.detach("lo").expect("detach");
+    assert!(classifier.attachments().is_empty());
+}
+
+#[test]
+fn owned_segments_go_to_a_bound_af_xdp_socket_not_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(&LabConfig::unique(1)).expect("lab up");
+    let path = lab.paths[0].clone();
+    let mut classifier = Classifier::load().expect("load");
+    classifier
+        .set_ownership(&Ownership {
+            addresses: lab.server_addresses(),
+            listen_ports: vec![OWNED_PORT],
+            client_ports: None,
+        })
+        .expect("config");
+    let xsk = lab
+        .server
+        .enter(|| -> anyhow::Result<MinimalXsk> {
+            classifier.attach_with_mode(&path.server_if, AttachMode::Driver)?;
+            // A veth has one queue: everything arrives on queue 0.
+            MinimalXsk::bind(ifindex(&path.server_if)?, 0)
+        })
+        .expect("enter server ns")
+        .expect("attach and bind AF_XDP");
+    classifier.register_xsk(0, &xsk).expect("XSKMAP entry");
+    let server_syns = || lab.server.nstat("MPTcpExtMPCapableSYNRX").expect("nstat");
+    assert_eq!(server_syns(), 0);
+
+    // The kernel client retransmits its SYN until something answers; nothing will.
+    let addr = SocketAddr::new(IpAddr::V4(path.server_v4), OWNED_PORT);
+    let _client = lab
+        .client
+        .enter(|| mptcp_connect_start(addr))
+        .expect("enter client ns")
+        .expect("connect");
+    assert!(
+        wait_until(Duration::from_secs(5), || classifier
+            .counters()
+            .is_ok_and(|c| c.redirected >= 1)),
+        "no SYN was redirected: {:?}",
+        classifier.counters()
+    );
+    let c = classifier.counters().expect("counters");
+    assert_invariants(&c);
+    assert_eq!(c.owned_no_socket, 0, "{c:?}");
+    assert_eq!(c.redirected, c.mp_capable_syn, "{c:?}");
+    // ARP still reached the kernel (the client found the server's MAC);
+    // the SYN did not.
+    assert!(c.passed >= 1, "{c:?}");
+    assert_eq!(server_syns(), 0, "the server's kernel saw an owned SYN");
 }

@@ -79,7 +79,7 @@ pub fn run(binary: &Path, seconds: u64) -> Result<()> {
     let lab = Lab::up(&LabConfig {
         prefix: unique_name("mptcp-bench"),
         paths: 2,
-        netem: Vec::new(),
+        qdisc: Vec::new(),
         subflow_endpoints: true,
     })?;
     println!(

@@ -106,7 +106,7 @@ pub fn run(binary: &Path) -> Result<()> {
     let lab = Lab::up(&LabConfig {
         prefix: unique_name("mptcp-run"),
         paths: 2,
-        netem: Vec::new(),
+        qdisc: Vec::new(),
         subflow_endpoints: true,
     })?;
     println!(

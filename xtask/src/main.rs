@@ -60,10 +60,11 @@ enum LabAction {
     Up {
         #[arg(long, default_value_t = 2)]
         paths: usize,
-        /// `tc netem` arguments for one path, in path order (repeat per path),
-        /// e.g. --netem "delay 10ms rate 100mbit" --netem "delay 30ms".
+        /// Root qdisc for one path, in path order (repeat per path), as
+        /// `tc qdisc add dev IF root` takes it: --qdisc "netem delay 10ms"
+        /// --qdisc "tbf rate 100mbit burst 32kbit latency 50ms".
         #[arg(long)]
-        netem: Vec<String>,
+        qdisc: Vec<String>,
         #[arg(long, default_value = "mptcp-lab")]
         prefix: String,
     },
@@ -177,13 +178,13 @@ fn lab(action: LabAction) -> Result<()> {
     match action {
         LabAction::Up {
             paths,
-            netem,
+            qdisc,
             prefix,
         } => {
             let config = LabConfig {
                 prefix: prefix.clone(),
                 paths,
-                netem: netem.into_iter().map(Some).collect(),
+                qdisc: qdisc.into_iter().map(Some).collect(),
                 subflow_endpoints: true,
             };
             let lab = Lab::up(&config)?;

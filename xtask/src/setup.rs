@@ -11,6 +11,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
+    "zlib1g-dev",
     "gcc",
     "libc6-dev",
     "iproute2",

@@ -9,10 +9,12 @@
 mod cubic;
 mod lia;
 mod newreno;
+mod olia;
 
 pub use cubic::{Cubic, CubicConfig};
 pub use lia::Lia;
 pub use newreno::NewReno;
+pub use olia::{olia_alphas, Olia, OliaPath};
 
 use crate::time::Instant;
 use core::any::Any;
@@ -124,6 +126,9 @@ pub enum CcAlgorithm {
     /// RFC 6356 coupled increase; needs `on_coupling` from the connection
     /// (alone it behaves as NewReno).
     Lia,
+    /// OLIA coupled increase; needs `on_coupling` with a per-path alpha from
+    /// [`olia_alphas`] (alone it behaves as NewReno).
+    Olia,
 }
 
 impl CcAlgorithm {
@@ -133,15 +138,17 @@ impl CcAlgorithm {
             CcAlgorithm::NewReno => Box::new(NewReno::new(mss, init_segments)),
             CcAlgorithm::Cubic => Box::new(Cubic::new(mss, init_segments, CubicConfig::default())),
             CcAlgorithm::Lia => Box::new(Lia::new(mss, init_segments)),
+            CcAlgorithm::Olia => Box::new(Olia::new(mss, init_segments)),
         }
     }
 
-    /// Parses "cubic", "newreno" or "lia" (as used on command lines).
+    /// Parses "cubic", "newreno", "lia" or "olia" (as used on command lines).
     pub fn from_name(name: &str) -> Option<CcAlgorithm> {
         match name.to_ascii_lowercase().as_str() {
             "cubic" => Some(CcAlgorithm::Cubic),
             "newreno" | "reno" => Some(CcAlgorithm::NewReno),
             "lia" => Some(CcAlgorithm::Lia),
+            "olia" => Some(CcAlgorithm::Olia),
             _ => None,
         }
     }

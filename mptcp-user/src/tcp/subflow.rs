@@ -139,6 +139,9 @@ pub struct Subflow {
     high_rxt: u64,
     recovery: Option<(Recovery, u64)>,
     dupacks: u64,
+    /// Loss edge held back by the reordering window, and when it applies.
+    pending_lost_edge: u64,
+    reorder_deadline: Option<Instant>,
     // Proportional rate reduction (RFC 6937) during fast recovery.
     prr_delivered: u64,
     prr_out: u64,
@@ -148,7 +151,7 @@ pub struct Subflow {
     /// End of the highest range ever retransmitted (Karn's rule).
     rtx_high: u64,
     /// Retransmissions in flight: (start, end, snd_max when sent).
-    rtx_log: VecDeque<(u64, u64, u64)>,
+    rtx_log: VecDeque<(u64, u64, u64, Instant)>,
     /// Retransmitted ranges found lost again, to resend first.
     relost: RangeSet,
     send_times: VecDeque<SendTime>,
@@ -250,6 +253,8 @@ impl Subflow {
             high_rxt: 0,
             recovery: None,
             dupacks: 0,
+            pending_lost_edge: 0,
+            reorder_deadline: None,
             prr_delivered: 0,
             prr_out: 0,
             prr_recover_fs: 0,
@@ -446,6 +451,13 @@ impl Subflow {
         self.send_written
     }
 
+    /// Stream offset (0-based) up to which the peer acknowledged data; the
+    /// bytes from here to `send_offset` may still need sending (reinjection
+    /// on another subflow when this one fails).
+    pub fn acked_offset(&self) -> u64 {
+        self.acked_data()
+    }
+
     /// Bytes queued but never sent.
     pub fn unsent(&self) -> u64 {
         (1 + self.send_written).saturating_sub(self.snd_max.max(1))
@@ -527,6 +539,7 @@ impl Subflow {
         self.rtx_deadline = None;
         self.delack_deadline = None;
         self.timewait_deadline = None;
+        self.reorder_deadline = None;
         self.push_event(SubflowEvent::Closed(reason));
     }
 
@@ -945,7 +958,7 @@ impl Subflow {
         }
 
         self.detect_loss(now, sack_news);
-        self.detect_lost_retransmissions();
+        self.detect_lost_retransmissions(now);
 
         if let Some((Recovery::Fast, _)) = self.recovery {
             // RFC 6937 DeliveredData: cumulative plus SACKed progress.
@@ -986,16 +999,37 @@ impl Subflow {
         if sack_news {
             let mss = self.sender_mss() as u64;
             let mut bytes = 0;
+            let mut candidate = None;
             for (count, (s, e)) in self.sacked.iter().rev().enumerate() {
                 bytes += e - s;
                 if count as u64 + 1 >= DUP_THRESH || bytes > (DUP_THRESH - 1) * mss {
-                    self.lost_edge = self.lost_edge.max(s);
+                    candidate = Some(s);
                     break;
                 }
             }
+            if let Some(edge) = candidate {
+                // Reordering tolerance (RACK, RFC 8985): a hole counts as
+                // lost only once data sent a reordering window after it
+                // was delivered; the rest waits for the reorder timer.
+                let settled = self.settled_edge(edge);
+                self.lost_edge = self.lost_edge.max(settled);
+                if edge > self.lost_edge {
+                    self.pending_lost_edge = self.pending_lost_edge.max(edge);
+                    if self.reorder_deadline.is_none() {
+                        self.reorder_deadline = Some(now + self.reorder_window());
+                    }
+                }
+            }
         }
+        self.maybe_enter_recovery(now);
+    }
+
+    fn maybe_enter_recovery(&mut self, now: Instant) {
         let lost = self.lost_edge > self.snd_una;
-        if self.recovery.is_none() && (lost || self.dupacks >= DUP_THRESH) {
+        // With SACK the scoreboard decides (duplicate ACKs under reordering
+        // would fire too early); without it, RFC 5681's three dup ACKs.
+        let dup_rule = !self.sack_ok && self.dupacks >= DUP_THRESH;
+        if self.recovery.is_none() && (lost || dup_rule) {
             let in_flight = self.pipe();
             self.recovery = Some((Recovery::Fast, self.snd_max));
             self.prr_delivered = 0;
@@ -1009,19 +1043,58 @@ impl Subflow {
         }
     }
 
+    /// RFC 8985's reordering window: a quarter of the minimum RTT.
+    fn reorder_window(&self) -> Duration {
+        (self.rtt.min_rtt() / 4).min(self.rtt.srtt())
+    }
+
+    /// How far up to `edge` holes may be declared lost now: up to the end of
+    /// the newest original transmission sent at least one reordering window
+    /// before the newest SACKed one.
+    fn settled_edge(&self, edge: u64) -> u64 {
+        let window = self.reorder_window();
+        let Some((_, newest)) = self.sacked.last() else {
+            return edge;
+        };
+        if window.is_zero() {
+            return edge;
+        }
+        let i = self.send_times.partition_point(|t| t.end < newest);
+        let Some(reference) = self.send_times.get(i).filter(|t| t.start < newest) else {
+            // Not tracked (ring full, or a retransmission): no gating.
+            return edge;
+        };
+        let Some(limit) = reference
+            .at
+            .as_nanos()
+            .checked_sub(window.as_nanos() as u64)
+        else {
+            return self.snd_una;
+        };
+        let j = self
+            .send_times
+            .partition_point(|t| t.at.as_nanos() <= limit);
+        let settled = match j {
+            0 => self.snd_una,
+            _ => self.send_times[j - 1].end,
+        };
+        edge.min(settled.max(self.snd_una))
+    }
+
     /// A retransmission is lost again when data sent after it was SACKed
-    /// (DupThresh segments' worth) while it was not (RACK's idea, by
-    /// sequence instead of time).
-    fn detect_lost_retransmissions(&mut self) {
+    /// (DupThresh segments' worth) while it was not, and it had a minimum
+    /// RTT plus the reordering window to arrive (RACK's idea).
+    fn detect_lost_retransmissions(&mut self, now: Instant) {
         self.relost.remove_below(self.snd_una);
         let mss = self.sender_mss() as u64;
-        while let Some(&(s, e, sent_at_max)) = self.rtx_log.front() {
+        let patience = self.rtt.min_rtt() + self.reorder_window();
+        while let Some(&(s, e, sent_at_max, at)) = self.rtx_log.front() {
             if e <= self.snd_una || self.sacked.covered_within(s, e) == e - s {
                 self.rtx_log.pop_front();
                 continue;
             }
             let later = self.sacked.covered_within(sent_at_max, self.snd_max);
-            if later <= (DUP_THRESH - 1) * mss {
+            if later <= (DUP_THRESH - 1) * mss || now < at + patience {
                 break;
             }
             self.rtx_log.pop_front();
@@ -1183,6 +1256,7 @@ impl Subflow {
             self.rtx_deadline,
             self.delack_deadline,
             self.timewait_deadline,
+            self.reorder_deadline,
         ]
         .into_iter()
         .flatten()
@@ -1199,6 +1273,16 @@ impl Subflow {
             self.timewait_deadline = None;
             self.enter_closed(CloseReason::Normal);
             return;
+        }
+        if self.reorder_deadline.is_some_and(|d| d <= now) {
+            self.reorder_deadline = None;
+            if self.is_synchronized() && self.snd_max > self.snd_una {
+                // Whatever is still missing below the held-back edge did
+                // not merely arrive late.
+                self.lost_edge = self.lost_edge.max(self.pending_lost_edge.min(self.snd_max));
+                self.maybe_enter_recovery(now);
+            }
+            self.pending_lost_edge = 0;
         }
         if self.rtx_deadline.is_some_and(|d| d <= now) {
             self.rtx_deadline = None;
@@ -1241,6 +1325,8 @@ impl Subflow {
                 }
                 self.rtx_log.clear();
                 self.relost.clear();
+                self.reorder_deadline = None;
+                self.pending_lost_edge = 0;
                 self.recovery = Some((Recovery::Timeout, self.snd_max));
                 self.lost_edge = self.snd_max;
                 self.high_rxt = self.snd_una;
@@ -1499,7 +1585,7 @@ impl Subflow {
         let end = start + len as u64 + fin as u64;
         if retransmit {
             if self.rtx_log.len() < RTX_LOG {
-                self.rtx_log.push_back((start, end, self.snd_max));
+                self.rtx_log.push_back((start, end, self.snd_max, now));
             }
             self.high_rxt = self.high_rxt.max(end);
             self.rtx_high = self.rtx_high.max(end);

@@ -2,7 +2,9 @@
 //! which addresses and ports the engine owns, attach to interfaces, read the
 //! counters, and run the program on crafted frames (`BPF_PROG_TEST_RUN`).
 //!
-//! The AF_XDP driver fills the XSKMAP through [`Classifier::xsk_map`].
+//! The AF_XDP driver fills the XSKMAP through [`Classifier::register_xsk`]
+//! (or [`Classifier::xsk_map`]). Interface names resolve in the network
+//! namespace of the calling thread.
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::RangeInclusive,
@@ -155,7 +157,7 @@ pub enum EbpfLogLevel {
 /// The loaded classifier and its attachments. Dropping it detaches everything.
 pub struct Classifier {
     ebpf: Ebpf,
-    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
     links: Vec<(String, XdpLinkId, AttachMode)>,
 }
 
@@ -179,14 +181,9 @@ impl Classifier {
             .override_global("AYA_LOG_LEVEL", &level_value, false)
             .load(OBJECT)
             .context("loading the eBPF object (are you root?)")?;
-        let logger = if level == EbpfLogLevel::Off {
-            None
-        } else {
-            Some(
-                aya_log::EbpfLogger::init_with_logger(&mut ebpf, log::logger())
-                    .context("starting aya-log")?,
-            )
-        };
+        // Read even when off, so "off" is observable (and tested) as silence.
+        let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, log::logger())
+            .context("starting aya-log")?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_CLASSIFY)
             .ok_or_else(|| anyhow!("program {PROGRAM_CLASSIFY} missing from the object"))?
@@ -328,9 +325,9 @@ impl Classifier {
     }
 
     /// Steers `queue`'s owned segments to the AF_XDP socket `socket`.
-    pub fn register_xsk(&mut self, queue: u32, socket: impl std::os::fd::AsRawFd) -> Result<()> {
+    pub fn register_xsk(&mut self, queue: u32, socket: &impl std::os::fd::AsRawFd) -> Result<()> {
         self.xsk_map()?
-            .set(queue, socket, 0)
+            .set(queue, socket.as_raw_fd(), 0)
             .with_context(|| format!("XSKMAP[{queue}]"))
     }
 
@@ -358,9 +355,7 @@ impl Classifier {
 
     /// Forwards pending eBPF log records to the `log` crate.
     pub fn flush_logs(&mut self) {
-        if let Some(logger) = &mut self.logger {
-            logger.flush();
-        }
+        self.logger.flush();
     }
 }
 
