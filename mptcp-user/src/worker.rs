@@ -746,7 +746,7 @@ impl Datapath {
             classifier.set_ownership(ownership)?;
             let socket = crate::afxdp::XskSocket::open(iface, 0, xsk)
                 .with_context(|| format!("XDP attach refused on {iface}"))?;
-            classifier.register_xsk(0, socket.as_raw_fd())?;
+            classifier.register_xsk(0, &socket)?;
             let mode = classifier.attach(iface).with_context(|| {
                 format!("XDP attach refused on {iface} (another XDP program there?)")
             })?;
