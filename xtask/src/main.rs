@@ -1,6 +1,7 @@
 //! Project tasks. Every command runs `setup` first, so a fresh machine needs
 //! nothing but `cargo xtask run` or `cargo xtask test`.
 mod bench;
+mod datapath_bench;
 mod demo;
 mod setup;
 
