@@ -38,6 +38,9 @@ pub struct NeighbourTable {
     next_victim: usize,
     /// Used when a destination was never heard from (the resolved next hop).
     pub default: Option<MacAddr>,
+    /// A destination we had a packet for but no MAC (resolved off the fast path).
+    pub missing: Option<IpAddr>,
+    last_resolution: Option<std::time::Instant>,
 }
 
 impl NeighbourTable {
@@ -46,6 +49,8 @@ impl NeighbourTable {
             entries: Vec::with_capacity(NEIGHBOURS),
             next_victim: 0,
             default: None,
+            missing: None,
+            last_resolution: None,
         }
     }
 
@@ -150,6 +155,39 @@ fn write_ethernet(frame: &mut [u8], ip_len: usize, src: MacAddr, table: &Neighbo
     ETH_HLEN + ip_len
 }
 
+/// Looks up (and if need be asks the kernel to resolve) the neighbour of a
+/// destination we could not send to; at most every 100 ms per path, so a
+/// miss costs netlink round trips only off the steady-state path.
+fn resolve_missing(path: &mut Path) {
+    let Some(dst) = path.neighbours.missing else {
+        return;
+    };
+    let now = std::time::Instant::now();
+    if path
+        .neighbours
+        .last_resolution
+        .is_some_and(|t| now.duration_since(t) < Duration::from_millis(100))
+    {
+        return;
+    }
+    path.neighbours.last_resolution = Some(now);
+    let ifindex = path.socket.ifindex();
+    let next_hop = match crate::route::route_get(dst) {
+        Ok(r) if r.oif == ifindex => r.next_hop(dst),
+        _ => dst,
+    };
+    match crate::route::neighbour(ifindex, next_hop) {
+        Ok(Some(mac)) => {
+            path.neighbours.learn(dst, mac);
+            path.neighbours.missing = None;
+        }
+        _ => {
+            // Zero timeout: send one probe (ARP/NS) and come back later.
+            let _ = crate::route::resolve_neighbour(&path.iface, next_hop, Duration::ZERO);
+        }
+    }
+}
+
 pub struct Worker<E> {
     pub engine: E,
     pub paths: Vec<Path>,
@@ -230,7 +268,7 @@ impl<E: Engine> Worker<E> {
             let scratch = &mut self.scratch;
             let mut other: Option<(PathId, usize)> = None;
             let mut nothing = false;
-            let mut no_neighbour = false;
+            let mut no_neighbour = None;
             let mac = path.mac;
             let mtu = usize::from(path.mtu);
             let neighbours = &path.neighbours;
@@ -243,7 +281,9 @@ impl<E: Engine> Worker<E> {
                     }
                     Some((to, len)) if to == p => {
                         let n = write_ethernet(frame, len, mac, neighbours);
-                        no_neighbour = n == 0;
+                        if n == 0 {
+                            no_neighbour = ip_dst(&frame[ETH_HLEN..ETH_HLEN + len]);
+                        }
                         n
                     }
                     Some((to, len)) => {
@@ -258,8 +298,9 @@ impl<E: Engine> Worker<E> {
                 break;
             }
             sent += 1;
-            if no_neighbour {
+            if no_neighbour.is_some() {
                 self.stats.no_neighbour += 1;
+                path.neighbours.missing = no_neighbour;
             }
             if let Some((to, len)) = other {
                 self.send_from_scratch(to, len);
@@ -281,6 +322,7 @@ impl<E: Engine> Worker<E> {
         let n = write_ethernet(&mut self.scratch, len, path.mac, &path.neighbours);
         if n == 0 {
             self.stats.no_neighbour += 1;
+            path.neighbours.missing = ip_dst(&self.scratch[ETH_HLEN..ETH_HLEN + len]);
             return;
         }
         let scratch = &self.scratch;
@@ -307,6 +349,9 @@ impl<E: Engine> Worker<E> {
         work += self.transmit(now);
         for path in &mut self.paths {
             path.socket.reclaim();
+            if path.neighbours.missing.is_some() {
+                resolve_missing(path);
+            }
         }
         (work, done)
     }
