@@ -7,6 +7,7 @@ pub mod decode;
 pub mod io;
 pub mod pcap;
 pub mod route;
+pub mod sim;
 pub mod tcp;
 pub mod time;
 pub mod wire;

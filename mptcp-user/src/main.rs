@@ -21,6 +21,8 @@ enum Command {
     Connect(mptcp_user::cli::ConnectArgs),
     /// Classifier, datapath and engine counters of running instances.
     Stats(mptcp_user::cli::StatsArgs),
+    /// Transfer bytes between two engines over simulated paths and report goodput.
+    Sim(mptcp_user::sim::cli::SimArgs),
 }
 
 #[derive(clap::Args)]
@@ -59,5 +61,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => mptcp_user::cli::serve(args),
         Command::Connect(args) => mptcp_user::cli::connect(args),
         Command::Stats(args) => mptcp_user::cli::stats(args),
+        Command::Sim(args) => mptcp_user::sim::main(args),
     }
 }
