@@ -2,6 +2,7 @@
 //! nothing but `cargo xtask run` or `cargo xtask test`.
 mod bench;
 mod datapath_bench;
+mod datapath_demo;
 mod demo;
 mod setup;
 
