@@ -388,3 +388,20 @@ fn usual_mistakes_are_refused_clearly() {
     assert!(text.contains("XDP attach refused"), "{text}");
     assert!(!xdp_attached(&lab, "nosuch0"));
 }
+
+#[test]
+fn even_sigkill_leaves_no_xdp_program() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    let mut server = start_serve(&lab, &["--iface", "srv0", "--listen", "10.100.0.2:5310"]);
+    // The attachment is a bpf_link owned by the process's descriptor: the
+    // kernel removes it with the process, whatever ends it.
+    server.0.kill().expect("SIGKILL");
+    server.0.wait().expect("wait");
+    assert!(
+        wait_until(Duration::from_secs(5), || !xdp_attached(&lab, "srv0")),
+        "XDP left on srv0 after SIGKILL"
+    );
+}
