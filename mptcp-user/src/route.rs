@@ -359,6 +359,41 @@ pub fn interface_mtu(iface: &str) -> Result<u16> {
     Ok(mtu.clamp(68, 65535) as u16)
 }
 
+/// Receive queues of the interface (ETHTOOL_GCHANNELS; 1 when the driver
+/// does not say): the worker binds an AF_XDP socket to each.
+pub fn rx_queue_count(iface: &str) -> u32 {
+    #[repr(C)]
+    #[derive(Default)]
+    struct EthtoolChannels {
+        cmd: u32,
+        max_rx: u32,
+        max_tx: u32,
+        max_other: u32,
+        max_combined: u32,
+        rx_count: u32,
+        tx_count: u32,
+        other_count: u32,
+        combined_count: u32,
+    }
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    let mut channels = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    let Ok(mut req) = ifreq_ioctl(iface, libc::SIOCGIFINDEX) else {
+        return 1;
+    };
+    req.ifr_ifru.ifru_data = &mut channels as *mut EthtoolChannels as *mut libc::c_char;
+    let Ok(sock) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) else {
+        return 1;
+    };
+    // SAFETY: SIOCETHTOOL reads and writes the ethtool_channels ifru_data points at.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut req) } != 0 {
+        return 1;
+    }
+    channels.rx_count.max(channels.combined_count).max(1)
+}
+
 /// The interface's own MAC address.
 pub fn interface_mac(iface: &str) -> Result<MacAddr> {
     let req = ifreq_ioctl(iface, libc::SIOCGIFHWADDR)?;

@@ -77,7 +77,10 @@ impl NeighbourTable {
 /// One interface queue the worker serves; its index is the engine's `PathId`.
 pub struct Path {
     pub iface: String,
+    /// Queue 0's socket: receives, and carries everything the path sends.
     pub socket: XskSocket,
+    /// Sockets of queues 1.. (multi-queue NICs): receive only.
+    pub extra_rx: Vec<XskSocket>,
     pub mac: MacAddr,
     /// Largest IP packet the interface carries.
     pub mtu: u16,
@@ -226,7 +229,7 @@ impl<E: Engine> Worker<E> {
         let stats = &mut self.stats;
         for (id, path) in self.paths.iter_mut().enumerate() {
             let neighbours = &mut path.neighbours;
-            let n = path.socket.recv_batch(RX_BATCH, |frame| {
+            let mut on_frame = |frame: &[u8]| {
                 let Some(header) = frame.get(..ETH_HLEN) else {
                     stats.rx_not_ip += 1;
                     return;
@@ -243,8 +246,11 @@ impl<E: Engine> Worker<E> {
                     neighbours.learn(src, MacAddr(mac));
                 }
                 engine.handle_packet(now, id, packet);
-            });
-            total += n as usize;
+            };
+            total += path.socket.recv_batch(RX_BATCH, &mut on_frame) as usize;
+            for socket in &mut path.extra_rx {
+                total += socket.recv_batch(RX_BATCH, &mut on_frame) as usize;
+            }
         }
         self.stats.rx_frames += total as u64;
         total
@@ -376,11 +382,12 @@ impl<E: Engine> Worker<E> {
             fd: -1,
             events: 0,
             revents: 0,
-        }; 16];
+        }; 64];
         let all = self
             .paths
             .iter()
-            .map(|p| (p.socket.as_raw_fd(), libc::POLLIN))
+            .flat_map(|p| std::iter::once(&p.socket).chain(&p.extra_rx))
+            .map(|s| (s.as_raw_fd(), libc::POLLIN))
             .chain(extra);
         let mut n = 0;
         for (fd, (raw, events)) in fds.iter_mut().zip(all) {
@@ -768,8 +775,8 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Opens `ifaces` (queue 0 each: veth and most test setups have one
-    /// queue) for the addresses and ports in `ownership`. The socket is in
+    /// Opens `ifaces` (a socket per receive queue) for the addresses and
+    /// ports in `ownership`. The socket is in
     /// the XSKMAP before the program is attached, so no owned segment
     /// reaches the kernel in between.
     pub fn open(
@@ -789,9 +796,22 @@ impl Datapath {
             let mac = crate::route::interface_mac(iface)?;
             let mut classifier = crate::xdp::Classifier::load()?;
             classifier.set_ownership(ownership)?;
+            let queues = crate::route::rx_queue_count(iface).clamp(1, mptcp_common::MAX_QUEUES);
             let socket = crate::afxdp::XskSocket::open(iface, 0, xsk)
                 .with_context(|| format!("XDP attach refused on {iface}"))?;
             classifier.register_xsk(0, &socket)?;
+            let mut extra_rx = Vec::new();
+            // Receive-only sockets need no TX frames: a smaller UMEM each.
+            let rx_only = crate::afxdp::XskConfig {
+                frames: xsk.rx_frames,
+                ..xsk
+            };
+            for queue in 1..queues {
+                let s = crate::afxdp::XskSocket::open(iface, queue, rx_only)
+                    .with_context(|| format!("XDP attach refused on {iface} queue {queue}"))?;
+                classifier.register_xsk(queue, &s)?;
+                extra_rx.push(s);
+            }
             let mode = classifier.attach(iface).with_context(|| {
                 format!("XDP attach refused on {iface} (another XDP program there?)")
             })?;
@@ -800,6 +820,7 @@ impl Datapath {
             paths.push(Path {
                 iface: iface.clone(),
                 socket,
+                extra_rx,
                 mac,
                 mtu,
                 neighbours: NeighbourTable::new(),

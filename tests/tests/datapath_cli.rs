@@ -405,3 +405,81 @@ fn even_sigkill_leaves_no_xdp_program() {
         "XDP left on srv0 after SIGKILL"
     );
 }
+
+#[test]
+fn every_receive_queue_has_a_socket() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    // A second, 4-queue veth pair: each flow lands on the queue its hash picks.
+    lab.client
+        .ip(&[
+            "link",
+            "add",
+            "mq0",
+            "numtxqueues",
+            "4",
+            "numrxqueues",
+            "4",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "mq0s",
+            "numtxqueues",
+            "4",
+            "numrxqueues",
+            "4",
+            "netns",
+            lab.server.name(),
+        ])
+        .expect("veth");
+    lab.client
+        .ip(&["addr", "add", "10.200.0.1/24", "dev", "mq0"])
+        .expect("addr");
+    lab.server
+        .ip(&["addr", "add", "10.200.0.2/24", "dev", "mq0s"])
+        .expect("addr");
+    lab.client.ip(&["link", "set", "mq0", "up"]).expect("up");
+    lab.server.ip(&["link", "set", "mq0s", "up"]).expect("up");
+    lab.client
+        .exec("ethtool", &["-K", "mq0", "tx", "off"])
+        .expect("ethtool");
+    let listen: SocketAddr = "10.200.0.2:5311".parse().unwrap();
+    let _server = start_serve(&lab, &["--iface", "mq0s", "--listen", &listen.to_string()]);
+    // Eight connections: all on queue 0 by chance has probability 4^-8.
+    for _ in 0..8 {
+        let len = 256 << 10;
+        assert_pattern(&kernel_client_echo(&lab, listen, len), len);
+    }
+    let mut per_queue = Vec::new();
+    let ok = wait_until(Duration::from_secs(5), || {
+        let out = mptcp_user(lab.server.name())
+            .args(["stats", "--json"])
+            .output()
+            .expect("stats");
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                return false;
+            };
+            if v["interfaces"][0]["name"] != "mq0s" {
+                return false;
+            }
+            per_queue = v["interfaces"][0]["rx_frames_per_queue"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+                .unwrap_or_default();
+            // Stats are written every second: wait for one after the transfers.
+            let total: u64 = per_queue.iter().sum();
+            v["classifier"]["owned_no_socket"] == 0 && per_queue.len() == 4 && total >= 8 * 180
+        })
+    });
+    assert!(ok, "per-queue counters {per_queue:?}");
+    let used = per_queue.iter().filter(|n| **n > 0).count();
+    eprintln!("frames per receive queue: {per_queue:?}");
+    assert!(
+        used >= 2,
+        "flows spread over {used} queue(s): {per_queue:?}"
+    );
+}

@@ -243,7 +243,7 @@ impl XskSocket {
         if !config.ring_size.is_power_of_two()
             || config.rx_frames > config.frames
             || config.rx_frames > config.ring_size
-            || config.frames - config.rx_frames > config.ring_size * 2
+            || config.frames - config.rx_frames > config.ring_size
             || !config.frame_size.is_power_of_two()
             || config.frame_size < 2048
         {

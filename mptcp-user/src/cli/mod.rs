@@ -229,6 +229,8 @@ fn instance_stats<E>(
             "name": p.iface, "xdp": format!("{m:?}"), "af_xdp": format!("{:?}", p.socket.mode()),
             "rx_frames": p.socket.counters.rx_frames, "tx_frames": p.socket.counters.tx_frames,
             "kernel_rx_dropped": p.socket.kernel_stats().map(|k| k.rx_dropped).unwrap_or(0),
+            "rx_frames_per_queue": std::iter::once(&p.socket).chain(&p.extra_rx)
+                .map(|s| s.counters.rx_frames).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "classifier": {
             "seen": c.seen, "redirected": c.redirected, "passed": c.passed, "owned": c.owned,
@@ -347,10 +349,11 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     let (mut datapath, paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
     for (p, m) in paths.iter().zip(&datapath.attach_modes) {
         eprintln!(
-            "{}: XDP {:?} mode, AF_XDP {:?} mode, MTU {}",
+            "{}: XDP {:?} mode, AF_XDP {:?} mode, {} queue(s), MTU {}",
             p.iface,
             m,
             p.socket.mode(),
+            1 + p.extra_rx.len(),
             p.mtu
         );
     }
