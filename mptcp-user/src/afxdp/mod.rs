@@ -431,6 +431,10 @@ impl XskSocket {
     pub fn recv_batch(&mut self, max: u32, mut f: impl FnMut(&[u8])) -> u32 {
         let n = self.rx.consumer_ready().min(max);
         if n == 0 {
+            if self.fill.needs_wakeup() {
+                // Zero-copy drivers stop refilling until told; copy mode never asks.
+                self.kick_rx();
+            }
             return 0;
         }
         // The fill ring is as large as the UMEM share for RX, so it always has room.
@@ -556,6 +560,21 @@ impl XskSocket {
                 _ => return,
             }
         }
+    }
+
+    fn kick_rx(&mut self) {
+        self.counters.wakeups += 1;
+        // SAFETY: zero-length recvfrom on our socket.
+        unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
     }
 
     /// True when the kernel wants a recvfrom/poll to refill RX (zero-copy drivers).
