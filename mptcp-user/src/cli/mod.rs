@@ -267,8 +267,8 @@ enum ServeApp {
     Refused,
 }
 
-impl App<TcpEndpoint> for ServeApp {
-    fn poll(&mut self, now: Instant, engine: &mut TcpEndpoint) -> (usize, bool) {
+impl<E: ByteStream> App<E> for ServeApp {
+    fn poll(&mut self, now: Instant, engine: &mut E) -> (usize, bool) {
         match self {
             ServeApp::Echo(a) => a.poll(now, engine),
             ServeApp::Discard(a) => a.poll(now, engine),
@@ -281,7 +281,7 @@ impl App<TcpEndpoint> for ServeApp {
     }
     fn wake_fd(&self) -> Option<(std::os::fd::RawFd, i16)> {
         match self {
-            ServeApp::Forward(a) => App::<TcpEndpoint>::wake_fd(a.as_ref()),
+            ServeApp::Forward(a) => App::<E>::wake_fd(a.as_ref()),
             _ => None,
         }
     }
