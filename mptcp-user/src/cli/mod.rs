@@ -135,9 +135,10 @@ fn reserve_port(addr: SocketAddr) -> Result<(OwnedFd, u16)> {
         }
         return Err(e).with_context(|| format!("binding {addr}"));
     }
-    // SAFETY: getsockname into a storage of the given size.
+    // SAFETY: zeroed storage is valid.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: getsockname into a storage of the given size.
     unsafe { libc::getsockname(fd.as_raw_fd(), &mut storage as *mut _ as *mut _, &mut len) };
     // Both sockaddr_in and sockaddr_in6 keep the port at bytes 2..4.
     // SAFETY: storage is at least 4 bytes.
@@ -480,6 +481,12 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
     let mut source = Source::new(total, deadline);
     if !args.json {
         println!("connecting {local} -> {} over {iface}", args.remote);
+        if args.ifaces.len() > 1 {
+            println!(
+                "note: the plain TCP engine uses one path; {} are left for MPTCP subflows",
+                args.ifaces[1..].join(", ")
+            );
+        }
     }
     let started = std::time::Instant::now();
     let mut intervals: Vec<Interval> = Vec::new();
