@@ -336,6 +336,28 @@ fn connect_to_a_kernel_echo_server() {
 }
 
 #[test]
+fn connect_to_a_kernel_mptcp_listener_falls_back() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    checksums_in_software(&lab, false);
+    let remote = SocketAddr::new(lab.paths[0].server_v4.into(), 5312);
+    let listener = lab
+        .server
+        .enter(|| mptcp_tests::mptcp_listen(remote).expect("MPTCP listen"))
+        .expect("server ns");
+    let served = kernel_echo_once(listener);
+    let before = lab.server.nstat("MPTcpExtMPCapableSYNRX").expect("nstat");
+    let bytes = 4 << 20;
+    assert_report(&connect_json(&lab, remote, bytes), bytes);
+    assert_eq!(served.join().expect("server"), bytes);
+    // A SYN without MP_CAPABLE: the kernel's MPTCP listener served it as plain TCP.
+    let after = lab.server.nstat("MPTcpExtMPCapableSYNRX").expect("nstat");
+    assert_eq!(after, before);
+}
+
+#[test]
 fn engine_to_engine() {
     if !require_root() {
         return;
