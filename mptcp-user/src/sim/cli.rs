@@ -42,6 +42,9 @@ pub struct SimArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Write a trace of the data sender (CSV and SVG plots) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub trace: Option<std::path::PathBuf>,
 }
 
 fn parse_path_arg(s: &str) -> Result<PathSpec, String> {
@@ -112,8 +115,16 @@ pub fn main_with(
         shown: false,
     };
     let mut show = |p: &Progress| line.show(p);
+    let mut trace = match &args.trace {
+        Some(dir) => {
+            Some(super::trace::Trace::create(dir).map_err(|e| anyhow::anyhow!("--trace: {e}"))?)
+        }
+        None => None,
+    };
     let hooks = Hooks {
-        observer: None,
+        observer: trace
+            .as_mut()
+            .map(|t| t as &mut dyn super::runner::Observer),
         progress: if std::io::stderr().is_terminal() {
             Some(&mut show)
         } else {
@@ -134,6 +145,13 @@ pub fn main_with(
         // A reader that stopped early (`| head`) is not a failure of the run.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         other => other?,
+    }
+    if let Some(trace) = trace {
+        let summary = trace
+            .finish()
+            .map_err(|e| anyhow::anyhow!("--trace: {e}"))?;
+        // stderr, so that --json output stays one object.
+        eprintln!("{summary}");
     }
     if !report.byte_exact {
         bail!("transfer {}: not byte-exact", report.outcome.as_str());

@@ -5,6 +5,7 @@
 //! - [`runner`]: a client and a server engine over the network, one transfer, checked byte by byte.
 //! - [`tcp`]: the plain TCP engine as a simulated client and server.
 //! - [`report`], [`cli`]: what `mptcp-user sim` prints.
+//! - [`trace`]: `--trace DIR`, sequence/goodput/unacked CSV and SVG plots.
 
 pub mod cli;
 pub mod net;
@@ -14,6 +15,7 @@ pub mod rng;
 pub mod runner;
 pub mod spec;
 pub mod tcp;
+pub mod trace;
 
 pub use net::{Delivery, DropReason, LinkStats, Network, SendOutcome, Side};
 pub use runner::{
