@@ -100,15 +100,43 @@ fn text_output_is_readable_and_runs_repeat() {
 }
 
 #[test]
-fn several_paths_need_the_multipath_engine() {
+fn several_paths_run_one_mptcp_connection() {
     let out = sim(&[
         "--path",
-        "rate=10mbit",
+        "rate=10mbit,delay=10ms",
         "--path",
-        "rate=20mbit",
+        "rate=20mbit,delay=30ms",
+        "--bytes",
+        "2MiB",
+        "--scheduler",
+        "roundrobin",
+        "--cc",
+        "lia",
+        "--checksum",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["byte_exact"], true);
+    assert!(v["goodput_bps"].as_f64().unwrap() > 0.0);
+    let subflows = v["subflows"].as_array().unwrap();
+    assert_eq!(subflows.len(), 2);
+    for (i, s) in subflows.iter().enumerate() {
+        assert_eq!(s["path"], i);
+        assert!(s["bytes"].as_u64().unwrap() > 0);
+        assert!(s["retransmits"].is_u64() && s["reinjected"].is_u64());
+    }
+    let bad = sim(&[
+        "--path",
+        "rate=10mbit",
+        "--scheduler",
+        "nope",
         "--bytes",
         "1K",
     ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("MPTCP"));
+    assert!(!bad.status.success());
 }

@@ -45,6 +45,8 @@ pub struct SimArgs {
     /// Write a trace of the data sender (CSV and SVG plots) into this directory.
     #[arg(long, value_name = "DIR")]
     pub trace: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub mptcp: crate::mptcp::sim::MptcpArgs,
 }
 
 fn parse_path_arg(s: &str) -> Result<PathSpec, String> {

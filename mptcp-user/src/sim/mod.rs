@@ -27,6 +27,9 @@ pub use spec::{parse_path_spec, LinkProfile, PathSpec, ProfileChange, ProfilePat
 /// Entry point of `mptcp-user sim`.
 pub fn main(args: &cli::SimArgs) -> anyhow::Result<()> {
     cli::main_with(args, |cfg, hooks| {
+        if cfg.paths.len() > 1 || args.mptcp.requested() {
+            return Ok(run_with(cfg, &mut args.mptcp.factory()?, hooks));
+        }
         if cfg.paths.len() > 1 {
             anyhow::bail!(
                 "plain TCP runs over one path; several --path options need the MPTCP engine"

@@ -203,6 +203,11 @@ pub struct Subflow {
     pending_rst: Option<(u32, u32, bool)>,
     /// Extra option bytes the layer above will add to every segment.
     option_reserve: usize,
+    /// Option bytes the layer above adds to pure ACKs (bounds SACK blocks).
+    ack_option_reserve: usize,
+    /// Relative sequence numbers where an upper-layer record (an MPTCP DSS
+    /// mapping) ends: no segment, new or retransmitted, crosses one.
+    boundaries: VecDeque<u64>,
 
     cc: Box<dyn CongestionControl>,
     stats: SubflowStats,
@@ -300,6 +305,8 @@ impl Subflow {
             quickack_left: 0,
             pending_rst: None,
             option_reserve: cfg.option_reserve as usize,
+            ack_option_reserve: cfg.option_reserve as usize,
+            boundaries: VecDeque::new(),
             cc: cfg
                 .congestion_control
                 .build(mss, cfg.initial_window_segments),
@@ -354,7 +361,44 @@ impl Subflow {
     /// segment payloads shrink so the total stays within the MSS.
     pub fn set_option_reserve(&mut self, bytes: u8) {
         self.option_reserve = (bytes as usize).min(MAX_OPTION_LEN);
+        self.ack_option_reserve = self.option_reserve;
         self.cc.set_mss(self.sender_mss());
+    }
+
+    /// Option bytes the layer above adds to segments without payload
+    /// (MPTCP's DATA_ACK is shorter than a full DSS); only the number of
+    /// SACK blocks depends on it. The layer above trims SACK blocks from
+    /// data segments whose options would not fit.
+    pub fn set_ack_option_reserve(&mut self, bytes: u8) {
+        self.ack_option_reserve = (bytes as usize).min(MAX_OPTION_LEN);
+    }
+
+    /// Ends the current upper-layer record at the bytes queued so far: later
+    /// segments never mix bytes from both sides of this point (an MPTCP DSS
+    /// mapping must cover each segment whole).
+    pub fn mark_send_boundary(&mut self) {
+        let b = 1 + self.send_written;
+        if self.boundaries.back() != Some(&b) && b > self.snd_una {
+            self.boundaries.push_back(b);
+        }
+    }
+
+    fn clamp_to_boundary(&self, start: u64, len: u64) -> u64 {
+        let i = self.boundaries.partition_point(|&b| b <= start);
+        match self.boundaries.get(i) {
+            Some(&b) => len.min(b - start),
+            None => len,
+        }
+    }
+
+    /// Replaces the initial send sequence number before the SYN (or
+    /// SYN/ACK) goes out. Only for replaying captured conversations
+    /// (conformance tests); production ISNs come from `Config::isn_secret`.
+    #[doc(hidden)]
+    pub fn set_initial_send_seq_for_replay(&mut self, iss: u32) {
+        if self.snd_max == 0 {
+            self.iss = iss;
+        }
     }
 
     pub fn tuple(&self) -> FourTuple {
@@ -581,7 +625,7 @@ impl Subflow {
         if !self.sack_ok {
             return 0;
         }
-        let used = if self.ts_ok { TIMESTAMP_OPTION_LEN } else { 0 } + self.option_reserve;
+        let used = if self.ts_ok { TIMESTAMP_OPTION_LEN } else { 0 } + self.ack_option_reserve;
         // NOP, NOP, kind, length, then 8 bytes per block.
         MAX_OPTION_LEN.saturating_sub(used + 4) / 8
     }
@@ -1494,10 +1538,14 @@ impl Subflow {
         let max_seg = (self.sender_mss() as usize).min(buf.len()).max(1) as u64;
         let cwnd = self.cc.window();
         let pipe = self.pipe();
+        while self.boundaries.front().is_some_and(|&b| b <= self.snd_una) {
+            self.boundaries.pop_front();
+        }
 
         // Retransmissions lost again come first.
         if let Some((s, e)) = self.next_relost() {
-            let data_len = e.min(data_end).saturating_sub(s).min(max_seg);
+            let data_len =
+                self.clamp_to_boundary(s, e.min(data_end).saturating_sub(s).min(max_seg));
             let fin = self.fin_seq == Some(s + data_len) && e > s + data_len;
             let span = data_len + fin as u64;
             if span > 0 {
@@ -1517,7 +1565,8 @@ impl Subflow {
         if self.lost_edge > self.snd_una {
             let from = self.high_rxt.max(self.snd_una);
             if let Some((s, e)) = self.sacked.first_gap(from, self.lost_edge) {
-                let data_len = e.min(data_end).saturating_sub(s).min(max_seg);
+                let data_len =
+                    self.clamp_to_boundary(s, e.min(data_end).saturating_sub(s).min(max_seg));
                 let fin = self.fin_seq == Some(s + data_len) && e > s + data_len;
                 let span = data_len + fin as u64;
                 // The first retransmission of an episode goes out regardless
@@ -1540,7 +1589,7 @@ impl Subflow {
         if avail == 0 && !fin_unsent {
             return None;
         }
-        let mut len = avail.min(max_seg);
+        let mut len = self.clamp_to_boundary(start, avail.min(max_seg));
         let wnd_room = (self.snd_una + self.snd_wnd).saturating_sub(start);
         if len > wnd_room {
             // Sender silly window avoidance (RFC 9293 3.8.6.2.1).

@@ -1,0 +1,362 @@
+//! Byte-exact MPTCP transfers between two engines over simulated paths.
+
+mod mptcp_harness;
+
+use mptcp_harness::*;
+use mptcp_user::io::ByteStream;
+use mptcp_user::mptcp::{MptcpConfig, MptcpEvent, SubflowStatus};
+use std::time::Duration;
+
+fn cfg() -> MptcpConfig {
+    let mut c = MptcpConfig::default();
+    c.tcp.time_wait = Duration::from_millis(100);
+    c
+}
+
+#[test]
+fn two_paths_byte_exact_both_directions() {
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(10, 15, 0)],
+        cfg(),
+        cfg(),
+        true,
+        1,
+    );
+    let up = pattern(3 << 20, 1);
+    let down = pattern(1 << 20, 2);
+    let (gs, gc, ok) = transfer(&mut net, &up, &down, Duration::from_secs(60));
+    assert!(
+        ok,
+        "transfer did not finish: server got {} client got {}",
+        gs.len(),
+        gc.len()
+    );
+    assert!(
+        gs == up,
+        "server got different bytes ({} vs {})",
+        gs.len(),
+        up.len()
+    );
+    assert!(gc == down);
+    let c = net.client.connection().unwrap();
+    let subs: Vec<_> = c.subflows().collect();
+    assert!(subs.len() >= 2, "{subs:?}");
+    let mut used = 0;
+    for s in &subs {
+        let st = c.subflow_stats(s.id).unwrap();
+        if st.bytes_sent > 100_000 {
+            used += 1;
+        }
+    }
+    assert!(used >= 2, "both subflows should carry data");
+    let closed = net.run_until(Duration::from_secs(10), |n| {
+        n.client.is_closed() && n.server.is_closed()
+    });
+    for e in [&net.client, &net.server] {
+        let c = e.connection().unwrap();
+        eprintln!(
+            "acked {} {:?}",
+            c.data_acked(),
+            c.subflows().map(|s| s.status).collect::<Vec<_>>()
+        );
+    }
+    assert!(closed);
+    let _ = SubflowStatus::Closed;
+    let _ = MptcpEvent::Established;
+}
+
+fn check(net: &mut Net, up_len: usize, down_len: usize, seed: u64, limit: Duration) {
+    let up = pattern(up_len, seed);
+    let down = pattern(down_len, seed + 1000);
+    let (gs, gc, ok) = transfer(net, &up, &down, limit);
+    assert!(
+        ok,
+        "seed {seed}: not finished: server got {} of {}, client {} of {}",
+        gs.len(),
+        up.len(),
+        gc.len(),
+        down.len()
+    );
+    assert!(gs == up, "seed {seed}: server bytes differ");
+    assert!(gc == down, "seed {seed}: client bytes differ");
+}
+
+#[test]
+fn two_to_four_lossy_paths_many_seeds() {
+    for seed in 1..=12u64 {
+        let n = 2 + (seed % 3) as usize;
+        let paths: Vec<PathSpec> = (0..n)
+            .map(|p| {
+                PathSpec::new(
+                    5 + 10 * p as u64,
+                    5 + 7 * p as u64 + seed % 5,
+                    (seed as u32 % 4) * 5000,
+                )
+            })
+            .collect();
+        eprintln!("seed {seed}");
+        let mut net = Net::new(&paths, cfg(), cfg(), true, seed);
+        check(&mut net, 600_000, 200_000, seed, Duration::from_secs(120));
+        let c = net.client.connection().unwrap();
+        assert!(
+            c.subflows().count() >= n,
+            "seed {seed}: {} subflows",
+            c.subflows().count()
+        );
+    }
+}
+
+#[test]
+fn checksums_on_both_ways_many_seeds() {
+    for seed in 1..=6u64 {
+        let mut c = cfg();
+        c.checksum = seed % 2 == 0;
+        let mut s = cfg();
+        s.checksum = seed % 2 == 1;
+        let mut net = Net::new(
+            &[PathSpec::new(20, 5, 3000), PathSpec::new(10, 20, 0)],
+            c,
+            s,
+            true,
+            seed,
+        );
+        check(&mut net, 500_000, 100_000, seed, Duration::from_secs(60));
+        assert!(net.client.connection().unwrap().checksum_enabled());
+        assert!(net.server.connection().unwrap().checksum_enabled());
+        assert_eq!(net.server.connection().unwrap().checksum_failures(), 0);
+    }
+}
+
+#[test]
+fn path_down_mid_transfer_and_back() {
+    for seed in 1..=4u64 {
+        let mut net = Net::new(
+            &[PathSpec::new(20, 5, 0), PathSpec::new(20, 10, 0)],
+            cfg(),
+            cfg(),
+            true,
+            seed,
+        );
+        let up = pattern(4 << 20, seed);
+        let mut got = Vec::new();
+        let mut sent = 0;
+        let mut tmp = vec![0u8; 65536];
+        let mut phase = 0;
+        let ok = net.run_until(Duration::from_secs(120), |n| {
+            if n.client.is_established() {
+                sent += n.client.send(&up[sent..]);
+                if sent == up.len() {
+                    n.client.close();
+                }
+            }
+            loop {
+                let k = n.server.recv(&mut tmp);
+                if k == 0 {
+                    break;
+                }
+                got.extend_from_slice(&tmp[..k]);
+            }
+            if phase == 0 && got.len() > (1 << 20) {
+                n.set_up(1 + (seed as usize % 2) - (seed as usize % 2), false);
+                phase = 1;
+            } else if phase == 1 && got.len() > (3 << 20) {
+                n.set_up(1, true);
+                phase = 2;
+            }
+            n.server.is_read_closed()
+        });
+        assert!(ok, "seed {seed}: got {} of {}", got.len(), up.len());
+        assert!(got == up, "seed {seed}: bytes differ");
+    }
+}
+
+#[test]
+fn fallback_to_tcp_when_options_are_stripped() {
+    for seed in 1..=3u64 {
+        let mut net = Net::new(
+            &[PathSpec::new(20, 5, 2000), PathSpec::new(10, 10, 0)],
+            cfg(),
+            cfg(),
+            true,
+            seed,
+        );
+        // A middlebox strips MPTCP options from the SYN/ACK.
+        net.tamper = Some(Box::new(|_, to_server, p| {
+            if to_server {
+                return true;
+            }
+            let (ip, mut tcp) = mptcp_user::wire::ip::parse_ip_tcp(p).unwrap();
+            if !tcp.flags.contains(mptcp_user::wire::tcp::TcpFlags::SYN) {
+                return true;
+            }
+            tcp.options.mptcp.clear();
+            let ip = mptcp_user::wire::ip::IpRepr::new_tcp(ip.src(), ip.dst()).unwrap();
+            let mut out = vec![0u8; 2048];
+            let n = mptcp_user::wire::ip::emit_ip_tcp(&ip, &tcp, &mut out).unwrap();
+            out.truncate(n);
+            *p = out;
+            true
+        }));
+        check(&mut net, 300_000, 100_000, seed, Duration::from_secs(60));
+        let c = net.client.connection_mut().unwrap();
+        assert_eq!(c.subflows().count(), 1);
+        let mut fell_back = false;
+        while let Some(e) = c.poll_event() {
+            fell_back |= e == MptcpEvent::FellBackToTcp;
+        }
+        assert!(fell_back);
+    }
+}
+
+#[test]
+fn bad_join_hmac_is_refused_and_transfer_goes_on() {
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(10, 10, 0)],
+        cfg(),
+        cfg(),
+        true,
+        7,
+    );
+    // Corrupt the HMAC of every MP_JOIN SYN/ACK (a peer with a wrong key).
+    net.tamper = Some(Box::new(|_, to_server, p| {
+        if to_server {
+            return true;
+        }
+        let (ip, mut tcp) = mptcp_user::wire::ip::parse_ip_tcp(p).unwrap();
+        let Some(&mptcp_user::wire::mptcp::MpJoin::SynAck {
+            backup,
+            addr_id,
+            hmac,
+            nonce,
+        }) = tcp.options.mptcp.mp_join()
+        else {
+            return true;
+        };
+        tcp.options.mptcp.clear();
+        tcp.options
+            .mptcp
+            .push(mptcp_user::wire::mptcp::MptcpOption::MpJoin(
+                mptcp_user::wire::mptcp::MpJoin::SynAck {
+                    backup,
+                    addr_id,
+                    hmac: hmac ^ 1,
+                    nonce,
+                },
+            ))
+            .unwrap();
+        let ip = mptcp_user::wire::ip::IpRepr::new_tcp(ip.src(), ip.dst()).unwrap();
+        let mut out = vec![0u8; 2048];
+        let n = mptcp_user::wire::ip::emit_ip_tcp(&ip, &tcp, &mut out).unwrap();
+        out.truncate(n);
+        *p = out;
+        true
+    }));
+    check(&mut net, 400_000, 50_000, 7, Duration::from_secs(60));
+    let c = net.client.connection().unwrap();
+    assert!(c.bad_hmacs() >= 1);
+    let established = c
+        .subflows()
+        .filter(|s| s.id != 0 && c.subflow_stats(s.id).unwrap().bytes_sent > 0)
+        .count();
+    assert_eq!(established, 0, "no joined subflow carried data");
+    // The server saw RSTs for the half-open joins and kept only the initial subflow busy.
+    let s = net.server.connection().unwrap();
+    assert!(
+        s.subflows()
+            .filter(|f| f.status == SubflowStatus::Closed)
+            .count()
+            >= 1
+    );
+}
+
+/// Rewrites a packet through the codecs (fixing the TCP checksum).
+fn reemit(p: &mut Vec<u8>, edit: impl FnOnce(&mut mptcp_user::wire::tcp::TcpRepr, &mut Vec<u8>)) {
+    let (ip, tcp) = mptcp_user::wire::ip::parse_ip_tcp(p).unwrap();
+    let mut payload = tcp.payload.to_vec();
+    let mut tcp = tcp.clone();
+    let mut pl = std::mem::take(&mut payload);
+    edit(&mut tcp, &mut pl);
+    tcp.payload = &pl;
+    let ip = mptcp_user::wire::ip::IpRepr::new_tcp(ip.src(), ip.dst()).unwrap();
+    let mut out = vec![0u8; 2048];
+    let n = mptcp_user::wire::ip::emit_ip_tcp(&ip, &tcp, &mut out).unwrap();
+    out.truncate(n);
+    *p = out;
+}
+
+#[test]
+fn dss_checksum_catches_a_payload_rewriting_middlebox() {
+    let mut c = cfg();
+    c.checksum = true;
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(20, 8, 0)],
+        c.clone(),
+        c,
+        false,
+        11,
+    );
+    // Path 1 rewrites one payload byte of one data packet and fixes the TCP
+    // checksum, as a normalising middlebox would.
+    let mut done = false;
+    net.tamper = Some(Box::new(move |path, to_server, p| {
+        if path == 1 && to_server && !done && p.len() > 1000 {
+            done = true;
+            reemit(p, |_, pl| pl[100] ^= 0xff);
+        }
+        true
+    }));
+    check(&mut net, 2 << 20, 10_000, 11, Duration::from_secs(60));
+    let s = net.server.connection().unwrap();
+    assert_eq!(s.checksum_failures(), 1);
+    let c = net.client.connection().unwrap();
+    assert!(c.subflows().any(|f| f.status == SubflowStatus::Closed));
+}
+
+#[test]
+fn fastclose_aborts_every_subflow_with_the_key() {
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(20, 8, 0)],
+        cfg(),
+        cfg(),
+        true,
+        12,
+    );
+    let data = pattern(4 << 20, 12);
+    let mut sent = 0;
+    let mut got = 0usize;
+    let mut tmp = vec![0u8; 65536];
+    let ok = net.run_until(Duration::from_secs(30), |n| {
+        if n.client.is_established() {
+            sent += n.client.send(&data[sent..]);
+        }
+        loop {
+            let k = n.server.recv(&mut tmp);
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        if got > (1 << 20) {
+            n.server.connection_mut().unwrap().abort();
+        }
+        n.client.is_closed()
+    });
+    assert!(ok, "client saw the fast close");
+    let c = net.client.connection_mut().unwrap();
+    assert!(c.subflows().count() >= 2);
+    assert!(c.subflows().all(|f| f.status == SubflowStatus::Closed));
+    let mut fast = false;
+    let mut reasons = 0;
+    while let Some(e) = c.poll_event() {
+        match e {
+            MptcpEvent::FastClosed => fast = true,
+            MptcpEvent::SubflowClosed {
+                reason: mptcp_user::mptcp::SubflowCloseReason::Reset(Some(0)),
+                ..
+            } => reasons += 1,
+            _ => {}
+        }
+    }
+    assert!(fast);
+    assert!(reasons >= 1, "MP_TCPRST reason reached the API");
+}
