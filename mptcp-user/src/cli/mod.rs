@@ -20,6 +20,17 @@ use crate::time::Instant;
 use crate::worker::{self, App, Datapath, Echo, Forward, Path, Source, Worker};
 use crate::xdp::Ownership;
 
+mod mptcp;
+
+/// Which engine terminates the connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// MPTCP (RFC 8684); plain TCP clients are served by fallback.
+    Mptcp,
+    /// Plain TCP only, one connection at a time.
+    Tcp,
+}
+
 /// Where running instances leave their counters for `stats`.
 pub const STATS_DIR: &str = "/run/mptcp-user";
 
@@ -56,6 +67,8 @@ pub struct ServeArgs {
     /// Path manager (MPTCP; accepted for forward compatibility).
     #[arg(long)]
     pub pm: Option<String>,
+    #[arg(long, value_enum, default_value = "mptcp")]
+    pub engine: EngineKind,
     /// Stop after this many connections (0 = serve until signalled).
     #[arg(long, default_value_t = 0)]
     pub connections: u64,
@@ -341,6 +354,9 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         bail!("no address of that family on {}", args.ifaces.join(", "));
     }
     let (_reservation, _) = reserve_port(args.listen)?;
+    if args.engine == EngineKind::Mptcp {
+        return mptcp::serve_mptcp(args, owned);
+    }
     let ownership = Ownership {
         addresses: owned,
         listen_ports: vec![args.listen.port()],
