@@ -93,6 +93,16 @@ pub struct ConnectArgs {
     /// A JSON report in iperf3's layout.
     #[arg(long)]
     pub json: bool,
+    /// `tcp` by default: the MPTCP client still stalls against a kernel
+    /// MPTCP server (see the ignored test).
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub engine: EngineKind,
+    /// Packet scheduler: lowest-rtt, round-robin, redundant.
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// Path manager: fullmesh, ndiffports, manual.
+    #[arg(long)]
+    pub pm: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -447,7 +457,7 @@ fn rate(bytes: u64, seconds: f64) -> f64 {
 pub fn connect(args: &ConnectArgs) -> Result<()> {
     require_root("connect")?;
     if args.reverse {
-        bail!("--reverse needs a sending server; not available with the plain TCP engine yet");
+        bail!("--reverse needs a sending server; not available yet");
     }
     let local_addrs = check_interfaces(&args.ifaces)?;
     let route = crate::route::route_get(args.remote.ip())?;
@@ -474,18 +484,108 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
     let mac = crate::route::resolve_neighbour(iface, next_hop, Duration::from_secs(3))?;
     let (_reservation, port) = reserve_port(SocketAddr::new(local_ip, 0))?;
     let local = SocketAddr::new(local_ip, port);
+    // One local address per interface (path); the first is the route's.
+    let mut locals = vec![local_ip];
+    for other in &args.ifaces[1..] {
+        if let Some(a) = crate::xdp::interface_addresses(other)?
+            .into_iter()
+            .find(|a| a.is_ipv4() == args.remote.is_ipv4())
+        {
+            locals.push(a);
+        }
+    }
+    // MP_JOIN subflows take the ports after the first.
+    let last_port = port.saturating_add(15);
     let ownership = Ownership {
-        addresses: vec![local_ip],
+        addresses: locals.clone(),
         listen_ports: vec![],
-        client_ports: Some(port..=port),
+        client_ports: Some(port..=last_port),
     };
-    let stop = worker::stop_on_signals();
-    let (mut datapath, mut paths) =
-        Datapath::open(&args.ifaces[..1], &ownership, XskConfig::default())?;
+    let (datapath, mut paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
     paths[0].neighbours.default = Some(mac);
-    let cfg = tcp_config(&paths, args.remote.is_ipv6());
-    let engine = TcpEndpoint::client(cfg, local, args.remote, Instant::ZERO);
-    let mut worker = Worker::new(engine, paths);
+    match args.engine {
+        EngineKind::Tcp => {
+            let cfg = tcp_config(&paths, args.remote.is_ipv6());
+            let engine = TcpEndpoint::client(cfg, local, args.remote, Instant::ZERO);
+            run_connect(args, Worker::new(engine, paths), datapath, local)
+        }
+        EngineKind::Mptcp => {
+            let cfg = mptcp::mptcp_config(
+                &paths,
+                args.remote.is_ipv6(),
+                args.scheduler.as_deref(),
+                args.pm.as_deref(),
+            )?;
+            let addrs: Vec<crate::mptcp::LocalAddr> = locals
+                .iter()
+                .enumerate()
+                .map(|(path, ip)| crate::mptcp::LocalAddr {
+                    ip: *ip,
+                    path,
+                    signal: false,
+                })
+                .collect();
+            let engine =
+                crate::mptcp::MptcpEndpoint::client(cfg, &addrs, port, args.remote, Instant::ZERO);
+            run_connect(args, Worker::new(engine, paths), datapath, local)
+        }
+    }
+}
+
+/// Per-subflow figures of an engine, for `connect`'s report.
+pub trait Measured {
+    /// (id, path, local, remote, bytes sent, bytes received, retransmits).
+    fn subflow_report(&self) -> Vec<(u32, usize, SocketAddr, SocketAddr, u64, u64, u64)>;
+}
+
+impl Measured for TcpEndpoint {
+    fn subflow_report(&self) -> Vec<(u32, usize, SocketAddr, SocketAddr, u64, u64, u64)> {
+        let Some(sf) = self.subflow() else {
+            return Vec::new();
+        };
+        let s = sf.stats();
+        let t = sf.tuple();
+        vec![(
+            0,
+            self.path(),
+            t.local,
+            t.remote,
+            s.bytes_sent,
+            s.bytes_received,
+            s.retransmits,
+        )]
+    }
+}
+
+impl Measured for crate::mptcp::MptcpEndpoint {
+    fn subflow_report(&self) -> Vec<(u32, usize, SocketAddr, SocketAddr, u64, u64, u64)> {
+        let Some(c) = self.connection() else {
+            return Vec::new();
+        };
+        c.subflows()
+            .map(|i| {
+                let s = c.subflow_stats(i.id).unwrap_or_default();
+                (
+                    i.id,
+                    i.path,
+                    i.tuple.local,
+                    i.tuple.remote,
+                    s.bytes_sent,
+                    s.bytes_received,
+                    s.retransmits,
+                )
+            })
+            .collect()
+    }
+}
+
+fn run_connect<E: crate::io::Engine + ByteStream + Measured>(
+    args: &ConnectArgs,
+    mut worker: Worker<E>,
+    mut datapath: Datapath,
+    local: SocketAddr,
+) -> Result<()> {
+    let stop = worker::stop_on_signals();
     let total = args.bytes.unwrap_or(if args.time.is_some() {
         u64::MAX
     } else {
@@ -496,19 +596,19 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
         .map(|s| worker.now() + Duration::from_secs_f64(s.max(0.0)));
     let mut source = Source::new(total, deadline);
     if !args.json {
-        println!("connecting {local} -> {} over {iface}", args.remote);
-        if args.ifaces.len() > 1 {
-            println!(
-                "note: the plain TCP engine uses one path; {} are left for MPTCP subflows",
-                args.ifaces[1..].join(", ")
-            );
-        }
+        println!(
+            "connecting {local} -> {} over {} ({:?} engine)",
+            args.remote,
+            args.ifaces.join(", "),
+            args.engine
+        );
     }
     let started = std::time::Instant::now();
     let mut intervals: Vec<Interval> = Vec::new();
     let mut mark = (0.0f64, 0u64, 0u64);
     let stats_file = StatsFile::create();
     let mut established_at = None;
+    let mut last_subflows: Vec<(u32, usize, SocketAddr, SocketAddr, u64, u64, u64)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let (work, done) = worker.step(&mut source);
         if established_at.is_none() && worker.engine.is_established() {
@@ -534,9 +634,26 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
                     rate(iv.received, iv.end - iv.start) / 1e9
                 );
             }
+            let subflows = worker.engine.subflow_report();
+            if !args.json {
+                for sf in &subflows {
+                    let before = last_subflows.iter().find(|p| p.0 == sf.0);
+                    let sent = sf.4 - before.map_or(0, |p| p.4);
+                    println!(
+                        "     subflow {} path {} {} -> {}: sent {:>10} B {:7.3} Gbit/s",
+                        sf.0,
+                        sf.1,
+                        sf.2,
+                        sf.3,
+                        sent,
+                        rate(sent, iv.end - iv.start) / 1e9
+                    );
+                }
+            }
+            last_subflows = subflows;
             mark = (t, source.sent, source.received);
             intervals.push(iv);
-            let engine = tcp_engine_stats(&worker.engine, 1);
+            let engine = json!({"subflows": last_subflows.len()});
             stats_file.write(&instance_stats("connect", &datapath, &worker, engine));
         }
         if done {
@@ -548,7 +665,8 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     datapath.detach_all()?;
-    let s = worker.engine.subflow_stats().unwrap_or_default();
+    let subflows = worker.engine.subflow_report();
+    let retransmits: u64 = subflows.iter().map(|s| s.6).sum();
     let ok = source.finished && source.mismatches == 0;
     if args.json {
         let streams = |iv: &Interval| {
@@ -568,12 +686,14 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
             })).collect::<Vec<_>>(),
             "end": {
                 "sum_sent": {"start": 0.0, "end": elapsed, "seconds": elapsed, "bytes": source.sent,
-                              "bits_per_second": rate(source.sent, elapsed), "retransmits": s.retransmits},
+                              "bits_per_second": rate(source.sent, elapsed), "retransmits": retransmits},
                 "sum_received": {"start": 0.0, "end": elapsed, "seconds": elapsed, "bytes": source.received,
                                   "bits_per_second": rate(source.received, elapsed)},
-                "subflows": [{"id": 0, "interface": iface, "local": local.to_string(),
-                              "remote": args.remote.to_string(), "bytes_sent": s.bytes_sent,
-                              "bytes_received": s.bytes_received, "retransmits": s.retransmits}],
+                "subflows": subflows.iter().map(|sf| json!({
+                    "id": sf.0, "path": sf.1, "interface": args.ifaces.get(sf.1),
+                    "local": sf.2.to_string(), "remote": sf.3.to_string(), "bytes_sent": sf.4,
+                    "bytes_received": sf.5, "retransmits": sf.6,
+                    "bits_per_second": rate(sf.4, elapsed)})).collect::<Vec<_>>(),
                 "byte_exact": ok,
                 "mismatched_bytes": source.mismatches,
             },
@@ -586,7 +706,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
             rate(source.sent, elapsed) / 1e9,
             source.received,
             rate(source.received, elapsed) / 1e9,
-            s.retransmits,
+            retransmits,
             if source.received == 0 {
                 "nothing came back".to_string()
             } else if source.mismatches == 0 {

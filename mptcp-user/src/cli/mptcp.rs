@@ -42,7 +42,7 @@ impl ByteStream for ConnStream<'_> {
     }
 }
 
-pub fn mptcp_config(
+pub(super) fn mptcp_config(
     paths: &[Path],
     ipv6: bool,
     scheduler: Option<&str>,
