@@ -15,6 +15,12 @@ enum Command {
     Decode(DecodeArgs),
     /// Attach the XDP classifier to interfaces and show its counters until Ctrl-C.
     Classify(mptcp_user::xdp::cli::ClassifyArgs),
+    /// Terminate connections on interfaces through XDP + AF_XDP (echo, discard, forward).
+    Serve(mptcp_user::cli::ServeArgs),
+    /// Open a connection through XDP + AF_XDP and measure it like iperf3.
+    Connect(mptcp_user::cli::ConnectArgs),
+    /// Classifier, datapath and engine counters of running instances.
+    Stats(mptcp_user::cli::StatsArgs),
     /// Transfer bytes between two engines over simulated paths and report goodput.
     Sim(mptcp_user::sim::cli::SimArgs),
 }
@@ -52,6 +58,9 @@ fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::Decode(a) => decode(a),
         Command::Classify(args) => mptcp_user::xdp::cli::classify(args),
+        Command::Serve(args) => mptcp_user::cli::serve(args),
+        Command::Connect(args) => mptcp_user::cli::connect(args),
+        Command::Stats(args) => mptcp_user::cli::stats(args),
         Command::Sim(args) => mptcp_user::sim::main(args),
     }
 }

@@ -104,6 +104,6 @@ pub fn run(binary: &Path, seconds: u64) -> Result<()> {
         plain_mptcp / plain_tcp,
         xdp_mptcp / xdp_tcp
     );
-    println!("(The AF_XDP engine's own figures arrive with the AF_XDP driver.)");
+    crate::datapath_bench::run(binary, &lab, seconds, xdp_tcp)?;
     Ok(())
 }

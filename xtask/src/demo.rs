@@ -149,5 +149,6 @@ pub fn run(binary: &Path) -> Result<()> {
          (\"owned, no sock\"); the AF_XDP driver will take them."
     );
     classify.stop()?;
+    crate::datapath_demo::run(binary, &lab)?;
     Ok(())
 }

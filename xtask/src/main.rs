@@ -1,6 +1,8 @@
 //! Project tasks. Every command runs `setup` first, so a fresh machine needs
 //! nothing but `cargo xtask run` or `cargo xtask test`.
 mod bench;
+mod datapath_bench;
+mod datapath_demo;
 mod demo;
 mod setup;
 

@@ -1,0 +1,171 @@
+//! `serve` and `connect` over the MPTCP connection layer (`mptcp::MptcpEndpoint`):
+//! every interface is a path; plain TCP clients are served by fallback.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use serde_json::json;
+
+use super::{instance_stats, new_app, ServeApp, ServeArgs, StatsFile};
+use crate::afxdp::XskConfig;
+use crate::io::ByteStream;
+use crate::mptcp::{Connection, LocalAddr, MptcpConfig, MptcpEndpoint};
+use crate::pm::PmKind;
+use crate::sched::SchedulerKind;
+use crate::time::Instant;
+use crate::worker::{self, App, Datapath, Path, Worker};
+use crate::xdp::Ownership;
+
+/// One connection of the endpoint seen as a byte stream.
+struct ConnStream<'a>(&'a mut Connection);
+
+impl ByteStream for ConnStream<'_> {
+    fn send(&mut self, data: &[u8]) -> usize {
+        self.0.send(data)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        self.0.recv(buf)
+    }
+    fn close(&mut self) {
+        self.0.close()
+    }
+    fn is_established(&self) -> bool {
+        self.0.is_established()
+    }
+    fn is_read_closed(&self) -> bool {
+        self.0.is_read_closed()
+    }
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+pub(super) fn mptcp_config(
+    paths: &[Path],
+    ipv6: bool,
+    scheduler: Option<&str>,
+    pm: Option<&str>,
+) -> Result<MptcpConfig> {
+    let mut cfg = MptcpConfig::default();
+    let mtu = paths.iter().map(|p| p.mtu).min().unwrap_or(1500);
+    cfg.tcp = cfg.tcp.clone().with_mtu(mtu, ipv6);
+    cfg.tcp.isn_secret = worker::random_secret();
+    cfg.secret = MptcpConfig::random_secret()?;
+    if let Some(name) = scheduler {
+        cfg.scheduler =
+            SchedulerKind::from_name(name).ok_or_else(|| anyhow!("unknown scheduler {name}"))?;
+    }
+    if let Some(name) = pm {
+        cfg.path_manager =
+            PmKind::from_name(name, 2).ok_or_else(|| anyhow!("unknown path manager {name}"))?;
+    }
+    Ok(cfg)
+}
+
+/// The applications of every connection of the endpoint.
+struct PerConnection<'a> {
+    args: &'a ServeArgs,
+    apps: Vec<Option<ServeApp>>,
+    closed: u64,
+}
+
+impl App<MptcpEndpoint> for PerConnection<'_> {
+    fn poll(&mut self, now: Instant, engine: &mut MptcpEndpoint) -> (usize, bool) {
+        let mut work = 0;
+        let conns = engine.connections_mut();
+        while self.apps.len() < conns.len() {
+            self.apps.push(Some(new_app(self.args)));
+        }
+        for (conn, slot) in conns.iter_mut().zip(self.apps.iter_mut()) {
+            let Some(app) = slot.as_mut() else { continue };
+            let (w, done) = app.poll(now, &mut ConnStream(conn));
+            work += w;
+            if done {
+                *slot = None;
+                self.closed += 1;
+                eprintln!("connection {} closed", self.closed);
+            }
+        }
+        let enough = self.args.connections != 0 && self.closed >= self.args.connections;
+        (work, enough)
+    }
+
+    fn wake_fd(&self) -> Option<(std::os::fd::RawFd, i16)> {
+        self.apps
+            .iter()
+            .flatten()
+            .find_map(App::<ConnStream<'_>>::wake_fd)
+    }
+}
+
+pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
+    let ownership = Ownership {
+        addresses: owned.clone(),
+        listen_ports: vec![args.listen.port()],
+        client_ports: None,
+    };
+    let stop = worker::stop_on_signals();
+    let (mut datapath, paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
+    let mut locals = Vec::new();
+    for ip in &owned {
+        let path = args
+            .ifaces
+            .iter()
+            .position(|i| crate::xdp::interface_addresses(i).is_ok_and(|a| a.contains(ip)))
+            .unwrap_or(0);
+        locals.push(LocalAddr {
+            ip: *ip,
+            path,
+            signal: args.announce.contains(ip),
+        });
+    }
+    let cfg = mptcp_config(
+        &paths,
+        args.listen.is_ipv6(),
+        args.scheduler.as_deref(),
+        args.pm.as_deref(),
+    )?;
+    let engine = MptcpEndpoint::server(cfg, &locals, args.listen.port());
+    for (p, m) in paths.iter().zip(&datapath.attach_modes) {
+        eprintln!(
+            "{}: XDP {:?} mode, AF_XDP {:?} mode, {} queue(s), MTU {}",
+            p.iface,
+            m,
+            p.socket.mode(),
+            1 + p.extra_rx.len(),
+            p.mtu
+        );
+    }
+    eprintln!(
+        "serving {} ({:?}) with the MPTCP engine; Ctrl-C to stop",
+        args.listen, args.mode
+    );
+    let mut worker = Worker::new(engine, paths);
+    let mut app = PerConnection {
+        args,
+        apps: Vec::new(),
+        closed: 0,
+    };
+    let stats_file = StatsFile::create();
+    let mut last_dump = std::time::Instant::now() - Duration::from_secs(2);
+    while !stop.load(Ordering::Relaxed) {
+        let (work, done) = worker.step(&mut app);
+        if done {
+            break;
+        }
+        if last_dump.elapsed() >= Duration::from_secs(1) {
+            last_dump = std::time::Instant::now();
+            let c = worker.engine.counters();
+            let engine = json!({"connections": worker.engine.connections().len(), "closed": app.closed, "counters": format!("{c:?}")});
+            stats_file.write(&instance_stats("serve", &datapath, &worker, engine));
+        }
+        if work == 0 {
+            worker.sleep_with(app.wake_fd());
+        }
+    }
+    datapath.detach_all()?;
+    eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
+    Ok(())
+}
