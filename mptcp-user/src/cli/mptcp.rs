@@ -64,28 +64,50 @@ pub(super) fn mptcp_config(
     Ok(cfg)
 }
 
-/// The applications of every connection of the endpoint.
+/// What runs in one connection slot of the endpoint.
+enum Slot {
+    Free,
+    Active(ServeApp),
+    /// The application finished; the connection is closing and awaits reaping.
+    Done,
+}
+
+/// The applications of every connection of the endpoint, slot by slot.
 struct PerConnection<'a> {
     args: &'a ServeArgs,
-    apps: Vec<Option<ServeApp>>,
+    apps: Vec<Slot>,
     closed: u64,
 }
 
 impl App<MptcpEndpoint> for PerConnection<'_> {
     fn poll(&mut self, now: Instant, engine: &mut MptcpEndpoint) -> (usize, bool) {
         let mut work = 0;
-        let conns = engine.connections_mut();
-        while self.apps.len() < conns.len() {
-            self.apps.push(Some(new_app(self.args)));
-        }
-        for (conn, slot) in conns.iter_mut().zip(self.apps.iter_mut()) {
-            let Some(app) = slot.as_mut() else { continue };
+        self.apps.resize_with(engine.slot_count(), || Slot::Free);
+        for (i, slot) in self.apps.iter_mut().enumerate() {
+            let Some(conn) = engine.connection_at_mut(i) else {
+                *slot = Slot::Free;
+                continue;
+            };
+            if matches!(slot, Slot::Free) {
+                *slot = Slot::Active(new_app(self.args));
+            }
+            let Slot::Active(app) = slot else { continue };
             let (w, done) = app.poll(now, &mut ConnStream(conn));
             work += w;
             if done {
-                *slot = None;
+                *slot = Slot::Done;
                 self.closed += 1;
                 eprintln!("connection {} closed", self.closed);
+            }
+        }
+        // Closed connections give their slots (and buffers) back. Mark the
+        // freed slots now: the engine may put a new connection there before
+        // the next poll.
+        if self.apps.iter().any(|s| matches!(s, Slot::Done)) && engine.reap_closed() > 0 {
+            for (i, slot) in self.apps.iter_mut().enumerate() {
+                if engine.connection_at(i).is_none() {
+                    *slot = Slot::Free;
+                }
             }
         }
         let enough = self.args.connections != 0 && self.closed >= self.args.connections;
@@ -93,10 +115,10 @@ impl App<MptcpEndpoint> for PerConnection<'_> {
     }
 
     fn wake_fd(&self) -> Option<(std::os::fd::RawFd, i16)> {
-        self.apps
-            .iter()
-            .flatten()
-            .find_map(App::<ConnStream<'_>>::wake_fd)
+        self.apps.iter().find_map(|slot| match slot {
+            Slot::Active(app) => App::<ConnStream<'_>>::wake_fd(app),
+            _ => None,
+        })
     }
 }
 
@@ -158,7 +180,7 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
         if last_dump.elapsed() >= Duration::from_secs(1) {
             last_dump = std::time::Instant::now();
             let c = worker.engine.counters();
-            let engine = json!({"connections": worker.engine.connections().len(), "closed": app.closed, "counters": format!("{c:?}")});
+            let engine = json!({"connections": worker.engine.connections().count(), "closed": app.closed, "counters": format!("{c:?}")});
             stats_file.write(&instance_stats("serve", &datapath, &worker, engine));
         }
         if work == 0 {

@@ -173,6 +173,11 @@ impl MptcpEndpoint {
         self.conns.iter_mut().flatten()
     }
 
+    /// How many connection slots exist (live or awaiting `reap_closed`).
+    pub fn slot_count(&self) -> usize {
+        self.conns.len()
+    }
+
     /// The connection in slot `slot` (slots are stable until reaped).
     pub fn connection_at(&self, slot: usize) -> Option<&Connection> {
         self.conns.get(slot).and_then(Option::as_ref)
