@@ -93,9 +93,8 @@ pub struct ConnectArgs {
     /// A JSON report in iperf3's layout.
     #[arg(long)]
     pub json: bool,
-    /// `tcp` by default: the MPTCP client still stalls against a kernel
-    /// MPTCP server (see the ignored test).
-    #[arg(long, value_enum, default_value = "tcp")]
+    /// MPTCP by default (falls back to TCP against a plain TCP server).
+    #[arg(long, value_enum, default_value = "mptcp")]
     pub engine: EngineKind,
     /// Packet scheduler: lowest-rtt, round-robin, redundant.
     #[arg(long)]

@@ -1640,8 +1640,10 @@ impl Connection {
                 .send_offset_of(seg.seq)
                 .is_some_and(|o| o < sf.tx.front().map_or(0, |m| m.len))
             && sf.tx.front().is_some_and(|m| m.off == 0)
-            && !sf.third_ack_pending
         {
+            // When data rides on the third ACK, this is that ACK: Linux falls
+            // back to TCP on a data segment whose MP_CAPABLE lacks data_len.
+            sf.third_ack_pending = false;
             let m = sf.tx[0];
             push(
                 seg,
