@@ -602,8 +602,6 @@ fn two_path_lab(subflow_endpoints: bool) -> Lab {
     })
     .expect("lab");
     checksums_in_software(&lab, true);
-    // DSS checksums stay off: with net.mptcp.checksum_enabled=1 the kernel
-    // client's connection breaks mid-transfer (an open engine issue).
     lab
 }
 
@@ -842,4 +840,44 @@ fn engine_mptcp_client_to_a_kernel_mptcp_server_over_two_paths() {
         return;
     }
     engine_client_to_kernel_server(false);
+}
+
+#[test]
+fn engine_mptcp_client_to_a_kernel_mptcp_server_with_dss_checksums() {
+    if !require_root() {
+        return;
+    }
+    engine_client_to_kernel_server(true);
+}
+
+#[test]
+fn kernel_mptcp_client_with_dss_checksums_is_echoed() {
+    if !require_root() {
+        return;
+    }
+    let lab = two_path_lab(true);
+    lab.client
+        .exec("sysctl", &["-qw", "net.mptcp.checksum_enabled=1"])
+        .expect("sysctl");
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5323);
+    let _server = start_serve(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--iface",
+            "srv1",
+            "--listen",
+            &listen.to_string(),
+        ],
+    );
+    let len = 64 << 20;
+    let (back, ss) = kernel_mptcp_echo(&lab, listen, len, || {});
+    assert_pattern(&back, len);
+    assert_two_subflows_carried_data(&lab, &ss, len);
+    assert_eq!(lab.client.nstat("MPTcpExtDataCsumErr").expect("nstat"), 0);
+    assert_eq!(
+        lab.client.nstat("MPTcpExtDSSNotMatching").expect("nstat"),
+        0
+    );
 }

@@ -51,6 +51,9 @@ struct RxMap {
     dsn: u64,
     len: u64,
     csum: Option<u16>,
+    /// The mapping also carries the DATA_FIN: its checksum covers a
+    /// data-level length one more than `len` (RFC 8684 3.3.1, as Linux).
+    fin: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -667,6 +670,7 @@ impl Connection {
                                 dsn: 0,
                                 len: len as u64,
                                 csum: mpc.checksum,
+                                fin: false,
                             });
                         }
                     }
@@ -807,6 +811,7 @@ impl Connection {
                                 dsn: 0,
                                 len: len as u64,
                                 csum: mpc.checksum,
+                                fin: false,
                             });
                         }
                     }
@@ -874,6 +879,7 @@ impl Connection {
             dsn,
             len,
             csum: m.checksum,
+            fin: d.data_fin,
         };
         let at = sf.rx.partition_point(|r| r.off < off);
         sf.rx.insert(at, map);
@@ -965,7 +971,7 @@ impl Connection {
                         crypto::dss_checksum(
                             dsn,
                             (m.off + 1) as u32,
-                            m.len as u16,
+                            (m.len + u64::from(m.fin)) as u16,
                             &self.scratch[..got],
                         ) == c
                     });
