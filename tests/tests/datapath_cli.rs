@@ -296,9 +296,19 @@ fn forward_mode_relays_to_a_kernel_backend() {
 }
 
 fn connect_json(lab: &Lab, remote: SocketAddr, bytes: u64) -> serde_json::Value {
+    connect_json_with(lab, remote, bytes, &[])
+}
+
+fn connect_json_with(
+    lab: &Lab,
+    remote: SocketAddr,
+    bytes: u64,
+    extra: &[&str],
+) -> serde_json::Value {
     let out = mptcp_user(lab.client.name())
         .args(["connect", &remote.to_string(), "--iface", "cli0"])
         .args(["--bytes", &bytes.to_string(), "--json"])
+        .args(extra)
         .output()
         .expect("connect");
     assert!(out.status.success(), "{}", output_text(&out));
@@ -366,9 +376,10 @@ fn connect_to_a_kernel_mptcp_listener_falls_back() {
     let served = kernel_echo_once(listener);
     let before = lab.server.nstat("MPTcpExtMPCapableSYNRX").expect("nstat");
     let bytes = 4 << 20;
-    assert_report(&connect_json(&lab, remote, bytes), bytes);
+    let report = connect_json_with(&lab, remote, bytes, &["--engine", "tcp"]);
+    assert_report(&report, bytes);
     assert_eq!(served.join().expect("server"), bytes);
-    // A SYN without MP_CAPABLE: the kernel's MPTCP listener served it as plain TCP.
+    // The plain TCP engine's SYN has no MP_CAPABLE: the kernel's MPTCP listener served it as plain TCP.
     let after = lab.server.nstat("MPTcpExtMPCapableSYNRX").expect("nstat");
     assert_eq!(after, before);
 }
