@@ -586,3 +586,75 @@ fn checksum_failure_on_the_only_subflow_falls_back_with_an_infinite_mapping() {
         );
     }
 }
+
+#[test]
+fn data_on_the_third_ack_carries_mp_capable_with_data_len() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    for checksum in [false, true] {
+        let mut c = cfg();
+        c.checksum = checksum;
+        let mut net = Net::new(&[PathSpec::new(20, 5, 0)], c, cfg(), false, 3);
+        // Linux falls back to TCP on a data segment whose MP_CAPABLE has no
+        // data_len (it takes it for a bare third ACK).
+        let with_len = Arc::new(AtomicUsize::new(0));
+        let without_len = Arc::new(AtomicUsize::new(0));
+        let (w, wo) = (with_len.clone(), without_len.clone());
+        net.tamper = Some(Box::new(move |_, to_server, p| {
+            let Ok((_, tcp)) = mptcp_user::wire::ip::parse_ip_tcp(p) else {
+                return true;
+            };
+            if to_server && !tcp.payload.is_empty() {
+                if let Some(mpc) = tcp.options.mptcp.mp_capable() {
+                    let n = if mpc.data_len.is_some() { &w } else { &wo };
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            true
+        }));
+        check(&mut net, 200_000, 10_000, 3, Duration::from_secs(30));
+        assert!(with_len.load(Ordering::Relaxed) >= 1);
+        assert_eq!(without_len.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[test]
+fn decode_verify_checks_an_mp_capable_mapping_spanning_segments() {
+    use std::sync::{Arc, Mutex};
+    let mut c = cfg();
+    c.checksum = true;
+    let mut net = Net::new(&[PathSpec::new(20, 5, 0)], c.clone(), c, false, 5);
+    let packets: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let log = packets.clone();
+    net.tamper = Some(Box::new(move |_, _, p| {
+        log.lock().unwrap().push(p.clone());
+        true
+    }));
+    check(&mut net, 100_000, 10_000, 5, Duration::from_secs(30));
+    let mut w = mptcp_user::pcap::PcapWriter::new(Vec::new(), 101).unwrap();
+    let packets = packets.lock().unwrap();
+    let mut spanning = 0;
+    for (i, p) in packets.iter().enumerate() {
+        w.write(i as u64 * 1000, p).unwrap();
+        let (_, tcp) = mptcp_user::wire::ip::parse_ip_tcp(p).unwrap();
+        if let Some(len) = tcp.options.mptcp.mp_capable().and_then(|m| m.data_len) {
+            spanning += usize::from(usize::from(len) > tcp.payload.len());
+        }
+    }
+    // The engine's first mapping rides on several segments, as Linux's does.
+    assert!(spanning >= 2, "{spanning}");
+    let mut out = Vec::new();
+    let report = mptcp_user::decode::decode_bytes(
+        &w.into_inner(),
+        mptcp_user::decode::Options {
+            json: false,
+            verify: true,
+        },
+        &mut out,
+    )
+    .unwrap();
+    let s = report.verify.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(s.mismatches(), 0, "{text}");
+    assert!(s.count("dss_checksum").0 > 10, "{text}");
+}

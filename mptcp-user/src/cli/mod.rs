@@ -31,6 +31,16 @@ pub enum EngineKind {
     Tcp,
 }
 
+/// What to do with TCP segments whose checksum covers only the pseudo-header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PartialChecksum {
+    /// Accept them when every interface is a veth (Linux sends them so there).
+    Auto,
+    Accept,
+    /// Count and drop them.
+    Drop,
+}
+
 /// Where running instances leave their counters for `stats`.
 pub const STATS_DIR: &str = "/run/mptcp-user";
 
@@ -69,6 +79,9 @@ pub struct ServeArgs {
     pub pm: Option<String>,
     #[arg(long, value_enum, default_value = "mptcp")]
     pub engine: EngineKind,
+    /// Partial TCP checksums (MPTCP engine): accepted on veth by default.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub partial_checksum: PartialChecksum,
     /// Stop after this many connections (0 = serve until signalled).
     #[arg(long, default_value_t = 0)]
     pub connections: u64,
@@ -93,10 +106,12 @@ pub struct ConnectArgs {
     /// A JSON report in iperf3's layout.
     #[arg(long)]
     pub json: bool,
-    /// `tcp` by default: the MPTCP client still stalls against a kernel
-    /// MPTCP server (see the ignored test).
-    #[arg(long, value_enum, default_value = "tcp")]
+    /// MPTCP by default (falls back to TCP against a plain TCP server).
+    #[arg(long, value_enum, default_value = "mptcp")]
     pub engine: EngineKind,
+    /// Partial TCP checksums (MPTCP engine): accepted on veth by default.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub partial_checksum: PartialChecksum,
     /// Packet scheduler: lowest-rtt, round-robin, redundant.
     #[arg(long)]
     pub scheduler: Option<String>,
@@ -510,12 +525,17 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
             run_connect(args, Worker::new(engine, paths), datapath, local)
         }
         EngineKind::Mptcp => {
-            let cfg = mptcp::mptcp_config(
+            let mut cfg = mptcp::mptcp_config(
                 &paths,
                 args.remote.is_ipv6(),
                 args.scheduler.as_deref(),
                 args.pm.as_deref(),
             )?;
+            let (partial, why) = mptcp::accept_partial(args.partial_checksum, &args.ifaces);
+            cfg.accept_partial_checksum = partial;
+            if !args.json {
+                println!("partial TCP checksums {why}");
+            }
             let addrs: Vec<crate::mptcp::LocalAddr> = locals
                 .iter()
                 .enumerate()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use serde_json::json;
 
-use super::{instance_stats, new_app, ServeApp, ServeArgs, StatsFile};
+use super::{instance_stats, new_app, PartialChecksum, ServeApp, ServeArgs, StatsFile};
 use crate::afxdp::XskConfig;
 use crate::io::ByteStream;
 use crate::mptcp::{Connection, LocalAddr, MptcpConfig, MptcpEndpoint};
@@ -39,6 +39,79 @@ impl ByteStream for ConnStream<'_> {
     }
     fn is_closed(&self) -> bool {
         self.0.is_closed()
+    }
+}
+
+/// The kernel driver behind an interface (`veth`, `ixgbe`, ...), from the
+/// ETHTOOL_GDRVINFO ioctl; `None` when the interface does not answer it.
+pub fn interface_driver(iface: &str) -> Option<String> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GDRVINFO: u32 = 0x03;
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 32 * 4 + 12 + 5 * 4],
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut DrvInfo,
+        pad: [u8; 16],
+    }
+    let bytes = iface.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 32 * 4 + 12 + 5 * 4],
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut info,
+        pad: [0; 16],
+    };
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `req` is a valid ifreq whose data points at a drvinfo buffer
+    // that outlives the call.
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut req as *mut IfReq) };
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+/// Whether segments whose TCP checksum covers only the pseudo-header are
+/// accepted: Linux leaves them so (CHECKSUM_PARTIAL) on veth, where the
+/// peer's stack never finishes them; a real wire always carries full sums.
+/// `auto` accepts them when every interface is a veth.
+pub(super) fn accept_partial(choice: PartialChecksum, ifaces: &[String]) -> (bool, String) {
+    match choice {
+        PartialChecksum::Accept => (true, "accepted (--partial-checksum accept)".into()),
+        PartialChecksum::Drop => (false, "dropped (--partial-checksum drop)".into()),
+        PartialChecksum::Auto => {
+            let drivers: Vec<String> = ifaces
+                .iter()
+                .map(|i| interface_driver(i).unwrap_or_else(|| "unknown".into()))
+                .collect();
+            let veth = drivers.iter().all(|d| d == "veth");
+            let why = format!("driver {}", drivers.join(", "));
+            if veth {
+                (true, format!("accepted ({why}; auto)"))
+            } else {
+                (false, format!("dropped ({why}; auto)"))
+            }
+        }
     }
 }
 
@@ -149,6 +222,9 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
         args.scheduler.as_deref(),
         args.pm.as_deref(),
     )?;
+    let mut cfg = cfg;
+    let (partial, partial_why) = accept_partial(args.partial_checksum, &args.ifaces);
+    cfg.accept_partial_checksum = partial;
     let engine = MptcpEndpoint::server(cfg, &locals, args.listen.port());
     for (p, m) in paths.iter().zip(&datapath.attach_modes) {
         eprintln!(
@@ -161,7 +237,7 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
         );
     }
     eprintln!(
-        "serving {} ({:?}) with the MPTCP engine; Ctrl-C to stop",
+        "serving {} ({:?}) with the MPTCP engine, partial TCP checksums {partial_why}; Ctrl-C to stop",
         args.listen, args.mode
     );
     let mut worker = Worker::new(engine, paths);
@@ -180,7 +256,7 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
         if last_dump.elapsed() >= Duration::from_secs(1) {
             last_dump = std::time::Instant::now();
             let c = worker.engine.counters();
-            let engine = json!({"connections": worker.engine.connections().count(), "closed": app.closed, "counters": format!("{c:?}")});
+            let engine = json!({"connections": worker.engine.connections().count(), "closed": app.closed, "partial_checksum": c.partial_checksum, "bad_checksum": c.bad_checksum, "counters": format!("{c:?}")});
             stats_file.write(&instance_stats("serve", &datapath, &worker, engine));
         }
         if work == 0 {

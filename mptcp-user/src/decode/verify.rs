@@ -289,10 +289,16 @@ impl Verifier {
         if let (Some(len), Some(wire)) = (c.data_len, c.checksum) {
             match self.conns[conn].keys[sender] {
                 Some(k) => {
-                    let dsn = crypto::idsn(k).wrapping_add(1);
-                    let payload = tcp.payload.get(..len as usize).unwrap_or(tcp.payload);
-                    let exp = crypto::dss_checksum(dsn, 1, len, payload);
-                    self.compare(out, frame, "dss_checksum", exp as u64, wire as u64, 4);
+                    // The implied mapping (IDSN+1, SSN 1) may span several
+                    // segments, each repeating the option, as Linux sends it.
+                    let m = crate::wire::mptcp::DssMapping {
+                        dsn: crypto::idsn(k).wrapping_add(1),
+                        dsn_wide: true,
+                        ssn: 1,
+                        data_len: len,
+                        checksum: Some(wire),
+                    };
+                    self.mapping(out, frame, key, dir, tcp, false, m);
                 }
                 None => self.skip("mp_capable data without sender key"),
             }

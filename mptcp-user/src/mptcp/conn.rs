@@ -51,6 +51,9 @@ struct RxMap {
     dsn: u64,
     len: u64,
     csum: Option<u16>,
+    /// The mapping also carries the DATA_FIN: its checksum covers a
+    /// data-level length one more than `len` (RFC 8684 3.3.1, as Linux).
+    fin: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -667,6 +670,7 @@ impl Connection {
                                 dsn: 0,
                                 len: len as u64,
                                 csum: mpc.checksum,
+                                fin: false,
                             });
                         }
                     }
@@ -807,6 +811,7 @@ impl Connection {
                                 dsn: 0,
                                 len: len as u64,
                                 csum: mpc.checksum,
+                                fin: false,
                             });
                         }
                     }
@@ -874,6 +879,7 @@ impl Connection {
             dsn,
             len,
             csum: m.checksum,
+            fin: d.data_fin,
         };
         let at = sf.rx.partition_point(|r| r.off < off);
         sf.rx.insert(at, map);
@@ -965,7 +971,7 @@ impl Connection {
                         crypto::dss_checksum(
                             dsn,
                             (m.off + 1) as u32,
-                            m.len as u16,
+                            (m.len + u64::from(m.fin)) as u16,
                             &self.scratch[..got],
                         ) == c
                     });
@@ -1640,8 +1646,10 @@ impl Connection {
                 .send_offset_of(seg.seq)
                 .is_some_and(|o| o < sf.tx.front().map_or(0, |m| m.len))
             && sf.tx.front().is_some_and(|m| m.off == 0)
-            && !sf.third_ack_pending
         {
+            // When data rides on the third ACK, this is that ACK: Linux falls
+            // back to TCP on a data segment whose MP_CAPABLE lacks data_len.
+            sf.third_ack_pending = false;
             let m = sf.tx[0];
             push(
                 seg,
