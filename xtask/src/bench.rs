@@ -91,15 +91,20 @@ pub struct Sent {
     /// The longest a single write blocked: the kernel's MPTCP sometimes
     /// stalls for seconds here (receive window shared by out-of-order subflows).
     pub longest_write: Duration,
+    pub elapsed: Duration,
 }
 
 impl Sent {
     /// A note when a write blocked for long enough to matter.
     pub fn stall_note(&self) -> Option<String> {
         (self.longest_write > Duration::from_millis(500)).then(|| {
+            // The rate over the rest of the run: what the flow did when it moved.
+            let moving = self.elapsed.saturating_sub(self.longest_write);
             format!(
-                "the sender stalled: one write blocked {:.1} s",
-                self.longest_write.as_secs_f64()
+                "the sender stalled: one write blocked {:.1} s ({:.2} Gbit/s over the other {:.1} s)",
+                self.longest_write.as_secs_f64(),
+                self.bytes as f64 * 8.0 / moving.as_secs_f64().max(1e-3) / 1e9,
+                moving.as_secs_f64()
             )
         })
     }
@@ -135,10 +140,12 @@ pub fn kernel_send(mut stream: TcpStream, seconds: u64) -> Result<Sent> {
         .context("waiting for the server to close")?
         != 0
     {}
+    let elapsed = start.elapsed();
     Ok(Sent {
         bytes: sent,
-        gbps: sent as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9,
+        gbps: sent as f64 * 8.0 / elapsed.as_secs_f64() / 1e9,
         longest_write,
+        elapsed,
     })
 }
 
