@@ -48,10 +48,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Kernel-to-kernel MPTCP and TCP throughput over the lab, with and
-    /// without the XDP classifier on every veth.
+    /// Engine and kernel MPTCP side by side on the two-path lab: engine to
+    /// engine, kernel client to engine server, kernel to kernel (MPTCP and
+    /// single TCP) with XDP pass-through on every veth.
     Bench {
-        #[arg(long, default_value_t = 5)]
+        /// Seconds per run.
+        #[arg(long = "time", visible_alias = "seconds", default_value_t = 5)]
         seconds: u64,
     },
 }

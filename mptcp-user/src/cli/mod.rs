@@ -21,6 +21,7 @@ use crate::worker::{self, App, Datapath, Echo, Forward, Path, Source, Worker};
 use crate::xdp::Ownership;
 
 mod mptcp;
+mod reverse;
 
 /// Which engine terminates the connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -52,6 +53,11 @@ pub enum Mode {
     Discard,
     /// Relay each connection to the TCP backend given by --to.
     Forward,
+    /// Generate data, like an iperf3 server for `-R`: the client's first 8
+    /// bytes (big-endian) say how many bytes of the test pattern to send
+    /// (all ones: until the client closes its side); then the server closes.
+    /// This is what `connect --reverse` asks for.
+    Source,
 }
 
 #[derive(clap::Args, Debug)]
@@ -100,7 +106,9 @@ pub struct ConnectArgs {
     /// Seconds to send for.
     #[arg(long)]
     pub time: Option<f64>,
-    /// Receive from the server instead of sending (not available yet).
+    /// Receive from the server instead of sending (iperf3 -R): the server
+    /// must run `serve --mode source`; --bytes/--time then say how much to
+    /// receive.
     #[arg(long)]
     pub reverse: bool,
     /// A JSON report in iperf3's layout.
@@ -302,6 +310,7 @@ enum ServeApp {
     Echo(Echo),
     Discard(worker::Discard),
     Forward(Box<Forward>),
+    Source(reverse::PatternSource),
     /// The backend refused: the connection is closed at once.
     Refused,
 }
@@ -312,6 +321,7 @@ impl<E: ByteStream> App<E> for ServeApp {
             ServeApp::Echo(a) => a.poll(now, engine),
             ServeApp::Discard(a) => a.poll(now, engine),
             ServeApp::Forward(a) => a.poll(now, engine),
+            ServeApp::Source(a) => a.poll(now, engine),
             ServeApp::Refused => {
                 engine.close();
                 (0, engine.is_closed())
@@ -330,6 +340,7 @@ fn new_app(args: &ServeArgs) -> ServeApp {
     match args.mode {
         Mode::Echo => ServeApp::Echo(Echo::default()),
         Mode::Discard => ServeApp::Discard(worker::Discard::default()),
+        Mode::Source => ServeApp::Source(reverse::PatternSource::default()),
         Mode::Forward => {
             let Some(to) = args.to else {
                 return ServeApp::Refused;
@@ -471,9 +482,6 @@ fn rate(bytes: u64, seconds: f64) -> f64 {
 
 pub fn connect(args: &ConnectArgs) -> Result<()> {
     require_root("connect")?;
-    if args.reverse {
-        bail!("--reverse needs a sending server; not available yet");
-    }
     let local_addrs = check_interfaces(&args.ifaces)?;
     let route = crate::route::route_get(args.remote.ip())?;
     let iface = &args.ifaces[0];
@@ -614,7 +622,12 @@ fn run_connect<E: crate::io::Engine + ByteStream + Measured>(
     let deadline = args
         .time
         .map(|s| worker.now() + Duration::from_secs_f64(s.max(0.0)));
-    let mut source = Source::new(total, deadline);
+    // Time-based runs send (or ask for) u64::MAX bytes: reverse::UNTIL_CLOSED.
+    let mut source = if args.reverse {
+        reverse::Transfer::Receive(reverse::PatternSink::new(total, deadline))
+    } else {
+        reverse::Transfer::Send(Source::new(total, deadline))
+    };
     if !args.json {
         println!(
             "connecting {local} -> {} over {} ({:?} engine)",
@@ -639,8 +652,8 @@ fn run_connect<E: crate::io::Engine + ByteStream + Measured>(
             let iv = Interval {
                 start: mark.0,
                 end: t,
-                sent: source.sent - mark.1,
-                received: source.received - mark.2,
+                sent: source.sent() - mark.1,
+                received: source.received() - mark.2,
             };
             if !args.json {
                 println!(
@@ -658,20 +671,24 @@ fn run_connect<E: crate::io::Engine + ByteStream + Measured>(
             if !args.json {
                 for sf in &subflows {
                     let before = last_subflows.iter().find(|p| p.0 == sf.0);
-                    let sent = sf.4 - before.map_or(0, |p| p.4);
+                    let (moved, verb) = if source.is_reverse() {
+                        (sf.5 - before.map_or(0, |p| p.5), "received")
+                    } else {
+                        (sf.4 - before.map_or(0, |p| p.4), "sent")
+                    };
                     println!(
-                        "     subflow {} path {} {} -> {}: sent {:>10} B {:7.3} Gbit/s",
+                        "     subflow {} path {} {} -> {}: {verb} {:>10} B {:7.3} Gbit/s",
                         sf.0,
                         sf.1,
                         sf.2,
                         sf.3,
-                        sent,
-                        rate(sent, iv.end - iv.start) / 1e9
+                        moved,
+                        rate(moved, iv.end - iv.start) / 1e9
                     );
                 }
             }
             last_subflows = subflows;
-            mark = (t, source.sent, source.received);
+            mark = (t, source.sent(), source.received());
             intervals.push(iv);
             let engine = json!({"subflows": last_subflows.len()});
             stats_file.write(&instance_stats("connect", &datapath, &worker, engine));
@@ -687,63 +704,73 @@ fn run_connect<E: crate::io::Engine + ByteStream + Measured>(
     datapath.detach_all()?;
     let subflows = worker.engine.subflow_report();
     let retransmits: u64 = subflows.iter().map(|s| s.6).sum();
-    let ok = source.finished && source.mismatches == 0;
+    let ok = source.finished() && source.mismatches() == 0;
     if args.json {
+        // As iperf3 -R: streams and sum_sent describe the sender, the server
+        // (everything it sent arrived: the stream is reliable and finished).
+        let reverse = source.is_reverse();
         let streams = |iv: &Interval| {
+            let bytes = if reverse { iv.received } else { iv.sent };
             json!({"socket": 0, "start": iv.start, "end": iv.end, "seconds": iv.end - iv.start,
-                   "bytes": iv.sent, "bits_per_second": rate(iv.sent, iv.end - iv.start)})
+                   "bytes": bytes, "bits_per_second": rate(bytes, iv.end - iv.start)})
         };
+        let sender_bytes = source.measured();
         let report = json!({
             "start": {
                 "connected": [{"local_host": local.ip().to_string(), "local_port": local.port(),
                                "remote_host": args.remote.ip().to_string(), "remote_port": args.remote.port()}],
                 "connect_seconds": established_at,
-                "test_start": {"protocol": "TCP", "num_streams": 1, "bytes": args.bytes, "duration": args.time},
+                "test_start": {"protocol": "TCP", "num_streams": 1, "bytes": args.bytes, "duration": args.time,
+                               "reverse": u8::from(reverse)},
             },
             "intervals": intervals.iter().map(|iv| json!({
                 "streams": [streams(iv)],
                 "sum": streams(iv),
             })).collect::<Vec<_>>(),
             "end": {
-                "sum_sent": {"start": 0.0, "end": elapsed, "seconds": elapsed, "bytes": source.sent,
-                              "bits_per_second": rate(source.sent, elapsed), "retransmits": retransmits},
-                "sum_received": {"start": 0.0, "end": elapsed, "seconds": elapsed, "bytes": source.received,
-                                  "bits_per_second": rate(source.received, elapsed)},
+                "sum_sent": {"start": 0.0, "end": elapsed, "seconds": elapsed, "bytes": sender_bytes,
+                              "bits_per_second": rate(sender_bytes, elapsed), "retransmits": retransmits},
+                "sum_received": {"start": 0.0, "end": elapsed, "seconds": elapsed, "bytes": source.received(),
+                                  "bits_per_second": rate(source.received(), elapsed)},
                 "subflows": subflows.iter().map(|sf| json!({
                     "id": sf.0, "path": sf.1, "interface": args.ifaces.get(sf.1),
                     "local": sf.2.to_string(), "remote": sf.3.to_string(), "bytes_sent": sf.4,
                     "bytes_received": sf.5, "retransmits": sf.6,
-                    "bits_per_second": rate(sf.4, elapsed)})).collect::<Vec<_>>(),
+                    "bits_per_second": rate(if reverse { sf.5 } else { sf.4 }, elapsed)})).collect::<Vec<_>>(),
                 "byte_exact": ok,
-                "mismatched_bytes": source.mismatches,
+                "mismatched_bytes": source.mismatches(),
             },
         });
         println!("{report}");
     } else {
         println!(
-            "sent {} B ({:.3} Gbit/s), received {} B ({:.3} Gbit/s) in {elapsed:.2} s; {} retransmits; echo check: {}",
-            source.sent,
-            rate(source.sent, elapsed) / 1e9,
-            source.received,
-            rate(source.received, elapsed) / 1e9,
+            "sent {} B ({:.3} Gbit/s), received {} B ({:.3} Gbit/s) in {elapsed:.2} s; {} retransmits; {} check: {}",
+            source.sent(),
+            rate(source.sent(), elapsed) / 1e9,
+            source.received(),
+            rate(source.received(), elapsed) / 1e9,
             retransmits,
-            if source.received == 0 {
+            if source.is_reverse() { "pattern" } else { "echo" },
+            if source.received() == 0 {
                 "nothing came back".to_string()
-            } else if source.mismatches == 0 {
+            } else if source.mismatches() == 0 {
                 "byte-exact".to_string()
             } else {
-                format!("{} bytes differ", source.mismatches)
+                format!("{} bytes differ", source.mismatches())
             }
         );
     }
-    if !source.finished {
+    if !source.finished() {
         bail!("the connection did not finish (interrupted or reset)");
     }
-    if source.mismatches != 0 {
+    if source.mismatches() != 0 {
         bail!(
             "{} received bytes differ from what was sent",
-            source.mismatches
+            source.mismatches()
         );
+    }
+    if let Some((wanted, got)) = source.shortfall() {
+        bail!("asked the server for {wanted} bytes, received {got} (is it `serve --mode source`?)");
     }
     Ok(())
 }

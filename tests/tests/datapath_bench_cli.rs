@@ -1,0 +1,187 @@
+//! `connect --reverse` against `serve --mode source` (iperf3 -R: the server
+//! generates the data), as processes in the lab's namespaces: count-based and
+//! time-based from the engine client, and the source served to a kernel
+//! client that speaks the 8-byte request itself.
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use mptcp_tests::{require_root, wait_until, Lab, LabConfig};
+use mptcp_user::worker::pattern_byte;
+
+/// The `mptcp-user` binary, built once for this test run.
+fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "mptcp-user", "--bin", "mptcp-user"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building mptcp-user failed");
+        let exe = std::env::current_exe().expect("test exe");
+        // target/debug/deps/THIS -> target/debug/mptcp-user
+        exe.parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .join("mptcp-user")
+    })
+    .clone()
+}
+
+fn mptcp_user(ns: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(binary());
+    cmd
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn start_source(lab: &Lab, listen: SocketAddr, ifaces: &[&str]) -> Server {
+    let mut cmd = mptcp_user(lab.server.name());
+    cmd.arg("serve");
+    for i in ifaces {
+        cmd.args(["--iface", i]);
+    }
+    cmd.args(["--listen", &listen.to_string(), "--mode", "source"])
+        .stdout(Stdio::null());
+    let server = Server(cmd.spawn().expect("spawn serve"));
+    assert!(
+        wait_until(Duration::from_secs(15), || ifaces.iter().all(|i| lab
+            .server
+            .ip(&["link", "show", i])
+            .is_ok_and(|s| s.contains("xdp")))),
+        "serve never attached XDP"
+    );
+    server
+}
+
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn connect_reverse(lab: &Lab, remote: SocketAddr, amount: &[&str]) -> serde_json::Value {
+    let out = mptcp_user(lab.client.name())
+        .args([
+            "connect",
+            &remote.to_string(),
+            "--iface",
+            "cli0",
+            "--reverse",
+        ])
+        .args(amount)
+        .arg("--json")
+        .output()
+        .expect("connect");
+    assert!(out.status.success(), "{}", output_text(&out));
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
+fn one_path_lab() -> Lab {
+    Lab::up(&LabConfig {
+        subflow_endpoints: false,
+        ..LabConfig::unique(1)
+    })
+    .expect("lab")
+}
+
+#[test]
+fn connect_reverse_receives_the_requested_bytes() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5340);
+    let _server = start_source(&lab, listen, &["srv0"]);
+    // Not a multiple of the segment size or of the pattern's period.
+    let bytes: u64 = (24 << 20) + 12_345;
+    let report = connect_reverse(&lab, listen, &["--bytes", &bytes.to_string()]);
+    let end = &report["end"];
+    assert_eq!(end["sum_received"]["bytes"], bytes, "{report}");
+    assert_eq!(end["sum_sent"]["bytes"], bytes, "{report}");
+    assert_eq!(end["byte_exact"], true, "{report}");
+    assert_eq!(report["start"]["test_start"]["reverse"], 1, "{report}");
+    assert!(end["sum_received"]["bits_per_second"].as_f64() > Some(0.0));
+    let received_by_subflows: u64 = end["subflows"]
+        .as_array()
+        .expect("subflows")
+        .iter()
+        .filter_map(|s| s["bytes_received"].as_u64())
+        .sum();
+    assert!(received_by_subflows >= bytes, "{report}");
+
+    // The same server, again: a second connection gets its own source.
+    let again = connect_reverse(&lab, listen, &["--bytes", "1000"]);
+    assert_eq!(again["end"]["sum_received"]["bytes"], 1000, "{again}");
+}
+
+#[test]
+fn connect_reverse_for_a_time_stops_the_server() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5341);
+    let _server = start_source(&lab, listen, &["srv0"]);
+    let report = connect_reverse(&lab, listen, &["--time", "1"]);
+    let end = &report["end"];
+    let received = end["sum_received"]["bytes"].as_u64().expect("bytes");
+    // A second at gigabit rates on veth moves far more than a few segments.
+    assert!(received > 1 << 20, "{report}");
+    assert_eq!(end["byte_exact"], true, "{report}");
+    assert!(!report["intervals"]
+        .as_array()
+        .expect("intervals")
+        .is_empty());
+}
+
+#[test]
+fn source_mode_serves_a_kernel_client() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    // The engine checks full checksums; veth would hand it partial ones.
+    lab.client
+        .exec("ethtool", &["-K", "cli0", "tx", "off"])
+        .expect("ethtool");
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5342);
+    let _server = start_source(&lab, listen, &["srv0"]);
+    let bytes: u64 = 3 << 20;
+    let received = lab
+        .client
+        .enter(|| {
+            let mut s =
+                TcpStream::connect_timeout(&listen, Duration::from_secs(5)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            s.write_all(&bytes.to_be_bytes()).expect("request");
+            let mut back = Vec::new();
+            s.read_to_end(&mut back)
+                .expect("read until the server closes");
+            let _ = s.shutdown(Shutdown::Write);
+            back
+        })
+        .expect("client ns");
+    assert_eq!(received.len() as u64, bytes);
+    let bad = received
+        .iter()
+        .enumerate()
+        .position(|(i, b)| *b != pattern_byte(i as u64));
+    assert_eq!(bad, None, "first byte off the pattern");
+}
