@@ -52,15 +52,23 @@ fn decode(a: &DecodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     env_logger::init();
     let cli = Cli::parse();
-    match &cli.command {
+    let result = match &cli.command {
         Command::Decode(a) => decode(a),
         Command::Classify(args) => mptcp_user::xdp::cli::classify(args),
         Command::Serve(args) => mptcp_user::cli::serve(args),
         Command::Connect(args) => mptcp_user::cli::connect(args),
         Command::Stats(args) => mptcp_user::cli::stats(args),
         Command::Sim(args) => mptcp_user::sim::main(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole cause chain; no backtrace for a user's mistake.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -69,7 +69,7 @@ pub struct ServeArgs {
     /// address of the interfaces).
     #[arg(long)]
     pub listen: SocketAddr,
-    /// Further local addresses to announce (ADD_ADDR) once MPTCP is in.
+    /// Further local addresses to announce to MPTCP clients (ADD_ADDR).
     #[arg(long)]
     pub announce: Vec<IpAddr>,
     #[arg(long, value_enum, default_value = "echo")]
@@ -77,12 +77,13 @@ pub struct ServeArgs {
     /// Backend for --mode forward.
     #[arg(long)]
     pub to: Option<SocketAddr>,
-    /// Packet scheduler (MPTCP; accepted for forward compatibility).
+    /// Packet scheduler: default (lowest RTT with room), roundrobin, redundant.
     #[arg(long)]
     pub scheduler: Option<String>,
-    /// Path manager (MPTCP; accepted for forward compatibility).
+    /// Path manager: fullmesh, ndiffports, manual.
     #[arg(long)]
     pub pm: Option<String>,
+    /// MPTCP by default (plain TCP clients are served by fallback).
     #[arg(long, value_enum, default_value = "mptcp")]
     pub engine: EngineKind,
     /// Partial TCP checksums (MPTCP engine): accepted on veth by default.
