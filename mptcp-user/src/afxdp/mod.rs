@@ -1,5 +1,5 @@
 //! AF_XDP sockets written against the kernel's UAPI with `libc` (see
-//! ARCHITECTURE.md for why not a crate): a UMEM per socket, the fill,
+//! docs/datapath.md for why not a crate): a UMEM per socket, the fill,
 //! completion, RX and TX rings, need_wakeup, batched receive and transmit.
 //!
 //! Frame ownership is explicit so nothing leaks: every UMEM frame is at any
