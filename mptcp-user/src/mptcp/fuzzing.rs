@@ -16,6 +16,8 @@ use crate::io::{ByteStream, Engine, PathId};
 use crate::tcp::TcpEndpoint;
 use crate::time::Instant;
 use crate::wire::checksum;
+use crate::wire::ip::{emit_ip_tcp, parse_ip_tcp};
+use crate::wire::mptcp::{Dss, DssMapping, MptcpOption, MptcpOptions};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -48,9 +50,11 @@ pub fn server_ip(path: usize) -> IpAddr {
 
 /// Small buffers keep each fuzz execution cheap; everything else default.
 pub fn mptcp_config() -> MptcpConfig {
-    let mut cfg = MptcpConfig::default();
-    cfg.send_buffer = 64 << 10;
-    cfg.recv_buffer = 64 << 10;
+    let mut cfg = MptcpConfig {
+        send_buffer: 64 << 10,
+        recv_buffer: 64 << 10,
+        ..Default::default()
+    };
     cfg.tcp.send_buffer = 64 << 10;
     cfg.tcp.recv_buffer = 64 << 10;
     cfg.tcp.isn_secret = [0x42; 16];
@@ -354,7 +358,7 @@ pub fn run<E: Engine + ByteStream>(ep: &mut E, rec: &[Recorded], data: &[u8]) ->
         let mut path = 0;
         let mut deliver = true;
         pkt.clear();
-        match op % 12 {
+        match op % 14 {
             // The next recorded packet, unchanged (the all-zero program).
             0..=3 => {
                 let Some(r) = rec.get(cursor) else { continue };
@@ -483,6 +487,15 @@ pub fn run<E: Engine + ByteStream>(ep: &mut E, rec: &[Recorded], data: &[u8]) ->
                     }
                 }
             }
+            // The next recorded packet with its DSS rewritten through the
+            // codec (valid syntax, fuzzed DSN/SSN/length/DATA_ACK/flags).
+            12 => {
+                let Some(r) = rec.get(cursor) else { continue };
+                cursor += 1;
+                st.now = st.now.max(r.at);
+                path = r.path;
+                rewrite_dss(&r.bytes, &mut input, &mut pkt);
+            }
             // Timers fire late: whatever is due by the next deadline.
             _ => {
                 deliver = false;
@@ -516,6 +529,73 @@ pub fn run<E: Engine + ByteStream>(ep: &mut E, rec: &[Recorded], data: &[u8]) ->
         }
     }
     st
+}
+
+/// Re-emits `packet` with each DSS (or a new one when it has none)
+/// changed as the input says; leaves `out` empty if it no longer fits.
+fn rewrite_dss(packet: &[u8], input: &mut Input, out: &mut Vec<u8>) {
+    let Ok((ip, mut seg)) = parse_ip_tcp(packet) else {
+        return;
+    };
+    let sel = input.u8();
+    let v = input.u32();
+    let mask = |x: u64, wide: bool| if wide { x } else { x & 0xffff_ffff };
+    let change = |mut d: Dss| {
+        if let Some(m) = d.mapping.as_mut() {
+            if sel & 0x80 != 0 {
+                m.dsn_wide = !m.dsn_wide;
+            }
+            if sel & 0x01 != 0 {
+                m.dsn = mask(m.dsn.wrapping_add(v as u64), m.dsn_wide);
+            }
+            m.dsn = mask(m.dsn, m.dsn_wide);
+            if sel & 0x02 != 0 {
+                m.ssn = m.ssn.wrapping_add(v);
+            }
+            if sel & 0x04 != 0 {
+                m.data_len = (v >> 8) as u16;
+            }
+            if sel & 0x20 != 0 {
+                m.checksum = m.checksum.xor(Some(v as u16));
+            }
+        } else if sel & 0x40 != 0 {
+            d.mapping = Some(DssMapping {
+                dsn: v as u64,
+                dsn_wide: false,
+                ssn: v.rotate_left(8),
+                data_len: v as u16,
+                checksum: None,
+            });
+        }
+        if sel & 0x08 != 0 {
+            d.data_fin = !d.data_fin;
+        }
+        if sel & 0x10 != 0 {
+            let a = d.data_ack.unwrap_or(0).wrapping_add(v as u64);
+            d.data_ack = Some(mask(a, d.data_ack_wide));
+        }
+        d
+    };
+    let mut opts = MptcpOptions::default();
+    let mut had_dss = false;
+    for o in seg.options.mptcp.as_slice() {
+        let o = match *o {
+            MptcpOption::Dss(d) => {
+                had_dss = true;
+                MptcpOption::Dss(change(d))
+            }
+            o => o,
+        };
+        let _ = opts.push(o);
+    }
+    if !had_dss {
+        let _ = opts.push(MptcpOption::Dss(change(Dss::default())));
+    }
+    seg.options.mptcp = opts;
+    let mut buf = [0u8; 2048];
+    if let Ok(n) = emit_ip_tcp(&ip, &seg, &mut buf) {
+        out.extend_from_slice(&buf[..n]);
+    }
 }
 
 fn drain_recv<E: ByteStream>(ep: &mut E, rd: &mut [u8]) -> usize {
