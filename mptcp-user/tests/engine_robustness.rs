@@ -54,6 +54,14 @@ fn replaying_the_recordings_reaches_the_recorded_end() {
     let client = fuzzing::fuzz_mptcp_client(&[]);
     assert!(client.is_read_closed());
     assert_eq!(client.counters(), &MptcpCounters::default());
+    // A first byte with the low bit set: the conversation with checksums.
+    let server = fuzzing::fuzz_mptcp_server(&[1]);
+    let c = server.connection().expect("accepted");
+    assert!(c.checksum_enabled());
+    assert!(c.is_read_closed());
+    let client = fuzzing::fuzz_mptcp_client(&[1]);
+    assert!(client.connection().is_some_and(|c| c.checksum_enabled()));
+    assert!(client.is_read_closed());
     let tcp = fuzzing::fuzz_tcp_endpoint(&[]);
     assert!(tcp.is_read_closed());
     let tcp = fuzzing::fuzz_tcp_endpoint(&[1]);

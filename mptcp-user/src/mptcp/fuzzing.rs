@@ -97,8 +97,21 @@ pub fn new_mptcp_server() -> MptcpEndpoint {
 }
 
 pub fn new_mptcp_client(port: u16, now: Instant) -> MptcpEndpoint {
+    new_mptcp_client_with(mptcp_config(), port, now)
+}
+
+/// The same with DSS checksums asked for (the client's SYN carries the
+/// flag; either side asking turns them on).
+fn checksum_config() -> MptcpConfig {
+    MptcpConfig {
+        checksum: true,
+        ..mptcp_config()
+    }
+}
+
+pub fn new_mptcp_client_with(cfg: MptcpConfig, port: u16, now: Instant) -> MptcpEndpoint {
     MptcpEndpoint::client(
-        mptcp_config(),
+        cfg,
         &client_locals(),
         port,
         SocketAddr::new(server_ip(0), SERVER_PORT),
@@ -260,6 +273,17 @@ pub fn mptcp_recording() -> &'static Recording {
     REC.get_or_init(|| {
         record(
             new_mptcp_client(CLIENT_PORT, Instant::ZERO),
+            new_mptcp_server(),
+        )
+    })
+}
+
+/// The reference MPTCP conversation with DSS checksums.
+pub fn mptcp_checksum_recording() -> &'static Recording {
+    static REC: OnceLock<Recording> = OnceLock::new();
+    REC.get_or_init(|| {
+        record(
+            new_mptcp_client_with(checksum_config(), CLIENT_PORT, Instant::ZERO),
             new_mptcp_server(),
         )
     })
@@ -610,18 +634,40 @@ fn drain_recv<E: ByteStream>(ep: &mut E, rd: &mut [u8]) -> usize {
 }
 
 /// Fuzz target `mptcp_server`: a listening MPTCP endpoint fed mutated
-/// client packets.
+/// client packets. A first input byte with its low bit set picks the
+/// conversation with DSS checksums.
 pub fn fuzz_mptcp_server(data: &[u8]) -> MptcpEndpoint {
     let mut ep = new_mptcp_server();
-    run(&mut ep, &mptcp_recording().to_server, data);
+    match data.split_first() {
+        Some((&b, rest)) if b & 1 == 1 => run(&mut ep, &mptcp_checksum_recording().to_server, rest),
+        _ => run(
+            &mut ep,
+            &mptcp_recording().to_server,
+            data.get(1..).unwrap_or(&[]),
+        ),
+    };
     ep
 }
 
-/// Fuzz target `mptcp_client`: an MPTCP client fed mutated server packets.
+/// Fuzz target `mptcp_client`: an MPTCP client fed mutated server packets
+/// (first byte as for the server).
 pub fn fuzz_mptcp_client(data: &[u8]) -> MptcpEndpoint {
-    let mut ep = new_mptcp_client(CLIENT_PORT, Instant::ZERO);
-    run(&mut ep, &mptcp_recording().to_client, data);
-    ep
+    match data.split_first() {
+        Some((&b, rest)) if b & 1 == 1 => {
+            let mut ep = new_mptcp_client_with(checksum_config(), CLIENT_PORT, Instant::ZERO);
+            run(&mut ep, &mptcp_checksum_recording().to_client, rest);
+            ep
+        }
+        _ => {
+            let mut ep = new_mptcp_client(CLIENT_PORT, Instant::ZERO);
+            run(
+                &mut ep,
+                &mptcp_recording().to_client,
+                data.get(1..).unwrap_or(&[]),
+            );
+            ep
+        }
+    }
 }
 
 /// Fuzz target `tcp_endpoint`: a plain TCP listener fed mutated client
