@@ -42,6 +42,9 @@
 pub mod api;
 mod conn;
 mod endpoint;
+/// Robustness harness for the fuzz targets and tests (not an API).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod sim;
 
 pub use api::{

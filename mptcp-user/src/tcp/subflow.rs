@@ -734,7 +734,9 @@ impl Subflow {
     fn on_segment_syn_sent(&mut self, now: Instant, seg: &TcpRepr) -> Verdict {
         let f = seg.flags;
         let has_ack = f.contains(TcpFlags::ACK);
-        let ack_ok = has_ack && seg.ack == self.iss.wrapping_add(1);
+        // Our SYN must have gone out (snd_max > 0): a SYN/ACK for a SYN
+        // still queued would leave snd_una ahead of snd_max.
+        let ack_ok = has_ack && self.snd_max > 0 && seg.ack == self.iss.wrapping_add(1);
         if has_ack && !ack_ok {
             self.queue_rst_for(seg);
             return Verdict::Dropped;
