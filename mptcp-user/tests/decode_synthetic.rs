@@ -18,6 +18,7 @@ struct Capture {
 }
 
 impl Capture {
+    #[allow(clippy::too_many_arguments)] // a segment is its header fields
     fn seg(
         &mut self,
         src: &str,
