@@ -4,15 +4,29 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// Adds `data` to a running one's-complement sum (not yet folded). Odd
 /// trailing bytes are padded with zero, so only the last chunk of a message
 /// may have odd length.
-pub fn accumulate(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(4);
+pub fn accumulate(sum: u64, data: &[u8]) -> u64 {
+    // One's-complement addition is byte-order independent up to a final
+    // swap, so add native 8-byte words with end-around carry, then fold to
+    // 16 bits and swap into network order.
+    let mut acc = 0u64;
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        sum += u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64;
+        let w = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let (s, carry) = acc.overflowing_add(w);
+        acc = s + carry as u64;
     }
     let rest = chunks.remainder();
-    let mut tail = [0u8; 4];
+    let mut tail = [0u8; 8];
     tail[..rest.len()].copy_from_slice(rest);
-    sum + u32::from_be_bytes(tail) as u64
+    let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(tail));
+    acc = s + carry as u64;
+    let folded = fold(acc);
+    let be = if cfg!(target_endian = "little") {
+        folded.swap_bytes()
+    } else {
+        folded
+    };
+    sum + be as u64
 }
 
 /// Folds a running sum into 16 bits (not complemented).
