@@ -90,6 +90,22 @@ mod tests {
         assert_eq!(checksum(&data), !0xddf2);
     }
 
+    /// RFC 1071 done the slow way: big-endian 16-bit words, folded.
+    fn naive(data: &[u8]) -> u16 {
+        let mut sum = 0u64;
+        for pair in data.chunks(2) {
+            sum += u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]) as u64;
+        }
+        fold(sum)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matches_naive_sum(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), start in 0u64..1 << 40) {
+            proptest::prop_assert_eq!(fold(accumulate(start, &data)), fold(start + naive(&data) as u64));
+        }
+    }
+
     #[test]
     fn odd_length_pads_with_zero() {
         assert_eq!(checksum(&[0xab]), checksum(&[0xab, 0x00]));
