@@ -187,7 +187,7 @@ fn decode_agrees_with_tshark() {
         "fastclose.pcap",
     ] {
         let path = format!("{FIXTURES}{name}");
-        let theirs = tshark(&path);
+        let theirs = tshark(path.as_str());
         let mut out = Vec::new();
         decode_bytes(
             &std::fs::read(&path).unwrap(),

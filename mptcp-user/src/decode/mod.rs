@@ -218,7 +218,9 @@ pub fn decode_bytes(data: &[u8], opts: Options, out: &mut dyn Write) -> anyhow::
         }
     }
     if let Some(mut v) = verifier {
-        v.finish();
+        for c in v.finish() {
+            writeln!(out, "{}", check_line(&c, opts.json))?;
+        }
         for l in summary_lines(&v.summary, opts.json) {
             writeln!(out, "{l}")?;
         }
