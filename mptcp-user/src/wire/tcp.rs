@@ -177,6 +177,9 @@ impl RawOptions {
         let mut rest = self.as_bytes();
         core::iter::from_fn(move || {
             let len = *rest.get(1)? as usize;
+            if len < 2 {
+                return None;
+            }
             let (opt, tail) = rest.split_at(len.min(rest.len()));
             rest = tail;
             Some((opt[0], opt))
