@@ -27,14 +27,12 @@ pub fn idsn(key: u64) -> u64 {
 
 /// HMAC-SHA256 with a 16-byte key made of two 64-bit keys.
 fn hmac_keys(first: u64, second: u64, msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 16];
+    // HMAC pads short keys with zeros to the block size (RFC 2104), so a
+    // zero-padded 64-byte key is the same key, and `new` cannot fail.
+    let mut k = [0u8; 64];
     k[..8].copy_from_slice(&first.to_be_bytes());
-    k[8..].copy_from_slice(&second.to_be_bytes());
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(&k) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC takes any key length"),
-    };
+    k[8..16].copy_from_slice(&second.to_be_bytes());
+    let mut mac = <Hmac<Sha256> as KeyInit>::new(&k.into());
     mac.update(msg);
     mac.finalize().into_bytes().into()
 }

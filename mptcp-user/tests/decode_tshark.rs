@@ -12,7 +12,7 @@ const FIXTURES: &str = concat!(
 );
 
 /// tshark field -> how to render ours in tshark's format.
-const FIELDS: [&str; 21] = [
+const FIELDS: [&str; 22] = [
     "tcp.options.mptcp.subtype",
     "tcp.options.mptcp.sendkey",
     "tcp.options.mptcp.recvkey",
@@ -27,6 +27,7 @@ const FIELDS: [&str; 21] = [
     "tcp.options.mptcp.datalvllen",
     "tcp.options.mptcp.addrid",
     "tcp.options.mptcp.ipv4",
+    "tcp.options.mptcp.ipv6",
     "tcp.options.mptcp.rst_reason",
     "tcp.options.mptcp.backup.flag",
     "tcp.options.mptcp.echo",
@@ -105,10 +106,13 @@ fn ours(line: &Value) -> BTreeMap<&'static str, String> {
             }
             "add_addr" => {
                 push("tcp.options.mptcp.addrid", num(&e["address_id"]));
-                push(
-                    "tcp.options.mptcp.ipv4",
-                    e["addr"].as_str().map(String::from),
-                );
+                let addr = e["addr"].as_str().unwrap().to_string();
+                let field = if addr.contains(':') {
+                    "tcp.options.mptcp.ipv6"
+                } else {
+                    "tcp.options.mptcp.ipv4"
+                };
+                push(field, Some(addr));
                 push("tcp.options.mptcp.addaddrtrunchmac", hex_num(&e["hmac"]));
                 push("tcp.options.mptcp.echo", flag(&e["echo"]));
             }
@@ -187,7 +191,7 @@ fn decode_agrees_with_tshark() {
         "fastclose.pcap",
     ] {
         let path = format!("{FIXTURES}{name}");
-        let theirs = tshark(&path);
+        let theirs = tshark(path.as_str());
         let mut out = Vec::new();
         decode_bytes(
             &std::fs::read(&path).unwrap(),

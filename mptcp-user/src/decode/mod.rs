@@ -1,6 +1,23 @@
 //! `mptcp-user decode`: prints the TCP segments of a capture with every
 //! MPTCP suboption, as text or JSON lines, and with `--verify` recomputes
 //! tokens, HMACs and checksums (see [`verify`]).
+//!
+//! Text: one line per segment,
+//! `FRAME TIME SRC > DST [FLAGS] seq N ack N len N | SUBTYPE field=value ...`
+//! (TIME in seconds since the first frame, FLAGS tcpdump-style: `S.` is
+//! SYN+ACK). `--json`: one object per segment with the keys `frame`,
+//! `src`, `dst` (`ip:port`), `flags` (list of names: `"SYN"`, `"ACK"`...),
+//! `seq`, `ack` (numbers as on the wire), `len` (payload bytes) and
+//! `mptcp` (list of suboptions: `subtype` plus that subtype's fields,
+//! absent ones `null`; keys, tokens, nonces, HMACs and checksums as
+//! lowercase `0x` hex; DSNs, SSNs, DATA_ACKs and lengths as numbers).
+//! A frame that is IP/TCP but malformed gives `{"frame", "error"}`.
+//!
+//! With `--verify`, each check follows the segment that completed it
+//! (`  check frame N KIND ok|MISMATCH (detail)`, or in JSON
+//! `{"frame", "check", "ok", "detail"}`), checks that need the whole
+//! capture come after the last segment, and a summary ends the output
+//! (`verify: ...`, or `{"summary": {"ok", "mismatch", "checks", "skipped"}}`).
 pub mod fields;
 pub mod verify;
 
@@ -218,7 +235,9 @@ pub fn decode_bytes(data: &[u8], opts: Options, out: &mut dyn Write) -> anyhow::
         }
     }
     if let Some(mut v) = verifier {
-        v.finish();
+        for c in v.finish() {
+            writeln!(out, "{}", check_line(&c, opts.json))?;
+        }
         for l in summary_lines(&v.summary, opts.json) {
             writeln!(out, "{l}")?;
         }

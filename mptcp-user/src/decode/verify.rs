@@ -5,7 +5,8 @@
 //! - `mp_capable_keys`: keys repeated in the third ACK (and later
 //!   MP_CAPABLEs) match the ones first announced;
 //! - `token`: an MP_JOIN SYN's token is the token of a key seen earlier;
-//! - `idsn`: the first data mapping of each direction starts at IDSN + 1;
+//! - `idsn`: the lowest data mapping of each direction starts at IDSN + 1
+//!   (reported after the last segment, at the frame of that mapping);
 //! - `join_synack_hmac`, `join_ack_hmac`: MP_JOIN HMACs from keys and nonces;
 //! - `add_addr_hmac`: ADD_ADDR HMAC with the sender's and receiver's keys;
 //! - `dss_checksum`: DSS (and MP_CAPABLE-with-data) checksums over their data;
@@ -71,7 +72,12 @@ struct Conn {
     keys: [Option<u64>; 2],
     /// Highest DSN seen per sending role, to widen 32-bit DSNs.
     last_dsn: [Option<u64>; 2],
-    first_mapping_seen: [bool; 2],
+    /// Lowest mapping per sending role, as (offset from IDSN + 1, DSN,
+    /// frame): checked against the IDSN once the capture ends, so that
+    /// mappings reordered across subflows do not matter.
+    first_mapping: [Option<(u64, u64, u64)>; 2],
+    /// The first data went in MP_CAPABLE, whose DSN is implied.
+    implied_first: [bool; 2],
 }
 
 /// A DSS mapping whose data is still being collected for its checksum.
@@ -286,6 +292,9 @@ impl Verifier {
             }
         }
         self.register_tokens(conn);
+        if c.data_len.is_some() {
+            self.conns[conn].implied_first[sender] = true;
+        }
         if let (Some(len), Some(wire)) = (c.data_len, c.checksum) {
             match self.conns[conn].keys[sender] {
                 Some(k) => {
@@ -402,14 +411,11 @@ impl Verifier {
         if let (Some(c), Some(s), Some(dsn)) = (conn, sender, dsn) {
             let last = &mut self.conns[c].last_dsn[s];
             *last = Some(last.map_or(dsn, |l| l.max(dsn)));
-            if m.data_len > 0 && !self.conns[c].first_mapping_seen[s] {
-                self.conns[c].first_mapping_seen[s] = true;
-                match sender_key {
-                    Some(k) => {
-                        let exp = crypto::idsn(k).wrapping_add(1);
-                        self.compare(out, frame, "idsn", exp, dsn, 16);
-                    }
-                    None => self.skip("mapping without sender key"),
+            if let Some(k) = sender_key {
+                let offset = dsn.wrapping_sub(crypto::idsn(k).wrapping_add(1));
+                let first = &mut self.conns[c].first_mapping[s];
+                if first.is_none_or(|(o, _, _)| offset < o) {
+                    *first = Some((offset, dsn, frame));
                 }
             }
         }
@@ -502,8 +508,10 @@ impl Verifier {
         }
     }
 
-    /// Call after the last segment: mappings still waiting for data are skipped.
-    pub fn finish(&mut self) {
+    /// Call after the last segment: runs the checks that need the whole
+    /// capture (`idsn`) and counts mappings still waiting for data.
+    pub fn finish(&mut self) -> Vec<Check> {
+        let mut out = Vec::new();
         let open: u64 = self
             .subflows
             .values()
@@ -516,6 +524,24 @@ impl Verifier {
                 .entry("mapping data not fully captured")
                 .or_default() += open;
         }
+        for i in 0..self.conns.len() {
+            for role in [CLIENT, SERVER] {
+                let (Some(k), Some((_, dsn, frame))) =
+                    (self.conns[i].keys[role], self.conns[i].first_mapping[role])
+                else {
+                    continue;
+                };
+                if self.conns[i].implied_first[role] {
+                    // Its first byte had no explicit DSN to compare.
+                    self.skip("first data carried by MP_CAPABLE");
+                    continue;
+                }
+                let exp = crypto::idsn(k).wrapping_add(1);
+                self.compare(&mut out, frame, "idsn", exp, dsn, 16);
+            }
+        }
+        out.sort_by_key(|c| c.frame);
+        out
     }
 }
 

@@ -4,15 +4,29 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// Adds `data` to a running one's-complement sum (not yet folded). Odd
 /// trailing bytes are padded with zero, so only the last chunk of a message
 /// may have odd length.
-pub fn accumulate(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(4);
+pub fn accumulate(sum: u64, data: &[u8]) -> u64 {
+    // One's-complement addition is byte-order independent up to a final
+    // swap, so add native 8-byte words with end-around carry, then fold to
+    // 16 bits and swap into network order.
+    let mut acc = 0u64;
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        sum += u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64;
+        let w = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let (s, carry) = acc.overflowing_add(w);
+        acc = s + carry as u64;
     }
     let rest = chunks.remainder();
-    let mut tail = [0u8; 4];
+    let mut tail = [0u8; 8];
     tail[..rest.len()].copy_from_slice(rest);
-    sum + u32::from_be_bytes(tail) as u64
+    let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(tail));
+    acc = s + carry as u64;
+    let folded = fold(acc);
+    let be = if cfg!(target_endian = "little") {
+        folded.swap_bytes()
+    } else {
+        folded
+    };
+    sum + be as u64
 }
 
 /// Folds a running sum into 16 bits (not complemented).
@@ -74,6 +88,22 @@ mod tests {
         let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
         assert_eq!(fold(accumulate(0, &data)), 0xddf2);
         assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    /// RFC 1071 done the slow way: big-endian 16-bit words, folded.
+    fn naive(data: &[u8]) -> u16 {
+        let mut sum = 0u64;
+        for pair in data.chunks(2) {
+            sum += u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]) as u64;
+        }
+        fold(sum)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matches_naive_sum(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), start in 0u64..1 << 40) {
+            proptest::prop_assert_eq!(fold(accumulate(start, &data)), fold(start + naive(&data) as u64));
+        }
     }
 
     #[test]

@@ -177,6 +177,9 @@ impl RawOptions {
         let mut rest = self.as_bytes();
         core::iter::from_fn(move || {
             let len = *rest.get(1)? as usize;
+            if len < 2 {
+                return None;
+            }
             let (opt, tail) = rest.split_at(len.min(rest.len()));
             rest = tail;
             Some((opt[0], opt))
@@ -379,6 +382,33 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         match checksum::pseudo_header(src, dst, super::ipv4::PROTO_TCP, len) {
             Some(ph) => checksum::fold(checksum::accumulate(ph, self.b())) == 0xffff,
             None => false,
+        }
+    }
+}
+
+/// What a segment's checksum field holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChecksumState {
+    /// The full checksum, correct.
+    Valid,
+    /// Only the folded pseudo-header sum: a sender using checksum offload
+    /// (CHECKSUM_PARTIAL) whose segment was captured, or handed over by a
+    /// veth, before the NIC would have finished it. Linux kernel segments
+    /// seen on veth (and in shared/fixtures) look like this.
+    Partial,
+    Bad,
+}
+
+impl<T: AsRef<[u8]>> TcpPacket<T> {
+    /// Classifies the checksum: valid, offload-partial, or bad.
+    pub fn checksum_state(&self, src: IpAddr, dst: IpAddr) -> ChecksumState {
+        if self.verify_checksum(src, dst) {
+            return ChecksumState::Valid;
+        }
+        let len = self.b().len() as u32;
+        match checksum::pseudo_header(src, dst, super::ipv4::PROTO_TCP, len) {
+            Some(ph) if checksum::fold(ph) == self.checksum() => ChecksumState::Partial,
+            _ => ChecksumState::Bad,
         }
     }
 }
