@@ -535,7 +535,10 @@ fn every_receive_queue_has_a_socket() {
 
 /// Stats of the running `serve` in the server namespace, once they show at
 /// least `frames` received in total.
-fn serve_stats(lab: &Lab, frames: u64) -> serde_json::Value {
+/// The stats of `server` (`stats` lists every instance on the machine, and
+/// tests run in parallel: pick ours by pid).
+fn serve_stats(lab: &Lab, server: &Server, frames: u64) -> serde_json::Value {
+    let pid = u64::from(server.0.id());
     let mut found = serde_json::Value::Null;
     let ok = wait_until(Duration::from_secs(5), || {
         let out = mptcp_user(lab.server.name())
@@ -546,7 +549,8 @@ fn serve_stats(lab: &Lab, frames: u64) -> serde_json::Value {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
                 return false;
             };
-            let ok = v["worker"]["rx_frames"].as_u64() >= Some(frames);
+            let ok =
+                v["pid"].as_u64() == Some(pid) && v["worker"]["rx_frames"].as_u64() >= Some(frames);
             if ok {
                 found = v;
             }
@@ -627,7 +631,7 @@ fn two_path_lab_partial_checksums(subflow_endpoints: bool) -> Lab {
     lab
 }
 
-fn assert_two_subflows_carried_data(lab: &Lab, ss: &str, len: usize) {
+fn assert_two_subflows_carried_data(lab: &Lab, server: &Server, ss: &str, len: usize) {
     let subflows = ss.lines().filter(|l| l.contains("tcp-ulp-mptcp")).count();
     assert!(subflows >= 2, "kernel shows {subflows} subflow(s):\n{ss}");
     assert!(lab.client.nstat("MPTcpExtMPJoinSynAckRx").expect("nstat") >= 1);
@@ -644,7 +648,7 @@ fn assert_two_subflows_carried_data(lab: &Lab, ss: &str, len: usize) {
         0
     );
     assert_eq!(lab.client.nstat("MPTcpExtDataCsumErr").expect("nstat"), 0);
-    let stats = serve_stats(lab, (2 * len / 1500) as u64 / 2);
+    let stats = serve_stats(lab, server, (2 * len / 1500) as u64 / 2);
     let per_if: Vec<u64> = stats["interfaces"]
         .as_array()
         .expect("interfaces")
@@ -675,11 +679,11 @@ fn kernel_client_two_subflows(v6: bool) {
     if v6 {
         args.extend(["--announce", &announce_s]);
     }
-    let _server = start_serve(&lab, &args);
+    let server = start_serve(&lab, &args);
     let len = 64 << 20;
     let (back, ss) = kernel_mptcp_echo(&lab, listen, len, || {});
     assert_pattern(&back, len);
-    assert_two_subflows_carried_data(&lab, &ss, len);
+    assert_two_subflows_carried_data(&lab, &server, &ss, len);
 }
 
 #[test]
@@ -706,7 +710,7 @@ fn kernel_mptcp_client_joins_the_announced_address() {
     let lab = two_path_lab(false);
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5321);
     let announce = lab.paths[1].server_v4.to_string();
-    let _server = start_serve(
+    let server = start_serve(
         &lab,
         &[
             "--iface",
@@ -723,7 +727,7 @@ fn kernel_mptcp_client_joins_the_announced_address() {
     let (back, ss) = kernel_mptcp_echo(&lab, listen, len, || {});
     assert_pattern(&back, len);
     assert!(lab.client.nstat("MPTcpExtAddAddr").expect("nstat") >= 1);
-    assert_two_subflows_carried_data(&lab, &ss, len);
+    assert_two_subflows_carried_data(&lab, &server, &ss, len);
 }
 
 #[test]
@@ -886,7 +890,7 @@ fn kernel_mptcp_client_with_dss_checksums_is_echoed() {
     // No ethtool workaround here: the partial TCP checksums are accepted.
     let lab = two_path_lab_partial_checksums(true);
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5323);
-    let _server = start_serve(
+    let server = start_serve(
         &lab,
         &[
             "--iface",
@@ -900,14 +904,14 @@ fn kernel_mptcp_client_with_dss_checksums_is_echoed() {
     let len = 64 << 20;
     let (back, ss) = kernel_mptcp_echo(&lab, listen, len, || {});
     assert_pattern(&back, len);
-    assert_two_subflows_carried_data(&lab, &ss, len);
+    assert_two_subflows_carried_data(&lab, &server, &ss, len);
     assert_eq!(lab.client.nstat("MPTcpExtDataCsumErr").expect("nstat"), 0);
     assert_eq!(
         lab.client.nstat("MPTcpExtDSSNotMatching").expect("nstat"),
         0
     );
     // The engine saw the kernel's partial TCP checksums and took them.
-    let stats = serve_stats(&lab, 1);
+    let stats = serve_stats(&lab, &server, 1);
     assert!(
         stats["engine"]["partial_checksum"].as_u64() > Some(1000),
         "{stats}"

@@ -227,7 +227,7 @@ fn test(extra: &[String]) -> Result<()> {
     }
     let started = Instant::now();
     let mut child = cargo()
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(extra)
         .stdout(std::process::Stdio::piped())
         .spawn()

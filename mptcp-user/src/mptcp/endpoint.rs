@@ -8,11 +8,10 @@ use super::{reset_reason, KeySource, MptcpConfig};
 use crate::io::{ByteStream, Engine, PathId};
 use crate::tcp::FourTuple;
 use crate::time::Instant;
-use crate::wire::checksum;
 use crate::wire::ip::{emit_ip_tcp, parse_ip_tcp, IpRepr};
-use crate::wire::ipv4::{Ipv4Packet, PROTO_TCP};
+use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::mptcp::{MpJoin, MptcpOption};
-use crate::wire::tcp::{TcpFlags, TcpOptions, TcpPacket, TcpRepr};
+use crate::wire::tcp::{ChecksumState, TcpFlags, TcpOptions, TcpPacket, TcpRepr};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -29,15 +28,8 @@ pub struct MptcpCounters {
     pub resets_sent: u64,
 }
 
-/// One TCP checksum's verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ChecksumState {
-    Valid,
-    /// Covers only the pseudo-header (offload left undone, e.g. veth).
-    Partial,
-    Bad,
-}
-
+/// The checksum verdict of the TCP segment inside `packet` (Bad when the
+/// IP lengths do not frame a TCP header).
 fn checksum_state(packet: &[u8], ip: &IpRepr) -> ChecksumState {
     let bytes = match ip {
         IpRepr::V4(_) => Ipv4Packet::new_checked(packet)
@@ -45,18 +37,9 @@ fn checksum_state(packet: &[u8], ip: &IpRepr) -> ChecksumState {
             .and_then(|p| packet.get(p.header_len()..p.total_len())),
         IpRepr::V6(r) => packet.get(40..40 + r.payload_len as usize),
     };
-    let Some(p) = bytes.and_then(|b| TcpPacket::new_checked(b).ok()) else {
-        return ChecksumState::Bad;
-    };
-    if p.verify_checksum(ip.src(), ip.dst()) {
-        return ChecksumState::Valid;
-    }
-    let len = p.into_inner().len() as u32;
-    let ph = checksum::pseudo_header(ip.src(), ip.dst(), PROTO_TCP, len);
-    let field = TcpPacket::new_checked(bytes.unwrap_or(&[])).map_or(0, |p| p.checksum());
-    match ph {
-        Some(ph) if checksum::fold(ph) == field => ChecksumState::Partial,
-        _ => ChecksumState::Bad,
+    match bytes.and_then(|b| TcpPacket::new_checked(b).ok()) {
+        Some(p) => p.checksum_state(ip.src(), ip.dst()),
+        None => ChecksumState::Bad,
     }
 }
 
