@@ -4,49 +4,12 @@
 //! client that speaks the 8-byte request itself.
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::Stdio;
 use std::time::Duration;
 
+use mptcp_tests::cli::{mptcp_user, output_text, Server};
 use mptcp_tests::{require_root, wait_until, Lab, LabConfig};
 use mptcp_user::worker::pattern_byte;
-
-/// The `mptcp-user` binary, built once for this test run.
-fn binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "mptcp-user", "--bin", "mptcp-user"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building mptcp-user failed");
-        let exe = std::env::current_exe().expect("test exe");
-        // target/debug/deps/THIS -> target/debug/mptcp-user
-        exe.parent()
-            .and_then(|d| d.parent())
-            .expect("target dir")
-            .join("mptcp-user")
-    })
-    .clone()
-}
-
-fn mptcp_user(ns: &str) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).arg(binary());
-    cmd
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
 
 fn start_source(lab: &Lab, listen: SocketAddr, ifaces: &[&str]) -> Server {
     let mut cmd = mptcp_user(lab.server.name());
@@ -65,14 +28,6 @@ fn start_source(lab: &Lab, listen: SocketAddr, ifaces: &[&str]) -> Server {
         "serve never attached XDP"
     );
     server
-}
-
-fn output_text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn connect_reverse(lab: &Lab, remote: SocketAddr, amount: &[&str]) -> serde_json::Value {
