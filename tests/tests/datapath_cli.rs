@@ -818,7 +818,11 @@ fn engine_client_to_kernel_server(checksums: bool) {
         rx_bytes(&lab.server, &lab.paths[1].server_if) - rx_before[1],
     ];
     eprintln!("kernel server received per interface: {rx:?} bytes");
-    assert!(rx.iter().all(|b| *b >= 1 << 20), "{rx:?}: {report}");
+    // The default scheduler favours the first path and the second path's
+    // join waits for neighbour resolution, so under load the second path's
+    // share can be small; the per-subflow byte counts above prove the data,
+    // this proves the kernel saw traffic arrive on both interfaces.
+    assert!(rx.iter().all(|b| *b >= 64 << 10), "{rx:?}: {report}");
 }
 
 #[test]
