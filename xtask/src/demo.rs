@@ -145,8 +145,8 @@ pub fn run(binary: &Path) -> Result<()> {
         classify.report(title)?;
     }
     println!(
-        "No AF_XDP socket is bound yet, so steered segments fall back to the kernel \
-         (\"owned, no sock\"); the AF_XDP driver will take them."
+        "In this classifier-only phase no AF_XDP socket is bound, so steered segments \
+         fall back to the kernel (\"owned, no sock\"); next, the datapath binds them."
     );
     classify.stop()?;
     crate::datapath_demo::run(binary, &lab)?;
