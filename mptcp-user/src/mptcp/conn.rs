@@ -110,6 +110,37 @@ struct Sf {
 }
 
 impl Sf {
+    /// Hands `data` (data-level offset `start`) to the subflow under one new
+    /// mapping, with its DSS checksum when `dsn_base` (IDSN + 1) is given,
+    /// and ends the segment there so no segment straddles two mappings.
+    /// Returns how many bytes the subflow took.
+    fn send_mapped(&mut self, data: &[u8], start: u64, dsn_base: Option<u64>) -> u64 {
+        let off = self.sub.send_offset();
+        let m = self.sub.send(data) as u64;
+        if m == 0 {
+            return 0;
+        }
+        let csum = dsn_base.map_or(0, |base| {
+            crypto::dss_checksum(
+                base.wrapping_add(start),
+                (off + 1) as u32,
+                m as u16,
+                &data[..m as usize],
+            )
+        });
+        self.tx.push_back(TxMap {
+            off,
+            dsn: start,
+            len: m,
+            csum,
+            reinjected: false,
+        });
+        self.sub.mark_send_boundary();
+        m
+    }
+}
+
+impl Sf {
     fn usable(&self) -> bool {
         self.fully
             && !self.closing
@@ -1320,27 +1351,8 @@ impl Connection {
                         continue;
                     }
                     s.snd_buf.read_at(start, &mut self.scratch[..n as usize]);
-                    let off = sf.sub.send_offset();
-                    let m = sf.sub.send(&self.scratch[..n as usize]) as u64;
-                    let csum = if s.checksum {
-                        let dsn = s.local_idsn.wrapping_add(1).wrapping_add(start);
-                        crypto::dss_checksum(
-                            dsn,
-                            (off + 1) as u32,
-                            m as u16,
-                            &self.scratch[..m as usize],
-                        )
-                    } else {
-                        0
-                    };
-                    sf.tx.push_back(TxMap {
-                        off,
-                        dsn: start,
-                        len: m,
-                        csum,
-                        reinjected: false,
-                    });
-                    sf.sub.mark_send_boundary();
+                    let dsn_base = s.checksum.then(|| s.local_idsn.wrapping_add(1));
+                    let m = sf.send_mapped(&self.scratch[..n as usize], start, dsn_base);
                     sf.red_next = start + m;
                     s.snd_nxt = s.snd_nxt.max(start + m);
                     sent |= m > 0;
@@ -1409,30 +1421,11 @@ impl Connection {
                 s.snd_buf.read_at(start, &mut self.scratch[..n as usize]);
                 {
                     let sf = &mut self.sfs[i];
-                    let off = sf.sub.send_offset();
-                    let m = sf.sub.send(&self.scratch[..n as usize]) as u64;
+                    let dsn_base = s.checksum.then(|| s.local_idsn.wrapping_add(1));
+                    let m = sf.send_mapped(&self.scratch[..n as usize], start, dsn_base);
                     if m == 0 {
                         continue;
                     }
-                    let csum = if s.checksum {
-                        let dsn = s.local_idsn.wrapping_add(1).wrapping_add(start);
-                        crypto::dss_checksum(
-                            dsn,
-                            (off + 1) as u32,
-                            m as u16,
-                            &self.scratch[..m as usize],
-                        )
-                    } else {
-                        0
-                    };
-                    sf.tx.push_back(TxMap {
-                        off,
-                        dsn: start,
-                        len: m,
-                        csum,
-                        reinjected: false,
-                    });
-                    sf.sub.mark_send_boundary();
                     if reinj {
                         sf.bytes_reinjected += m;
                     }
