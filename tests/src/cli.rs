@@ -1,8 +1,11 @@
 //! The `mptcp-user` binary as a process in a lab namespace: built once per
 //! test run, started, and stopped by a guard.
 use std::path::PathBuf;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::{wait_until, Lab, LabConfig};
 
 /// The `mptcp-user` binary, built once for this test run (the tests crate
 /// is not the binary's package, so Cargo does not build it for us).
@@ -51,4 +54,40 @@ pub fn output_text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// True when an XDP program is attached to `iface` in the lab's server namespace.
+pub fn xdp_attached(lab: &Lab, iface: &str) -> bool {
+    lab.server
+        .ip(&["link", "show", iface])
+        .is_ok_and(|s| s.contains("xdp"))
+}
+
+/// Starts `mptcp-user serve ARGS` in the lab's server namespace and waits
+/// until XDP is attached to every `--iface` it names.
+pub fn start_serve(lab: &Lab, args: &[&str]) -> Server {
+    let mut cmd = mptcp_user(lab.server.name());
+    cmd.arg("serve").args(args).stdout(Stdio::null());
+    let server = Server(cmd.spawn().expect("spawn serve"));
+    let ifs: Vec<&str> = args
+        .windows(2)
+        .filter(|w| w[0] == "--iface")
+        .map(|w| w[1])
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(15), || ifs
+            .iter()
+            .all(|i| xdp_attached(lab, i))),
+        "serve never attached XDP"
+    );
+    server
+}
+
+/// A one-path lab without MPTCP subflow endpoints.
+pub fn one_path_lab() -> Lab {
+    Lab::up(&LabConfig {
+        subflow_endpoints: false,
+        ..LabConfig::unique(1)
+    })
+    .expect("lab")
 }

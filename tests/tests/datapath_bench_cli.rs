@@ -4,30 +4,17 @@
 //! client that speaks the 8-byte request itself.
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::Stdio;
 use std::time::Duration;
 
-use mptcp_tests::cli::{mptcp_user, output_text, Server};
-use mptcp_tests::{require_root, wait_until, Lab, LabConfig};
+use mptcp_tests::cli::{mptcp_user, one_path_lab, output_text, start_serve, Server};
+use mptcp_tests::{require_root, Lab};
 use mptcp_user::worker::pattern_byte;
 
 fn start_source(lab: &Lab, listen: SocketAddr, ifaces: &[&str]) -> Server {
-    let mut cmd = mptcp_user(lab.server.name());
-    cmd.arg("serve");
-    for i in ifaces {
-        cmd.args(["--iface", i]);
-    }
-    cmd.args(["--listen", &listen.to_string(), "--mode", "source"])
-        .stdout(Stdio::null());
-    let server = Server(cmd.spawn().expect("spawn serve"));
-    assert!(
-        wait_until(Duration::from_secs(15), || ifaces.iter().all(|i| lab
-            .server
-            .ip(&["link", "show", i])
-            .is_ok_and(|s| s.contains("xdp")))),
-        "serve never attached XDP"
-    );
-    server
+    let listen = listen.to_string();
+    let mut args: Vec<&str> = ifaces.iter().flat_map(|i| ["--iface", i]).collect();
+    args.extend(["--listen", &listen, "--mode", "source"]);
+    start_serve(lab, &args)
 }
 
 fn connect_reverse(lab: &Lab, remote: SocketAddr, amount: &[&str]) -> serde_json::Value {
@@ -45,14 +32,6 @@ fn connect_reverse(lab: &Lab, remote: SocketAddr, amount: &[&str]) -> serde_json
         .expect("connect");
     assert!(out.status.success(), "{}", output_text(&out));
     serde_json::from_slice(&out.stdout).expect("JSON report")
-}
-
-fn one_path_lab() -> Lab {
-    Lab::up(&LabConfig {
-        subflow_endpoints: false,
-        ..LabConfig::unique(1)
-    })
-    .expect("lab")
 }
 
 #[test]

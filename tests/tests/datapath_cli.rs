@@ -4,38 +4,15 @@
 //! mistakes refused with a clear message.
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use mptcp_tests::cli::{binary, mptcp_user, output_text, Server};
+use mptcp_tests::cli::{
+    binary, mptcp_user, one_path_lab, output_text, start_serve, xdp_attached, Server,
+};
 use mptcp_tests::{require_root, wait_until, Lab, LabConfig};
 use mptcp_user::worker::pattern_byte;
-
-fn xdp_attached(lab: &Lab, iface: &str) -> bool {
-    lab.server
-        .ip(&["link", "show", iface])
-        .is_ok_and(|s| s.contains("xdp"))
-}
-
-fn start_serve(lab: &Lab, args: &[&str]) -> Server {
-    let mut cmd = mptcp_user(lab.server.name());
-    cmd.arg("serve").args(args).stdout(Stdio::null());
-    let child = cmd.spawn().expect("spawn serve");
-    let server = Server(child);
-    let ifs: Vec<&str> = args
-        .windows(2)
-        .filter(|w| w[0] == "--iface")
-        .map(|w| w[1])
-        .collect();
-    assert!(
-        wait_until(Duration::from_secs(15), || ifs
-            .iter()
-            .all(|i| xdp_attached(lab, i))),
-        "serve never attached XDP"
-    );
-    server
-}
 
 fn checksums_in_software(lab: &Lab, client_side: bool) {
     // veth passes the sender's CHECKSUM_PARTIAL segments on unfinished; the
@@ -105,14 +82,6 @@ fn kernel_echo_once(listener: TcpListener) -> thread::JoinHandle<u64> {
         conn.shutdown(Shutdown::Write).expect("shutdown");
         total
     })
-}
-
-fn one_path_lab() -> Lab {
-    Lab::up(&LabConfig {
-        subflow_endpoints: false,
-        ..LabConfig::unique(1)
-    })
-    .expect("lab")
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! its own `Lia`; the connection pushes [`CouplingInfo`] (built with
 //! [`CouplingInfo::from_subflows`]) so every increase sees all windows.
 
-use super::{loss_window, min_ssthresh, AckEvent, CongestionControl, CouplingInfo};
+use super::{
+    loss_window, min_ssthresh, rescaled_window, AckEvent, CongestionControl, CouplingInfo,
+};
 use crate::time::Instant;
 use core::any::Any;
 
@@ -50,7 +52,7 @@ impl CongestionControl for Lia {
         if mss == 0 || mss == self.mss {
             return;
         }
-        self.cwnd = (self.cwnd / self.mss as u64).max(1) * mss as u64;
+        self.cwnd = rescaled_window(self.cwnd, self.mss, mss);
         self.mss = mss;
     }
     fn on_ack(&mut self, ack: &AckEvent) {

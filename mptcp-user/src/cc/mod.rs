@@ -154,6 +154,12 @@ impl CcAlgorithm {
     }
 }
 
+/// `cwnd` bytes at `old_mss` rescaled to `new_mss`, keeping the window in
+/// whole segments (at least one) across an MSS change.
+pub(crate) fn rescaled_window(cwnd: u64, old_mss: u32, new_mss: u32) -> u64 {
+    (cwnd / old_mss.max(1) as u64).max(1) * new_mss as u64
+}
+
 /// The window RFC 5681 allows after an RTO: one segment.
 pub(crate) fn loss_window(mss: u32) -> u64 {
     mss as u64

@@ -1,7 +1,7 @@
 //! NewReno (RFC 5681 window rules, RFC 6582 recovery is in the subflow),
 //! with appropriate byte counting (RFC 3465, L = 2).
 
-use super::{loss_window, min_ssthresh, AckEvent, CongestionControl};
+use super::{loss_window, min_ssthresh, rescaled_window, AckEvent, CongestionControl};
 use crate::time::Instant;
 use core::any::Any;
 
@@ -39,8 +39,7 @@ impl CongestionControl for NewReno {
         if mss == 0 || mss == self.mss {
             return;
         }
-        // Keep the window in segments across the change.
-        self.cwnd = (self.cwnd / self.mss as u64).max(1) * mss as u64;
+        self.cwnd = rescaled_window(self.cwnd, self.mss, mss);
         self.mss = mss;
     }
     fn on_ack(&mut self, ack: &AckEvent) {

@@ -5,7 +5,9 @@
 //! subflow's window, RTT and [`Olia::loss_interval`], then pushes it in
 //! `CouplingInfo::path_alpha` together with the sum of cwnd/rtt.
 
-use super::{loss_window, min_ssthresh, AckEvent, CongestionControl, CouplingInfo};
+use super::{
+    loss_window, min_ssthresh, rescaled_window, AckEvent, CongestionControl, CouplingInfo,
+};
 use crate::time::Instant;
 use core::any::Any;
 use std::time::Duration;
@@ -109,7 +111,7 @@ impl CongestionControl for Olia {
         if mss == 0 || mss == self.mss {
             return;
         }
-        self.cwnd = (self.cwnd / self.mss as u64).max(1) * mss as u64;
+        self.cwnd = rescaled_window(self.cwnd, self.mss, mss);
         self.mss = mss;
     }
     fn on_ack(&mut self, ack: &AckEvent) {

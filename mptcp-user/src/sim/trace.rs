@@ -46,6 +46,7 @@ use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -782,6 +783,33 @@ fn with_svg(
     Ok(TraceFile { path, rows: points })
 }
 
+type TimeChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The frame every trace plot shares: white background, a caption, time in
+/// seconds along x (0..x_end), `y_desc` up to `y_end`.
+fn time_chart<'a, 'b>(
+    root: &'a Area<'b>,
+    caption: &str,
+    x_end: f64,
+    y_end: f64,
+    y_desc: &str,
+) -> Result<TimeChart<'a, 'b>, DrawingAreaErrorKind<std::io::Error>> {
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_end, 0.0..y_end)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc(y_desc)
+        .draw()?;
+    Ok(chart)
+}
+
 fn axis_end(max: f64) -> f64 {
     if max > 0.0 {
         max * 1.05
@@ -805,18 +833,13 @@ fn plot_sequence(
     let series = (2 * subflows.len() + 1).max(1);
     let budget = PLOT_BUDGET / series;
     with_svg(dir, "sequence.svg", |root| {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(root)
-            .caption("Data sequence numbers over time", ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(80)
-            .build_cartesian_2d(0.0..axis_end(end_s), 0.0..axis_end(max_seq / div))?;
-        chart
-            .configure_mesh()
-            .x_desc("time (s)")
-            .y_desc(format!("data sequence number ({unit})"))
-            .draw()?;
+        let mut chart = time_chart(
+            root,
+            "Data sequence numbers over time",
+            axis_end(end_s),
+            axis_end(max_seq / div),
+            &format!("data sequence number ({unit})"),
+        )?;
         let mut points = 0u64;
         for (i, s) in subflows.iter().enumerate() {
             let c = colour(i);
@@ -882,18 +905,13 @@ fn plot_goodput(
     let at = |r: usize| (r as f64 + 0.5) * interval_s;
     let x_end = axis_end(end_s.max(table.len() as f64 * interval_s));
     with_svg(dir, "goodput.svg", |root| {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(root)
-            .caption("Goodput (acknowledged data)", ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(80)
-            .build_cartesian_2d(0.0..x_end, 0.0..axis_end(max / div))?;
-        chart
-            .configure_mesh()
-            .x_desc("time (s)")
-            .y_desc(format!("goodput ({unit}), per {:.0} ms", interval_s * 1e3))
-            .draw()?;
+        let mut chart = time_chart(
+            root,
+            "Goodput (acknowledged data)",
+            x_end,
+            axis_end(max / div),
+            &format!("goodput ({unit}), per {:.0} ms", interval_s * 1e3),
+        )?;
         let mut points = 0u64;
         for i in 0..subflows {
             let c = colour(i);
@@ -962,18 +980,13 @@ fn plot_unacked(
     let (div, unit) = byte_unit(max);
     let budget = PLOT_BUDGET / (subflows.len() + 1);
     with_svg(dir, "unacked.svg", |root| {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(root)
-            .caption("Unacknowledged data at the sender", ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(80)
-            .build_cartesian_2d(0.0..axis_end(end_s), 0.0..axis_end(max / div))?;
-        chart
-            .configure_mesh()
-            .x_desc("time (s)")
-            .y_desc(format!("unacknowledged data ({unit})"))
-            .draw()?;
+        let mut chart = time_chart(
+            root,
+            "Unacknowledged data at the sender",
+            axis_end(end_s),
+            axis_end(max / div),
+            &format!("unacknowledged data ({unit})"),
+        )?;
         let mut points = 0u64;
         for (i, s) in subflows.iter().enumerate() {
             let c = colour(i);
