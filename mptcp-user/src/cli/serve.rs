@@ -9,6 +9,8 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use mptcp_datapath::afxdp::XskConfig;
+use mptcp_datapath::apps::iperf3::{Iperf3Conn, Iperf3Server};
+use mptcp_datapath::apps::{SubflowFigures, Subflows};
 use mptcp_datapath::forward::Forward;
 use mptcp_datapath::signals::stop_on_signals;
 use mptcp_datapath::worker::Worker;
@@ -39,6 +41,11 @@ pub enum Mode {
     /// (all ones: until the client closes its side); then the server closes.
     /// This is what `connect --reverse` asks for.
     Source,
+    /// An iperf3 server: a stock `iperf3 -c` (under `mptcpize run`, or
+    /// iperf3 3.19's `-m`) measures the engine: -R, -P, --bidir, -t, -n,
+    /// --json; per-subflow figures in the results' `mptcp_subflows` (and
+    /// in `server_output_json` with --get-server-output).
+    Iperf3,
 }
 
 #[derive(clap::Args, Debug)]
@@ -88,17 +95,19 @@ enum ServeApp {
     Discard(Discard),
     Forward(Box<Forward>),
     Source(PatternSource),
+    Iperf3(Box<Iperf3Conn>),
     /// The backend refused: the connection is closed at once.
     Refused,
 }
 
-impl<E: ByteStream> App<E> for ServeApp {
+impl<E: ByteStream + Subflows> App<E> for ServeApp {
     fn poll(&mut self, now: Instant, engine: &mut E) -> (usize, bool) {
         match self {
             ServeApp::Echo(a) => a.poll(now, engine),
             ServeApp::Discard(a) => a.poll(now, engine),
             ServeApp::Forward(a) => a.poll(now, engine),
             ServeApp::Source(a) => a.poll(now, engine),
+            ServeApp::Iperf3(a) => a.poll(now, engine),
             ServeApp::Refused => {
                 engine.close();
                 (0, engine.is_closed())
@@ -112,8 +121,22 @@ impl<E: ByteStream> App<E> for ServeApp {
     }
 }
 
-fn new_app(args: &ServeArgs) -> ServeApp {
+/// What the connections of one worker share (the iperf3 test in progress).
+struct AppContext {
+    iperf3: std::rc::Rc<std::cell::RefCell<Iperf3Server>>,
+}
+
+impl AppContext {
+    fn new(_args: &ServeArgs) -> Result<AppContext> {
+        Ok(AppContext {
+            iperf3: Iperf3Server::shared(),
+        })
+    }
+}
+
+fn new_app(args: &ServeArgs, ctx: &AppContext) -> ServeApp {
     match args.mode {
+        Mode::Iperf3 => ServeApp::Iperf3(Box::new(Iperf3Server::connection(&ctx.iperf3))),
         Mode::Echo => ServeApp::Echo(Echo::default()),
         Mode::Discard => ServeApp::Discard(Discard::default()),
         Mode::Source => ServeApp::Source(PatternSource::default()),
@@ -166,8 +189,9 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         bail!("no address of that family on {}", args.ifaces.join(", "));
     }
     let (_reservation, _) = reserve_port(args.listen)?;
+    let ctx = AppContext::new(args)?;
     if args.engine == EngineKind::Mptcp {
-        return serve_mptcp(args, owned);
+        return serve_mptcp(args, owned, &ctx);
     }
     let ownership = Ownership {
         addresses: owned,
@@ -200,7 +224,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         // The backend is dialled when a client arrives, not before.
         if app.is_none() && worker.engine.subflow().is_some() {
-            app = Some(new_app(args));
+            app = Some(new_app(args, &ctx));
         }
         let (work, done) = match app.as_mut() {
             Some(a) => worker.step(a),
@@ -249,6 +273,12 @@ impl<E> App<E> for Idle {
 /// One connection of the endpoint seen as a byte stream.
 struct ConnStream<'a>(&'a mut Connection);
 
+impl Subflows for ConnStream<'_> {
+    fn subflow_figures(&self, out: &mut Vec<SubflowFigures>) {
+        self.0.subflow_figures(out)
+    }
+}
+
 impl ByteStream for ConnStream<'_> {
     fn send(&mut self, data: &[u8]) -> usize {
         self.0.send(data)
@@ -281,6 +311,7 @@ enum Slot {
 /// The applications of every connection of the endpoint, slot by slot.
 struct PerConnection<'a> {
     args: &'a ServeArgs,
+    ctx: &'a AppContext,
     apps: Vec<Slot>,
     closed: u64,
 }
@@ -295,7 +326,7 @@ impl App<MptcpEndpoint> for PerConnection<'_> {
                 continue;
             };
             if matches!(slot, Slot::Free) {
-                *slot = Slot::Active(new_app(self.args));
+                *slot = Slot::Active(new_app(self.args, self.ctx));
             }
             let Slot::Active(app) = slot else { continue };
             let (w, done) = app.poll(now, &mut ConnStream(conn));
@@ -330,7 +361,7 @@ impl App<MptcpEndpoint> for PerConnection<'_> {
     }
 }
 
-pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
+fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result<()> {
     let ownership = Ownership {
         addresses: owned.clone(),
         listen_ports: vec![args.listen.port()],
@@ -372,6 +403,7 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
     let mut worker = Worker::new(engine, paths);
     let mut app = PerConnection {
         args,
+        ctx,
         apps: Vec::new(),
         closed: 0,
     };
