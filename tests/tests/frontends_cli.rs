@@ -223,3 +223,328 @@ fn iperf3_client_reverse_and_parallel() {
         "{end}"
     );
 }
+
+/// A third namespace behind the lab's server: `web` at 10.200.N.2, reached
+/// from the server namespace over its own veth (no XDP there). The server
+/// namespace resolves `web.test` to it (`/etc/netns/NS/hosts`, which `ip
+/// netns exec` mounts over /etc/hosts).
+struct Web {
+    ns: mptcp_tests::Netns,
+    addr: std::net::Ipv4Addr,
+    hosts_dir: PathBuf,
+    dir: PathBuf,
+    http: Option<std::process::Child>,
+}
+
+impl Web {
+    fn up(lab: &Lab, subnet: u8) -> Web {
+        let ns = mptcp_tests::Netns::create(&unique_name("mpweb")).expect("web ns");
+        let (a, b) = (unique_name("vw"), unique_name("vs"));
+        // veth names are at most 15 bytes.
+        let (a, b) = (
+            &a[a.len().saturating_sub(15)..],
+            &b[b.len().saturating_sub(15)..],
+        );
+        mptcp_tests::ip(&["link", "add", a, "type", "veth", "peer", "name", b]).expect("veth");
+        mptcp_tests::ip(&["link", "set", a, "netns", ns.name()]).expect("move");
+        mptcp_tests::ip(&["link", "set", b, "netns", lab.server.name()]).expect("move");
+        let web = format!("10.200.{subnet}.2");
+        let gw = format!("10.200.{subnet}.1");
+        ns.ip(&["addr", "add", &format!("{web}/24"), "dev", a])
+            .expect("addr");
+        ns.ip(&["link", "set", a, "up"]).expect("up");
+        lab.server
+            .ip(&["addr", "add", &format!("{gw}/24"), "dev", b])
+            .expect("addr");
+        lab.server.ip(&["link", "set", b, "up"]).expect("up");
+        let hosts_dir = PathBuf::from("/etc/netns").join(lab.server.name());
+        std::fs::create_dir_all(&hosts_dir).expect("/etc/netns");
+        std::fs::write(
+            hosts_dir.join("hosts"),
+            format!("127.0.0.1 localhost\n{web} web.test\n"),
+        )
+        .expect("hosts");
+        let dir = std::env::temp_dir().join(unique_name("web-root"));
+        std::fs::create_dir_all(&dir).expect("web root");
+        Web {
+            ns,
+            addr: web.parse().unwrap(),
+            hosts_dir,
+            dir,
+            http: None,
+        }
+    }
+
+    /// `python3 -m http.server PORT` serving `dir`, once it listens.
+    fn serve_http(&mut self, port: u16) {
+        let child = self
+            .ns
+            .command("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind"])
+            .arg(self.addr.to_string())
+            .arg("--directory")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 http.server");
+        self.http = Some(child);
+        let listening = wait_until(Duration::from_secs(10), || {
+            self.ns
+                .exec("ss", &["-Hltn", &format!("sport = :{port}")])
+                .is_ok_and(|s| !s.trim().is_empty())
+        });
+        assert!(listening, "http.server never listened");
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        if let Some(c) = self.http.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.hosts_dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn one_path_lab() -> Lab {
+    Lab::up(&LabConfig {
+        subflow_endpoints: false,
+        ..LabConfig::unique(1)
+    })
+    .expect("lab")
+}
+
+fn users_file(text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(unique_name("socks-users"));
+    std::fs::write(&path, text).expect("users file");
+    path
+}
+
+#[test]
+fn curl_fetches_64_mib_through_socks5_byte_exact() {
+    if !require_root() {
+        return;
+    }
+    let lab = two_path_lab();
+    let mut web = Web::up(&lab, 1);
+    let len = 64usize << 20;
+    let body: Vec<u8> = mptcp_engine::app::Pattern::STREAM.bytes(0, len);
+    std::fs::write(web.dir.join("file"), &body).expect("file");
+    web.serve_http(8080);
+    let users = users_file("alice:wonder land\n");
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 1080);
+    let l = listen.to_string();
+    let server = Logged::start(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--iface",
+            "srv1",
+            "--listen",
+            &l,
+            "--mode",
+            "socks5",
+            "--users",
+            users.to_str().unwrap(),
+            "--allow",
+            "10.200.1.0/24",
+        ],
+    );
+    let out_file = std::env::temp_dir().join(unique_name("curl-out"));
+    let out = lab
+        .client
+        .command("mptcpize")
+        .args(["run", "curl", "-sS", "--fail", "--max-time", "60"])
+        .args(["--socks5-hostname", &l, "--proxy-user", "alice:wonder land"])
+        .arg("http://web.test:8080/file")
+        .arg("-o")
+        .arg(&out_file)
+        .output()
+        .expect("curl");
+    let got = std::fs::read(&out_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_file);
+    let _ = std::fs::remove_file(&users);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        output_text(&out),
+        server.text()
+    );
+    assert_eq!(got.len(), len);
+    assert!(got == body, "the fetched file differs");
+    let line = server.line("socks5 ");
+    assert!(line.contains("web.test:8080"), "{line}");
+    assert!(number_after(&line, "bytes up, ") > len as u64, "{line}");
+    assert!(
+        lab.client
+            .nstat("MPTcpExtMPCapableSYNACKRX")
+            .expect("nstat")
+            >= 1,
+        "curl spoke MPTCP to the proxy"
+    );
+}
+
+/// One raw SOCKS5 exchange from the client namespace over kernel MPTCP:
+/// what the proxy answered, until it closed.
+fn socks5_exchange(lab: &Lab, proxy: SocketAddr, messages: &[Vec<u8>]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    lab.client
+        .enter(|| {
+            let mut s = mptcp_tests::mptcp_connect(proxy, Duration::from_secs(5)).expect("connect");
+            for m in messages {
+                s.write_all(m).expect("write");
+            }
+            let mut back = Vec::new();
+            let _ = s.read_to_end(&mut back);
+            back
+        })
+        .expect("client ns")
+}
+
+#[test]
+fn socks5_refuses_bad_credentials_and_disallowed_destinations() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    let mut web = Web::up(&lab, 2);
+    std::fs::write(web.dir.join("x"), b"x").expect("file");
+    web.serve_http(8081);
+    let users = users_file("bob:secret\n");
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 1081);
+    let l = listen.to_string();
+    let server = Logged::start(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--listen",
+            &l,
+            "--mode",
+            "socks5",
+            "--users",
+            users.to_str().unwrap(),
+            "--allow",
+            "10.200.2.2",
+        ],
+    );
+    let auth = |user: &[u8], pass: &[u8]| {
+        let mut m = vec![1, user.len() as u8];
+        m.extend_from_slice(user);
+        m.push(pass.len() as u8);
+        m.extend_from_slice(pass);
+        m
+    };
+    let connect_v4 = |ip: [u8; 4], port: u16| {
+        let mut m = vec![5, 1, 0, 1];
+        m.extend_from_slice(&ip);
+        m.extend_from_slice(&port.to_be_bytes());
+        m
+    };
+    // Wrong password: RFC 1929 status 1, then the proxy closes.
+    let back = socks5_exchange(&lab, listen, &[vec![5, 1, 2], auth(b"bob", b"wrong")]);
+    assert_eq!(back, [5, 2, 1, 1]);
+    // No acceptable method offered (only "no authentication"): 0xFF.
+    let back = socks5_exchange(&lab, listen, &[vec![5, 1, 0]]);
+    assert_eq!(back, [5, 0xff]);
+    // Good credentials, a destination outside --allow: reply 2.
+    let back = socks5_exchange(
+        &lab,
+        listen,
+        &[
+            vec![5, 1, 2],
+            auth(b"bob", b"secret"),
+            connect_v4([10, 100, 0, 1], 22),
+        ],
+    );
+    assert_eq!(back, [5, 2, 1, 0, 5, 2, 0, 1, 0, 0, 0, 0, 0, 0]);
+    // BIND is not supported: reply 7.
+    let mut bind = connect_v4([10, 200, 2, 2], 8081);
+    bind[1] = 2;
+    let back = socks5_exchange(
+        &lab,
+        listen,
+        &[vec![5, 1, 2], auth(b"bob", b"secret"), bind],
+    );
+    assert_eq!(&back[4..6], &[5, 7]);
+    // The allowed destination works, with curl's own check of the codes.
+    let ok = lab
+        .client
+        .command("mptcpize")
+        .args(["run", "curl", "-sS", "--max-time", "20", "--socks5", &l])
+        .args(["--proxy-user", "bob:secret", "http://10.200.2.2:8081/x"])
+        .output()
+        .expect("curl");
+    assert!(ok.status.success(), "{}", output_text(&ok));
+    assert_eq!(ok.stdout, b"x");
+    let refused = lab
+        .client
+        .command("mptcpize")
+        .args(["run", "curl", "-sS", "--max-time", "20", "--socks5", &l])
+        .args(["--proxy-user", "bob:secret", "http://10.200.2.1:8081/x"])
+        .output()
+        .expect("curl");
+    // curl 97: the proxy handshake failed; it quotes the reply code.
+    assert_eq!(refused.status.code(), Some(97), "{}", output_text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("(2)"),
+        "{}",
+        output_text(&refused)
+    );
+    let _ = std::fs::remove_file(&users);
+    let log = server.text();
+    assert!(log.contains("bad credentials for user \"bob\""), "{log}");
+    assert!(log.contains("destination not allowed"), "{log}");
+}
+
+#[test]
+fn socks5_without_allow_says_so_and_refuses_everything() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 1082);
+    let l = listen.to_string();
+    let server = Logged::start(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--listen",
+            &l,
+            "--mode",
+            "socks5",
+            "--no-auth",
+        ],
+    );
+    server.line("no --allow given: every destination will be refused");
+    let back = socks5_exchange(
+        &lab,
+        listen,
+        &[vec![5, 1, 0], vec![5, 1, 0, 1, 127, 0, 0, 1, 0, 22]],
+    );
+    assert_eq!(back, [5, 0, 5, 2, 0, 1, 0, 0, 0, 0, 0, 0]);
+    // Neither --users nor --no-auth: a clear refusal to start.
+    let out = mptcp_user(lab.server.name())
+        .args([
+            "serve",
+            "--iface",
+            "srv0",
+            "--listen",
+            "10.100.0.2:1083",
+            "--mode",
+            "socks5",
+        ])
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains("--users FILE"),
+        "{}",
+        output_text(&out)
+    );
+}

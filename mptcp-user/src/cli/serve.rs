@@ -10,6 +10,8 @@ use serde_json::json;
 
 use mptcp_datapath::afxdp::XskConfig;
 use mptcp_datapath::apps::iperf3::{Iperf3Conn, Iperf3Server};
+use mptcp_datapath::apps::relay::{AllowList, Users};
+use mptcp_datapath::apps::socks5::{Socks5Conn, Socks5Proxy};
 use mptcp_datapath::apps::{SubflowFigures, Subflows};
 use mptcp_datapath::forward::Forward;
 use mptcp_datapath::signals::stop_on_signals;
@@ -46,6 +48,10 @@ pub enum Mode {
     /// --json; per-subflow figures in the results' `mptcp_subflows` (and
     /// in `server_output_json` with --get-server-output).
     Iperf3,
+    /// A SOCKS5 proxy (RFC 1928 CONNECT to IPv4, IPv6 and names; RFC 1929
+    /// username/password from --users, or --no-auth), relaying to the
+    /// destinations --allow lists over kernel TCP.
+    Socks5,
 }
 
 #[derive(clap::Args, Debug)]
@@ -73,6 +79,17 @@ pub struct ServeArgs {
     /// Partial TCP checksums (MPTCP engine): accepted on veth by default.
     #[arg(long, value_enum, default_value = "auto")]
     pub partial_checksum: PartialChecksum,
+    /// Credentials for --mode socks5: one `user:password` a line.
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<std::path::PathBuf>,
+    /// --mode socks5 without authentication (anyone who reaches the port
+    /// may use the proxy, within --allow).
+    #[arg(long, conflicts_with = "users")]
+    pub no_auth: bool,
+    /// Destinations the proxies may connect to (repeat; `10.0.0.0/8`,
+    /// `fd00::/8`, or one address). None: every destination is refused.
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<String>,
     /// Stop after this many connections (0 = serve until signalled).
     #[arg(long, default_value_t = 0)]
     pub connections: u64,
@@ -96,6 +113,7 @@ enum ServeApp {
     Forward(Box<Forward>),
     Source(PatternSource),
     Iperf3(Box<Iperf3Conn>),
+    Socks5(Box<Socks5Conn>),
     /// The backend refused: the connection is closed at once.
     Refused,
 }
@@ -108,6 +126,7 @@ impl<E: ByteStream + Subflows> App<E> for ServeApp {
             ServeApp::Forward(a) => a.poll(now, engine),
             ServeApp::Source(a) => a.poll(now, engine),
             ServeApp::Iperf3(a) => a.poll(now, engine),
+            ServeApp::Socks5(a) => a.poll(now, engine),
             ServeApp::Refused => {
                 engine.close();
                 (0, engine.is_closed())
@@ -115,8 +134,10 @@ impl<E: ByteStream + Subflows> App<E> for ServeApp {
         }
     }
     fn wake_fds(&self, out: &mut Vec<(std::os::fd::RawFd, i16)>) {
-        if let ServeApp::Forward(a) = self {
-            App::<E>::wake_fds(a.as_ref(), out);
+        match self {
+            ServeApp::Forward(a) => App::<E>::wake_fds(a.as_ref(), out),
+            ServeApp::Socks5(a) => App::<E>::wake_fds(a.as_ref(), out),
+            _ => {}
         }
     }
 }
@@ -124,19 +145,82 @@ impl<E: ByteStream + Subflows> App<E> for ServeApp {
 /// What the connections of one worker share (the iperf3 test in progress).
 struct AppContext {
     iperf3: std::rc::Rc<std::cell::RefCell<Iperf3Server>>,
+    socks5: Option<std::rc::Rc<std::cell::RefCell<Socks5Proxy>>>,
 }
 
 impl AppContext {
-    fn new(_args: &ServeArgs) -> Result<AppContext> {
+    /// Checks the front end's options and says at start-up what it will do.
+    fn new(args: &ServeArgs) -> Result<AppContext> {
+        let allow = AllowList::parse(&args.allow).map_err(anyhow::Error::msg)?;
+        let mut socks5 = None;
+        if args.mode == Mode::Socks5 {
+            let users = match (&args.users, args.no_auth) {
+                (Some(path), _) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("--users {}: {e}", path.display()))?;
+                    let users = Users::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("--users {}: {e}", path.display()))?;
+                    eprintln!("socks5: {} user(s) from {}", users.len(), path.display());
+                    Some(users)
+                }
+                (None, true) => {
+                    eprintln!("socks5: no authentication (--no-auth)");
+                    None
+                }
+                (None, false) => {
+                    bail!("--mode socks5 needs --users FILE (user:password lines) or --no-auth")
+                }
+            };
+            socks5 = Some(Socks5Proxy::shared(allow.clone(), users)?);
+        }
+        if args.mode == Mode::Socks5 {
+            if allow.is_empty() {
+                eprintln!(
+                    "{:?}: no --allow given: every destination will be refused (add --allow CIDR)",
+                    args.mode
+                );
+            } else {
+                eprintln!(
+                    "{:?}: destinations allowed: {}",
+                    args.mode,
+                    args.allow.join(", ")
+                );
+            }
+        }
         Ok(AppContext {
             iperf3: Iperf3Server::shared(),
+            socks5,
         })
+    }
+
+    /// The front ends' counters, for the stats file.
+    fn stats(&self) -> serde_json::Value {
+        let i = self.iperf3.borrow().counters.clone();
+        let mut v = json!({"iperf3": {
+            "tests": i.tests, "aborted": i.aborted, "refused": i.refused,
+            "bytes_received": i.bytes_received, "bytes_sent": i.bytes_sent,
+        }});
+        if let Some(p) = &self.socks5 {
+            let c = p.borrow().counters.clone();
+            v["socks5"] = json!({
+                "connections": c.connections, "auth_failed": c.auth_failed,
+                "malformed": c.malformed, "not_allowed": c.not_allowed,
+                "resolve_failed": c.resolve_failed, "connect_failed": c.connect_failed,
+                "resolver_busy": c.resolver_busy, "relayed": c.relayed,
+                "bytes_up": c.bytes_up, "bytes_down": c.bytes_down,
+            });
+        }
+        v
     }
 }
 
 fn new_app(args: &ServeArgs, ctx: &AppContext) -> ServeApp {
     match args.mode {
         Mode::Iperf3 => ServeApp::Iperf3(Box::new(Iperf3Server::connection(&ctx.iperf3))),
+        Mode::Socks5 => match &ctx.socks5 {
+            Some(p) => ServeApp::Socks5(Box::new(Socks5Proxy::connection(p))),
+            None => ServeApp::Refused,
+        },
         Mode::Echo => ServeApp::Echo(Echo::default()),
         Mode::Discard => ServeApp::Discard(Discard::default()),
         Mode::Source => ServeApp::Source(PatternSource::default()),
@@ -426,6 +510,7 @@ fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result
                     "partial_checksum": c.partial_checksum, "unmatched": c.unmatched,
                     "join_refused": c.join_refused, "resets_sent": c.resets_sent,
                 },
+                "apps": ctx.stats(),
             });
             stats_file.write(&instance_stats("serve", &datapath, &worker, engine));
         }
