@@ -548,3 +548,171 @@ fn socks5_without_allow_says_so_and_refuses_everything() {
         output_text(&out)
     );
 }
+
+/// A kernel TCP echo server in `ns` at `addr` that counts connections and
+/// bytes; stops after `connections` connections.
+fn counting_echo(
+    ns: &mptcp_tests::Netns,
+    addr: SocketAddr,
+    connections: usize,
+) -> std::thread::JoinHandle<Vec<u64>> {
+    use std::io::{Read, Write};
+    let listener = ns
+        .enter(|| std::net::TcpListener::bind(addr).expect("backend"))
+        .expect("ns");
+    std::thread::spawn(move || {
+        let mut counts = Vec::new();
+        for _ in 0..connections {
+            let (mut c, _) = listener.accept().expect("accept");
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut buf = vec![0u8; 64 << 10];
+            let mut total = 0u64;
+            loop {
+                let n = c.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                c.write_all(&buf[..n]).expect("write");
+                total += n as u64;
+            }
+            counts.push(total);
+        }
+        counts
+    })
+}
+
+/// A kernel MPTCP client that puts `first` in its SYN (TFO without a
+/// cookie: MSG_FASTOPEN), then sends `rest`, half-closes and reads all.
+fn tfo_mptcp_exchange(lab: &Lab, to: SocketAddr, first: &[u8], rest: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    lab.client
+        .enter(|| {
+            let s = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::from(mptcp_tests::IPPROTO_MPTCP)),
+            )
+            .expect("MPTCP socket");
+            let sa: socket2::SockAddr = to.into();
+            // SAFETY: a valid socket, buffer and address.
+            let n = unsafe {
+                libc::sendto(
+                    s.as_raw_fd(),
+                    first.as_ptr().cast(),
+                    first.len(),
+                    libc::MSG_FASTOPEN,
+                    sa.as_ptr().cast(),
+                    sa.len(),
+                )
+            };
+            assert_eq!(
+                n,
+                first.len() as isize,
+                "{}",
+                std::io::Error::last_os_error()
+            );
+            let mut stream: std::net::TcpStream = s.into();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let rest = rest.to_vec();
+            let sender = std::thread::spawn(move || {
+                writer.write_all(&rest).expect("write");
+                writer
+                    .shutdown(std::net::Shutdown::Write)
+                    .expect("shutdown");
+            });
+            let mut back = Vec::new();
+            let _ = stream.read_to_end(&mut back);
+            sender.join().expect("sender");
+            back
+        })
+        .expect("client ns")
+}
+
+#[test]
+fn kernel_mptcp_client_reaches_a_backend_through_the_converter() {
+    use mptcp_datapath::apps::convert::{client, error, error_message, parse, Parsed, Tlv};
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    lab.client
+        .exec("sysctl", &["-qw", "net.ipv4.tcp_fastopen=5"])
+        .expect("sysctl");
+    let web = Web::up(&lab, 3);
+    let backend = SocketAddr::new(web.addr.into(), 9000);
+    // Only the successful connections may reach the backend.
+    let echoed = counting_echo(&web.ns, backend, 2);
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5124);
+    let l = listen.to_string();
+    let server = Logged::start(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--listen",
+            &l,
+            "--mode",
+            "convert",
+            "--allow",
+            "10.200.3.0/24",
+        ],
+    );
+    // Errors first: each answered with its Error TLV, nothing relayed.
+    let mut bad_version = client::connect_message(backend);
+    bad_version[0] = 2;
+    bad_version.extend_from_slice(b"must not arrive");
+    let back = tfo_mptcp_exchange(&lab, listen, &bad_version, b"nor this");
+    assert_eq!(back, error_message(error::UNSUPPORTED_VERSION, 1));
+    let malformed = [1, 2, 0, 0, 10, 0, 0, 0];
+    let back = tfo_mptcp_exchange(&lab, listen, &malformed, b"dropped");
+    assert_eq!(
+        back,
+        error_message(error::MALFORMED_MESSAGE, 4),
+        "{}",
+        server.text()
+    );
+    let elsewhere = client::connect_message("10.100.0.1:9000".parse().unwrap());
+    let back = tfo_mptcp_exchange(&lab, listen, &elsewhere, b"dropped");
+    assert_eq!(back, error_message(error::NOT_AUTHORIZED, 0));
+    let nobody = client::connect_message(SocketAddr::new(web.addr.into(), 9001));
+    let back = tfo_mptcp_exchange(&lab, listen, &nobody, b"dropped");
+    assert_eq!(back, error_message(error::CONNECTION_RESET, 0));
+    // Success: Connect and the first data in the SYN, the rest after.
+    for len in [1000usize, 8 << 20] {
+        let data = mptcp_engine::app::Pattern::STREAM.bytes(0, len);
+        let mut first = client::connect_message(backend);
+        let head = len.min(500);
+        first.extend_from_slice(&data[..head]);
+        let back = tfo_mptcp_exchange(&lab, listen, &first, &data[head..]);
+        let answer = client::answer(&back)
+            .unwrap_or_else(|e| panic!("{e}\n{}", server.text()))
+            .expect("a whole answer");
+        let Parsed::Done(tlvs, _) = parse(&back[..answer]) else {
+            panic!("answer");
+        };
+        assert!(
+            matches!(&tlvs[..], [Tlv::ExtendedTcpHeader(o)] if o.first() == Some(&2)),
+            "{tlvs:?}"
+        );
+        assert_eq!(back.len() - answer, len, "echo length");
+        assert!(back[answer..] == data[..], "echoed bytes differ");
+    }
+    assert_eq!(
+        echoed.join().expect("backend"),
+        vec![1000, 8 << 20],
+        "the backend saw exactly the data"
+    );
+    let log = server.text();
+    assert_eq!(log.matches("convert ").count(), 6, "{log}");
+    assert!(log.contains("error 32 (destination not allowed)"), "{log}");
+    // The SYN/ACKs acknowledged the data in the SYNs (kernel: "TFO active").
+    assert!(
+        lab.client.nstat("TcpExtTCPFastOpenActive").expect("nstat") >= 6,
+        "SYN data accepted: {}",
+        lab.client.nstat("TcpExtTCPFastOpenActive").unwrap_or(0)
+    );
+}

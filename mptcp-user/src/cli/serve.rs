@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use mptcp_datapath::afxdp::XskConfig;
+use mptcp_datapath::apps::convert::{ConvertConn, Converter};
 use mptcp_datapath::apps::iperf3::{Iperf3Conn, Iperf3Server};
 use mptcp_datapath::apps::relay::{AllowList, Users};
 use mptcp_datapath::apps::socks5::{Socks5Conn, Socks5Proxy};
@@ -52,6 +53,10 @@ pub enum Mode {
     /// username/password from --users, or --no-auth), relaying to the
     /// destinations --allow lists over kernel TCP.
     Socks5,
+    /// An RFC 8803 Transport Converter: each connection starts with a
+    /// Convert message (in the SYN with TFO, or after it) naming the
+    /// destination; relays to destinations --allow lists over kernel TCP.
+    Convert,
 }
 
 #[derive(clap::Args, Debug)]
@@ -114,6 +119,7 @@ enum ServeApp {
     Source(PatternSource),
     Iperf3(Box<Iperf3Conn>),
     Socks5(Box<Socks5Conn>),
+    Convert(Box<ConvertConn>),
     /// The backend refused: the connection is closed at once.
     Refused,
 }
@@ -127,6 +133,7 @@ impl<E: ByteStream + Subflows> App<E> for ServeApp {
             ServeApp::Source(a) => a.poll(now, engine),
             ServeApp::Iperf3(a) => a.poll(now, engine),
             ServeApp::Socks5(a) => a.poll(now, engine),
+            ServeApp::Convert(a) => a.poll(now, engine),
             ServeApp::Refused => {
                 engine.close();
                 (0, engine.is_closed())
@@ -137,6 +144,7 @@ impl<E: ByteStream + Subflows> App<E> for ServeApp {
         match self {
             ServeApp::Forward(a) => App::<E>::wake_fds(a.as_ref(), out),
             ServeApp::Socks5(a) => App::<E>::wake_fds(a.as_ref(), out),
+            ServeApp::Convert(a) => App::<E>::wake_fds(a.as_ref(), out),
             _ => {}
         }
     }
@@ -146,6 +154,7 @@ impl<E: ByteStream + Subflows> App<E> for ServeApp {
 struct AppContext {
     iperf3: std::rc::Rc<std::cell::RefCell<Iperf3Server>>,
     socks5: Option<std::rc::Rc<std::cell::RefCell<Socks5Proxy>>>,
+    convert: std::rc::Rc<std::cell::RefCell<Converter>>,
 }
 
 impl AppContext {
@@ -173,7 +182,7 @@ impl AppContext {
             };
             socks5 = Some(Socks5Proxy::shared(allow.clone(), users)?);
         }
-        if args.mode == Mode::Socks5 {
+        if matches!(args.mode, Mode::Socks5 | Mode::Convert) {
             if allow.is_empty() {
                 eprintln!(
                     "{:?}: no --allow given: every destination will be refused (add --allow CIDR)",
@@ -190,6 +199,7 @@ impl AppContext {
         Ok(AppContext {
             iperf3: Iperf3Server::shared(),
             socks5,
+            convert: Converter::shared(allow),
         })
     }
 
@@ -210,6 +220,12 @@ impl AppContext {
                 "bytes_up": c.bytes_up, "bytes_down": c.bytes_down,
             });
         }
+        let c = self.convert.borrow().counters.clone();
+        v["convert"] = json!({
+            "connections": c.connections, "malformed": c.malformed, "info": c.info,
+            "not_authorized": c.not_authorized, "connect_failed": c.connect_failed,
+            "relayed": c.relayed, "bytes_up": c.bytes_up, "bytes_down": c.bytes_down,
+        });
         v
     }
 }
@@ -221,6 +237,7 @@ fn new_app(args: &ServeArgs, ctx: &AppContext) -> ServeApp {
             Some(p) => ServeApp::Socks5(Box::new(Socks5Proxy::connection(p))),
             None => ServeApp::Refused,
         },
+        Mode::Convert => ServeApp::Convert(Box::new(Converter::connection(&ctx.convert))),
         Mode::Echo => ServeApp::Echo(Echo::default()),
         Mode::Discard => ServeApp::Discard(Discard::default()),
         Mode::Source => ServeApp::Source(PatternSource::default()),
@@ -298,7 +315,8 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         "serving {} ({:?}) with the plain TCP engine; Ctrl-C to stop",
         args.listen, args.mode
     );
-    let cfg = tcp_config(&paths, args.listen.is_ipv6());
+    let mut cfg = tcp_config(&paths, args.listen.is_ipv6());
+    cfg.accept_syn_data = args.mode == Mode::Convert;
     let mut worker = Worker::new(TcpEndpoint::listen(cfg.clone(), args.listen), paths);
     let stats_file = StatsFile::create();
     let mut connections = 0u64;
@@ -469,6 +487,8 @@ fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result
     let mut cfg = mptcp_config(&paths, args.listen.is_ipv6(), &args.engine_opts);
     let (partial, partial_why) = accept_partial(args.partial_checksum, &args.ifaces);
     cfg.accept_partial_checksum = partial;
+    // RFC 8803 clients put their Convert message in the SYN (TFO, no cookie).
+    cfg.tcp.accept_syn_data = args.mode == Mode::Convert;
     let engine = MptcpEndpoint::server(cfg, &locals, args.listen.port());
     for (p, m) in paths.iter().zip(&datapath.attach_modes) {
         eprintln!(

@@ -197,6 +197,13 @@ struct Shared {
     remote_idsn: u64,
     checksum: bool,
     fallback: bool,
+    /// TCP Fast Open: the SYN's data (when `tcp.accept_syn_data`). Linux
+    /// keeps it outside the data sequence space: the application reads it
+    /// before the data stream, and the initial subflow's sequence numbers
+    /// in mappings count from after it (`syn_len` bytes).
+    syn_data: Vec<u8>,
+    syn_data_read: usize,
+    syn_len: u64,
     /// After an infinite mapping (RFC 8684 3.7), per direction: from this
     /// subflow offset on, data follows linearly from this data offset.
     /// Sending: (subflow index, subflow offset, data offset).
@@ -365,6 +372,9 @@ impl Connection {
                 remote_idsn: 0,
                 checksum: cfg.checksum,
                 fallback: false,
+                syn_data: Vec::new(),
+                syn_data_read: 0,
+                syn_len: 0,
                 tx_fb: None,
                 rx_fb: None,
                 fail_received: false,
@@ -516,6 +526,14 @@ impl Connection {
                 c.s.checksum = cfg.checksum || mpc.checksum_required();
             }
             _ => c.s.fallback = true,
+        }
+        if !c.s.fallback && sub.readable() > 0 {
+            // Plain TCP keeps SYN data in the stream (offset 0 = data 0).
+            let mut data = vec![0u8; sub.readable()];
+            let n = sub.recv(&mut data);
+            data.truncate(n);
+            c.s.syn_len = n as u64;
+            c.s.syn_data = data;
         }
         c.add_sf(sub, path, Kind::Capable, 0, 0);
         Some(c)
@@ -697,7 +715,7 @@ impl Connection {
                         if let Some(len) = mpc.data_len.filter(|&l| l > 0) {
                             // MP_CAPABLE with data: DSN IDSN+1, SSN 1.
                             sf.rx.push_back(RxMap {
-                                off: 0,
+                                off: s.syn_len,
                                 dsn: 0,
                                 len: len as u64,
                                 csum: mpc.checksum,
@@ -836,9 +854,10 @@ impl Connection {
                     // MP_CAPABLE with data after the handshake (the client
                     // had not heard from us yet): the first mapping.
                     if let Some(len) = mpc.data_len.filter(|&l| l > 0) {
-                        if !sf.rx.iter().any(|r| r.off == 0) && sf.sub.recv_offset() == 0 {
+                        let first = s.syn_len;
+                        if !sf.rx.iter().any(|r| r.off == first) && sf.sub.recv_offset() == first {
                             sf.rx.push_front(RxMap {
-                                off: 0,
+                                off: first,
                                 dsn: 0,
                                 len: len as u64,
                                 csum: mpc.checksum,
@@ -879,13 +898,18 @@ impl Connection {
                 return;
             }
         }
+        let base = if sf.kind == Kind::Capable {
+            s.syn_len
+        } else {
+            0
+        };
         if len == 0 {
             // An infinite mapping (RFC 8684 3.7): from its subflow sequence
             // number on, data follows linearly, without options.
-            let next = sf.sub.recv_offset() + 1;
+            let next = sf.sub.recv_offset().saturating_sub(base) + 1;
             let rel = next as i64 + (m.ssn.wrapping_sub(next as u32) as i32 as i64);
             if rel >= 1 && !s.fallback && s.rx_fb.is_none() {
-                s.rx_fb = Some((rel as u64 - 1, dsn));
+                s.rx_fb = Some((rel as u64 - 1 + base, dsn));
                 s.fail_received = true;
                 s.push_event(MptcpEvent::FellBackToTcp);
             }
@@ -895,13 +919,14 @@ impl Connection {
         if len == 0 {
             return;
         }
-        // Relative subflow sequence number to stream offset.
-        let next = sf.sub.recv_offset() + 1;
+        // Relative subflow sequence number to stream offset (after the
+        // SYN's data on the initial subflow).
+        let next = sf.sub.recv_offset().saturating_sub(base) + 1;
         let rel = next as i64 + (m.ssn.wrapping_sub(next as u32) as i32 as i64);
         if rel < 1 {
             return;
         }
-        let off = rel as u64 - 1;
+        let off = rel as u64 - 1 + base;
         if sf.rx.iter().rev().any(|r| r.off == off) || sf.rx.len() >= RX_MAPPINGS {
             return;
         }
@@ -972,7 +997,11 @@ impl Connection {
                 break;
             }
             let off = sf.sub.recv_offset();
-            let linear = if s.fallback { Some((0, 0)) } else { s.rx_fb };
+            let linear = if s.fallback {
+                Some((s.syn_len, 0))
+            } else {
+                s.rx_fb
+            };
             if let Some((fsub, fdsn)) = linear.filter(|l| off >= l.0) {
                 let n = readable.min(self.scratch.len() as u64) as usize;
                 let got = sf.sub.recv(&mut self.scratch[..n]);
@@ -1001,7 +1030,13 @@ impl Connection {
                         let dsn = s.remote_idsn.wrapping_add(1).wrapping_add(m.dsn);
                         crypto::dss_checksum(
                             dsn,
-                            (m.off + 1) as u32,
+                            (m.off
+                                - if sf.kind == Kind::Capable {
+                                    s.syn_len
+                                } else {
+                                    0
+                                }
+                                + 1) as u32,
                             (m.len + u64::from(m.fin)) as u16,
                             &self.scratch[..got],
                         ) == c
@@ -1840,6 +1875,17 @@ impl Connection {
 
     pub fn recv(&mut self, buf: &mut [u8]) -> usize {
         let s = &mut self.s;
+        if s.syn_data_read < s.syn_data.len() {
+            let rest = &s.syn_data[s.syn_data_read..];
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            s.syn_data_read += n;
+            if s.syn_data_read == s.syn_data.len() {
+                s.syn_data = Vec::new();
+                s.syn_data_read = 0;
+            }
+            return n;
+        }
         let n = (buf.len() as u64).min(s.rcv_nxt - s.rcv_read) as usize;
         if n == 0 {
             return 0;
@@ -1865,7 +1911,9 @@ impl Connection {
     }
 
     pub fn is_read_closed(&self) -> bool {
-        self.s.peer_fin.is_some_and(|f| self.s.rcv_nxt >= f) && self.s.rcv_read == self.s.rcv_nxt
+        self.s.syn_data.is_empty()
+            && self.s.peer_fin.is_some_and(|f| self.s.rcv_nxt >= f)
+            && self.s.rcv_read == self.s.rcv_nxt
     }
 
     pub fn is_closed(&self) -> bool {
