@@ -763,22 +763,11 @@ impl Connection {
         self.find(id).map(|i| self.sfs[i].sub.tuple())
     }
 
-    pub fn subflow_stats(&self, id: SubflowId) -> Option<SubflowStatistics> {
+    pub fn subflow_stats(&self, id: SubflowId) -> Option<SubflowStats> {
         let f = &self.sfs[self.find(id)?];
-        let st = f.sub.stats();
-        Some(SubflowStatistics {
-            cwnd: st.cwnd,
-            ssthresh: st.ssthresh,
-            srtt: st.srtt,
-            rttvar: st.rttvar,
-            rto: st.rto,
-            bytes_sent: st.bytes_sent,
-            bytes_acked: st.bytes_acked,
-            bytes_retransmitted: st.bytes_retransmitted,
-            bytes_received: st.bytes_received,
-            retransmits: st.retransmits,
-            bytes_reinjected: f.bytes_reinjected,
-        })
+        let mut st = f.sub.stats();
+        st.bytes_reinjected = f.bytes_reinjected;
+        Some(st)
     }
 
     /// Closes one subflow (FIN); its unacknowledged data is reinjected.

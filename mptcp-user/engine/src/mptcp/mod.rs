@@ -49,7 +49,7 @@ pub mod fuzzing;
 
 pub use api::{
     LocalAddr, MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions,
-    SubflowStatistics, SubflowStatus,
+    SubflowStats, SubflowStatus,
 };
 pub use conn::Connection;
 pub use endpoint::{MptcpCounters, MptcpEndpoint};

@@ -86,6 +86,9 @@ pub struct SubflowStats {
     pub retransmits: u64,
     pub fast_recoveries: u64,
     pub timeouts: u64,
+    /// Data-level bytes this subflow carried for another one that failed or
+    /// stalled (set by the MPTCP connection; 0 for plain TCP).
+    pub bytes_reinjected: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
