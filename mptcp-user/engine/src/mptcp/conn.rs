@@ -281,9 +281,7 @@ impl Connection {
         now: Instant,
     ) -> Option<Connection> {
         let mut sub = Subflow::accept(&cfg.tcp, tuple, now, syn)?;
-        if let Some(isn) = keys.replay_isn() {
-            sub.set_initial_send_seq_for_replay(isn);
-        }
+        keys.replay_isn(&mut sub);
         // The initial address gets id 0; the others keep their order.
         locals.retain(|l| l.ip != tuple.local.ip());
         locals.insert(
@@ -334,9 +332,7 @@ impl Connection {
         let Some(mut sub) = Subflow::accept(&self.s.tcp, tuple, now, syn) else {
             return false;
         };
-        if let Some(isn) = keys.replay_isn() {
-            sub.set_initial_send_seq_for_replay(isn);
-        }
+        keys.replay_isn(&mut sub);
         let local_id = self
             .s
             .locals

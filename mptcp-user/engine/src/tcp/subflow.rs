@@ -398,6 +398,7 @@ impl Subflow {
     /// SYN/ACK) goes out. Only for replaying captured conversations
     /// (conformance tests); production ISNs come from `Config::isn_secret`.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn set_initial_send_seq_for_replay(&mut self, iss: u32) {
         if self.snd_max == 0 {
             self.iss = iss;
