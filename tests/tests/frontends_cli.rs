@@ -716,3 +716,182 @@ fn kernel_mptcp_client_reaches_a_backend_through_the_converter() {
         lab.client.nstat("TcpExtTCPFastOpenActive").unwrap_or(0)
     );
 }
+
+/// Full TCP checksums from the kernel in `ns` (veth leaves them partial).
+fn full_checksums(ns: &mptcp_tests::Netns, ifaces: &[&str]) {
+    for i in ifaces {
+        ns.exec("ethtool", &["-K", i, "tx", "off"])
+            .expect("ethtool");
+    }
+}
+
+fn wait_listening(ns: &mptcp_tests::Netns, port: u16) {
+    assert!(
+        wait_until(Duration::from_secs(10), || ns
+            .exec("ss", &["-Hltn", &format!("sport = :{port}")])
+            .is_ok_and(|s| !s.trim().is_empty())),
+        "nothing listens on {port}"
+    );
+}
+
+fn connect_json(lab: &Lab, args: &[&str]) -> serde_json::Value {
+    let out = mptcp_user(lab.client.name())
+        .arg("connect")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("connect");
+    assert!(out.status.success(), "{}", output_text(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("JSON: {e}\n{}", output_text(&out)))
+}
+
+#[test]
+fn connect_iperf3_against_a_stock_kernel_mptcp_iperf3_server() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    full_checksums(&lab.server, &["srv0"]);
+    let remote = SocketAddr::new(lab.paths[0].server_v4.into(), 5210);
+    for reverse in [false, true] {
+        let server = lab
+            .server
+            .command("mptcpize")
+            .args(["run", "iperf3", "-s", "-1", "-p", "5210", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("iperf3 -s");
+        wait_listening(&lab.server, 5210);
+        let bytes: u64 = 16 << 20;
+        let mut args = vec![
+            remote.to_string(),
+            "--iface".into(),
+            "cli0".into(),
+            "--iperf3".into(),
+            "--bytes".into(),
+            bytes.to_string(),
+        ];
+        if reverse {
+            args.push("--reverse".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let report = connect_json(&lab, &args);
+        let out = server.wait_with_output().expect("iperf3 server");
+        let theirs: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("server JSON: {e}\n{}", output_text(&out)));
+        let end = &report["end"];
+        // The stock server's own report (written at TEST_END, before the
+        // results exchange) has its side right: what it received, or with
+        // -R what it sent; ours must say the same.
+        let side = if reverse { "sum_sent" } else { "sum_received" };
+        assert_eq!(
+            end[side]["bytes"], theirs["end"][side]["bytes"],
+            "reverse={reverse}: {end}\n{}",
+            theirs["end"]
+        );
+        if reverse {
+            assert!(
+                end["sum_received"]["bytes"].as_u64() >= Some(bytes),
+                "{end}"
+            );
+        } else {
+            // Ended once the server acknowledged every byte: it got them all.
+            assert_eq!(end["sum_sent"]["bytes"], bytes, "{end}");
+            assert_eq!(end["sum_received"]["bytes"], bytes, "{end}");
+        }
+        assert!(
+            lab.server.nstat("MPTcpExtMPCapableSYNRX").expect("nstat") >= 1,
+            "the data stream was MPTCP"
+        );
+    }
+}
+
+#[test]
+fn connect_reports_what_a_discarding_receiver_got() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5211);
+    let l = listen.to_string();
+    let _server = Logged::start(
+        &lab,
+        &["--iface", "srv0", "--listen", &l, "--mode", "discard"],
+    );
+    full_checksums(&lab.client, &["cli0"]);
+    let bytes: u64 = 8 << 20;
+    let report = connect_json(
+        &lab,
+        &[&l, "--iface", "cli0", "--bytes", &bytes.to_string()],
+    );
+    let end = &report["end"];
+    assert_eq!(end["sum_sent"]["bytes"], bytes, "{end}");
+    assert_eq!(end["sum_received"]["bytes"], bytes, "DATA_ACKed: {end}");
+    assert_eq!(end["echoed_bytes"], 0, "{end}");
+}
+
+#[test]
+fn connect_via_convert_reaches_a_backend() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    full_checksums(&lab.client, &["cli0"]);
+    let web = Web::up(&lab, 4);
+    let backend = SocketAddr::new(web.addr.into(), 9004);
+    let echoed = counting_echo(&web.ns, backend, 1);
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5125);
+    let l = listen.to_string();
+    let server = Logged::start(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--listen",
+            &l,
+            "--mode",
+            "convert",
+            "--allow",
+            "10.200.4.0/24",
+        ],
+    );
+    let bytes: u64 = 8 << 20;
+    let report = connect_json(
+        &lab,
+        &[
+            &backend.to_string(),
+            "--iface",
+            "cli0",
+            "--via-convert",
+            &l,
+            "--bytes",
+            &bytes.to_string(),
+        ],
+    );
+    assert_eq!(report["end"]["byte_exact"], true, "{report}");
+    assert_eq!(report["end"]["echoed_bytes"], bytes, "{report}");
+    assert_eq!(echoed.join().expect("backend"), vec![bytes]);
+    // A refused destination: connect says why and fails.
+    let out = mptcp_user(lab.client.name())
+        .args([
+            "connect",
+            "10.100.0.1:9",
+            "--iface",
+            "cli0",
+            "--via-convert",
+            &l,
+            "--bytes",
+            "10",
+        ])
+        .output()
+        .expect("connect");
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains("not authorized"),
+        "{}\n{}",
+        output_text(&out),
+        server.text()
+    );
+}

@@ -581,6 +581,90 @@ pub mod client {
         }
     }
 
+    /// An application behind a converter: sends the Connect message first,
+    /// reads the converter's answer off the front of the stream, then runs
+    /// `inner` (which sees only the destination's bytes). Without a
+    /// destination it is `inner` alone.
+    pub struct ViaConvert<A> {
+        pub inner: A,
+        request: Vec<u8>,
+        sent: usize,
+        answer: Vec<u8>,
+        answered: bool,
+        /// The converter refused, or answered nonsense.
+        pub error: Option<String>,
+    }
+
+    impl<A> ViaConvert<A> {
+        pub fn new(inner: A, to: Option<SocketAddr>) -> ViaConvert<A> {
+            ViaConvert {
+                inner,
+                request: to.map(connect_message).unwrap_or_default(),
+                sent: 0,
+                answer: Vec::new(),
+                answered: to.is_none(),
+                error: None,
+            }
+        }
+    }
+
+    impl<A> std::ops::Deref for ViaConvert<A> {
+        type Target = A;
+        fn deref(&self) -> &A {
+            &self.inner
+        }
+    }
+
+    impl<E: ByteStream, A: App<E>> App<E> for ViaConvert<A> {
+        fn poll(&mut self, now: Instant, engine: &mut E) -> (usize, bool) {
+            if self.answered {
+                return self.inner.poll(now, engine);
+            }
+            if self.error.is_some() || (!engine.is_established() && !engine.is_closed()) {
+                return (0, engine.is_closed());
+            }
+            let mut work = 0;
+            if self.sent < self.request.len() {
+                let n = engine.send(&self.request[self.sent..]);
+                self.sent += n;
+                work += n;
+            }
+            // Read exactly the answer: its header first, then its length.
+            let want = match self.answer.get(1) {
+                Some(&w) => (w as usize * 4).max(4),
+                None => 4,
+            };
+            if self.answer.len() < want {
+                let mut tmp = [0u8; MAX_MESSAGE];
+                let n = engine.recv(&mut tmp[..want - self.answer.len()]);
+                self.answer.extend_from_slice(&tmp[..n]);
+                work += n;
+            }
+            match answer(&self.answer) {
+                Ok(Some(_)) => {
+                    self.answered = true;
+                    let (w, done) = self.inner.poll(now, engine);
+                    return (work + w + 1, done);
+                }
+                Ok(None) if engine.is_read_closed() || engine.is_closed() => {
+                    self.error = Some("the converter closed before answering".into());
+                    engine.close();
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.error = Some(e);
+                    engine.close();
+                    work += 1;
+                }
+            }
+            (work, engine.is_closed())
+        }
+
+        fn wake_fds(&self, out: &mut Vec<(std::os::fd::RawFd, i16)>) {
+            self.inner.wake_fds(out)
+        }
+    }
+
     pub fn error_name(code: u8) -> &'static str {
         match code {
             error::UNSUPPORTED_VERSION => "unsupported version",

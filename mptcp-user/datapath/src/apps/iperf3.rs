@@ -774,6 +774,142 @@ impl<E: ByteStream + Subflows> App<E> for Iperf3Conn {
     }
 }
 
+/// The client side of the control connection (`connect --iperf3` against
+/// a stock `iperf3 -s`), sans-IO: bytes in with [`client::Control::push`],
+/// events out, bytes to send in `out`.
+pub mod client {
+    use super::*;
+
+    /// What the server said.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum Event {
+        /// Send the parameters now.
+        ParamExchange,
+        /// Open the data connections now.
+        CreateStreams,
+        TestStart,
+        TestRunning,
+        /// Send the client's results now; the server's follow.
+        ExchangeResults,
+        ServerResults(Value),
+        /// Done: IPERF_DONE is queued.
+        DisplayResults,
+    }
+
+    /// The control connection's protocol state.
+    pub struct Control {
+        inbuf: Vec<u8>,
+        /// Bytes for the server.
+        pub out: Vec<u8>,
+        awaiting_results: bool,
+    }
+
+    /// A cookie: 36 characters of iperf3's alphabet and a NUL.
+    pub fn cookie(random: &[u8; 36]) -> [u8; COOKIE_SIZE] {
+        const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+        let mut c = [0u8; COOKIE_SIZE];
+        for (o, r) in c.iter_mut().zip(random) {
+            *o = ALPHABET[(*r % 32) as usize];
+        }
+        c
+    }
+
+    /// The parameters iperf3's client sends (`send_parameters`).
+    pub fn params(time: f64, bytes: u64, reverse: bool, len: usize) -> Value {
+        let mut v = json!({
+            "tcp": true, "omit": 0, "time": time.ceil() as u64, "num": bytes,
+            "blockcount": 0, "parallel": 1, "len": len, "pacing_timer": 1000,
+            "client_version": "3.12",
+        });
+        if reverse {
+            v["reverse"] = json!(true);
+        }
+        v
+    }
+
+    /// The client's results (`iperf_send_results`) for its one stream.
+    pub fn results(sender: bool, bytes: u64, retransmits: u64, seconds: f64) -> Value {
+        json!({
+            "cpu_util_total": 0.0, "cpu_util_user": 0.0, "cpu_util_system": 0.0,
+            "sender_has_retransmits": if sender { 1 } else { -1 },
+            "streams": [{
+                "id": 1, "bytes": bytes,
+                "retransmits": if sender { retransmits as i64 } else { -1 },
+                "jitter": 0, "errors": 0, "omitted_errors": 0, "packets": 0,
+                "start_time": 0, "end_time": seconds,
+            }],
+        })
+    }
+
+    impl Control {
+        /// Starts with the cookie queued.
+        pub fn new(cookie: &[u8; COOKIE_SIZE]) -> Control {
+            Control {
+                inbuf: Vec::new(),
+                out: cookie.to_vec(),
+                awaiting_results: false,
+            }
+        }
+
+        pub fn push(&mut self, data: &[u8]) {
+            self.inbuf.extend_from_slice(data);
+        }
+
+        pub fn send_state(&mut self, st: i8) {
+            self.out.push(st as u8);
+        }
+
+        pub fn send_json(&mut self, v: &Value) {
+            frame_json(v, &mut self.out);
+        }
+
+        /// The next event, once its bytes are in; an error for a refusal
+        /// or a protocol violation.
+        pub fn next_event(&mut self) -> Result<Option<Event>, String> {
+            if self.awaiting_results {
+                return Ok(take_json(&mut self.inbuf)?.map(|v| {
+                    self.awaiting_results = false;
+                    Event::ServerResults(v)
+                }));
+            }
+            let Some(&b) = self.inbuf.first() else {
+                return Ok(None);
+            };
+            let ev = match b as i8 {
+                state::PARAM_EXCHANGE => Event::ParamExchange,
+                state::CREATE_STREAMS => Event::CreateStreams,
+                state::TEST_START => Event::TestStart,
+                state::TEST_RUNNING => Event::TestRunning,
+                state::EXCHANGE_RESULTS => {
+                    self.awaiting_results = true;
+                    Event::ExchangeResults
+                }
+                state::DISPLAY_RESULTS => {
+                    self.send_state(state::IPERF_DONE);
+                    Event::DisplayResults
+                }
+                state::ACCESS_DENIED => {
+                    return Err("the server is busy with another test (access denied)".into())
+                }
+                state::SERVER_ERROR => {
+                    let Some(e) = self.inbuf.get(1..9) else {
+                        return Ok(None);
+                    };
+                    let i_errno = i32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+                    let errno = i32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+                    return Err(format!(
+                        "the server reported an error (iperf3 error {i_errno}, errno {errno})"
+                    ));
+                }
+                state::SERVER_TERMINATE => return Err("the server terminated the test".into()),
+                other => return Err(format!("unexpected state {other} from the server")),
+            };
+            self.inbuf.remove(0);
+            Ok(Some(ev))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::mem::MemStream;
@@ -1015,5 +1151,60 @@ mod tests {
         assert!(ctl.s.closed);
         assert_eq!(srv.borrow().counters.aborted, 2);
         assert!(srv.borrow().session.is_none());
+    }
+
+    /// The client side against this crate's server: the whole exchange.
+    #[test]
+    fn the_client_control_talks_to_the_server() {
+        let srv = Iperf3Server::shared();
+        let mut ctl = Conn::new(&srv);
+        let mut c = client::Control::new(&client::cookie(&[7; 36]));
+        let mut pump = |c: &mut client::Control, ctl: &mut Conn, ms| {
+            ctl.s.incoming.append(&mut c.out);
+            ctl.poll(ms);
+            c.push(&ctl.s.take_sent());
+            let mut evs = Vec::new();
+            while let Some(e) = c.next_event().unwrap() {
+                evs.push(e);
+            }
+            evs
+        };
+        assert_eq!(
+            pump(&mut c, &mut ctl, 0),
+            vec![client::Event::ParamExchange]
+        );
+        c.send_json(&client::params(0.0, 1000, false, 100));
+        assert_eq!(
+            pump(&mut c, &mut ctl, 0),
+            vec![client::Event::CreateStreams]
+        );
+        let mut d = Conn::new(&srv);
+        d.s.incoming.extend_from_slice(&client::cookie(&[7; 36]));
+        d.s.incoming.extend(vec![0u8; 1000]);
+        d.poll(1);
+        assert_eq!(
+            pump(&mut c, &mut ctl, 2),
+            vec![client::Event::TestStart, client::Event::TestRunning]
+        );
+        d.poll(3);
+        c.send_state(state::TEST_END);
+        assert_eq!(
+            pump(&mut c, &mut ctl, 4),
+            vec![client::Event::ExchangeResults]
+        );
+        c.send_json(&client::results(true, 1000, 0, 0.004));
+        d.poll(5);
+        let evs = pump(&mut c, &mut ctl, 6);
+        let client::Event::ServerResults(r) = &evs[0] else {
+            panic!("{evs:?}");
+        };
+        assert_eq!(r["streams"][0]["bytes"], 1000);
+        assert_eq!(evs[1], client::Event::DisplayResults);
+        assert_eq!(c.out, vec![state::IPERF_DONE as u8]);
+        pump(&mut c, &mut ctl, 7);
+        assert_eq!(srv.borrow().counters.tests, 1);
+        let mut denied = client::Control::new(&client::cookie(&[1; 36]));
+        denied.push(&[state::ACCESS_DENIED as u8]);
+        assert!(denied.next_event().is_err());
     }
 }
