@@ -1159,7 +1159,7 @@ mod tests {
         let srv = Iperf3Server::shared();
         let mut ctl = Conn::new(&srv);
         let mut c = client::Control::new(&client::cookie(&[7; 36]));
-        let mut pump = |c: &mut client::Control, ctl: &mut Conn, ms| {
+        let pump = |c: &mut client::Control, ctl: &mut Conn, ms| {
             ctl.s.incoming.append(&mut c.out);
             ctl.poll(ms);
             c.push(&ctl.s.take_sent());
