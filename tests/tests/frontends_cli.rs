@@ -63,6 +63,32 @@ impl Logged {
     }
 }
 
+impl Logged {
+    /// This server's line of `stats --json` once `ready` holds for it.
+    fn stats(&self, lab: &Lab, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let pid = u64::from(self._server.0.id());
+        let mut found = serde_json::Value::Null;
+        let ok = wait_until(Duration::from_secs(5), || {
+            let out = mptcp_user(lab.server.name())
+                .args(["stats", "--json"])
+                .output()
+                .expect("stats");
+            String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                    return false;
+                };
+                let ok = v["pid"].as_u64() == Some(pid) && ready(&v);
+                if ok {
+                    found = v;
+                }
+                ok
+            })
+        });
+        assert!(ok, "no stats line for the server:\n{}", self.text());
+        found
+    }
+}
+
 impl Drop for Logged {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.log);
@@ -166,6 +192,32 @@ fn iperf3_client_forward_byte_bounded_matches_the_engine() {
         .map(|s| s["bytes_received"].as_u64().unwrap())
         .sum();
     assert_eq!(sum, sent + 37);
+    // The text report too.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab.client.name(),
+            "mptcpize",
+            "run",
+            "iperf3",
+        ])
+        .args([
+            "-c",
+            &listen.ip().to_string(),
+            "-p",
+            &listen.port().to_string(),
+        ])
+        .args(["-n", "8M"])
+        .output()
+        .expect("iperf3");
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("receiver") && text.contains("iperf Done."),
+        "{text}"
+    );
+    server.line("iperf3 test 2 done");
 }
 
 #[test]
@@ -496,6 +548,13 @@ fn socks5_refuses_bad_credentials_and_disallowed_destinations() {
         output_text(&refused)
     );
     let _ = std::fs::remove_file(&users);
+    // The counters, as numbers in `stats --json`.
+    let stats = server.stats(&lab, |v| v["engine"]["apps"]["socks5"]["relayed"] == 1);
+    let socks = &stats["engine"]["apps"]["socks5"];
+    assert_eq!(socks["auth_failed"], 2, "{socks}");
+    assert_eq!(socks["not_allowed"], 2, "{socks}");
+    assert_eq!(socks["malformed"], 1, "BIND: {socks}");
+    assert_eq!(socks["bytes_down"].as_u64() > Some(1), true, "{socks}");
     let log = server.text();
     assert!(log.contains("bad credentials for user \"bob\""), "{log}");
     assert!(log.contains("destination not allowed"), "{log}");
