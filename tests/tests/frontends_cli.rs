@@ -730,6 +730,13 @@ fn kernel_mptcp_client_reaches_a_backend_through_the_converter() {
     let elsewhere = client::connect_message("10.100.0.1:9000".parse().unwrap());
     let back = tfo_mptcp_exchange(&lab, listen, &elsewhere, b"dropped");
     assert_eq!(back, error_message(error::NOT_AUTHORIZED, 0));
+    // Info: the converter says what it converts, and closes.
+    let info = mptcp_datapath::apps::convert::encode(&[Tlv::Info]);
+    let back = tfo_mptcp_exchange(&lab, listen, &info, b"");
+    assert!(
+        matches!(parse(&back), Parsed::Done(t, _) if matches!(&t[..], [Tlv::SupportedExtensions(k)] if k.contains(&30))),
+        "{back:?}"
+    );
     let nobody = client::connect_message(SocketAddr::new(web.addr.into(), 9001));
     let back = tfo_mptcp_exchange(&lab, listen, &nobody, b"dropped");
     assert_eq!(back, error_message(error::CONNECTION_RESET, 0));
@@ -759,11 +766,11 @@ fn kernel_mptcp_client_reaches_a_backend_through_the_converter() {
         "the backend saw exactly the data"
     );
     let log = server.text();
-    assert_eq!(log.matches("convert ").count(), 6, "{log}");
+    assert_eq!(log.matches("convert ").count(), 7, "{log}");
     assert!(log.contains("error 32 (destination not allowed)"), "{log}");
     // The SYN/ACKs acknowledged the data in the SYNs (kernel: "TFO active").
     assert!(
-        lab.client.nstat("TcpExtTCPFastOpenActive").expect("nstat") >= 6,
+        lab.client.nstat("TcpExtTCPFastOpenActive").expect("nstat") >= 7,
         "SYN data accepted: {}",
         lab.client.nstat("TcpExtTCPFastOpenActive").unwrap_or(0)
     );

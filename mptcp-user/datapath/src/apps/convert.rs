@@ -214,6 +214,7 @@ pub fn connect_error(e: ConnectError) -> u8 {
         ConnectError::Refused => error::CONNECTION_RESET,
         ConnectError::HostUnreachable | ConnectError::TimedOut => error::DESTINATION_UNREACHABLE,
         ConnectError::NetworkUnreachable | ConnectError::Other => error::NETWORK_FAILURE,
+        ConnectError::Resources => error::RESOURCE_EXCEEDED,
     }
 }
 
@@ -733,6 +734,30 @@ mod tests {
         assert_eq!(back[3], all[3]);
         assert_eq!(back[5], all[5]);
         assert_eq!(error_message(1, 0), vec![1, 2, 0, 0, tlv::ERROR, 1, 1, 0]);
+    }
+
+    #[test]
+    fn connect_failures_map_to_the_rfc_codes() {
+        assert_eq!(
+            connect_error(ConnectError::Refused),
+            error::CONNECTION_RESET
+        );
+        assert_eq!(
+            connect_error(ConnectError::TimedOut),
+            error::DESTINATION_UNREACHABLE
+        );
+        assert_eq!(
+            connect_error(ConnectError::HostUnreachable),
+            error::DESTINATION_UNREACHABLE
+        );
+        assert_eq!(
+            connect_error(ConnectError::NetworkUnreachable),
+            error::NETWORK_FAILURE
+        );
+        assert_eq!(
+            connect_error(ConnectError::Resources),
+            error::RESOURCE_EXCEEDED
+        );
     }
 
     #[test]

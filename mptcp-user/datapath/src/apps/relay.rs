@@ -230,6 +230,8 @@ pub enum ConnectError {
     NetworkUnreachable,
     HostUnreachable,
     TimedOut,
+    /// Out of descriptors, buffers or memory here.
+    Resources,
     Other,
 }
 
@@ -240,6 +242,9 @@ impl ConnectError {
             Some(libc::ENETUNREACH) => ConnectError::NetworkUnreachable,
             Some(libc::EHOSTUNREACH) => ConnectError::HostUnreachable,
             Some(libc::ETIMEDOUT) => ConnectError::TimedOut,
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                ConnectError::Resources
+            }
             _ => ConnectError::Other,
         }
     }
@@ -378,6 +383,17 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         };
         assert!(answer.is_err());
+    }
+
+    #[test]
+    fn connect_errors_are_classified() {
+        let e = |n| ConnectError::from_io(&std::io::Error::from_raw_os_error(n));
+        assert_eq!(e(libc::ECONNREFUSED), ConnectError::Refused);
+        assert_eq!(e(libc::ENETUNREACH), ConnectError::NetworkUnreachable);
+        assert_eq!(e(libc::EHOSTUNREACH), ConnectError::HostUnreachable);
+        assert_eq!(e(libc::ETIMEDOUT), ConnectError::TimedOut);
+        assert_eq!(e(libc::EMFILE), ConnectError::Resources);
+        assert_eq!(e(libc::EACCES), ConnectError::Other);
     }
 
     #[test]

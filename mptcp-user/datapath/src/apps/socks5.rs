@@ -195,7 +195,7 @@ pub fn connect_reply(e: ConnectError) -> u8 {
         ConnectError::Refused => reply::CONNECTION_REFUSED,
         ConnectError::NetworkUnreachable => reply::NETWORK_UNREACHABLE,
         ConnectError::HostUnreachable | ConnectError::TimedOut => reply::HOST_UNREACHABLE,
-        ConnectError::Other => reply::GENERAL_FAILURE,
+        ConnectError::Resources | ConnectError::Other => reply::GENERAL_FAILURE,
     }
 }
 
