@@ -142,7 +142,12 @@ impl Connection {
         Connection {
             s: Shared {
                 role,
-                tcp: cfg.tcp.clone(),
+                // For the subflows joined later: an MP_JOIN SYN's data (no
+                // mapping could place it) is ignored; the peer sends it again.
+                tcp: crate::tcp::Config {
+                    accept_syn_data: false,
+                    ..cfg.tcp.clone()
+                },
                 checksum_wanted: cfg.checksum,
                 max_subflows: cfg.max_subflows.max(1),
                 reinject_on_rto: cfg.reinject_on_rto,
