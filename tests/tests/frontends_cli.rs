@@ -813,7 +813,7 @@ fn connect_iperf3_against_a_stock_kernel_mptcp_iperf3_server() {
     let lab = one_path_lab();
     full_checksums(&lab.server, &["srv0"]);
     let remote = SocketAddr::new(lab.paths[0].server_v4.into(), 5210);
-    for reverse in [false, true] {
+    for (reverse, by_time) in [(false, false), (true, false), (false, true)] {
         let server = lab
             .server
             .command("mptcpize")
@@ -829,9 +829,12 @@ fn connect_iperf3_against_a_stock_kernel_mptcp_iperf3_server() {
             "--iface".into(),
             "cli0".into(),
             "--iperf3".into(),
-            "--bytes".into(),
-            bytes.to_string(),
         ];
+        if by_time {
+            args.extend(["--time".into(), "1".into()]);
+        } else {
+            args.extend(["--bytes".into(), bytes.to_string()]);
+        }
         if reverse {
             args.push("--reverse".into());
         }
@@ -850,7 +853,13 @@ fn connect_iperf3_against_a_stock_kernel_mptcp_iperf3_server() {
             "reverse={reverse}: {end}\n{}",
             theirs["end"]
         );
-        if reverse {
+        if by_time {
+            assert!(
+                end["sum_received"]["bytes"].as_u64() > Some(1 << 20),
+                "{end}"
+            );
+            assert!(end["sum_sent"]["seconds"].as_f64() >= Some(1.0), "{end}");
+        } else if reverse {
             assert!(
                 end["sum_received"]["bytes"].as_u64() >= Some(bytes),
                 "{end}"
