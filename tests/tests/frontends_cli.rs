@@ -399,6 +399,8 @@ fn curl_fetches_64_mib_through_socks5_byte_exact() {
             "10.200.1.0/24",
         ],
     );
+    // Read at start-up, before XDP is attached.
+    let _ = std::fs::remove_file(&users);
     let out_file = std::env::temp_dir().join(unique_name("curl-out"));
     let out = lab
         .client
@@ -412,7 +414,6 @@ fn curl_fetches_64_mib_through_socks5_byte_exact() {
         .expect("curl");
     let got = std::fs::read(&out_file).unwrap_or_default();
     let _ = std::fs::remove_file(&out_file);
-    let _ = std::fs::remove_file(&users);
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -477,6 +478,8 @@ fn socks5_refuses_bad_credentials_and_disallowed_destinations() {
             "10.200.2.2",
         ],
     );
+    // Read at start-up, before XDP is attached.
+    let _ = std::fs::remove_file(&users);
     let auth = |user: &[u8], pass: &[u8]| {
         let mut m = vec![1, user.len() as u8];
         m.extend_from_slice(user);
@@ -540,7 +543,6 @@ fn socks5_refuses_bad_credentials_and_disallowed_destinations() {
         "{}",
         output_text(&refused)
     );
-    let _ = std::fs::remove_file(&users);
     // The counters, as numbers in `stats --json`.
     let stats = server.stats(&lab, |v| v["engine"]["apps"]["socks5"]["relayed"] == 1);
     let socks = &stats["engine"]["apps"]["socks5"];
