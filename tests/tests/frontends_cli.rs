@@ -175,10 +175,10 @@ fn iperf3_client_forward_byte_bounded_matches_the_engine() {
     assert_eq!(end["sum_received"]["bytes"], sent, "{end}");
     let line = server.line("iperf3 test 1 done");
     assert_eq!(number_after(&line, "received"), sent, "{line}");
-    // The engine's own count: subflow payload = the data and the cookie.
-    assert_eq!(
-        number_after(&line, "subflows received"),
-        sent + 37,
+    // The engine's subflows carried at least the data and the cookie (a
+    // segment the client reinjected on the other path counts twice).
+    assert!(
+        number_after(&line, "subflows received") >= sent + 37,
         "{line}"
     );
     let subflows = server_subflows(&report);
@@ -191,7 +191,7 @@ fn iperf3_client_forward_byte_bounded_matches_the_engine() {
         .iter()
         .map(|s| s["bytes_received"].as_u64().unwrap())
         .sum();
-    assert_eq!(sum, sent + 37);
+    assert!(sum >= sent + 37, "{subflows:?}");
     // The text report too, from a plain TCP client (served by fallback).
     let out = Command::new("ip")
         .args(["netns", "exec", lab.client.name(), "iperf3"])
