@@ -12,7 +12,7 @@ mod subflow;
 use self::keys::Keys;
 use self::options::MAX_OPTIONS;
 use self::recv::{RecvState, RxMapping};
-use self::send::{SendState, MAX_MAPPING};
+use self::send::{DataFin, SendState, MAX_MAPPING};
 use self::signals::{RemoteAddr, Signals};
 use self::subflow::{MptcpSubflow, SubflowKind};
 
@@ -60,6 +60,94 @@ struct Pending {
     fall_back_send: bool,
 }
 
+/// Where the connection is in its life. Our DATA_FIN has its own state
+/// ([`DataFin`]): `close()` may come at any point of this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    /// The initial subflow's handshake is under way.
+    Connecting,
+    /// The initial subflow is established: data flows, subflows join.
+    Established,
+    /// Both DATA_FINs are acknowledged (or, fallen back to TCP, every byte
+    /// is sent after `close()`): the subflows were told to close.
+    SubflowsClosed,
+    /// Aborted: by `abort()` (our RSTs then carry MP_FASTCLOSE), or by the
+    /// peer's MP_FASTCLOSE (`by_peer`, also when it came after ours).
+    Reset { by_peer: bool },
+}
+
+impl Lifecycle {
+    /// The subflows were told to close. Before the handshake completes the
+    /// connection stays `Connecting` (the subflows, closing, still report
+    /// it), and a reset one stays reset.
+    fn subflows_closed(&mut self) {
+        if *self == Lifecycle::Established {
+            *self = Lifecycle::SubflowsClosed;
+        }
+    }
+}
+
+/// From where on a direction carries data linearly, without mappings:
+/// after an infinite mapping (RFC 8684 3.7), or from the start when the
+/// handshake fell back to TCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Linear {
+    /// The subflow carrying the data (sending side; 0 when receiving).
+    subflow: usize,
+    /// Subflow stream offset where the linear part starts.
+    subflow_off: u64,
+    /// Data-level offset of that byte.
+    data_off: u64,
+}
+
+impl Linear {
+    const FROM_START: Linear = Linear {
+        subflow: 0,
+        subflow_off: 0,
+        data_off: 0,
+    };
+}
+
+/// How far the connection fell back to plain TCP (RFC 8684 3.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fallback {
+    /// MPTCP; after MP_FAIL or an infinite mapping, a direction may go on
+    /// linearly (DATA_ACKs still flow while the other direction is mapped).
+    Mptcp {
+        send: Option<Linear>,
+        recv: Option<Linear>,
+    },
+    /// The handshake fell back: plain TCP on the one subflow, no options.
+    Tcp,
+}
+
+impl Fallback {
+    const NONE: Fallback = Fallback::Mptcp {
+        send: None,
+        recv: None,
+    };
+
+    fn is_tcp(self) -> bool {
+        self == Fallback::Tcp
+    }
+
+    /// Where our data starts to go out linearly, if it does.
+    fn linear_send(self) -> Option<Linear> {
+        match self {
+            Fallback::Mptcp { send, .. } => send,
+            Fallback::Tcp => Some(Linear::FROM_START),
+        }
+    }
+
+    /// Where the peer's data starts to come in linearly, if it does.
+    fn linear_recv(self) -> Option<Linear> {
+        match self {
+            Fallback::Mptcp { recv, .. } => recv,
+            Fallback::Tcp => Some(Linear::FROM_START),
+        }
+    }
+}
+
 /// Everything but the subflows, so both can be borrowed at once.
 #[derive(Debug)]
 struct ConnState {
@@ -68,19 +156,10 @@ struct ConnState {
     keys: Keys,
     /// DSS checksums in use (we or the peer asked).
     checksum: bool,
-    fallback: bool,
-    /// After an infinite mapping (RFC 8684 3.7), per direction: from this
-    /// subflow offset on, data follows linearly from this data offset.
-    /// Sending: (subflow index, subflow offset, data offset).
-    tx_fb: Option<(usize, u64, u64)>,
-    rx_fb: Option<(u64, u64)>,
-    established: bool,
-    close_requested: bool,
-    data_fin_acked: bool,
+    fallback: Fallback,
+    lifecycle: Lifecycle,
+    data_fin: DataFin,
     data_fin_deadline: Option<Instant>,
-    subflows_closed: bool,
-    reset: bool,
-    fast_closed: bool,
 
     send: SendState,
     recv: RecvState,
@@ -134,16 +213,10 @@ impl Connection {
                 },
                 keys: Keys::new(local_key),
                 checksum: cfg.checksum,
-                fallback: false,
-                tx_fb: None,
-                rx_fb: None,
-                established: false,
-                close_requested: false,
-                data_fin_acked: false,
+                fallback: Fallback::NONE,
+                lifecycle: Lifecycle::Connecting,
+                data_fin: DataFin::NotRequested,
                 data_fin_deadline: None,
-                subflows_closed: false,
-                reset: false,
-                fast_closed: false,
                 send: SendState::new(cfg.send_buffer),
                 recv: RecvState::new(cfg.recv_buffer, cfg.tcp.mss),
                 signals: Signals::new(locals),
@@ -176,7 +249,7 @@ impl Connection {
         let id = self.next_id;
         self.next_id += 1;
         let mut sub = sub;
-        if self.s.fallback {
+        if self.s.fallback.is_tcp() {
             sub.set_option_reserve(0);
         } else {
             // A DATA_ACK alone: 4 + 8 bytes.
@@ -246,7 +319,7 @@ impl Connection {
             Some(mpc) if mpc.version == 1 && mpc.sender_key.is_none() => {
                 c.s.checksum = cfg.checksum || mpc.checksum_required();
             }
-            _ => c.s.fallback = true,
+            _ => c.s.fallback = Fallback::Tcp,
         }
         c.add_subflow(sub, path, SubflowKind::Initial, 0, 0);
         Some(c)
@@ -271,7 +344,7 @@ impl Connection {
         else {
             return false;
         };
-        if self.s.fallback
+        if self.s.fallback.is_tcp()
             || !self.s.keys.remote.is_some()
             || self.live_subflows() >= self.s.settings.max_subflows
         {
@@ -322,7 +395,7 @@ impl Connection {
     }
 
     pub(crate) fn is_fallback(&self) -> bool {
-        self.s.fallback
+        self.s.fallback.is_tcp()
     }
 
     // ---- incoming ----
@@ -342,20 +415,24 @@ impl Connection {
         let f = seg.flags;
         let opts = &seg.options.mptcp;
         if f.contains(TcpFlags::RST) {
+            let mut fast_close = false;
             for o in opts {
                 match *o {
                     MptcpOption::MpTcpRst { reason, .. } => sf.end.peer_rst_reason = Some(reason),
                     MptcpOption::MpFastclose { receiver_key }
                         if receiver_key == s.keys.local.key =>
                     {
-                        s.fast_closed = true;
+                        fast_close = true;
                     }
                     _ => {}
                 }
             }
             sf.sub.on_segment(now, seg);
-            if s.fast_closed && !s.reset {
-                s.reset = true;
+            if let Lifecycle::Reset { by_peer } = &mut s.lifecycle {
+                // We aborted first: stop sending MP_FASTCLOSE.
+                *by_peer |= fast_close;
+            } else if fast_close {
+                s.lifecycle = Lifecycle::Reset { by_peer: true };
                 s.push_event(MptcpEvent::FastClosed);
                 for o in self.subflows.iter_mut() {
                     o.sub.abort();
@@ -374,14 +451,16 @@ impl Connection {
         match (state, sf.kind) {
             (State::SynSent, SubflowKind::Initial) if f.contains(TcpFlags::SYN | TcpFlags::ACK) => {
                 match opts.mp_capable() {
-                    Some(mpc) if mpc.version == 1 && mpc.sender_key.is_some() && !s.fallback => {
+                    Some(mpc)
+                        if mpc.version == 1 && mpc.sender_key.is_some() && !s.fallback.is_tcp() =>
+                    {
                         s.set_remote_key(mpc.sender_key.unwrap_or(0));
                         s.checksum = s.settings.checksum_wanted || mpc.checksum_required();
                         sf.signals.third_ack = true;
                     }
                     _ => {
-                        if !s.fallback {
-                            s.fallback = true;
+                        if !s.fallback.is_tcp() {
+                            s.fallback = Fallback::Tcp;
                             sf.sub.set_option_reserve(0);
                             s.push_event(MptcpEvent::FellBackToTcp);
                         }
@@ -429,7 +508,7 @@ impl Connection {
                 }
             }
             (State::SynReceived, SubflowKind::Initial)
-                if f.contains(TcpFlags::ACK) && !s.fallback =>
+                if f.contains(TcpFlags::ACK) && !s.fallback.is_tcp() =>
             {
                 match opts.mp_capable() {
                     Some(mpc)
@@ -456,7 +535,7 @@ impl Connection {
                     }
                     _ => {
                         // The third ACK lost its option: go on as plain TCP.
-                        s.fallback = true;
+                        s.fallback = Fallback::Tcp;
                         sf.sub.set_option_reserve(0);
                         s.push_event(MptcpEvent::FellBackToTcp);
                     }
@@ -497,7 +576,7 @@ impl Connection {
             }
             _ => {}
         }
-        if !s.fallback && sf.end.reason.is_none() && !f.contains(TcpFlags::SYN) {
+        if !s.fallback.is_tcp() && sf.end.reason.is_none() && !f.contains(TcpFlags::SYN) {
             if sf.handshake.join_ack_sent && !sf.fully_established {
                 sf.fully_established = true;
             }
@@ -512,8 +591,7 @@ impl Connection {
     /// Moves subflow data to the connection and handles subflow events.
     fn after_segment(&mut self, now: Instant, i: usize, keys: &mut KeySource) {
         if std::mem::take(&mut self.s.pending.fall_back_send)
-            && !self.s.fallback
-            && self.s.tx_fb.is_none()
+            && matches!(self.s.fallback, Fallback::Mptcp { send: None, .. })
         {
             let others = self
                 .subflows
@@ -529,10 +607,18 @@ impl Connection {
             } else {
                 // Infinite mapping: resend everything not acknowledged at
                 // the data level after what the subflow already holds.
-                s.tx_fb = Some((i, sf.sub.send_offset(), s.send.una));
+                let linear = Linear {
+                    subflow: i,
+                    subflow_off: sf.sub.send_offset(),
+                    data_off: s.send.una,
+                };
+                let Fallback::Mptcp { send, recv } = &mut s.fallback else {
+                    unreachable!("checked above")
+                };
+                *send = Some(linear);
                 s.send.nxt = s.send.una;
                 s.send.reinject.clear();
-                if s.rx_fb.is_none() {
+                if recv.is_none() {
                     s.push_event(MptcpEvent::FellBackToTcp);
                 }
             }
@@ -562,8 +648,8 @@ impl Connection {
             while let Some(e) = sf.sub.poll_event() {
                 match e {
                     SubflowEvent::Established => {
-                        if sf.kind == SubflowKind::Initial && !s.established {
-                            s.established = true;
+                        if sf.kind == SubflowKind::Initial && s.lifecycle == Lifecycle::Connecting {
+                            s.lifecycle = Lifecycle::Established;
                             s.push_event(MptcpEvent::Established);
                             if s.role == Role::Client {
                                 // Data may follow the third ACK (RFC 8684 3.1).
@@ -659,7 +745,10 @@ impl Connection {
             .filter_map(|f| f.sub.poll_timeout())
             .min();
         let addr = self.s.signals.add_addr.iter().map(|t| t.deadline).min();
-        let fin = self.s.data_fin_deadline.filter(|_| !self.s.data_fin_acked);
+        let fin = self
+            .s
+            .data_fin_deadline
+            .filter(|_| self.s.data_fin != DataFin::Acked);
         [sub, addr, fin].into_iter().flatten().min()
     }
 
@@ -689,11 +778,16 @@ impl Connection {
     // ---- application ----
 
     pub fn close(&mut self) {
-        self.s.close_requested = true;
+        if self.s.data_fin == DataFin::NotRequested {
+            self.s.data_fin = DataFin::Pending;
+        }
     }
 
     pub fn is_established(&self) -> bool {
-        self.s.established && !self.s.reset
+        matches!(
+            self.s.lifecycle,
+            Lifecycle::Established | Lifecycle::SubflowsClosed
+        )
     }
 
     pub fn is_read_closed(&self) -> bool {
@@ -706,11 +800,12 @@ impl Connection {
             .subflows
             .iter()
             .all(|f| f.sub.is_closed() || f.sub.state() == State::TimeWait);
-        if self.s.reset {
+        if let Lifecycle::Reset { .. } = self.s.lifecycle {
             return subs_done;
         }
         subs_done
-            && (self.s.subflows_closed || self.subflows.iter().all(|f| f.end.reason.is_some()))
+            && (self.s.lifecycle == Lifecycle::SubflowsClosed
+                || self.subflows.iter().all(|f| f.end.reason.is_some()))
     }
 
     // ---- subflow-control API ----
@@ -843,7 +938,9 @@ impl Connection {
 
     /// Aborts the connection: MP_FASTCLOSE with RST on every subflow.
     pub fn abort(&mut self) {
-        self.s.reset = true;
+        if !matches!(self.s.lifecycle, Lifecycle::Reset { .. }) {
+            self.s.lifecycle = Lifecycle::Reset { by_peer: false };
+        }
         for sf in self.subflows.iter_mut() {
             sf.sub.abort();
         }

@@ -2,9 +2,10 @@
 //! the builder of the options on an outgoing one.
 
 use super::recv::RxMapping;
+use super::send::DataFin;
 use super::signals::{AddAddrEcho, RemoteAddr};
 use super::subflow::{MptcpSubflow, SubflowKind};
-use super::{reset_reason, ConnState, Connection, Role};
+use super::{reset_reason, ConnState, Connection, Lifecycle, Linear, Role};
 use crate::crypto;
 use crate::mptcp::api::*;
 use crate::time::Instant;
@@ -137,7 +138,10 @@ impl Connection {
         if f.contains(TcpFlags::RST) {
             // As Linux: MP_FASTCLOSE (when we abort the connection), then
             // MP_TCPRST with the reason.
-            if s.reset && !s.fast_closed && s.keys.remote.is_some() && !s.fallback {
+            if s.lifecycle == (Lifecycle::Reset { by_peer: false })
+                && s.keys.remote.is_some()
+                && !s.fallback.is_tcp()
+            {
                 push(
                     seg,
                     MptcpOption::MpFastclose {
@@ -148,7 +152,10 @@ impl Connection {
             let reason = sf
                 .end
                 .rst_reason
-                .or((s.reset && !s.fallback).then_some(reset_reason::UNSPECIFIED));
+                .or(
+                    (matches!(s.lifecycle, Lifecycle::Reset { .. }) && !s.fallback.is_tcp())
+                        .then_some(reset_reason::UNSPECIFIED),
+                );
             if let Some(r) = reason {
                 push(
                     seg,
@@ -167,7 +174,7 @@ impl Connection {
                 0
             };
         if f.contains(TcpFlags::SYN) {
-            if s.fallback {
+            if s.fallback.is_tcp() {
                 return;
             }
             let synack = f.contains(TcpFlags::ACK);
@@ -212,12 +219,17 @@ impl Connection {
             push(seg, o);
             return;
         }
-        if s.fallback {
+        if s.fallback.is_tcp() {
             return;
         }
-        if let Some((_, fsub, fdsn)) = s.tx_fb {
+        if let Some(Linear {
+            subflow_off: fsub,
+            data_off: fdsn,
+            ..
+        }) = s.fallback.linear_send()
+        {
             let off = sf.sub.send_offset_of(seg.seq);
-            let data_ack = s.rx_fb.is_none().then(|| s.data_ack_abs());
+            let data_ack = s.fallback.linear_recv().is_none().then(|| s.data_ack_abs());
             if !seg.payload.is_empty() && off.is_some_and(|o| o >= fsub) {
                 // The infinite mapping on the first segment of the linear
                 // part (and its retransmissions); nothing but a DATA_ACK
@@ -396,7 +408,7 @@ impl Connection {
                     checksum: s.checksum.then_some(m.csum),
                 });
             }
-        } else if sf.signals.data_fin && s.close_requested && !s.data_fin_acked {
+        } else if sf.signals.data_fin && s.data_fin == DataFin::Pending {
             sf.signals.data_fin = false;
             let dsn = s.keys.local.dsn(s.send.written);
             dss.data_fin = true;

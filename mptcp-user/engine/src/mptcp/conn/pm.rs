@@ -1,7 +1,8 @@
 //! The path manager's hand: when and which MP_JOIN subflows to open.
 
+use super::send::DataFin;
 use super::subflow::SubflowKind;
-use super::{Connection, KeySource, Role};
+use super::{Connection, KeySource, Lifecycle, Role};
 use crate::mptcp::api::*;
 use crate::pm::PmView;
 use crate::tcp::{FourTuple, Subflow};
@@ -13,11 +14,9 @@ impl Connection {
         let s = &self.s;
         if !s.pending.path_manager
             || s.role != Role::Client
-            || !s.established
-            || s.fallback
-            || s.subflows_closed
-            || (s.close_requested && s.send.una == s.send.written)
-            || s.reset
+            || s.lifecycle != Lifecycle::Established
+            || s.fallback.is_tcp()
+            || (s.data_fin != DataFin::NotRequested && s.send.una == s.send.written)
             || !self
                 .subflows
                 .iter()
@@ -63,7 +62,7 @@ impl Connection {
             .subflows
             .iter()
             .any(|f| f.kind == SubflowKind::Initial && f.handshake.mpc_confirmed);
-        if self.s.fallback
+        if self.s.fallback.is_tcp()
             || !confirmed
             || !self.s.keys.remote.is_some()
             || self.live_subflows() >= self.s.settings.max_subflows

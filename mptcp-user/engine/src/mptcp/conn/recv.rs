@@ -4,7 +4,7 @@
 use super::keys::expand_dsn;
 use super::reset_reason;
 use super::subflow::MptcpSubflow;
-use super::{ConnState, Connection};
+use super::{ConnState, Connection, Fallback, Linear};
 use crate::crypto;
 use crate::mptcp::api::*;
 use crate::tcp::{RangeSet, Ring};
@@ -132,8 +132,18 @@ impl Connection {
             // number on, data follows linearly, without options.
             let next = sf.sub.recv_offset() + 1;
             let rel = next as i64 + (m.ssn.wrapping_sub(next as u32) as i32 as i64);
-            if rel >= 1 && !s.fallback && s.rx_fb.is_none() {
-                s.rx_fb = Some((rel as u64 - 1, dsn));
+            if let Fallback::Mptcp {
+                recv: recv @ None, ..
+            } = &mut s.fallback
+            {
+                if rel < 1 {
+                    return;
+                }
+                *recv = Some(Linear {
+                    subflow: 0,
+                    subflow_off: rel as u64 - 1,
+                    data_off: dsn,
+                });
                 s.pending.fall_back_send = true;
                 s.push_event(MptcpEvent::FellBackToTcp);
             }
@@ -180,16 +190,17 @@ impl Connection {
                 break;
             }
             let off = sf.sub.recv_offset();
-            let linear = if s.fallback { Some((0, 0)) } else { s.rx_fb };
-            if let Some((fsub, fdsn)) = linear.filter(|l| off >= l.0) {
+            let linear = s.fallback.linear_recv();
+            if let Some(l) = linear.filter(|l| off >= l.subflow_off) {
                 let n = readable.min(self.scratch.len() as u64) as usize;
                 let got = sf.sub.recv(&mut self.scratch[..n]);
-                s.recv.deliver(fdsn + (off - fsub), &self.scratch[..got]);
+                s.recv
+                    .deliver(l.data_off + (off - l.subflow_off), &self.scratch[..got]);
                 continue;
             }
             // Mapped bytes stop where the linear part starts.
             let readable = match linear {
-                Some((fsub, _)) => readable.min(fsub - off),
+                Some(l) => readable.min(l.subflow_off - off),
                 None => readable,
             };
             while sf.rx_maps.front().is_some_and(|m| m.off + m.len <= off) {
@@ -240,7 +251,9 @@ impl Connection {
                 s.recv.deliver(m.dsn + (off - m.off), &self.scratch[..got]);
             }
         }
-        if (s.fallback || s.rx_fb.is_some()) && sf.sub.is_read_closed() && s.recv.peer_fin.is_none()
+        if s.fallback.linear_recv().is_some()
+            && sf.sub.is_read_closed()
+            && s.recv.peer_fin.is_none()
         {
             s.recv.peer_fin = Some(s.recv.nxt);
         }

@@ -2,7 +2,7 @@
 //! the scheduler hand-off, reinjection and the DATA_FIN.
 
 use super::keys::expand_dsn;
-use super::{ConnState, Connection};
+use super::{ConnState, Connection, Lifecycle};
 use crate::sched::SubflowView;
 use crate::tcp::Ring;
 use crate::time::Instant;
@@ -24,6 +24,18 @@ pub(super) struct TxMapping {
     pub(super) len: u64,
     pub(super) csum: u16,
     pub(super) reinjected: bool,
+}
+
+/// Our DATA_FIN (RFC 8684 3.3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DataFin {
+    /// `close()` not called yet.
+    NotRequested,
+    /// `close()` called: the DATA_FIN follows the last byte, and is sent
+    /// again on a timer until acknowledged.
+    Pending,
+    /// The peer acknowledged it.
+    Acked,
 }
 
 /// The data-level send side.
@@ -64,15 +76,15 @@ impl ConnState {
         let base = self.keys.local.dsn(0);
         let near = self.keys.local.dsn(self.send.una);
         let off = expand_dsn(abs, wide, near).wrapping_sub(base);
-        let fin_extra = self.close_requested as u64;
+        let fin_extra = (self.data_fin != DataFin::NotRequested) as u64;
         let tx = &mut self.send;
         if off > tx.written + fin_extra {
             return;
         }
         if off >= tx.una {
             tx.una = off.min(tx.written);
-            if self.close_requested && off == tx.written + 1 {
-                self.data_fin_acked = true;
+            if self.data_fin != DataFin::NotRequested && off == tx.written + 1 {
+                self.data_fin = DataFin::Acked;
                 self.data_fin_deadline = None;
             }
             tx.peer_window_edge = tx.peer_window_edge.max(off + window);
@@ -178,12 +190,13 @@ impl Connection {
                 sf.tx_maps.pop_front();
             }
         }
-        let linear = if s.fallback { Some((0, 0, 0)) } else { s.tx_fb };
-        if let Some((fi, fsub, fdsn)) = linear {
-            if let Some(sf) = self.subflows.get_mut(fi) {
+        let linear = s.fallback.linear_send();
+        if let Some(l) = linear {
+            if let Some(sf) = self.subflows.get_mut(l.subflow) {
                 let acked = sf.sub.acked_offset();
-                if acked >= fsub {
-                    s.send.una = s.send.una.max(fdsn + (acked - fsub)).min(s.send.written);
+                if acked >= l.subflow_off {
+                    let una = l.data_off + (acked - l.subflow_off);
+                    s.send.una = s.send.una.max(una).min(s.send.written);
                 }
                 while s.send.nxt < s.send.written {
                     let n = (s.send.written - s.send.nxt)
@@ -195,8 +208,11 @@ impl Connection {
                     s.send.buf.read_at(s.send.nxt, &mut self.scratch[..n]);
                     s.send.nxt += sf.sub.send(&self.scratch[..n]) as u64;
                 }
-                if s.close_requested && s.send.nxt == s.send.written && !s.subflows_closed {
-                    s.subflows_closed = true;
+                if s.data_fin != DataFin::NotRequested
+                    && s.send.nxt == s.send.written
+                    && s.lifecycle != Lifecycle::SubflowsClosed
+                {
+                    s.lifecycle.subflows_closed();
                     sf.sub.close();
                 }
             }
@@ -327,15 +343,14 @@ impl Connection {
                 }
             }
         }
-        if s.close_requested
-            && !s.data_fin_acked
+        if s.data_fin == DataFin::Pending
             && s.send.nxt == s.send.written
             && s.send.reinject.is_empty()
             && s.data_fin_deadline.is_none()
         {
             s.data_fin_deadline = Some(now);
         }
-        if s.data_fin_deadline.is_some_and(|d| d <= now) && !s.data_fin_acked {
+        if s.data_fin_deadline.is_some_and(|d| d <= now) && s.data_fin != DataFin::Acked {
             let wait = DATA_FIN_TIMEOUT * (1 << s.send.data_fin_backoff.min(6));
             s.send.data_fin_backoff += 1;
             s.data_fin_deadline = Some(now + wait);
@@ -350,8 +365,8 @@ impl Connection {
         }
         // Both DATA_FINs done: close the subflows.
         let peer_done = s.recv.peer_fin.is_some_and(|f| s.recv.nxt >= f);
-        if s.data_fin_acked && peer_done && !s.subflows_closed {
-            s.subflows_closed = true;
+        if s.data_fin == DataFin::Acked && peer_done && s.lifecycle != Lifecycle::SubflowsClosed {
+            s.lifecycle.subflows_closed();
             for sf in self.subflows.iter_mut() {
                 sf.sub.close();
             }
@@ -372,7 +387,7 @@ impl Connection {
 
     pub fn send(&mut self, data: &[u8]) -> usize {
         let s = &mut self.s;
-        if s.close_requested || s.reset {
+        if s.data_fin != DataFin::NotRequested || matches!(s.lifecycle, Lifecycle::Reset { .. }) {
             return 0;
         }
         let free = s.send.buf.capacity() - (s.send.written - s.send.una);
