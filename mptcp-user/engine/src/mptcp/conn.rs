@@ -23,7 +23,7 @@ use crate::io::PathId;
 use crate::pm::{PathManager, SubflowRequest};
 use crate::sched::{Scheduler, SubflowView};
 use crate::tcp::{CloseReason, FourTuple, State, Subflow, SubflowEvent};
-use crate::time::Instant;
+use crate::time::{Instant, TimerName, Timers};
 use crate::wire::ip::{emit_ip_tcp, IpRepr};
 use crate::wire::mptcp::{MpJoin, MptcpOption};
 use crate::wire::tcp::{TcpFlags, TcpRepr};
@@ -148,6 +148,22 @@ impl Fallback {
     }
 }
 
+/// The connection's own timers (each subflow has its own table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConnTimer {
+    /// The earliest retransmission of an ADD_ADDR the peer has not echoed.
+    AddAddr,
+    /// DATA_FIN (re)transmission.
+    DataFin,
+}
+
+impl TimerName for ConnTimer {
+    const ALL: &'static [ConnTimer] = &[ConnTimer::AddAddr, ConnTimer::DataFin];
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
 /// Everything but the subflows, so both can be borrowed at once.
 #[derive(Debug)]
 struct ConnState {
@@ -159,7 +175,7 @@ struct ConnState {
     fallback: Fallback,
     lifecycle: Lifecycle,
     data_fin: DataFin,
-    data_fin_deadline: Option<Instant>,
+    timers: Timers<ConnTimer, 2>,
 
     send: SendState,
     recv: RecvState,
@@ -216,7 +232,7 @@ impl Connection {
                 fallback: Fallback::NONE,
                 lifecycle: Lifecycle::Connecting,
                 data_fin: DataFin::NotRequested,
-                data_fin_deadline: None,
+                timers: Timers::new(),
                 send: SendState::new(cfg.send_buffer),
                 recv: RecvState::new(cfg.recv_buffer, cfg.tcp.mss),
                 signals: Signals::new(locals),
@@ -735,29 +751,24 @@ impl Connection {
     // ---- timers ----
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let sub = self
-            .subflows
-            .iter()
-            .filter_map(|f| f.sub.poll_timeout())
-            .min();
-        let addr = self.s.signals.add_addr.iter().map(|t| t.deadline).min();
-        let fin = self
-            .s
-            .data_fin_deadline
-            .filter(|_| self.s.data_fin != DataFin::Acked);
-        [sub, addr, fin].into_iter().flatten().min()
+        let own = self.s.timers.next().map(|(at, _)| at);
+        let subflows = self.subflows.iter().filter_map(|f| f.sub.poll_timeout());
+        own.into_iter().chain(subflows).min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, keys: &mut KeySource) {
         // ADD_ADDR not echoed in time: send it again, a few times.
         let s = &mut self.s;
-        for t in s.signals.add_addr.iter_mut().filter(|t| t.deadline <= now) {
-            t.tries += 1;
-            t.due = true;
-            t.deadline = now + s.settings.add_addr_timeout * (1 << t.tries.min(8));
+        if s.timers.is_due(ConnTimer::AddAddr, now) {
+            for t in s.signals.add_addr.iter_mut().filter(|t| t.deadline <= now) {
+                t.tries += 1;
+                t.due = true;
+                t.deadline = now + s.settings.add_addr_timeout * (1 << t.tries.min(8));
+            }
+            let retries = s.settings.add_addr_retries;
+            s.signals.add_addr.retain(|t| t.tries <= retries);
+            s.rearm_add_addr();
         }
-        let retries = s.settings.add_addr_retries;
-        s.signals.add_addr.retain(|t| t.tries <= retries);
         for i in 0..self.subflows.len() {
             if self.subflows[i]
                 .sub
@@ -907,6 +918,7 @@ impl Connection {
     pub fn remove_local_address(&mut self, addr_id: u8) {
         self.s.signals.remove_pending = Some(addr_id);
         self.s.signals.add_addr.retain(|t| t.id != addr_id);
+        self.s.rearm_add_addr();
         let ids: Vec<SubflowId> = self
             .subflows
             .iter()

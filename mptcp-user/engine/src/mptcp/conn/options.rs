@@ -58,6 +58,7 @@ impl Connection {
                             }
                         }
                         s.signals.add_addr.retain(|t| t.tries != u32::MAX);
+                        s.rearm_add_addr();
                         continue;
                     }
                     let want = crypto::add_addr_hmac(

@@ -2,7 +2,7 @@
 //! the scheduler hand-off, reinjection and the DATA_FIN.
 
 use super::keys::expand_dsn;
-use super::{ConnState, Connection, Lifecycle};
+use super::{ConnState, ConnTimer, Connection, Lifecycle};
 use crate::sched::SubflowView;
 use crate::tcp::Ring;
 use crate::time::Instant;
@@ -85,7 +85,7 @@ impl ConnState {
             tx.una = off.min(tx.written);
             if self.data_fin != DataFin::NotRequested && off == tx.written + 1 {
                 self.data_fin = DataFin::Acked;
-                self.data_fin_deadline = None;
+                self.timers.stop(ConnTimer::DataFin);
             }
             tx.peer_window_edge = tx.peer_window_edge.max(off + window);
         }
@@ -346,14 +346,15 @@ impl Connection {
         if s.data_fin == DataFin::Pending
             && s.send.nxt == s.send.written
             && s.send.reinject.is_empty()
-            && s.data_fin_deadline.is_none()
+            && !s.timers.is_armed(ConnTimer::DataFin)
         {
-            s.data_fin_deadline = Some(now);
+            s.timers.arm(ConnTimer::DataFin, now);
         }
-        if s.data_fin_deadline.is_some_and(|d| d <= now) && s.data_fin != DataFin::Acked {
+        // Acknowledging the DATA_FIN stops its timer.
+        if s.timers.is_due(ConnTimer::DataFin, now) {
             let wait = DATA_FIN_TIMEOUT * (1 << s.send.data_fin_backoff.min(6));
             s.send.data_fin_backoff += 1;
-            s.data_fin_deadline = Some(now + wait);
+            s.timers.arm(ConnTimer::DataFin, now + wait);
             for sf in self
                 .subflows
                 .iter_mut()
