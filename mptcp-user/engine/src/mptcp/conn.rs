@@ -359,7 +359,7 @@ impl Connection {
             return false;
         };
         if self.s.fallback.is_tcp()
-            || !self.s.keys.remote.is_some()
+            || self.s.keys.remote.is_none()
             || self.live_subflows() >= self.s.settings.max_subflows
         {
             return false;

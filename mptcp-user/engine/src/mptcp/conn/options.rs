@@ -321,7 +321,7 @@ impl Connection {
             push(seg, o);
             return;
         }
-        if !s.keys.remote.is_some() {
+        if s.keys.remote.is_none() {
             return;
         }
         if seg.payload.is_empty() && !f.contains(TcpFlags::FIN) {

@@ -64,7 +64,7 @@ impl Connection {
             .any(|f| f.kind == SubflowKind::Initial && f.handshake.mpc_confirmed);
         if self.s.fallback.is_tcp()
             || !confirmed
-            || !self.s.keys.remote.is_some()
+            || self.s.keys.remote.is_none()
             || self.live_subflows() >= self.s.settings.max_subflows
         {
             return None;
