@@ -210,7 +210,8 @@ pub struct Connection {
     pm_out: Vec<SubflowRequest>,
     /// Tuples of subflows created since the endpoint last looked.
     new_tuples: Vec<(FourTuple, usize)>,
-    tx_next: usize,
+    /// The subflow `poll_transmit` asks first (each in turn).
+    next_to_poll: usize,
 }
 
 impl Connection {
@@ -249,7 +250,7 @@ impl Connection {
             views: Vec::with_capacity(cfg.max_subflows.max(1)),
             pm_out: Vec::new(),
             new_tuples: Vec::new(),
-            tx_next: 0,
+            next_to_poll: 0,
         }
     }
 
@@ -591,7 +592,7 @@ impl Connection {
         self.schedule(now);
         let n = self.subflows.len();
         for k in 0..n {
-            let i = (self.tx_next + k) % n;
+            let i = (self.next_to_poll + k) % n;
             let sf = &mut self.subflows[i];
             let tuple = sf.sub.tuple();
             let ip_header = if tuple.local.is_ipv4() { 20 } else { 40 };
@@ -611,7 +612,7 @@ impl Connection {
                 IpRepr::V6(r) => r.traffic_class = sf.dscp << 2,
             }
             if let Ok(len) = emit_ip_tcp(&ip, &seg, buf) {
-                self.tx_next = (i + 1) % n;
+                self.next_to_poll = (i + 1) % n;
                 return Some((sf.path, len));
             }
         }
