@@ -173,7 +173,7 @@ struct ConnState {
     checksum: bool,
     fallback: Fallback,
     lifecycle: Lifecycle,
-    data_fin: DataFin,
+    /// ADD_ADDR retransmission and DATA_FIN timers.
     timers: Timers<ConnTimer, 2>,
 
     send: SendState,
@@ -231,7 +231,6 @@ impl Connection {
                 checksum: cfg.checksum,
                 fallback: Fallback::NONE,
                 lifecycle: Lifecycle::Connecting,
-                data_fin: DataFin::NotRequested,
                 timers: Timers::new(),
                 send: SendState::new(cfg.send_buffer),
                 recv: RecvState::new(cfg.recv_buffer, cfg.tcp.mss),
@@ -656,8 +655,8 @@ impl Connection {
     // ---- application ----
 
     pub fn close(&mut self) {
-        if self.s.data_fin == DataFin::NotRequested {
-            self.s.data_fin = DataFin::Pending;
+        if self.s.send.data_fin == DataFin::NotRequested {
+            self.s.send.data_fin = DataFin::Pending;
         }
     }
 

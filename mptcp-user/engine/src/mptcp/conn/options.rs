@@ -265,7 +265,7 @@ impl Connection {
             let off = sf.sub.send_offset_of(seg.seq);
             let m = off.and_then(|o| sf.tx_maps.iter().find(|m| m.off <= o && o < m.off + m.len));
             dss.mapping = m.map(|m| build::mapping(s, m));
-        } else if sf.signals.data_fin && s.data_fin == DataFin::Pending {
+        } else if sf.signals.data_fin && s.send.data_fin == DataFin::Pending {
             sf.signals.data_fin = false;
             dss.data_fin = true;
             dss.mapping = Some(build::data_fin_mapping(s));

@@ -16,7 +16,7 @@ impl Connection {
             || s.role != Role::Client
             || s.lifecycle != Lifecycle::Established
             || s.fallback.is_tcp()
-            || (s.data_fin != DataFin::NotRequested && s.send.una == s.send.written)
+            || (s.send.data_fin != DataFin::NotRequested && s.send.una == s.send.written)
             || !self
                 .subflows
                 .iter()

@@ -52,6 +52,8 @@ pub(super) struct SendState {
     pub(super) reinject: VecDeque<Range<u64>>,
     /// Right edge of the peer's connection-level window.
     pub(super) peer_window_edge: u64,
+    /// Our DATA_FIN, which `close()` asks for.
+    pub(super) data_fin: DataFin,
     /// DATA_FIN retransmissions so far (the interval doubles each time).
     pub(super) data_fin_backoff: u32,
 }
@@ -65,6 +67,7 @@ impl SendState {
             nxt: 0,
             reinject: VecDeque::with_capacity(64),
             peer_window_edge: 65535,
+            data_fin: DataFin::NotRequested,
             data_fin_backoff: 0,
         }
     }
@@ -76,15 +79,15 @@ impl ConnState {
         let base = self.keys.local.dsn(0);
         let near = self.keys.local.dsn(self.send.una);
         let off = expand_dsn(abs, wide, near).wrapping_sub(base);
-        let fin_extra = (self.data_fin != DataFin::NotRequested) as u64;
+        let fin_extra = (self.send.data_fin != DataFin::NotRequested) as u64;
         let tx = &mut self.send;
         if off > tx.written + fin_extra {
             return;
         }
         if off >= tx.una {
             tx.una = off.min(tx.written);
-            if self.data_fin != DataFin::NotRequested && off == tx.written + 1 {
-                self.data_fin = DataFin::Acked;
+            if tx.data_fin != DataFin::NotRequested && off == tx.written + 1 {
+                tx.data_fin = DataFin::Acked;
                 self.timers.stop(ConnTimer::DataFin);
             }
             tx.peer_window_edge = tx.peer_window_edge.max(off + window);
@@ -208,7 +211,7 @@ impl Connection {
                     s.send.buf.read_at(s.send.nxt, &mut self.scratch[..n]);
                     s.send.nxt += sf.sub.send(&self.scratch[..n]) as u64;
                 }
-                if s.data_fin != DataFin::NotRequested
+                if s.send.data_fin != DataFin::NotRequested
                     && s.send.nxt == s.send.written
                     && s.lifecycle != Lifecycle::SubflowsClosed
                 {
@@ -343,7 +346,7 @@ impl Connection {
                 }
             }
         }
-        if s.data_fin == DataFin::Pending
+        if s.send.data_fin == DataFin::Pending
             && s.send.nxt == s.send.written
             && s.send.reinject.is_empty()
             && !s.timers.is_armed(ConnTimer::DataFin)
@@ -366,7 +369,10 @@ impl Connection {
         }
         // Both DATA_FINs done: close the subflows.
         let peer_done = s.recv.peer_fin.is_some_and(|f| s.recv.nxt >= f);
-        if s.data_fin == DataFin::Acked && peer_done && s.lifecycle != Lifecycle::SubflowsClosed {
+        if s.send.data_fin == DataFin::Acked
+            && peer_done
+            && s.lifecycle != Lifecycle::SubflowsClosed
+        {
             s.lifecycle.subflows_closed();
             for sf in self.subflows.iter_mut() {
                 sf.sub.close();
@@ -388,7 +394,9 @@ impl Connection {
 
     pub fn send(&mut self, data: &[u8]) -> usize {
         let s = &mut self.s;
-        if s.data_fin != DataFin::NotRequested || matches!(s.lifecycle, Lifecycle::Reset { .. }) {
+        if s.send.data_fin != DataFin::NotRequested
+            || matches!(s.lifecycle, Lifecycle::Reset { .. })
+        {
             return 0;
         }
         let free = s.send.buf.capacity() - (s.send.written - s.send.una);
