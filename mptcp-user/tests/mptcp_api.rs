@@ -232,7 +232,10 @@ fn backup_subflow_carries_nothing_while_the_regular_one_works() {
         }
     });
     assert!(got == data);
-    assert!(failed && steps_watched > 100, "{steps_watched} steps watched");
+    assert!(
+        failed && steps_watched > 100,
+        "{steps_watched} steps watched"
+    );
     let c = net.client.connection().unwrap();
     let b = c.subflows().find(|s| s.id == 1).unwrap();
     assert!(b.backup && b.dscp == 10);

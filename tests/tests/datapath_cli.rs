@@ -580,9 +580,53 @@ fn two_path_lab_partial_checksums(subflow_endpoints: bool) -> Lab {
     lab
 }
 
-fn assert_two_subflows_carried_data(lab: &Lab, server: &Server, ss: &str, len: usize) {
-    let subflows = ss.lines().filter(|l| l.contains("tcp-ulp-mptcp")).count();
-    assert!(subflows >= 2, "kernel shows {subflows} subflow(s):\n{ss}");
+/// One kernel subflow's byte counts from its `ss -ti` lines.
+#[derive(Debug)]
+struct SubflowBytes {
+    /// Local address and port, as `ss` prints it (`10.100.1.1%cli1:42475`).
+    local: String,
+    acked: u64,
+    received: u64,
+    /// Sent and not yet acknowledged.
+    unacked: u64,
+}
+
+/// The subflows (`tcp-ulp-mptcp` info lines) in `ss -tinH` output, with
+/// the kernel's own `bytes_acked` (data it sent that the peer
+/// acknowledged), `bytes_received` and `unacked`.
+fn kernel_subflows(ss: &str) -> Vec<SubflowBytes> {
+    let field = |line: &str, name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.parse().ok())
+            .unwrap_or(0)
+    };
+    let lines: Vec<&str> = ss.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[1].contains("tcp-ulp-mptcp"))
+        .map(|w| SubflowBytes {
+            // STATE RECV-Q SEND-Q LOCAL PEER
+            local: w[0].split_whitespace().nth(3).unwrap_or("").to_string(),
+            acked: field(w[1], "bytes_acked:"),
+            received: field(w[1], "bytes_received:"),
+            unacked: field(w[1], "unacked:"),
+        })
+        .collect()
+}
+
+/// From the kernel client's side: at least two subflows, each of which
+/// carried data both ways (`ss -ti` taken halfway through the echo), an
+/// MPTCP connection all along, no checksum error.
+fn assert_two_subflows_carried_data(lab: &Lab, ss: &str) {
+    let subflows = kernel_subflows(ss);
+    eprintln!("kernel subflows halfway: {subflows:?}");
+    assert!(subflows.len() >= 2, "kernel shows {subflows:?}:\n{ss}");
+    // More than handshakes and a stray segment: 64 KiB each way per subflow.
+    let busy = subflows
+        .iter()
+        .filter(|s| s.acked >= 64 << 10 && s.received >= 64 << 10)
+        .count();
+    assert!(busy >= 2, "subflows that carried data: {subflows:?}\n{ss}");
     assert!(lab.client.nstat("MPTcpExtMPJoinSynAckRx").expect("nstat") >= 1);
     assert!(
         lab.client
@@ -597,16 +641,6 @@ fn assert_two_subflows_carried_data(lab: &Lab, server: &Server, ss: &str, len: u
         0
     );
     assert_eq!(lab.client.nstat("MPTcpExtDataCsumErr").expect("nstat"), 0);
-    let stats = serve_stats(lab, server, (2 * len / 1500) as u64 / 2);
-    let per_if: Vec<u64> = stats["interfaces"]
-        .as_array()
-        .expect("interfaces")
-        .iter()
-        .filter_map(|i| i["rx_frames"].as_u64())
-        .collect();
-    eprintln!("frames received per interface: {per_if:?}");
-    assert_eq!(per_if.len(), 2);
-    assert!(per_if.iter().all(|n| *n >= 100), "{per_if:?}");
 }
 
 fn kernel_client_two_subflows(v6: bool) {
@@ -628,11 +662,11 @@ fn kernel_client_two_subflows(v6: bool) {
     if v6 {
         args.extend(["--announce", &announce_s]);
     }
-    let server = start_serve(&lab, &args);
+    let _server = start_serve(&lab, &args);
     let len = 64 << 20;
     let (back, ss) = kernel_mptcp_echo(&lab, listen, len, || {});
     assert_pattern(&back, len);
-    assert_two_subflows_carried_data(&lab, &server, &ss, len);
+    assert_two_subflows_carried_data(&lab, &ss);
 }
 
 #[test]
@@ -659,7 +693,7 @@ fn kernel_mptcp_client_joins_the_announced_address() {
     let lab = two_path_lab(false);
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5321);
     let announce = lab.paths[1].server_v4.to_string();
-    let server = start_serve(
+    let _server = start_serve(
         &lab,
         &[
             "--iface",
@@ -676,7 +710,7 @@ fn kernel_mptcp_client_joins_the_announced_address() {
     let (back, ss) = kernel_mptcp_echo(&lab, listen, len, || {});
     assert_pattern(&back, len);
     assert!(lab.client.nstat("MPTcpExtAddAddr").expect("nstat") >= 1);
-    assert_two_subflows_carried_data(&lab, &server, &ss, len);
+    assert_two_subflows_carried_data(&lab, &ss);
 }
 
 #[test]
@@ -704,10 +738,18 @@ fn a_path_taken_down_mid_transfer_loses_nothing() {
             .expect("link down");
     });
     assert_pattern(&back, len);
-    let subflows = ss.lines().filter(|l| l.contains("tcp-ulp-mptcp")).count();
+    // The kernel's view just before the cut: path 2's subflow had carried
+    // data and had some in flight, so the cut cost it data to recover.
+    let subflows = kernel_subflows(&ss);
+    eprintln!("kernel subflows at the cut: {subflows:?}");
+    let path2 = format!("{}%", lab.paths[1].client_v4);
+    let cut = subflows
+        .iter()
+        .find(|s| s.local.starts_with(&path2))
+        .unwrap_or_else(|| panic!("no subflow on path 2 before the cut:\n{ss}"));
     assert!(
-        subflows >= 2,
-        "only {subflows} subflow(s) before the cut:\n{ss}"
+        cut.acked >= 64 << 10 && cut.unacked > 0,
+        "path 2 was idle at the cut: {cut:?}"
     );
 }
 
@@ -857,7 +899,7 @@ fn kernel_mptcp_client_with_dss_checksums_is_echoed() {
     let len = 64 << 20;
     let (back, ss) = kernel_mptcp_echo(&lab, listen, len, || {});
     assert_pattern(&back, len);
-    assert_two_subflows_carried_data(&lab, &server, &ss, len);
+    assert_two_subflows_carried_data(&lab, &ss);
     assert_eq!(lab.client.nstat("MPTcpExtDataCsumErr").expect("nstat"), 0);
     assert_eq!(
         lab.client.nstat("MPTcpExtDSSNotMatching").expect("nstat"),
