@@ -12,7 +12,7 @@ use mptcp_tests::cli::{
     binary, mptcp_user, one_path_lab, output_text, start_serve, xdp_attached, Server,
 };
 use mptcp_tests::{require_root, wait_until, Lab, LabConfig};
-use mptcp_user::worker::pattern_byte;
+use mptcp_user::worker::{pattern_byte, pattern_fill};
 
 fn checksums_in_software(lab: &Lab, client_side: bool) {
     // veth passes the sender's CHECKSUM_PARTIAL segments on unfinished; the
@@ -63,18 +63,28 @@ fn assert_pattern(back: &[u8], len: usize) {
     assert_eq!(bad, None, "first differing byte");
 }
 
-/// A kernel TCP echo server for one connection.
+/// A kernel TCP echo server for one connection. It checks every byte it
+/// receives against the test pattern itself (a judge outside the binary,
+/// whose own `byte_exact` only compares the echo with what it sent).
 fn kernel_echo_once(listener: TcpListener) -> thread::JoinHandle<u64> {
     thread::spawn(move || {
         let (mut conn, _) = listener.accept().expect("accept");
         conn.set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
         let mut buf = vec![0u8; 64 << 10];
+        let mut want = vec![0u8; 64 << 10];
         let mut total = 0u64;
         loop {
             let n = conn.read(&mut buf).expect("read");
             if n == 0 {
                 break;
+            }
+            pattern_fill(total, &mut want[..n]);
+            if let Some(i) = (0..n).find(|&i| buf[i] != want[i]) {
+                panic!(
+                    "the kernel server received a wrong byte at offset {}",
+                    total + i as u64
+                );
             }
             conn.write_all(&buf[..n]).expect("write");
             total += n as u64;
@@ -769,7 +779,7 @@ fn rx_bytes(ns: &mptcp_tests::Netns, iface: &str) -> u64 {
 /// kernel MPTCP echo server that announces its second address; checks the
 /// echo byte-exact, and from the kernel's side that the connection stayed
 /// MPTCP, accepted a join and received data on both interfaces.
-fn engine_client_to_kernel_server(checksums: bool) {
+fn engine_client_to_kernel_server(checksums: bool, v6: bool) {
     let lab = Lab::up(&LabConfig {
         subflow_endpoints: false,
         ..LabConfig::unique(2)
@@ -786,21 +796,33 @@ fn engine_client_to_kernel_server(checksums: bool) {
             .exec("sysctl", &["-qw", "net.mptcp.checksum_enabled=1"])
             .expect("sysctl");
     }
+    let (first, second): (std::net::IpAddr, std::net::IpAddr) = if v6 {
+        (lab.paths[0].server_v6.into(), lab.paths[1].server_v6.into())
+    } else {
+        (lab.paths[0].server_v4.into(), lab.paths[1].server_v4.into())
+    };
     // The kernel server announces its second address; our path manager joins it.
     lab.server
         .ip(&[
             "mptcp",
             "endpoint",
             "add",
-            &lab.paths[1].server_v4.to_string(),
+            &second.to_string(),
             "dev",
             &lab.paths[1].server_if,
             "signal",
         ])
         .expect("endpoint");
-    let remote = SocketAddr::new(lab.paths[0].server_v4.into(), 5330);
+    let remote = SocketAddr::new(first, 5330);
     // Bound to any address: joins arrive at the announced one too.
-    let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 5330);
+    let any = SocketAddr::new(
+        if v6 {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        },
+        5330,
+    );
     let listener = lab
         .server
         .enter(|| mptcp_tests::mptcp_listen(any).expect("MPTCP listen"))
@@ -867,7 +889,15 @@ fn engine_mptcp_client_to_a_kernel_mptcp_server_over_two_paths() {
     if !require_root() {
         return;
     }
-    engine_client_to_kernel_server(false);
+    engine_client_to_kernel_server(false, false);
+}
+
+#[test]
+fn engine_mptcp_client_to_a_kernel_mptcp_server_over_ipv6() {
+    if !require_root() {
+        return;
+    }
+    engine_client_to_kernel_server(false, true);
 }
 
 #[test]
@@ -875,7 +905,7 @@ fn engine_mptcp_client_to_a_kernel_mptcp_server_with_dss_checksums() {
     if !require_root() {
         return;
     }
-    engine_client_to_kernel_server(true);
+    engine_client_to_kernel_server(true, false);
 }
 
 #[test]
