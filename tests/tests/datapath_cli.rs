@@ -239,7 +239,10 @@ fn connect_json_with(
     bytes: u64,
     extra: &[&str],
 ) -> serde_json::Value {
-    let out = mptcp_user(lab.client.name())
+    // A hung transfer fails the test instead of hanging it.
+    let out = Command::new("ip")
+        .args(["netns", "exec", lab.client.name(), "timeout", "120"])
+        .arg(binary())
         .args(["connect", &remote.to_string(), "--iface", "cli0"])
         .args(["--bytes", &bytes.to_string(), "--json"])
         .args(extra)
@@ -942,5 +945,105 @@ fn kernel_mptcp_client_with_dss_checksums_is_echoed() {
         stats["engine"]["partial_checksum"].as_u64() > Some(1000),
         "{stats}"
     );
+    assert_eq!(stats["engine"]["bad_checksum"], 0, "{stats}");
+}
+
+/// A middlebox in `ns`: MPTCP options (kind 30) stripped from every SYN/ACK
+/// passing its netfilter `chain` (mangle table).
+fn strip_mptcp_from_syn_acks(ns: &mptcp_tests::Netns, chain: &str) {
+    for iptables in ["iptables", "ip6tables"] {
+        ns.exec(
+            iptables,
+            &[
+                "-t",
+                "mangle",
+                "-A",
+                chain,
+                "-p",
+                "tcp",
+                "--tcp-flags",
+                "SYN,ACK",
+                "SYN,ACK",
+                "-j",
+                "TCPOPTSTRIP",
+                "--strip-options",
+                "30",
+            ],
+        )
+        .expect("iptables TCPOPTSTRIP (apt install iptables)");
+    }
+}
+
+/// The engine client meets a kernel MPTCP server whose SYN/ACK lost its
+/// MP_CAPABLE on the way: the engine falls back to plain TCP, and the
+/// kernel server, judging by the third ACK, falls back too.
+#[test]
+fn engine_client_falls_back_when_a_middlebox_strips_mptcp_options() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    checksums_in_software(&lab, false);
+    strip_mptcp_from_syn_acks(&lab.server, "POSTROUTING");
+    let remote = SocketAddr::new(lab.paths[0].server_v4.into(), 5340);
+    let listener = lab
+        .server
+        .enter(|| mptcp_tests::mptcp_listen(remote).expect("MPTCP listen"))
+        .expect("server ns");
+    let served = kernel_echo_once(listener);
+    let n = |c: &str| lab.server.nstat(c).expect("nstat");
+    let (syns, fallbacks) = (
+        n("MPTcpExtMPCapableSYNRX"),
+        n("MPTcpExtMPCapableFallbackACK"),
+    );
+    let bytes = 4 << 20;
+    let report = connect_json(&lab, remote, bytes);
+    assert_report(&report, bytes);
+    assert_eq!(served.join().expect("server"), bytes);
+    // The kernel saw our MP_CAPABLE SYN, then a third ACK without it.
+    assert_eq!(n("MPTcpExtMPCapableSYNRX"), syns + 1);
+    assert_eq!(n("MPTcpExtMPCapableFallbackACK"), fallbacks + 1);
+    assert_eq!(n("MPTcpExtMPCapableACKRX"), 0);
+}
+
+/// A kernel MPTCP client meets the engine server through a middlebox that
+/// strips MP_CAPABLE from the engine's SYN/ACK: the kernel client falls
+/// back, and so must the engine, on a third ACK without MP_CAPABLE.
+#[test]
+fn engine_server_falls_back_when_a_middlebox_strips_mptcp_options() {
+    if !require_root() {
+        return;
+    }
+    let lab = one_path_lab();
+    checksums_in_software(&lab, true);
+    // The engine's frames leave through AF_XDP, past netfilter: strip them
+    // where they enter the client's kernel.
+    strip_mptcp_from_syn_acks(&lab.client, "PREROUTING");
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5341);
+    let server = start_serve(&lab, &["--iface", "srv0", "--listen", &listen.to_string()]);
+    let n = |c: &str| lab.client.nstat(c).expect("nstat");
+    let fallbacks = n("MPTcpExtMPCapableFallbackSYNACK");
+    let len = 4 << 20;
+    let back = lab
+        .client
+        .enter(|| {
+            let mut s =
+                mptcp_tests::mptcp_connect(listen, Duration::from_secs(10)).expect("connect");
+            let mut w = s.try_clone().expect("clone");
+            let sender = thread::spawn(move || {
+                let data: Vec<u8> = (0..len as u64).map(pattern_byte).collect();
+                w.write_all(&data).expect("write");
+                w.shutdown(Shutdown::Write).expect("shutdown");
+            });
+            let mut back = Vec::new();
+            s.read_to_end(&mut back).expect("read");
+            sender.join().expect("sender");
+            back
+        })
+        .expect("client ns");
+    assert_pattern(&back, len);
+    assert_eq!(n("MPTcpExtMPCapableFallbackSYNACK"), fallbacks + 1);
+    assert_eq!(n("MPTcpExtMPCapableSYNACKRX"), 0);
+    let stats = serve_stats(&lab, &server, 1);
     assert_eq!(stats["engine"]["bad_checksum"], 0, "{stats}");
 }

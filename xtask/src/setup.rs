@@ -20,6 +20,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "tshark",
     "ethtool",
+    // TCPOPTSTRIP: the tests' middlebox that strips MPTCP options.
+    "iptables",
 ];
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
