@@ -532,6 +532,19 @@ fn kernel_mptcp_echo(
     len: usize,
     mid: impl Fn() + Send + Sync,
 ) -> (Vec<u8>, String) {
+    let (back, mut ss) = kernel_mptcp_echo_marks(lab, addr, len, &[(len / 2, &mid)]);
+    (back, ss.remove(0))
+}
+
+/// [`kernel_mptcp_echo`] with several marks: once more than `at` bytes of
+/// the echo are back, takes the kernel's `ss -ti` lines for the connection,
+/// then runs the mark's action. Returns the echo and one `ss` per mark.
+fn kernel_mptcp_echo_marks(
+    lab: &Lab,
+    addr: SocketAddr,
+    len: usize,
+    marks: &[(usize, &(dyn Fn() + Send + Sync))],
+) -> (Vec<u8>, Vec<String>) {
     lab.client
         .enter(|| {
             let stream =
@@ -551,22 +564,27 @@ fn kernel_mptcp_echo(
             let mut r = stream;
             let mut back = Vec::with_capacity(len);
             let mut buf = vec![0u8; 1 << 20];
-            let mut ss = String::new();
+            let mut ss = Vec::new();
             loop {
                 let n = r.read(&mut buf).expect("read");
                 if n == 0 {
                     break;
                 }
                 back.extend_from_slice(&buf[..n]);
-                if ss.is_empty() && back.len() > len / 2 {
-                    ss = lab
-                        .client
-                        .exec("ss", &["-tinH", "dport", "=", &addr.port().to_string()])
-                        .unwrap_or_default();
-                    mid();
+                while let Some((at, action)) = marks.get(ss.len()) {
+                    if back.len() <= *at {
+                        break;
+                    }
+                    ss.push(
+                        lab.client
+                            .exec("ss", &["-tinH", "dport", "=", &addr.port().to_string()])
+                            .unwrap_or_default(),
+                    );
+                    action();
                 }
             }
             sender.join().expect("sender");
+            assert_eq!(ss.len(), marks.len(), "the echo stopped before every mark");
             (back, ss)
         })
         .expect("client ns")
@@ -1046,4 +1064,124 @@ fn engine_server_falls_back_when_a_middlebox_strips_mptcp_options() {
     assert_eq!(n("MPTcpExtMPCapableSYNACKRX"), 0);
     let stats = serve_stats(&lab, &server, 1);
     assert_eq!(stats["engine"]["bad_checksum"], 0, "{stats}");
+}
+
+/// A two-path lab whose kernel client has its path-2 endpoint (id 5) as
+/// given (`subflow` or `subflow backup`), and `serve` on both interfaces.
+fn kernel_client_endpoint_lab(port: u16, flags: &[&str]) -> (Lab, Server, SocketAddr) {
+    let lab = two_path_lab(false);
+    let mut args = vec![
+        "mptcp",
+        "endpoint",
+        "add",
+        "10.100.1.1",
+        "dev",
+        "cli1",
+        "id",
+        "5",
+    ];
+    args.extend(flags);
+    lab.client.ip(&args).expect("endpoint");
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), port);
+    let server = start_serve(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--iface",
+            "srv1",
+            "--listen",
+            &listen.to_string(),
+        ],
+    );
+    (lab, server, listen)
+}
+
+/// The kernel's subflow from `local` (an address of the client) in `ss`.
+fn subflow_from<'a>(subflows: &'a [SubflowBytes], local: &str, ss: &str) -> &'a SubflowBytes {
+    subflows
+        .iter()
+        .find(|s| {
+            s.local.starts_with(&format!("{local}%")) || s.local.starts_with(&format!("{local}:"))
+        })
+        .unwrap_or_else(|| panic!("no subflow from {local}:\n{ss}"))
+}
+
+/// The kernel client joins path 2 as a backup subflow (MP_JOIN with the B
+/// flag): the engine sends nothing on it while path 1 works, and when path
+/// 1 goes down mid-transfer the rest of the echo arrives over the backup.
+#[test]
+fn kernel_backup_subflow_is_idle_until_the_regular_path_fails() {
+    if !require_root() {
+        return;
+    }
+    let (lab, _server, listen) = kernel_client_endpoint_lab(5342, &["subflow", "backup"]);
+    let len = 32 << 20;
+    let (back, ss) = kernel_mptcp_echo(&lab, listen, len, || {
+        lab.client
+            .ip(&["link", "set", &lab.paths[0].client_if, "down"])
+            .expect("link down");
+    });
+    // Everything after the cut came over the backup, the only path left.
+    assert_pattern(&back, len);
+    let subflows = kernel_subflows(&ss);
+    eprintln!("kernel subflows before the cut: {subflows:?}");
+    assert!(subflows.len() >= 2, "{ss}");
+    // Half the echo was back, all of it over path 1: the kernel received
+    // nothing on the backup.
+    let backup = subflow_from(&subflows, "10.100.1.1", &ss);
+    assert_eq!(
+        backup.received, 0,
+        "the engine sent on the backup: {backup:?}"
+    );
+    let regular = subflow_from(&subflows, "10.100.0.1", &ss);
+    assert!(regular.received >= (len / 2) as u64, "{regular:?}");
+}
+
+/// The kernel client turns its path-2 subflow into a backup mid-transfer
+/// (`ip mptcp endpoint change ... backup` sends MP_PRIO): the engine stops
+/// sending on it, while path 1 carries the rest.
+#[test]
+fn kernel_mp_prio_moves_the_engine_off_a_subflow() {
+    if !require_root() {
+        return;
+    }
+    let (lab, _server, listen) = kernel_client_endpoint_lab(5343, &["subflow"]);
+    let prio_before = lab.client.nstat("MPTcpExtMPPrioTx").expect("nstat");
+    let len = 64 << 20;
+    let to_backup = || {
+        lab.client
+            .ip(&["mptcp", "endpoint", "change", "id", "5", "backup"])
+            .expect("endpoint change");
+    };
+    let nothing = || {};
+    let (back, ss) = kernel_mptcp_echo_marks(
+        &lab,
+        listen,
+        len,
+        &[
+            (len / 4, &to_backup),
+            (len / 2, &nothing),
+            (len * 7 / 8, &nothing),
+        ],
+    );
+    assert_pattern(&back, len);
+    assert!(lab.client.nstat("MPTcpExtMPPrioTx").expect("nstat") > prio_before);
+    let at = |i: usize| {
+        let subflows = kernel_subflows(&ss[i]);
+        eprintln!("kernel subflows at mark {i}: {subflows:?}");
+        let p1 = subflow_from(&subflows, "10.100.0.1", &ss[i]).received;
+        let p2 = subflow_from(&subflows, "10.100.1.1", &ss[i]).received;
+        (p1, p2)
+    };
+    let (before1, before2) = at(0);
+    let (mid1, mid2) = at(1);
+    let (end1, end2) = at(2);
+    // Both paths carried the first quarter.
+    assert!(before1 > 0 && before2 > 0, "{:?}", ss[0]);
+    // Between the second and third marks (3/8 of the echo, well after the
+    // MP_PRIO), path 2 took nothing new; what it got just after the MP_PRIO
+    // was already on its way.
+    assert_eq!(end2, mid2, "path 2 still carried data after MP_PRIO");
+    assert!(end1 - mid1 >= (len / 4) as u64, "{mid1} -> {end1}");
 }
