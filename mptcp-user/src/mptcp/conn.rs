@@ -478,7 +478,10 @@ impl Connection {
         let mut c = Connection::new(cfg, Role::Client, key, locals);
         c.s.next_port = local_port.wrapping_add(1).max(1024);
         c.s.remotes.push((0, remote));
-        let sub = Subflow::connect(&cfg.tcp, FourTuple { local, remote }, now);
+        let mut sub = Subflow::connect(&cfg.tcp, FourTuple { local, remote }, now);
+        if let Some(isn) = keys.replay_isn() {
+            sub.set_initial_send_seq_for_replay(isn);
+        }
         c.add_sf(sub, path, Kind::Capable, 0, 0);
         c
     }
@@ -1219,7 +1222,10 @@ impl Connection {
         {
             return None;
         }
-        let sub = Subflow::connect(&self.s.tcp, tuple, now);
+        let mut sub = Subflow::connect(&self.s.tcp, tuple, now);
+        if let Some(isn) = keys.replay_isn() {
+            sub.set_initial_send_seq_for_replay(isn);
+        }
         let kind = Kind::Join {
             local_nonce: keys.nonce(),
             remote_nonce: 0,
