@@ -1185,3 +1185,94 @@ fn kernel_mp_prio_moves_the_engine_off_a_subflow() {
     assert_eq!(end2, mid2, "path 2 still carried data after MP_PRIO");
     assert!(end1 - mid1 >= (len / 4) as u64, "{mid1} -> {end1}");
 }
+
+/// The kernel MPTCP server withdraws its announced address mid-transfer
+/// (`ip mptcp endpoint delete`: REMOVE_ADDR, and it shuts its side of the
+/// subflows to that address down itself): the engine client carries on
+/// over the subflows left, the kernel checks the echo byte by byte, and
+/// never has to answer a segment with RST. (The kernel's own shutdown
+/// hides whether the engine acted on the REMOVE_ADDR; that reaction is
+/// judged by mptcp_api.rs and by the client-role conformance replay.)
+#[test]
+fn engine_client_carries_on_when_a_kernel_server_withdraws_its_address() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(&LabConfig {
+        subflow_endpoints: false,
+        ..LabConfig::unique(2)
+    })
+    .expect("lab");
+    checksums_in_software(&lab, false);
+    lab.server
+        .ip(&[
+            "mptcp",
+            "endpoint",
+            "add",
+            &lab.paths[1].server_v4.to_string(),
+            "dev",
+            &lab.paths[1].server_if,
+            "id",
+            "7",
+            "signal",
+        ])
+        .expect("endpoint");
+    let remote = SocketAddr::new(lab.paths[0].server_v4.into(), 5344);
+    let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 5344);
+    let listener = lab
+        .server
+        .enter(|| mptcp_tests::mptcp_listen(any).expect("MPTCP listen"))
+        .expect("server ns");
+    let served = kernel_echo_once(listener);
+    let n = |c: &str| lab.server.nstat(c).expect("nstat");
+    let rm_before = n("MPTcpExtRmAddrTx");
+    let bytes: u64 = 64 << 20;
+    let child = Command::new("ip")
+        .args(["netns", "exec", lab.client.name(), "timeout", "120"])
+        .arg(binary())
+        .args([
+            "connect",
+            &remote.to_string(),
+            "--iface",
+            "cli0",
+            "--iface",
+            "cli1",
+        ])
+        .args([
+            "--wait-subflows",
+            "2",
+            "--bytes",
+            &bytes.to_string(),
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("connect");
+    // Path 2 busy first.
+    let srv1 = &lab.paths[1].server_if;
+    let start = rx_bytes(&lab.server, srv1);
+    assert!(
+        wait_until(Duration::from_secs(30), || rx_bytes(&lab.server, srv1)
+            >= start + (4 << 20)),
+        "path 2 never carried 4 MiB"
+    );
+    lab.server
+        .ip(&["mptcp", "endpoint", "delete", "id", "7"])
+        .expect("endpoint delete");
+    let at_removal = rx_bytes(&lab.server, srv1);
+    let rsts_at_removal = n("TcpOutRsts");
+    let out = child.wait_with_output().expect("connect");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_report(&report, bytes);
+    assert_eq!(served.join().expect("server"), bytes);
+    assert!(n("MPTcpExtRmAddrTx") > rm_before, "no REMOVE_ADDR sent");
+    let after = rx_bytes(&lab.server, srv1) - at_removal;
+    eprintln!("path 2 after the removal: {after} bytes");
+    // The kernel closed its side of the withdrawn address's subflows; data
+    // the engine went on sending there would meet its RSTs.
+    let rsts = n("TcpOutRsts") - rsts_at_removal;
+    eprintln!("kernel RSTs after the removal: {rsts}");
+    assert!(rsts <= 4, "the kernel answered {rsts} segments with RST");
+}
