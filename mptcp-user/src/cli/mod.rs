@@ -683,7 +683,7 @@ fn run_connect<E: crate::io::Engine + ByteStream + Measured>(
         );
     }
     if args.wait_subflows > 1 {
-        wait_for_subflows(&mut worker, args.wait_subflows, &stop);
+        wait_for_subflows(&mut worker, args.wait_subflows, stop);
     }
     let started = std::time::Instant::now();
     let mut intervals: Vec<Interval> = Vec::new();
