@@ -1276,3 +1276,95 @@ fn engine_client_carries_on_when_a_kernel_server_withdraws_its_address() {
     eprintln!("kernel RSTs after the removal: {rsts}");
     assert!(rsts <= 4, "the kernel answered {rsts} segments with RST");
 }
+
+/// A middlebox in `ns` rewrites the first payload byte of one TCP segment
+/// (of at least 500 bytes) to `dport`, fixing the TCP checksum: only the
+/// DSS checksum can notice.
+fn corrupt_one_segment(ns: &mptcp_tests::Netns, dport: u16) {
+    let rule = format!(
+        "add rule inet corrupt out tcp dport {dport} meta length > 500 \
+         limit rate 1/hour burst 1 packets @ih,0,8 set 0x41"
+    );
+    for cmd in [
+        "add table inet corrupt",
+        "add chain inet corrupt out { type filter hook output priority 0 ; }",
+        &rule,
+    ] {
+        let args: Vec<&str> = cmd.split_whitespace().collect();
+        ns.exec("nft", &args).expect("nft (apt install nftables)");
+    }
+}
+
+/// A kernel MPTCP client with DSS checksums, on one subflow, sends `len`
+/// bytes through a middlebox that changes one payload byte and fixes the
+/// TCP checksum. Returns the kernel client's (MPFailRx, InfiniteMapTx,
+/// DataCsumErr) increments and what came back before the read gave up.
+fn corrupted_kernel_echo(port: u16, len: usize) -> ((u64, u64, u64), Vec<u8>) {
+    let lab = one_path_lab();
+    lab.client
+        .exec("sysctl", &["-qw", "net.mptcp.checksum_enabled=1"])
+        .expect("sysctl");
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), port);
+    let _server = start_serve(&lab, &["--iface", "srv0", "--listen", &listen.to_string()]);
+    corrupt_one_segment(&lab.client, port);
+    let n = |c: &str| lab.client.nstat(c).expect("nstat");
+    let counters = || {
+        (
+            n("MPTcpExtMPFailRx"),
+            n("MPTcpExtInfiniteMapTx"),
+            n("MPTcpExtDataCsumErr"),
+        )
+    };
+    let before = counters();
+    let back = lab
+        .client
+        .enter(|| {
+            let mut s =
+                mptcp_tests::mptcp_connect(listen, Duration::from_secs(10)).expect("connect");
+            let mut w = s.try_clone().expect("clone");
+            let sender = thread::spawn(move || {
+                let _ = w.write_all(&Pattern::STREAM.bytes(0, len));
+                let _ = w.shutdown(Shutdown::Write);
+            });
+            let mut back = Vec::new();
+            let _ = s.read_to_end(&mut back);
+            drop(s);
+            sender.join().expect("sender");
+            back
+        })
+        .expect("client ns");
+    let after = counters();
+    (
+        (after.0 - before.0, after.1 - before.1, after.2 - before.2),
+        back,
+    )
+}
+
+/// Only the DSS checksum can see the corruption: the engine catches it and
+/// answers MP_FAIL, which the kernel counts, and the kernel falls back to
+/// an infinite mapping as RFC 8684 section 3.7 asks.
+#[test]
+fn kernel_client_payload_corruption_is_caught_by_the_dss_checksum() {
+    if !require_root() {
+        return;
+    }
+    let ((mp_fail, infinite, csum_err), _) = corrupted_kernel_echo(5345, 1 << 20);
+    assert_eq!(mp_fail, 1, "MP_FAIL received by the kernel");
+    assert_eq!(infinite, 1, "infinite mappings sent by the kernel");
+    assert_eq!(csum_err, 0, "the kernel's own DSS checksum errors");
+}
+
+/// After that fallback the echo should complete (what to do with the
+/// corrupted byte aside). Today it stalls: the engine delivers nothing
+/// more once the kernel switched to the infinite mapping. Visible as an
+/// ignored (skipped) test until fixed.
+#[test]
+#[ignore = "after MP_FAIL and the kernel's infinite mapping the engine's echo stalls"]
+fn kernel_client_echo_completes_after_an_mp_fail_fallback() {
+    if !require_root() {
+        return;
+    }
+    let len = 1 << 20;
+    let (_, back) = corrupted_kernel_echo(5346, len);
+    assert_eq!(back.len(), len, "echo length after the fallback");
+}

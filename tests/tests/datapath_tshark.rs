@@ -65,7 +65,12 @@ impl BridgedLab {
 }
 
 /// tshark capturing on the middle namespace's bridges; SIGINT on drop.
-struct Capture(Child);
+struct Capture {
+    child: Child,
+    /// tshark's stderr after "Capturing on" (its closing drop counts).
+    log: std::thread::JoinHandle<String>,
+    stopped: bool,
+}
 
 impl Capture {
     fn start(ns: &Netns, ifaces: &[&str], file: &str) -> Capture {
@@ -73,8 +78,9 @@ impl Capture {
         for i in ifaces {
             cmd.args(["-i", i]);
         }
-        // Headers and options are what the analysis needs.
-        cmd.args(["-s", "256", "-q", "-w", file])
+        // Headers and options are what the analysis needs; a large buffer
+        // so a busy machine drops nothing.
+        cmd.args(["-s", "256", "-B", "256", "-q", "-w", file])
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("tshark");
@@ -89,24 +95,43 @@ impl Capture {
             }
         }
         // Keep draining stderr so tshark never blocks on it.
-        std::thread::spawn(move || lines.for_each(drop));
-        Capture(child)
+        let log =
+            std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+        Capture {
+            child,
+            log,
+            stopped: false,
+        }
     }
 
+    /// Stops the capture; fails if tshark says it dropped packets (the
+    /// analysis below must see every frame).
     fn stop(mut self) {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-        let status = self.0.wait().expect("wait tshark");
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().expect("wait tshark");
+        self.stopped = true;
         assert!(status.success(), "tshark: {status:?}");
-        std::mem::forget(self);
+        let log = std::mem::replace(&mut self.log, std::thread::spawn(String::new))
+            .join()
+            .expect("tshark log");
+        eprintln!("tshark: {log}");
+        assert!(
+            !log.lines()
+                .any(|l| l.contains("dropped") && !l.contains(" 0 packets dropped")),
+            "the capture lost frames: {log}"
+        );
     }
 }
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-        let _ = self.0.wait();
+        if self.stopped {
+            return;
+        }
+        // SAFETY: signalling our own child, not yet waited for.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
     }
 }
 
