@@ -1,6 +1,6 @@
 //! Engine to engine, where no kernel plays either role, judged from the
 //! outside: both paths run through a middle namespace that bridges them,
-//! tshark captures there, and Wireshark's MPTCP analysis
+//! tcpdump captures there, and Wireshark's MPTCP analysis
 //! (`mptcp.analyze_mappings`, `mptcp.analyze_mptcp`) checks the keys, the
 //! token linking each MP_JOIN to its connection, the IDSN and every DSS
 //! mapping, next to our own decoder (`decode --verify`).
@@ -64,63 +64,64 @@ impl BridgedLab {
     }
 }
 
-/// tshark capturing on the middle namespace's bridges; SIGINT on drop.
+/// tcpdump capturing on one bridge of the middle namespace, writing each
+/// frame as it comes (`--immediate-mode -U`); SIGINT on drop.
 struct Capture {
     child: Child,
-    /// tshark's stderr after "Capturing on" (its closing drop counts).
-    log: std::thread::JoinHandle<String>,
+    file: String,
     stopped: bool,
 }
 
 impl Capture {
-    fn start(ns: &Netns, ifaces: &[&str], file: &str) -> Capture {
-        let mut cmd = ns.command("tshark");
-        for i in ifaces {
-            cmd.args(["-i", i]);
-        }
-        // Headers and options are what the analysis needs; a large buffer
-        // so a busy machine drops nothing.
-        cmd.args(["-s", "256", "-B", "256", "-q", "-w", file])
+    fn start(ns: &Netns, iface: &str, file: &str) -> Capture {
+        let mut cmd = ns.command("tcpdump");
+        // Whole frames: our decoder takes a snapped frame for a malformed one.
+        cmd.args(["-i", iface, "-B", "65536", "--immediate-mode", "-U"])
+            .args(["-w", file])
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("tshark");
+        let mut child = cmd.spawn().expect("tcpdump");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
-        // "Capturing on 'br0' and 'br1'": from here on every frame is written.
+        // "listening on br0": from here on every frame is written.
         loop {
             match lines.next() {
-                Some(Ok(l)) if l.contains("Capturing on") => break,
+                Some(Ok(l)) if l.contains("listening on") => break,
                 Some(Ok(_)) => continue,
-                _ => panic!("tshark did not start capturing"),
+                _ => panic!("tcpdump did not start capturing"),
             }
         }
-        // Keep draining stderr so tshark never blocks on it.
-        let log =
-            std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+        // Keep draining stderr so tcpdump never blocks on it.
+        std::thread::spawn(move || lines.for_each(drop));
         Capture {
             child,
-            log,
+            file: file.to_string(),
             stopped: false,
         }
     }
 
-    /// Stops the capture; fails if tshark says it dropped packets (the
-    /// analysis below must see every frame).
-    fn stop(mut self) {
+    /// Sends a UDP datagram from `from` to `to` (port 9) across this
+    /// bridge and waits until the capture holds it: every frame before it
+    /// is written too. Then stops tcpdump.
+    fn stop_after_marker(mut self, from: &Netns, to: &str) {
+        let dst: SocketAddr = format!("{to}:9").parse().expect("address");
+        let filter = format!("udp.dstport == 9 && ip.dst == {to}");
+        let marked = wait_until(Duration::from_secs(10), || {
+            // Again every time: ARP may swallow the first one.
+            from.enter(|| {
+                std::net::UdpSocket::bind("0.0.0.0:0")
+                    .and_then(|s| s.send_to(b"marker", dst))
+                    .expect("marker datagram")
+            })
+            .expect("client ns");
+            !tshark_fields(&self.file, &filter, &["frame.number"]).is_empty()
+        });
+        assert!(marked, "the capture never showed the marker to {to}");
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let status = self.child.wait().expect("wait tshark");
+        let status = self.child.wait().expect("wait tcpdump");
         self.stopped = true;
-        assert!(status.success(), "tshark: {status:?}");
-        let log = std::mem::replace(&mut self.log, std::thread::spawn(String::new))
-            .join()
-            .expect("tshark log");
-        eprintln!("tshark: {log}");
-        assert!(
-            !log.lines()
-                .any(|l| l.contains("dropped") && !l.contains(" 0 packets dropped")),
-            "the capture lost frames: {log}"
-        );
+        assert!(status.success(), "tcpdump: {status:?}");
     }
 }
 
@@ -164,7 +165,15 @@ fn engine_to_engine_over_two_paths_passes_wiresharks_mptcp_analysis() {
     let dir = std::env::temp_dir().join(unique_name("mptcp-tshark"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("e2e.pcapng").to_string_lossy().into_owned();
-    let capture = Capture::start(&lab.middle, &["br0", "br1"], &file);
+    let part = |i: usize| {
+        dir.join(format!("br{i}.pcap"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let captures = [
+        Capture::start(&lab.middle, "br0", &part(0)),
+        Capture::start(&lab.middle, "br1", &part(1)),
+    ];
 
     let listen: SocketAddr = "10.102.0.2:5350".parse().unwrap();
     let mut serve = mptcp_user(lab.server.name());
@@ -204,7 +213,14 @@ fn engine_to_engine_over_two_paths_passes_wiresharks_mptcp_analysis() {
     assert!(out.status.success(), "{}", output_text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(report["end"]["sum_received"]["bytes"], bytes, "{report}");
-    capture.stop();
+    for (i, c) in captures.into_iter().enumerate() {
+        c.stop_after_marker(&lab.client, &format!("10.102.{i}.2"));
+    }
+    let merged = Command::new("mergecap")
+        .args(["-w", &file, &part(0), &part(1)])
+        .output()
+        .expect("mergecap");
+    assert!(merged.status.success(), "{}", output_text(&merged));
 
     // Wireshark's MPTCP experts: a wrong echoed key, a missing or unknown
     // algorithm, a fallback to an infinite mapping. None may fire.
