@@ -8,24 +8,39 @@ use std::time::Duration;
 use crate::{wait_until, Lab, LabConfig};
 
 /// The `mptcp-user` binary, built once for this test run (the tests crate
-/// is not the binary's package, so Cargo does not build it for us).
+/// is not the binary's package, so Cargo does not build it for us) under
+/// the test binary's own profile: `cargo test --release` runs a release
+/// binary built now, never a stale or missing one of another profile.
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe");
+        // target/PROFILE_DIR/deps/THIS -> target/PROFILE_DIR/mptcp-user
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "-p", "mptcp-user", "--bin", "mptcp-user"])
+            .args(["--profile", &profile_name(&profile_dir)])
             .status()
             .expect("cargo build");
         assert!(status.success(), "building mptcp-user failed");
-        let exe = std::env::current_exe().expect("test exe");
-        // target/debug/deps/THIS -> target/debug/mptcp-user
-        exe.parent()
-            .and_then(|d| d.parent())
-            .expect("target dir")
-            .join("mptcp-user")
+        let bin = profile_dir.join("mptcp-user");
+        assert!(bin.exists(), "cargo built no {}", bin.display());
+        bin
     })
     .clone()
+}
+
+/// The Cargo profile whose output directory is `dir` (`debug` holds `dev`).
+fn profile_name(dir: &std::path::Path) -> String {
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(name) => name.to_string(),
+    }
 }
 
 /// `mptcp-user` run inside namespace `ns` (`ip netns exec` execs it, so the

@@ -294,7 +294,8 @@ impl Connection {
             id: 0,
             addr: remote,
         });
-        let sub = Subflow::connect(&cfg.tcp, FourTuple { local, remote }, now);
+        let mut sub = Subflow::connect(&cfg.tcp, FourTuple { local, remote }, now);
+        keys.replay_isn(&mut sub);
         c.add_subflow(sub, path, SubflowKind::Initial, 0, 0);
         c
     }

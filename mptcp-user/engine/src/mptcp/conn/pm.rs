@@ -97,7 +97,8 @@ impl Connection {
         {
             return None;
         }
-        let sub = Subflow::connect(&self.s.settings.tcp, tuple, now);
+        let mut sub = Subflow::connect(&self.s.settings.tcp, tuple, now);
+        keys.replay_isn(&mut sub);
         let kind = SubflowKind::Join {
             local_nonce: keys.nonce(),
             remote_nonce: 0,
