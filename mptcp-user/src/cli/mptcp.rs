@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{instance_stats, new_app, PartialChecksum, ServeApp, ServeArgs, StatsFile};
 use crate::afxdp::XskConfig;
 use crate::io::ByteStream;
-use crate::mptcp::{Connection, LocalAddr, MptcpConfig, MptcpEndpoint};
+use crate::mptcp::{ConnHandle, Connection, LocalAddr, MptcpConfig, MptcpEndpoint};
 use crate::pm::PmKind;
 use crate::sched::SchedulerKind;
 use crate::time::Instant;
@@ -137,60 +137,94 @@ pub(super) fn mptcp_config(
     Ok(cfg)
 }
 
-/// What runs in one connection slot of the endpoint.
-enum Slot {
-    Free,
-    Active(ServeApp),
-    /// The application finished; the connection is closing and awaits reaping.
-    Done,
+/// The application of one connection, under the generation of its slot.
+struct Slot {
+    gen: u32,
+    app: ServeApp,
+    done: bool,
 }
 
-/// The applications of every connection of the endpoint, slot by slot.
+/// The applications of the endpoint's connections, by slot; only the
+/// connections the endpoint reports as changed are polled (and those whose
+/// application waits on a descriptor of its own, such as a backend socket).
 struct PerConnection<'a> {
     args: &'a ServeArgs,
-    apps: Vec<Slot>,
+    apps: Vec<Option<Slot>>,
+    /// Slots whose application has a descriptor to watch (forward mode).
+    with_fd: Vec<ConnHandle>,
     closed: u64,
+}
+
+impl PerConnection<'_> {
+    fn poll_one(&mut self, now: Instant, engine: &mut MptcpEndpoint, h: ConnHandle) -> usize {
+        let i = h.slot as usize;
+        if self.apps.len() <= i {
+            self.apps.resize_with(i + 1, || None);
+        }
+        let Some(conn) = engine.get_mut(h) else {
+            // Gone (reaped after a reset) before its application saw it.
+            if self.apps[i].as_ref().is_some_and(|s| s.gen == h.gen) {
+                if !self.apps[i].as_ref().is_some_and(|s| s.done) {
+                    self.closed += 1;
+                }
+                self.apps[i] = None;
+            }
+            return 0;
+        };
+        let slot = match &mut self.apps[i] {
+            Some(s) if s.gen == h.gen => s,
+            other => {
+                if other.as_ref().is_some_and(|s| !s.done) {
+                    self.closed += 1;
+                }
+                let app = new_app(self.args);
+                if App::<ConnStream<'_>>::wake_fd(&app).is_some() {
+                    self.with_fd.push(h);
+                }
+                other.insert(Slot {
+                    gen: h.gen,
+                    app,
+                    done: false,
+                })
+            }
+        };
+        if slot.done {
+            return 0;
+        }
+        let (w, done) = slot.app.poll(now, &mut ConnStream(conn));
+        if done {
+            slot.done = true;
+            self.closed += 1;
+            eprintln!("connection {} closed", self.closed);
+        }
+        w
+    }
 }
 
 impl App<MptcpEndpoint> for PerConnection<'_> {
     fn poll(&mut self, now: Instant, engine: &mut MptcpEndpoint) -> (usize, bool) {
         let mut work = 0;
-        self.apps.resize_with(engine.slot_count(), || Slot::Free);
-        for (i, slot) in self.apps.iter_mut().enumerate() {
-            let Some(conn) = engine.connection_at_mut(i) else {
-                *slot = Slot::Free;
-                continue;
-            };
-            if matches!(slot, Slot::Free) {
-                *slot = Slot::Active(new_app(self.args));
-            }
-            let Slot::Active(app) = slot else { continue };
-            let (w, done) = app.poll(now, &mut ConnStream(conn));
-            work += w;
-            if done {
-                *slot = Slot::Done;
-                self.closed += 1;
-                eprintln!("connection {} closed", self.closed);
-            }
+        let mut with_fd = std::mem::take(&mut self.with_fd);
+        with_fd.retain(|h| engine.get(*h).is_some());
+        for &h in &with_fd {
+            work += self.poll_one(now, engine, h);
         }
-        // Closed connections give their slots (and buffers) back. Mark the
-        // freed slots now: the engine may put a new connection there before
-        // the next poll.
-        if self.apps.iter().any(|s| matches!(s, Slot::Done)) && engine.reap_closed() > 0 {
-            for (i, slot) in self.apps.iter_mut().enumerate() {
-                if engine.connection_at(i).is_none() {
-                    *slot = Slot::Free;
-                }
-            }
+        self.with_fd.append(&mut with_fd);
+        self.with_fd.dedup();
+        while let Some(h) = engine.poll_app_ready() {
+            work += self.poll_one(now, engine, h);
         }
+        // Closed connections give their slots (and buffers) back; a reused
+        // slot has a new generation, so its new application starts fresh.
+        engine.reap_closed();
         let enough = self.args.connections != 0 && self.closed >= self.args.connections;
         (work, enough)
     }
 
     fn wake_fd(&self) -> Option<(std::os::fd::RawFd, i16)> {
-        self.apps.iter().find_map(|slot| match slot {
-            Slot::Active(app) => App::<ConnStream<'_>>::wake_fd(app),
-            _ => None,
+        self.with_fd.iter().find_map(|h| {
+            let slot = self.apps.get(h.slot as usize)?.as_ref()?;
+            App::<ConnStream<'_>>::wake_fd(&slot.app)
         })
     }
 }
@@ -244,6 +278,7 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
     let mut app = PerConnection {
         args,
         apps: Vec::new(),
+        with_fd: Vec::new(),
         closed: 0,
     };
     let stats_file = StatsFile::create();

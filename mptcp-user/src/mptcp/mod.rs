@@ -52,7 +52,7 @@ pub use api::{
     SubflowStatistics, SubflowStatus,
 };
 pub use conn::Connection;
-pub use endpoint::{MptcpCounters, MptcpEndpoint};
+pub use endpoint::{ConnHandle, EndpointWork, MptcpCounters, MptcpEndpoint};
 pub use sim::MptcpFactory;
 
 use crate::pm::PmKind;
@@ -112,6 +112,16 @@ pub struct MptcpConfig {
     pub reinject_on_rto: bool,
     /// Deterministic keys/nonces/ISNs for replay tests.
     pub replay: Option<ReplayInjection>,
+    /// Connections an endpoint holds at most; SYNs beyond are refused with
+    /// a RST (MP_TCPRST "lack of resources") and counted.
+    pub max_connections: usize,
+    /// Accepted connections whose handshake is not complete, at most
+    /// (MP_JOIN subflows do not count: they are bounded per connection).
+    pub max_half_open: usize,
+    /// RSTs queued at most, and sent per second at most (a token bucket
+    /// with the queue's size as its burst); the rest are counted.
+    pub reset_queue: usize,
+    pub resets_per_second: u64,
 }
 
 impl Default for MptcpConfig {
@@ -135,6 +145,10 @@ impl Default for MptcpConfig {
             add_addr_retries: 4,
             reinject_on_rto: true,
             replay: None,
+            max_connections: 1 << 20,
+            max_half_open: 4096,
+            reset_queue: 256,
+            resets_per_second: 10_000,
         }
     }
 }

@@ -1,0 +1,271 @@
+//! Scale is correctness: with thousands of idle connections, the work an
+//! endpoint does per packet and per timer stays proportional to the
+//! traffic, not to the number of connections; closed connections give
+//! their slots, tuples and tokens back; refusals are counted.
+//!
+//! An in-memory pair: one client endpoint holding every connection, one
+//! server, packets handed across directly (no loss, no delay), time
+//! advanced to the next deadline when both are quiet.
+
+use mptcp_user::io::Engine;
+use mptcp_user::mptcp::{ConnHandle, LocalAddr, MptcpConfig, MptcpEndpoint};
+use mptcp_user::time::Instant;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+const PORT: u16 = 8080;
+
+fn client_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
+}
+fn server_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))
+}
+
+fn config() -> MptcpConfig {
+    let mut c = MptcpConfig::default();
+    c.tcp.time_wait = Duration::from_millis(200);
+    c
+}
+
+struct Pair {
+    client: MptcpEndpoint,
+    server: MptcpEndpoint,
+    now: Instant,
+    buf: Vec<u8>,
+}
+
+impl Pair {
+    fn new(ccfg: MptcpConfig, scfg: MptcpConfig) -> Pair {
+        let clocal = [LocalAddr {
+            ip: client_ip(),
+            path: 0,
+            signal: false,
+        }];
+        let slocal = [LocalAddr {
+            ip: server_ip(),
+            path: 0,
+            signal: false,
+        }];
+        Pair {
+            client: MptcpEndpoint::new(ccfg, &clocal),
+            server: MptcpEndpoint::server(scfg, &slocal, PORT),
+            now: Instant::ZERO,
+            buf: vec![0u8; 1600],
+        }
+    }
+
+    fn connect(&mut self, port: u16) -> ConnHandle {
+        self.client
+            .connect(port, SocketAddr::new(server_ip(), PORT), self.now)
+    }
+
+    /// Moves every pending packet both ways; returns how many moved.
+    fn exchange(&mut self) -> usize {
+        let mut moved = 0;
+        loop {
+            let mut any = false;
+            while let Some((_, n)) = self.client.poll_transmit(self.now, &mut self.buf) {
+                self.server.handle_packet(self.now, 0, &self.buf[..n]);
+                moved += 1;
+                any = true;
+            }
+            while let Some((_, n)) = self.server.poll_transmit(self.now, &mut self.buf) {
+                self.client.handle_packet(self.now, 0, &self.buf[..n]);
+                moved += 1;
+                any = true;
+            }
+            if !any {
+                return moved;
+            }
+        }
+    }
+
+    /// Exchanges packets and fires timers (time jumps to the next deadline,
+    /// at most `step` ahead) until `done` or `limit` of simulated time.
+    fn run_until(
+        &mut self,
+        limit: Duration,
+        step: Duration,
+        mut done: impl FnMut(&mut Pair) -> bool,
+    ) -> bool {
+        let end = self.now + limit;
+        while self.now <= end {
+            self.exchange();
+            if done(self) {
+                return true;
+            }
+            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(self.now + step)
+                .min(self.now + step);
+            self.now = next.max(self.now + Duration::from_micros(1));
+            self.client.handle_timeout(self.now);
+            self.server.handle_timeout(self.now);
+        }
+        false
+    }
+}
+
+fn established(ep: &MptcpEndpoint) -> usize {
+    ep.connections().filter(|c| c.is_established()).count()
+}
+
+#[test]
+fn ten_thousand_idle_connections_cost_no_work_per_packet() {
+    const N: usize = 10_000;
+    let mut p = Pair::new(config(), config());
+    let handles: Vec<ConnHandle> = (0..N).map(|i| p.connect(10_000 + i as u16)).collect();
+    let ok = p.run_until(Duration::from_secs(30), Duration::from_millis(50), |p| {
+        established(&p.client) == N && established(&p.server) == N
+    });
+    assert!(ok, "established: {} client, {} server", established(&p.client), established(&p.server));
+    // Let delayed ACKs and the like settle: the connections are idle.
+    p.run_until(Duration::from_secs(1), Duration::from_millis(100), |_| false);
+    assert_eq!(p.server.connection_count(), N);
+    assert_eq!(p.server.counters().accepted, N as u64);
+
+    // One connection talks; the rest stay idle.
+    let before = p.server.work().clone();
+    let h = handles[N / 2];
+    assert_eq!(p.client.get_mut(h).unwrap().send(b"hello"), 5);
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 64];
+    let ok = p.run_until(Duration::from_secs(2), Duration::from_millis(10), |p| {
+        while let Some(sh) = p.server.poll_app_ready() {
+            let c = p.server.get_mut(sh).unwrap();
+            let n = c.recv(&mut tmp);
+            got.extend_from_slice(&tmp[..n]);
+        }
+        got == b"hello"
+    });
+    assert!(ok, "the server read {got:?}");
+    // Let the ACKs go out.
+    p.run_until(Duration::from_millis(500), Duration::from_millis(50), |_| false);
+    let after = p.server.work().clone();
+    let transmit_visits = after.transmit_visits - before.transmit_visits;
+    let transmit_calls = after.transmit_calls - before.transmit_calls;
+    let timeout_visits = after.timeout_visits - before.timeout_visits;
+    eprintln!("one exchange among {N} idle connections: {transmit_calls} poll_transmit calls visited {transmit_visits} connections; handle_timeout visited {timeout_visits}");
+    // A handful of segments (data, ACK, delayed ACK): a handful of visits.
+    assert!(transmit_visits <= 16, "poll_transmit visited {transmit_visits} connections");
+    assert!(timeout_visits <= 8, "handle_timeout visited {timeout_visits} connections");
+    // The heap holds each connection at most a few times (lazy deletion is bounded).
+    assert!(after.timer_pushes - before.timer_pushes <= 32);
+}
+
+#[test]
+fn closed_connections_free_their_slots_tuples_and_tokens() {
+    const N: usize = 500;
+    let mut p = Pair::new(config(), config());
+    for round in 0..4u16 {
+        let handles: Vec<ConnHandle> = (0..N)
+            .map(|i| p.connect(20_000 + round * 1000 + i as u16))
+            .collect();
+        assert!(p.run_until(Duration::from_secs(10), Duration::from_millis(50), |p| {
+            established(&p.server) == N
+        }));
+        for h in &handles {
+            let c = p.client.get_mut(*h).unwrap();
+            assert_eq!(c.send(b"bye"), 3);
+            c.close();
+        }
+        // The server closes each connection once it has read the DATA_FIN.
+        let ok = p.run_until(Duration::from_secs(20), Duration::from_millis(50), |p| {
+            while let Some(h) = p.server.poll_app_ready() {
+                if let Some(c) = p.server.get_mut(h) {
+                    let mut t = [0u8; 8];
+                    while c.recv(&mut t) > 0 {}
+                    if c.is_read_closed() {
+                        c.close();
+                    }
+                }
+            }
+            p.server.reap_closed();
+            p.client.reap_closed();
+            p.server.connection_count() == 0 && p.client.connection_count() == 0
+        });
+        assert!(ok, "round {round}: {} server and {} client connections left", p.server.connection_count(), p.client.connection_count());
+        // Slots are reused, not added: the slab never grows past one round.
+        assert!(p.server.slot_count() <= N, "round {round}: {} slots", p.server.slot_count());
+        assert_eq!(p.server.half_open_count(), 0);
+    }
+    assert_eq!(p.server.counters().accepted, 4 * N as u64);
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_and_counted() {
+    let mut scfg = config();
+    scfg.max_connections = 10;
+    let mut p = Pair::new(config(), scfg);
+    for i in 0..15 {
+        p.connect(30_000 + i);
+    }
+    p.run_until(Duration::from_secs(3), Duration::from_millis(50), |_| false);
+    assert_eq!(established(&p.server), 10);
+    assert_eq!(p.server.counters().refused_max_connections, 5);
+    // The refused clients got a RST each and gave up.
+    assert_eq!(established(&p.client), 10);
+    assert!(p.server.counters().resets_sent >= 5);
+}
+
+#[test]
+fn resets_are_queued_not_lost() {
+    // Many stray segments in one batch: every one gets its RST (before,
+    // only one pending RST was kept and the rest were lost).
+    let mut p = Pair::new(config(), config());
+    for i in 0..40 {
+        p.connect(40_000 + i);
+    }
+    // The client's SYNs go to a port nobody listens on.
+    let mut server = MptcpEndpoint::new(
+        config(),
+        &[LocalAddr {
+            ip: server_ip(),
+            path: 0,
+            signal: false,
+        }],
+    );
+    let mut buf = vec![0u8; 1600];
+    while let Some((_, n)) = p.client.poll_transmit(p.now, &mut buf) {
+        server.handle_packet(p.now, 0, &buf[..n]);
+    }
+    let mut rsts = 0;
+    while let Some((_, n)) = server.poll_transmit(p.now, &mut buf) {
+        p.client.handle_packet(p.now, 0, &buf[..n]);
+        rsts += 1;
+    }
+    assert_eq!(rsts, 40);
+    assert_eq!(server.counters().resets_sent, 40);
+    assert_eq!(server.counters().resets_dropped, 0);
+    assert!(p.client.connections().all(|c| c.is_closed()));
+
+    // Bounded: a queue of 8 and 8 per second; the rest are counted.
+    let mut cfg = config();
+    cfg.reset_queue = 8;
+    cfg.resets_per_second = 8;
+    let mut server = MptcpEndpoint::new(
+        cfg,
+        &[LocalAddr {
+            ip: server_ip(),
+            path: 0,
+            signal: false,
+        }],
+    );
+    let mut q = Pair::new(config(), config());
+    for i in 0..40 {
+        q.connect(41_000 + i);
+    }
+    while let Some((_, n)) = q.client.poll_transmit(q.now, &mut buf) {
+        server.handle_packet(q.now, 0, &buf[..n]);
+    }
+    let mut rsts = 0;
+    while server.poll_transmit(q.now, &mut buf).is_some() {
+        rsts += 1;
+    }
+    assert_eq!(rsts, 8);
+    assert_eq!(server.counters().resets_dropped, 32);
+}
+
