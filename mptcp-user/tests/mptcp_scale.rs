@@ -9,11 +9,40 @@
 
 use mptcp_user::io::Engine;
 use mptcp_user::mptcp::{ConnHandle, LocalAddr, MptcpConfig, MptcpEndpoint};
+use mptcp_user::tcp::pool;
 use mptcp_user::time::Instant;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 const PORT: u16 = 8080;
+
+/// Live heap bytes (allocated and not freed), over all threads.
+struct Counting;
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 fn client_ip() -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
@@ -117,13 +146,42 @@ fn established(ep: &MptcpEndpoint) -> usize {
 fn ten_thousand_idle_connections_cost_no_work_per_packet() {
     const N: usize = 10_000;
     let mut p = Pair::new(config(), config());
+    let heap_before = LIVE.load(Ordering::Relaxed);
     let handles: Vec<ConnHandle> = (0..N).map(|i| p.connect(10_000 + i as u16)).collect();
     let ok = p.run_until(Duration::from_secs(30), Duration::from_millis(50), |p| {
         established(&p.client) == N && established(&p.server) == N
     });
-    assert!(ok, "established: {} client, {} server", established(&p.client), established(&p.server));
-    // Let delayed ACKs and the like settle: the connections are idle.
-    p.run_until(Duration::from_secs(1), Duration::from_millis(100), |_| false);
+    assert!(
+        ok,
+        "established: {} client, {} server",
+        established(&p.client),
+        established(&p.server)
+    );
+    // The application looks at each new connection once (nothing to read),
+    // then delayed ACKs and the like settle: the connections are idle.
+    let mut tmp = [0u8; 64];
+    let mut seen = 0;
+    while let Some(sh) = p.server.poll_app_ready() {
+        assert_eq!(p.server.get_mut(sh).unwrap().recv(&mut tmp), 0);
+        seen += 1;
+    }
+    assert_eq!(seen, N);
+    p.run_until(Duration::from_secs(1), Duration::from_millis(100), |_| {
+        false
+    });
+    assert_eq!(
+        p.server.poll_app_ready(),
+        None,
+        "idle connections stay quiet"
+    );
+    // Memory that grows with use: idle connections hold no buffer chunk,
+    // and all they hold is at most 16 KB each (the kernel's figure). Two
+    // endpoints (client and server) hold N connections each; the tables
+    // (slab, tuple and token maps, heap, queues) are counted in.
+    assert_eq!(pool::stats().in_use, 0, "{:?}", pool::stats());
+    let per_conn = (LIVE.load(Ordering::Relaxed) - heap_before) / (2 * N as i64);
+    eprintln!("heap per idle connection per end: {per_conn} bytes");
+    assert!(per_conn <= 16 << 10, "{per_conn} bytes per idle connection");
     assert_eq!(p.server.connection_count(), N);
     assert_eq!(p.server.counters().accepted, N as u64);
 
@@ -132,7 +190,6 @@ fn ten_thousand_idle_connections_cost_no_work_per_packet() {
     let h = handles[N / 2];
     assert_eq!(p.client.get_mut(h).unwrap().send(b"hello"), 5);
     let mut got = Vec::new();
-    let mut tmp = [0u8; 64];
     let ok = p.run_until(Duration::from_secs(2), Duration::from_millis(10), |p| {
         while let Some(sh) = p.server.poll_app_ready() {
             let c = p.server.get_mut(sh).unwrap();
@@ -143,15 +200,25 @@ fn ten_thousand_idle_connections_cost_no_work_per_packet() {
     });
     assert!(ok, "the server read {got:?}");
     // Let the ACKs go out.
-    p.run_until(Duration::from_millis(500), Duration::from_millis(50), |_| false);
+    p.run_until(
+        Duration::from_millis(500),
+        Duration::from_millis(50),
+        |_| false,
+    );
     let after = p.server.work().clone();
     let transmit_visits = after.transmit_visits - before.transmit_visits;
     let transmit_calls = after.transmit_calls - before.transmit_calls;
     let timeout_visits = after.timeout_visits - before.timeout_visits;
     eprintln!("one exchange among {N} idle connections: {transmit_calls} poll_transmit calls visited {transmit_visits} connections; handle_timeout visited {timeout_visits}");
     // A handful of segments (data, ACK, delayed ACK): a handful of visits.
-    assert!(transmit_visits <= 16, "poll_transmit visited {transmit_visits} connections");
-    assert!(timeout_visits <= 8, "handle_timeout visited {timeout_visits} connections");
+    assert!(
+        transmit_visits <= 16,
+        "poll_transmit visited {transmit_visits} connections"
+    );
+    assert!(
+        timeout_visits <= 8,
+        "handle_timeout visited {timeout_visits} connections"
+    );
     // The heap holds each connection at most a few times (lazy deletion is bounded).
     assert!(after.timer_pushes - before.timer_pushes <= 32);
 }
@@ -164,9 +231,11 @@ fn closed_connections_free_their_slots_tuples_and_tokens() {
         let handles: Vec<ConnHandle> = (0..N)
             .map(|i| p.connect(20_000 + round * 1000 + i as u16))
             .collect();
-        assert!(p.run_until(Duration::from_secs(10), Duration::from_millis(50), |p| {
-            established(&p.server) == N
-        }));
+        assert!(
+            p.run_until(Duration::from_secs(10), Duration::from_millis(50), |p| {
+                established(&p.server) == N
+            })
+        );
         for h in &handles {
             let c = p.client.get_mut(*h).unwrap();
             assert_eq!(c.send(b"bye"), 3);
@@ -187,9 +256,18 @@ fn closed_connections_free_their_slots_tuples_and_tokens() {
             p.client.reap_closed();
             p.server.connection_count() == 0 && p.client.connection_count() == 0
         });
-        assert!(ok, "round {round}: {} server and {} client connections left", p.server.connection_count(), p.client.connection_count());
+        assert!(
+            ok,
+            "round {round}: {} server and {} client connections left",
+            p.server.connection_count(),
+            p.client.connection_count()
+        );
         // Slots are reused, not added: the slab never grows past one round.
-        assert!(p.server.slot_count() <= N, "round {round}: {} slots", p.server.slot_count());
+        assert!(
+            p.server.slot_count() <= N,
+            "round {round}: {} slots",
+            p.server.slot_count()
+        );
         assert_eq!(p.server.half_open_count(), 0);
     }
     assert_eq!(p.server.counters().accepted, 4 * N as u64);
@@ -268,4 +346,3 @@ fn resets_are_queued_not_lost() {
     assert_eq!(rsts, 8);
     assert_eq!(server.counters().resets_dropped, 32);
 }
-

@@ -12,6 +12,8 @@ mod subflow;
 use self::options::MAX_OPTIONS;
 use self::recv::RxMap;
 use self::send::MAX_MAPPING;
+/// Size of the staging buffer an endpoint lends its connections.
+pub(crate) const SCRATCH_LEN: usize = MAX_MAPPING as usize + 1024;
 use self::signals::AddAddrTx;
 use self::subflow::{Kind, Sf};
 
@@ -158,7 +160,7 @@ impl Connection {
                 snd_written: 0,
                 snd_una: 0,
                 snd_nxt: 0,
-                reinject: VecDeque::with_capacity(64),
+                reinject: VecDeque::new(),
                 peer_wnd_edge: 65535,
                 close_requested: false,
                 data_fin_acked: false,
@@ -181,20 +183,28 @@ impl Connection {
                 fast_closed: false,
                 next_port: 0,
                 pm_dirty: false,
-                events: VecDeque::with_capacity(EVENT_QUEUE),
+                events: VecDeque::new(),
                 bad_hmac: 0,
                 checksum_failures: 0,
             },
-            sfs: Vec::with_capacity(cfg.max_subflows.max(1)),
+            sfs: Vec::new(),
             next_id: 0,
             sched: cfg.scheduler.build(),
             pm: cfg.path_manager.build(),
-            scratch: vec![0u8; MAX_MAPPING as usize + 1024].into_boxed_slice(),
-            views: Vec::with_capacity(cfg.max_subflows.max(1)),
+            // Lent by the endpoint for each call (one per endpoint).
+            scratch: Box::default(),
+            views: Vec::new(),
             pm_out: Vec::new(),
             new_tuples: Vec::new(),
             tx_next: 0,
         }
+    }
+
+    /// Swaps in the staging buffer for one call into the connection (and
+    /// back out after it): the endpoint owns one for all its connections,
+    /// so an idle connection holds none.
+    pub(crate) fn lend_scratch(&mut self, scratch: &mut Box<[u8]>) {
+        std::mem::swap(&mut self.scratch, scratch);
     }
 
     fn add_sf(

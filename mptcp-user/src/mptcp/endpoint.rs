@@ -18,7 +18,7 @@
 //! - a closed connection's tuples and token are removed directly.
 
 use super::api::LocalAddr;
-use super::conn::Connection;
+use super::conn::{Connection, SCRATCH_LEN};
 use super::{reset_reason, KeySource, MptcpConfig};
 use crate::io::{ByteStream, Engine, PathId};
 use crate::tcp::FourTuple;
@@ -184,6 +184,8 @@ pub struct MptcpEndpoint {
     resets: VecDeque<PendingReset>,
     reset_limit: RateLimit,
     new_tuples: Vec<(FourTuple, usize)>,
+    /// The staging buffer lent to whichever connection is working.
+    scratch: Box<[u8]>,
     counters: MptcpCounters,
     work: EndpointWork,
 }
@@ -213,6 +215,7 @@ impl MptcpEndpoint {
             resets: VecDeque::new(),
             reset_limit,
             new_tuples: Vec::new(),
+            scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
             counters: MptcpCounters::default(),
             work: EndpointWork::default(),
         }
@@ -608,13 +611,7 @@ impl MptcpEndpoint {
 
     /// A SYN for a listener (not MP_JOIN): a new connection, or a refusal.
     #[allow(clippy::too_many_arguments)]
-    fn on_listen_syn(
-        &mut self,
-        now: Instant,
-        path: PathId,
-        tuple: FourTuple,
-        seg: &TcpRepr,
-    ) {
+    fn on_listen_syn(&mut self, now: Instant, path: PathId, tuple: FourTuple, seg: &TcpRepr) {
         let (src, dst) = (tuple.remote, tuple.local);
         if self.live >= self.cfg.max_connections {
             self.counters.refused_max_connections += 1;
@@ -689,7 +686,9 @@ impl Engine for MptcpEndpoint {
                     self.by_tuple.remove(&tuple);
                 }
                 Some(c) => {
+                    c.lend_scratch(&mut self.scratch);
                     c.on_segment(now, si, &seg, &mut self.keys);
+                    c.lend_scratch(&mut self.scratch);
                     self.mark_tx(slot);
                     self.mark_app(slot);
                     self.touch(slot);
@@ -751,7 +750,9 @@ impl Engine for MptcpEndpoint {
                 self.tx_ready.pop_front();
                 continue;
             };
+            c.lend_scratch(&mut self.scratch);
             let out = c.poll_transmit(now, buf);
+            c.lend_scratch(&mut self.scratch);
             if out.is_some() {
                 // To the back: connections with much to send take turns.
                 self.tx_ready.pop_front();
@@ -790,7 +791,9 @@ impl Engine for MptcpEndpoint {
         for slot in due.drain(..) {
             self.work.timeout_visits += 1;
             if let Some(c) = self.slots[slot as usize].conn.as_mut() {
+                c.lend_scratch(&mut self.scratch);
                 c.handle_timeout(now, &mut self.keys);
+                c.lend_scratch(&mut self.scratch);
             }
             self.mark_tx(slot);
             self.mark_app(slot);

@@ -45,8 +45,17 @@ impl Shared {
             .wrapping_add(self.rcv_nxt + fin)
     }
 
+    /// The connection-level window: free buffer space, and under a memory
+    /// limit no more than the chunks already held plus what the pool has
+    /// left (at least one MSS, so no connection stalls for good).
     pub(super) fn rcv_free(&self) -> u64 {
-        self.rcv_buf.capacity() - (self.rcv_nxt - self.rcv_read)
+        let free = self.rcv_buf.capacity() - (self.rcv_nxt - self.rcv_read);
+        let room = self
+            .rcv_buf
+            .backed_from(self.rcv_nxt)
+            .saturating_add(crate::tcp::pool::window_allowance())
+            .max(u64::from(self.tcp.mss));
+        free.min(room)
     }
 
     /// Puts in-order data at its data-level offset.
@@ -226,7 +235,7 @@ impl Connection {
             return 0;
         }
         let before = s.rcv_free();
-        s.rcv_buf.read_at(s.rcv_read, &mut buf[..n]);
+        s.rcv_buf.consume(s.rcv_read, &mut buf[..n]);
         s.rcv_read += n as u64;
         let cap = s.rcv_buf.capacity();
         if before < cap / 2 && s.rcv_free() >= cap / 2 {

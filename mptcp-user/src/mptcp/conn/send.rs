@@ -32,6 +32,8 @@ impl Shared {
         }
         if off >= self.snd_una {
             self.snd_una = off.min(self.snd_written);
+            // Acknowledged at the data level: its chunks go back to the pool.
+            self.snd_buf.release(self.snd_una);
             if self.close_requested && off == self.snd_written + 1 {
                 self.data_fin_acked = true;
                 self.data_fin_deadline = None;
