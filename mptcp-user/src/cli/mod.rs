@@ -92,6 +92,35 @@ pub struct ServeArgs {
     /// Stop after this many connections (0 = serve until signalled).
     #[arg(long, default_value_t = 0)]
     pub connections: u64,
+    /// Connections held at most (MPTCP engine); SYNs beyond are answered
+    /// with a RST (MP_TCPRST "lack of resources") and counted.
+    #[arg(long, default_value_t = 1 << 20, value_name = "N")]
+    pub max_connections: usize,
+    /// Buffer memory (send and receive data) of the worker, e.g. 512M or
+    /// 2G (MPTCP engine; 0 = no limit). Near the limit, advertised windows
+    /// shrink so peers send less; nothing fails.
+    #[arg(long, default_value = "0", value_parser = parse_size, value_name = "BYTES")]
+    pub max_memory: u64,
+    /// Handshakes in progress at most (MPTCP engine); beyond, SYNs are
+    /// answered with SYN cookies. MP_JOIN SYNs never count.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_half_open: usize,
+}
+
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 65536, 512K, 64M or 2G)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[derive(clap::Args, Debug)]

@@ -229,6 +229,29 @@ impl App<MptcpEndpoint> for PerConnection<'_> {
     }
 }
 
+/// The endpoint's figures as JSON numbers.
+pub(super) fn engine_stats(e: &MptcpEndpoint, closed: u64) -> serde_json::Value {
+    let c = e.counters();
+    let w = e.work();
+    let p = crate::tcp::pool::stats();
+    json!({
+        "connections": e.connection_count(), "closed": closed,
+        "half_open": e.half_open_count(), "slots": e.slot_count(),
+        "malformed": c.malformed, "bad_checksum": c.bad_checksum,
+        "partial_checksum": c.partial_checksum, "unmatched": c.unmatched,
+        "accepted": c.accepted, "join_accepted": c.join_accepted,
+        "join_refused": c.join_refused, "resets_sent": c.resets_sent,
+        "resets_dropped": c.resets_dropped,
+        "refused_max_connections": c.refused_max_connections,
+        "syn_dropped": c.syn_dropped,
+        "work": { "transmit_calls": w.transmit_calls, "transmit_visits": w.transmit_visits,
+                  "timeout_calls": w.timeout_calls, "timeout_visits": w.timeout_visits },
+        "buffers": { "in_use": p.in_use, "peak": p.peak, "free": p.free,
+                     "chunks_allocated": p.allocated, "over_limit": p.over_limit,
+                     "limit": p.limit },
+    })
+}
+
 pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
     let ownership = Ownership {
         addresses: owned.clone(),
@@ -259,6 +282,10 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
     let mut cfg = cfg;
     let (partial, partial_why) = accept_partial(args.partial_checksum, &args.ifaces);
     cfg.accept_partial_checksum = partial;
+    cfg.max_connections = args.max_connections;
+    cfg.max_half_open = args.max_half_open;
+    // The engine runs on this thread: its buffer pool is this thread's.
+    crate::tcp::pool::configure(args.max_memory, 4096);
     let engine = MptcpEndpoint::server(cfg, &locals, args.listen.port());
     for (p, m) in paths.iter().zip(&datapath.attach_modes) {
         eprintln!(
@@ -290,8 +317,7 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
         }
         if last_dump.elapsed() >= Duration::from_secs(1) {
             last_dump = std::time::Instant::now();
-            let c = worker.engine.counters();
-            let engine = json!({"connections": worker.engine.connections().count(), "closed": app.closed, "partial_checksum": c.partial_checksum, "bad_checksum": c.bad_checksum, "counters": format!("{c:?}")});
+            let engine = engine_stats(&worker.engine, app.closed);
             stats_file.write(&instance_stats("serve", &datapath, &worker, engine));
         }
         if work == 0 {
