@@ -57,6 +57,10 @@ fn config() -> MptcpConfig {
     c
 }
 
+fn client_ip2() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1))
+}
+
 struct Pair {
     client: MptcpEndpoint,
     server: MptcpEndpoint,
@@ -66,11 +70,19 @@ struct Pair {
 
 impl Pair {
     fn new(ccfg: MptcpConfig, scfg: MptcpConfig) -> Pair {
-        let clocal = [LocalAddr {
-            ip: client_ip(),
-            path: 0,
-            signal: false,
-        }];
+        Pair::with_client_addrs(ccfg, scfg, &[client_ip()])
+    }
+
+    /// Clients with several addresses open MP_JOIN subflows from the others.
+    fn with_client_addrs(ccfg: MptcpConfig, scfg: MptcpConfig, ips: &[IpAddr]) -> Pair {
+        let clocal: Vec<LocalAddr> = ips
+            .iter()
+            .map(|&ip| LocalAddr {
+                ip,
+                path: 0,
+                signal: false,
+            })
+            .collect();
         let slocal = [LocalAddr {
             ip: server_ip(),
             path: 0,
@@ -345,4 +357,221 @@ fn resets_are_queued_not_lost() {
     }
     assert_eq!(rsts, 8);
     assert_eq!(server.counters().resets_dropped, 32);
+}
+
+/// An MP_CAPABLE SYN from a random-looking source that never completes.
+fn flood_syn(i: u32, buf: &mut [u8]) -> usize {
+    use mptcp_user::wire::ip::{emit_ip_tcp, IpRepr};
+    use mptcp_user::wire::mptcp::{MpCapable, MptcpOption};
+    use mptcp_user::wire::tcp::{TcpFlags, TcpOptions, TcpRepr};
+    let x = i.wrapping_mul(2_654_435_761);
+    let src = IpAddr::V4(Ipv4Addr::new(10, 9, (x >> 8) as u8, x as u8));
+    let mut options = TcpOptions {
+        mss: Some(1460),
+        window_scale: Some(7),
+        sack_permitted: true,
+        ..Default::default()
+    };
+    options
+        .mptcp
+        .push(MptcpOption::MpCapable(MpCapable {
+            version: 1,
+            flags: MpCapable::FLAG_HMAC_SHA256,
+            ..Default::default()
+        }))
+        .unwrap();
+    let syn = TcpRepr {
+        src_port: 1024 + (x >> 16) as u16 % 60_000,
+        dst_port: PORT,
+        seq: x,
+        ack: 0,
+        flags: TcpFlags::SYN,
+        window: 64_000,
+        urgent: 0,
+        options,
+        payload: &[],
+    };
+    emit_ip_tcp(&IpRepr::new_tcp(src, server_ip()).unwrap(), &syn, buf).unwrap()
+}
+
+/// Every client connection sends `size` bytes of a pattern, the server
+/// echoes them, the client checks them; returns the bytes that matched.
+fn echo_all(p: &mut Pair, handles: &[ConnHandle], size: usize, mut between: impl FnMut(&mut Pair)) {
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let mut sent = vec![0usize; handles.len()];
+    let mut got: Vec<Vec<u8>> = vec![Vec::new(); handles.len()];
+    let mut tmp = vec![0u8; 65536];
+    let ok = p.run_until(Duration::from_secs(60), Duration::from_millis(5), |p| {
+        between(p);
+        // The server: an echo, only for connections that changed.
+        while let Some(h) = p.server.poll_app_ready() {
+            let Some(c) = p.server.get_mut(h) else {
+                continue;
+            };
+            let n = c.recv(&mut tmp);
+            if n > 0 {
+                assert_eq!(c.send(&tmp[..n]), n, "the echo fits the send buffer");
+            }
+        }
+        let mut done = 0;
+        for (k, h) in handles.iter().enumerate() {
+            let c = p.client.get_mut(*h).unwrap();
+            if c.is_established() && sent[k] < size {
+                sent[k] += c.send(&data[sent[k]..]);
+            }
+            let n = c.recv(&mut tmp);
+            got[k].extend_from_slice(&tmp[..n]);
+            done += (got[k].len() == size) as usize;
+        }
+        done == handles.len()
+    });
+    let short: Vec<usize> = got.iter().map(Vec::len).filter(|&l| l != size).collect();
+    assert!(
+        ok,
+        "{} connections short: {:?}",
+        short.len(),
+        &short[..short.len().min(10)]
+    );
+    for g in &got {
+        assert!(g == &data, "echo differs");
+    }
+}
+
+#[test]
+fn syn_cookies_carry_mp_capable_and_plain_tcp() {
+    // No half-open room at all: every connection comes through a cookie.
+    let mut scfg = config();
+    scfg.max_half_open = 0;
+    let mut p = Pair::new(config(), scfg);
+    let handles: Vec<ConnHandle> = (0..50).map(|i| p.connect(50_000 + i)).collect();
+    echo_all(&mut p, &handles, 20_000, |_| {});
+    let c = p.server.counters().clone();
+    assert_eq!(c.syn_cookies_accepted, 50, "{c:?}");
+    assert!(c.syn_cookies_sent >= 50);
+    assert_eq!(p.server.half_open_count(), 0);
+    // MPTCP, not fallback: both ends know each other's key.
+    for h in &handles {
+        let (local, remote) = p.client.get(*h).unwrap().keys();
+        assert!(p.server.connections().any(|s| s.keys() == (remote, local)));
+    }
+
+    // Plain TCP through a cookie: a TCP client, served by fallback.
+    use mptcp_user::io::ByteStream;
+    use mptcp_user::tcp::TcpEndpoint;
+    let mut tcp = TcpEndpoint::client(
+        mptcp_user::tcp::Config::default(),
+        SocketAddr::new(client_ip(), 60_000),
+        SocketAddr::new(server_ip(), PORT),
+        p.now,
+    );
+    let mut buf = vec![0u8; 1600];
+    let mut echoed = Vec::new();
+    let mut tmp = [0u8; 256];
+    let mut sent = false;
+    for _ in 0..200 {
+        while let Some((_, n)) = tcp.poll_transmit(p.now, &mut buf) {
+            p.server.handle_packet(p.now, 0, &buf[..n]);
+        }
+        while let Some(h) = p.server.poll_app_ready() {
+            let c = p.server.get_mut(h).unwrap();
+            let n = c.recv(&mut tmp);
+            c.send(&tmp[..n]);
+        }
+        while let Some((_, n)) = p.server.poll_transmit(p.now, &mut buf) {
+            tcp.handle_packet(p.now, 0, &buf[..n]);
+        }
+        if tcp.is_established() && !sent {
+            sent = tcp.send(b"plain through a cookie") == 22;
+        }
+        let n = tcp.recv(&mut tmp);
+        echoed.extend_from_slice(&tmp[..n]);
+        p.now = p.now + Duration::from_millis(5);
+        tcp.handle_timeout(p.now);
+        p.server.handle_timeout(p.now);
+    }
+    assert_eq!(echoed, b"plain through a cookie");
+    assert_eq!(p.server.counters().syn_cookies_accepted, 51);
+
+    // A forged ACK (no cookie of ours) gets a RST, not a connection.
+    let before = p.server.connection_count();
+    let forged = {
+        use mptcp_user::wire::ip::{emit_ip_tcp, IpRepr};
+        use mptcp_user::wire::tcp::{TcpFlags, TcpRepr};
+        let ack = TcpRepr {
+            src_port: 61_000,
+            dst_port: PORT,
+            seq: 1000,
+            ack: 0x1234_5678,
+            flags: TcpFlags::ACK,
+            window: 1000,
+            urgent: 0,
+            options: Default::default(),
+            payload: &[],
+        };
+        emit_ip_tcp(
+            &IpRepr::new_tcp(client_ip(), server_ip()).unwrap(),
+            &ack,
+            &mut buf,
+        )
+        .unwrap()
+    };
+    let frame = buf[..forged].to_vec();
+    p.server.handle_packet(p.now, 0, &frame);
+    assert_eq!(p.server.connection_count(), before);
+    assert_eq!(p.server.counters().syn_cookies_invalid, 1);
+}
+
+#[test]
+fn a_syn_flood_leaves_room_for_real_clients_and_their_joins() {
+    const LEGIT: usize = 40;
+    let mut scfg = config();
+    scfg.max_half_open = 64;
+    // The flood's half-open connections give up quickly, as in a long flood.
+    scfg.tcp.max_syn_retransmissions = 1;
+    let mut p = Pair::with_client_addrs(config(), scfg, &[client_ip(), client_ip2()]);
+    let mut buf = vec![0u8; 1600];
+    let mut flood = 0u32;
+    // A flood is already running when the clients come.
+    for _ in 0..2000 {
+        let n = flood_syn(flood, &mut buf);
+        flood += 1;
+        p.server.handle_packet(p.now, 0, &buf[..n]);
+    }
+    // SYN/ACKs to the flood's addresses go nowhere.
+    while p.server.poll_transmit(p.now, &mut buf).is_some() {}
+    let handles: Vec<ConnHandle> = (0..LEGIT as u16).map(|i| p.connect(52_000 + i)).collect();
+    let mut peak_conns = 0;
+    echo_all(&mut p, &handles, 64 << 10, |p| {
+        // 200 flood SYNs per step, interleaved with the real traffic.
+        let mut b = [0u8; 128];
+        for _ in 0..200 {
+            let n = flood_syn(flood, &mut b);
+            flood += 1;
+            p.server.handle_packet(p.now, 0, &b[..n]);
+        }
+        peak_conns = peak_conns.max(p.server.connection_count());
+        p.server.reap_closed();
+    });
+    let c = p.server.counters().clone();
+    eprintln!("{flood} flood SYNs; server counters {c:?}; peak {peak_conns} connections");
+    assert!(p.server.half_open_count() <= 64);
+    // Bounded: the flood holds at most the half-open queue, never more.
+    assert!(peak_conns <= 64 + LEGIT, "peak {peak_conns} connections");
+    // Past the half-open queue, SYNs got cookies (or, beyond the bounded
+    // queue of cookie replies, were dropped and counted).
+    assert!(c.syn_cookies_sent >= 256, "{c:?}");
+    assert_eq!(c.accepted - c.syn_cookies_accepted, 64, "{c:?}");
+    // (The last batch may still wait in the cookie queue, 256 at most.)
+    assert!(
+        c.syn_cookies_sent + c.syn_dropped + 64 + 256 >= u64::from(flood),
+        "{c:?}"
+    );
+    // Every real client got in and was joined by its second subflow.
+    let joined = handles
+        .iter()
+        .filter(|h| p.client.get(**h).unwrap().subflows().count() >= 2)
+        .count();
+    assert_eq!(joined, LEGIT);
+    assert!(c.join_accepted >= LEGIT as u64, "{c:?}");
+    assert_eq!(c.join_refused, 0);
 }

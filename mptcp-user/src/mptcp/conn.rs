@@ -207,6 +207,14 @@ impl Connection {
         std::mem::swap(&mut self.scratch, scratch);
     }
 
+    /// The initial sequence number of the initial subflow, before its
+    /// SYN/ACK goes out (a SYN cookie).
+    pub(crate) fn set_initial_send_seq(&mut self, isn: u32) {
+        if let Some(sf) = self.sfs.first_mut() {
+            sf.sub.set_initial_send_seq_for_replay(isn);
+        }
+    }
+
     fn add_sf(
         &mut self,
         sub: Subflow,

@@ -19,6 +19,7 @@
 
 use super::api::LocalAddr;
 use super::conn::{Connection, SCRATCH_LEN};
+use super::syncookie::{self, PendingCookie};
 use super::{reset_reason, KeySource, MptcpConfig};
 use crate::io::{ByteStream, Engine, PathId};
 use crate::tcp::FourTuple;
@@ -54,6 +55,12 @@ pub struct MptcpCounters {
     /// SYNs dropped because the half-open queue was full and SYN cookies
     /// are off (or their queue was full).
     pub syn_dropped: u64,
+    /// SYN/ACKs sent with a SYN cookie (the half-open queue was full).
+    pub syn_cookies_sent: u64,
+    /// Connections made from a valid cookie in a third ACK.
+    pub syn_cookies_accepted: u64,
+    /// ACKs for no connection whose cookie did not check (answered by RST).
+    pub syn_cookies_invalid: u64,
 }
 
 /// Work the endpoint did, for tests and profiles: how many connections
@@ -183,6 +190,11 @@ pub struct MptcpEndpoint {
     due: Vec<u32>,
     resets: VecDeque<PendingReset>,
     reset_limit: RateLimit,
+    cookies: VecDeque<PendingCookie>,
+    cookie_secret: [u8; 32],
+    /// Where the SYN/ACK of a connection rebuilt from a cookie goes (it
+    /// was sent already, statelessly).
+    discard: Box<[u8]>,
     new_tuples: Vec<(FourTuple, usize)>,
     /// The staging buffer lent to whichever connection is working.
     scratch: Box<[u8]>,
@@ -196,6 +208,7 @@ impl MptcpEndpoint {
     pub fn new(cfg: MptcpConfig, locals: &[LocalAddr]) -> MptcpEndpoint {
         let keys = KeySource::new(cfg.secret, cfg.replay.clone());
         let reset_limit = RateLimit::new(cfg.resets_per_second, cfg.reset_queue as u64);
+        let cookie_secret = syncookie::secret(&cfg.secret);
         MptcpEndpoint {
             cfg,
             listeners: Vec::new(),
@@ -214,6 +227,9 @@ impl MptcpEndpoint {
             due: Vec::new(),
             resets: VecDeque::new(),
             reset_limit,
+            cookies: VecDeque::new(),
+            cookie_secret,
+            discard: vec![0u8; 2048].into_boxed_slice(),
             new_tuples: Vec::new(),
             scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
             counters: MptcpCounters::default(),
@@ -581,6 +597,108 @@ impl MptcpEndpoint {
         }
     }
 
+    /// The SYN/ACK for a SYN answered with a cookie: a throwaway
+    /// connection writes it (same options, keys and checksums as any),
+    /// then is dropped; nothing is kept.
+    fn emit_cookie(
+        &mut self,
+        now: Instant,
+        pc: PendingCookie,
+        buf: &mut [u8],
+    ) -> Option<(PathId, usize)> {
+        let syn = pc.syn();
+        let isn = syncookie::make(&self.cookie_secret, &pc.tuple, pc.seq, &pc.options, now);
+        let key = self.new_key();
+        let locals = self.locals.clone();
+        let mut c = Connection::accept(
+            &self.cfg,
+            &mut self.keys,
+            key,
+            locals,
+            pc.path,
+            pc.tuple,
+            &syn,
+            now,
+        )?;
+        c.set_initial_send_seq(isn);
+        c.lend_scratch(&mut self.scratch);
+        let out = c.poll_transmit(now, buf);
+        c.lend_scratch(&mut self.scratch);
+        if out.is_some() {
+            self.counters.syn_cookies_sent += 1;
+        }
+        out
+    }
+
+    /// An ACK that matched no connection, to a listener: a connection if it
+    /// acknowledges a valid cookie (true), else false.
+    fn accept_cookie(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        tuple: FourTuple,
+        seg: &TcpRepr,
+    ) -> bool {
+        let Some(cs) = syncookie::check(&self.cookie_secret, &tuple, seg, now) else {
+            self.counters.syn_cookies_invalid += 1;
+            return false;
+        };
+        let (src, dst) = (tuple.remote, tuple.local);
+        if self.live >= self.cfg.max_connections {
+            self.counters.refused_max_connections += 1;
+            self.refuse(
+                now,
+                path,
+                src,
+                dst,
+                seg,
+                Some(reset_reason::LACK_OF_RESOURCES),
+            );
+            return true;
+        }
+        let syn = syncookie::rebuild_syn(seg, cs);
+        let key = match seg.options.mptcp.mp_capable() {
+            Some(m) if syn.options.mptcp.mp_capable().is_some() => {
+                let key = m.receiver_key.unwrap_or(0);
+                if self.by_token.contains_key(&crate::crypto::token(key)) {
+                    self.counters.syn_cookies_invalid += 1;
+                    self.refuse(now, path, src, dst, seg, Some(reset_reason::MPTCP_ERROR));
+                    return true;
+                }
+                key
+            }
+            _ => self.new_key(),
+        };
+        let locals = self.locals.clone();
+        let Some(mut c) = Connection::accept(
+            &self.cfg,
+            &mut self.keys,
+            key,
+            locals,
+            path,
+            tuple,
+            &syn,
+            now,
+        ) else {
+            return false;
+        };
+        c.set_initial_send_seq(seg.ack.wrapping_sub(1));
+        c.lend_scratch(&mut self.scratch);
+        // The SYN/ACK went out already (statelessly): this one is dropped,
+        // and the subflow is where it would be after sending it.
+        let _ = c.poll_transmit(now, &mut self.discard);
+        c.on_segment(now, 0, seg, &mut self.keys);
+        c.lend_scratch(&mut self.scratch);
+        let token = (!c.is_fallback()).then(|| c.local_token());
+        self.counters.syn_cookies_accepted += 1;
+        self.counters.accepted += 1;
+        let h = self.insert(c, token, false);
+        self.mark_tx(h.slot);
+        self.mark_app(h.slot);
+        self.touch(h.slot);
+        true
+    }
+
     fn emit_reset(&mut self, r: PendingReset, buf: &mut [u8]) -> Option<(PathId, usize)> {
         let mut options = TcpOptions::default();
         if let Some(reason) = r.reason {
@@ -626,7 +744,12 @@ impl MptcpEndpoint {
             return;
         }
         if self.half_open >= self.cfg.max_half_open {
-            self.counters.syn_dropped += 1;
+            if self.cfg.syn_cookies && self.cookies.len() < self.cfg.reset_queue {
+                self.cookies
+                    .push_back(PendingCookie::from_syn(path, tuple, seg));
+            } else {
+                self.counters.syn_dropped += 1;
+            }
             return;
         }
         let key = self.new_key();
@@ -731,6 +854,15 @@ impl Engine for MptcpEndpoint {
             self.on_listen_syn(now, path, tuple, &seg);
             return;
         }
+        let plain_ack =
+            f.contains(TcpFlags::ACK) && !f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::RST);
+        if plain_ack
+            && self.cfg.syn_cookies
+            && self.listening(dst)
+            && self.accept_cookie(now, path, tuple, &seg)
+        {
+            return;
+        }
         self.counters.unmatched += 1;
         self.refuse(now, path, src, dst, &seg, None);
     }
@@ -739,6 +871,11 @@ impl Engine for MptcpEndpoint {
         self.work.transmit_calls += 1;
         while let Some(r) = self.resets.pop_front() {
             if let Some(out) = self.emit_reset(r, buf) {
+                return Some(out);
+            }
+        }
+        while let Some(pc) = self.cookies.pop_front() {
+            if let Some(out) = self.emit_cookie(now, pc, buf) {
                 return Some(out);
             }
         }

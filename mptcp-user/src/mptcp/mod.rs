@@ -46,6 +46,7 @@ mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod sim;
+mod syncookie;
 
 pub use api::{
     LocalAddr, MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions,
@@ -122,6 +123,10 @@ pub struct MptcpConfig {
     /// with the queue's size as its burst); the rest are counted.
     pub reset_queue: usize,
     pub resets_per_second: u64,
+    /// Answer SYNs with SYN cookies when the half-open queue is full
+    /// (MP_CAPABLE too: the third ACK echoes both keys, as in Linux's
+    /// net/mptcp/syncookies.c); off, such SYNs are dropped and counted.
+    pub syn_cookies: bool,
 }
 
 impl Default for MptcpConfig {
@@ -149,6 +154,7 @@ impl Default for MptcpConfig {
             max_half_open: 4096,
             reset_queue: 256,
             resets_per_second: 10_000,
+            syn_cookies: true,
         }
     }
 }

@@ -170,7 +170,7 @@ impl Ring {
             self.base = self.low - self.low % CHUNK as u64;
         }
         let last = offset + data.len() as u64;
-        while self.base + (self.chunks.len() * CHUNK) as u64 <= last - 1 {
+        while self.base + ((self.chunks.len() * CHUNK) as u64) < last {
             self.chunks.push_back(pool::take());
         }
         self.end = self.end.max(last);
