@@ -1,0 +1,492 @@
+//! `mptcp-user serve`: terminate MPTCP (and plain TCP, by fallback) on
+//! interfaces through XDP + AF_XDP, with an application per connection.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use mptcp_datapath::afxdp::XskConfig;
+use mptcp_datapath::forward::Forward;
+use mptcp_datapath::signals::stop_on_signals;
+use mptcp_datapath::worker::Worker;
+use mptcp_datapath::xdp::Ownership;
+use mptcp_datapath::Datapath;
+use mptcp_engine::app::{App, Discard, Echo, PatternSource};
+use mptcp_engine::io::ByteStream;
+use mptcp_engine::mptcp::{ConnHandle, Connection, LocalAddr, MptcpEndpoint};
+use mptcp_engine::tcp::TcpEndpoint;
+use mptcp_engine::time::Instant;
+
+use super::engine_opts::EngineOptions;
+use super::{
+    accept_partial, check_interfaces, instance_stats, mptcp_config, require_root, reserve_port,
+    tcp_config, EngineKind, PartialChecksum, StatsFile,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Send every byte back.
+    Echo,
+    /// Read and drop.
+    Discard,
+    /// Relay each connection to the TCP backend given by --to.
+    Forward,
+    /// Generate data, like an iperf3 server for `-R`: the client's first 8
+    /// bytes (big-endian) say how many bytes of the test pattern to send
+    /// (all ones: until the client closes its side); then the server closes.
+    /// This is what `connect --reverse` asks for.
+    Source,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Interfaces to serve on (repeat for several paths).
+    #[arg(long = "iface", required = true)]
+    pub ifaces: Vec<String>,
+    /// Address and port to accept connections on (0.0.0.0 or :: for every
+    /// address of the interfaces).
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Further local addresses to announce to MPTCP clients (ADD_ADDR).
+    #[arg(long)]
+    pub announce: Vec<IpAddr>,
+    #[arg(long, value_enum, default_value = "echo")]
+    pub mode: Mode,
+    /// Backend for --mode forward.
+    #[arg(long)]
+    pub to: Option<SocketAddr>,
+    #[command(flatten)]
+    pub engine_opts: EngineOptions,
+    /// MPTCP by default (plain TCP clients are served by fallback).
+    #[arg(long, value_enum, default_value = "mptcp")]
+    pub engine: EngineKind,
+    /// Partial TCP checksums (MPTCP engine): accepted on veth by default.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub partial_checksum: PartialChecksum,
+    /// Stop after this many connections (0 = serve until signalled).
+    #[arg(long, default_value_t = 0)]
+    pub connections: u64,
+    /// Connections held at most (MPTCP engine); SYNs beyond are answered
+    /// with a RST (MP_TCPRST "lack of resources") and counted.
+    #[arg(long, default_value_t = 1 << 20, value_name = "N")]
+    pub max_connections: usize,
+    /// Buffer memory (send and receive data) of the worker, e.g. 512M or
+    /// 2G (MPTCP engine; 0 = no limit). Near the limit, advertised windows
+    /// shrink so peers send less; nothing fails.
+    #[arg(long, default_value = "0", value_parser = parse_size, value_name = "BYTES")]
+    pub max_memory: u64,
+    /// Handshakes in progress at most (MPTCP engine); beyond, SYNs are
+    /// answered with SYN cookies. MP_JOIN SYNs never count.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_half_open: usize,
+}
+
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 65536, 512K, 64M or 2G)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn tcp_engine_stats(e: &TcpEndpoint, connections: u64) -> serde_json::Value {
+    let c = e.counters();
+    let s = e.subflow_stats().unwrap_or_default();
+    json!({
+        "connections": connections,
+        "malformed": c.malformed, "bad_checksum": c.bad_checksum, "unmatched": c.unmatched,
+        "resets_sent": c.resets_sent,
+        "current": { "bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
+                     "retransmits": s.retransmits },
+    })
+}
+
+enum ServeApp {
+    Echo(Echo),
+    Discard(Discard),
+    Forward(Box<Forward>),
+    Source(PatternSource),
+    /// The backend refused: the connection is closed at once.
+    Refused,
+}
+
+impl<E: ByteStream> App<E> for ServeApp {
+    fn poll(&mut self, now: Instant, engine: &mut E) -> (usize, bool) {
+        match self {
+            ServeApp::Echo(a) => a.poll(now, engine),
+            ServeApp::Discard(a) => a.poll(now, engine),
+            ServeApp::Forward(a) => a.poll(now, engine),
+            ServeApp::Source(a) => a.poll(now, engine),
+            ServeApp::Refused => {
+                engine.close();
+                (0, engine.is_closed())
+            }
+        }
+    }
+    fn wake_fds(&self, out: &mut Vec<(std::os::fd::RawFd, i16)>) {
+        if let ServeApp::Forward(a) = self {
+            App::<E>::wake_fds(a.as_ref(), out);
+        }
+    }
+}
+
+fn new_app(args: &ServeArgs) -> ServeApp {
+    match args.mode {
+        Mode::Echo => ServeApp::Echo(Echo::default()),
+        Mode::Discard => ServeApp::Discard(Discard::default()),
+        Mode::Source => ServeApp::Source(PatternSource::default()),
+        Mode::Forward => {
+            let Some(to) = args.to else {
+                return ServeApp::Refused;
+            };
+            match std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+                .and_then(Forward::new)
+            {
+                Ok(f) => ServeApp::Forward(Box::new(f)),
+                Err(e) => {
+                    eprintln!("backend {to}: {e}");
+                    ServeApp::Refused
+                }
+            }
+        }
+    }
+}
+
+pub fn serve(args: &ServeArgs) -> Result<()> {
+    require_root("serve")?;
+    if args.mode == Mode::Forward && args.to.is_none() {
+        bail!("--mode forward needs --to IP:PORT");
+    }
+    let local_addrs = check_interfaces(&args.ifaces)?;
+    let listen_ip = args.listen.ip();
+    let owned: Vec<IpAddr> = if listen_ip.is_unspecified() {
+        local_addrs
+            .iter()
+            .copied()
+            .filter(|a| a.is_ipv4() == listen_ip.is_ipv4())
+            .collect()
+    } else if local_addrs.contains(&listen_ip) {
+        let mut v = vec![listen_ip];
+        v.extend(args.announce.iter().copied());
+        v
+    } else {
+        bail!("address {listen_ip} is not on {}", args.ifaces.join(" or "));
+    };
+    for a in &args.announce {
+        if !local_addrs.contains(a) {
+            bail!(
+                "--announce {a}: address is not on {}",
+                args.ifaces.join(" or ")
+            );
+        }
+    }
+    if owned.is_empty() {
+        bail!("no address of that family on {}", args.ifaces.join(", "));
+    }
+    let (_reservation, _) = reserve_port(args.listen)?;
+    if args.engine == EngineKind::Mptcp {
+        return serve_mptcp(args, owned);
+    }
+    let ownership = Ownership {
+        addresses: owned,
+        listen_ports: vec![args.listen.port()],
+        client_ports: None,
+    };
+    let stop = stop_on_signals();
+    let (mut datapath, paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
+    for (p, m) in paths.iter().zip(&datapath.attach_modes) {
+        eprintln!(
+            "{}: XDP {:?} mode, AF_XDP {:?} mode, {} queue(s), MTU {}",
+            p.iface,
+            m,
+            p.socket.mode(),
+            1 + p.extra_rx.len(),
+            p.mtu
+        );
+    }
+    eprintln!(
+        "serving {} ({:?}) with the plain TCP engine; Ctrl-C to stop",
+        args.listen, args.mode
+    );
+    let cfg = tcp_config(&paths, args.listen.is_ipv6());
+    let mut worker = Worker::new(TcpEndpoint::listen(cfg.clone(), args.listen), paths);
+    let stats_file = StatsFile::create();
+    let mut connections = 0u64;
+    let mut app: Option<ServeApp> = None;
+    let mut last_dump = std::time::Instant::now() - Duration::from_secs(2);
+    let mut wake = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        // The backend is dialled when a client arrives, not before.
+        if app.is_none() && worker.engine.subflow().is_some() {
+            app = Some(new_app(args));
+        }
+        let (work, done) = match app.as_mut() {
+            Some(a) => worker.step(a),
+            None => worker.step(&mut Idle),
+        };
+        if done {
+            connections += 1;
+            let s = worker.engine.subflow_stats().unwrap_or_default();
+            eprintln!(
+                "connection {connections} closed: {} bytes in, {} bytes out, {} retransmits",
+                s.bytes_received, s.bytes_sent, s.retransmits
+            );
+            worker.replace_engine(TcpEndpoint::listen(cfg.clone(), args.listen));
+            app = None;
+            if args.connections != 0 && connections >= args.connections {
+                break;
+            }
+        }
+        if last_dump.elapsed() >= Duration::from_secs(1) {
+            last_dump = std::time::Instant::now();
+            let engine = tcp_engine_stats(&worker.engine, connections);
+            stats_file.write(&instance_stats("serve", &datapath, &worker, engine));
+        }
+        if work == 0 {
+            wake.clear();
+            if let Some(a) = app.as_ref() {
+                App::<TcpEndpoint>::wake_fds(a, &mut wake);
+            }
+            worker.sleep_with(&wake);
+        }
+    }
+    datapath.detach_all()?;
+    eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
+    Ok(())
+}
+
+/// No application yet (a listener waiting for its connection).
+struct Idle;
+
+impl<E> App<E> for Idle {
+    fn poll(&mut self, _now: Instant, _engine: &mut E) -> (usize, bool) {
+        (0, false)
+    }
+}
+
+/// One connection of the endpoint seen as a byte stream.
+struct ConnStream<'a>(&'a mut Connection);
+
+impl ByteStream for ConnStream<'_> {
+    fn send(&mut self, data: &[u8]) -> usize {
+        self.0.send(data)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        self.0.recv(buf)
+    }
+    fn close(&mut self) {
+        self.0.close()
+    }
+    fn is_established(&self) -> bool {
+        self.0.is_established()
+    }
+    fn is_read_closed(&self) -> bool {
+        self.0.is_read_closed()
+    }
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// The application of one connection, under the generation of its slot.
+struct Slot {
+    gen: u32,
+    app: ServeApp,
+    done: bool,
+}
+
+/// The applications of the endpoint's connections, by slot; only the
+/// connections the endpoint reports as changed are polled (and those whose
+/// application waits on a descriptor of its own, such as a backend socket).
+struct PerConnection<'a> {
+    args: &'a ServeArgs,
+    apps: Vec<Option<Slot>>,
+    /// Connections whose application has a descriptor to watch (forward).
+    with_fd: Vec<ConnHandle>,
+    closed: u64,
+}
+
+impl PerConnection<'_> {
+    fn poll_one(&mut self, now: Instant, engine: &mut MptcpEndpoint, h: ConnHandle) -> usize {
+        let i = h.slot as usize;
+        if self.apps.len() <= i {
+            self.apps.resize_with(i + 1, || None);
+        }
+        let Some(conn) = engine.get_mut(h) else {
+            // Gone (reaped after a reset) before its application saw it.
+            if let Some(s) = self.apps[i].take_if(|s| s.gen == h.gen) {
+                self.closed += u64::from(!s.done);
+            }
+            return 0;
+        };
+        let slot = match &mut self.apps[i] {
+            Some(s) if s.gen == h.gen => s,
+            other => {
+                if other.as_ref().is_some_and(|s| !s.done) {
+                    self.closed += 1;
+                }
+                let app = new_app(self.args);
+                if matches!(app, ServeApp::Forward(_)) {
+                    self.with_fd.push(h);
+                }
+                other.insert(Slot {
+                    gen: h.gen,
+                    app,
+                    done: false,
+                })
+            }
+        };
+        if slot.done {
+            return 0;
+        }
+        let (w, done) = slot.app.poll(now, &mut ConnStream(conn));
+        if done {
+            slot.done = true;
+            self.closed += 1;
+            eprintln!("connection {} closed", self.closed);
+        }
+        w
+    }
+}
+
+impl App<MptcpEndpoint> for PerConnection<'_> {
+    fn poll(&mut self, now: Instant, engine: &mut MptcpEndpoint) -> (usize, bool) {
+        let mut work = 0;
+        let mut with_fd = std::mem::take(&mut self.with_fd);
+        with_fd.retain(|h| engine.get(*h).is_some());
+        for &h in &with_fd {
+            work += self.poll_one(now, engine, h);
+        }
+        self.with_fd.append(&mut with_fd);
+        while let Some(h) = engine.poll_app_ready() {
+            work += self.poll_one(now, engine, h);
+        }
+        // Closed connections give their slots (and buffers) back; a reused
+        // slot has a new generation, so its new application starts fresh.
+        engine.reap_closed();
+        let enough = self.args.connections != 0 && self.closed >= self.args.connections;
+        (work, enough)
+    }
+
+    /// Every forwarded connection's backend wakes the worker, not just the first.
+    fn wake_fds(&self, out: &mut Vec<(std::os::fd::RawFd, i16)>) {
+        for h in &self.with_fd {
+            if let Some(Some(slot)) = self.apps.get(h.slot as usize) {
+                App::<ConnStream<'_>>::wake_fds(&slot.app, out);
+            }
+        }
+    }
+}
+
+/// The endpoint's figures as JSON numbers.
+fn engine_stats(e: &MptcpEndpoint, closed: u64) -> serde_json::Value {
+    let c = e.counters();
+    let w = e.work();
+    let p = mptcp_engine::tcp::pool::stats();
+    json!({
+        "connections": e.connection_count(), "closed": closed,
+        "half_open": e.half_open_count(), "slots": e.slot_count(),
+        "partial_checksum": c.partial_checksum, "bad_checksum": c.bad_checksum,
+        "counters": {
+            "malformed": c.malformed, "bad_checksum": c.bad_checksum,
+            "partial_checksum": c.partial_checksum, "unmatched": c.unmatched,
+            "accepted": c.accepted, "join_accepted": c.join_accepted,
+            "join_refused": c.join_refused, "resets_sent": c.resets_sent,
+            "resets_dropped": c.resets_dropped,
+            "refused_max_connections": c.refused_max_connections,
+            "syn_dropped": c.syn_dropped, "syn_cookies_sent": c.syn_cookies_sent,
+            "syn_cookies_accepted": c.syn_cookies_accepted,
+            "syn_cookies_invalid": c.syn_cookies_invalid,
+        },
+        "work": { "transmit_calls": w.transmit_calls, "transmit_visits": w.transmit_visits,
+                  "timeout_calls": w.timeout_calls, "timeout_visits": w.timeout_visits },
+        "buffers": { "in_use": p.in_use, "peak": p.peak, "free": p.free,
+                     "chunks_allocated": p.allocated, "over_limit": p.over_limit,
+                     "limit": p.limit },
+    })
+}
+
+pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
+    let ownership = Ownership {
+        addresses: owned.clone(),
+        listen_ports: vec![args.listen.port()],
+        client_ports: None,
+    };
+    let stop = stop_on_signals();
+    let (mut datapath, paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
+    let mut locals = Vec::new();
+    for ip in &owned {
+        let path = args
+            .ifaces
+            .iter()
+            .position(|i| mptcp_datapath::xdp::interface_addresses(i).is_ok_and(|a| a.contains(ip)))
+            .unwrap_or(0);
+        locals.push(LocalAddr {
+            ip: *ip,
+            path,
+            signal: args.announce.contains(ip),
+        });
+    }
+    let mut cfg = mptcp_config(&paths, args.listen.is_ipv6(), &args.engine_opts);
+    let (partial, partial_why) = accept_partial(args.partial_checksum, &args.ifaces);
+    cfg.accept_partial_checksum = partial;
+    cfg.max_connections = args.max_connections;
+    cfg.max_half_open = args.max_half_open;
+    // The engine runs on this thread: its buffer pool is this thread's.
+    mptcp_engine::tcp::pool::configure(args.max_memory, 4096);
+    let engine = MptcpEndpoint::server(cfg, &locals, args.listen.port());
+    for (p, m) in paths.iter().zip(&datapath.attach_modes) {
+        eprintln!(
+            "{}: XDP {:?} mode, AF_XDP {:?} mode, {} queue(s), MTU {}",
+            p.iface,
+            m,
+            p.socket.mode(),
+            1 + p.extra_rx.len(),
+            p.mtu
+        );
+    }
+    eprintln!(
+        "serving {} ({:?}) with the MPTCP engine, partial TCP checksums {partial_why}; Ctrl-C to stop",
+        args.listen, args.mode
+    );
+    let mut worker = Worker::new(engine, paths);
+    let mut app = PerConnection {
+        args,
+        apps: Vec::new(),
+        with_fd: Vec::new(),
+        closed: 0,
+    };
+    let stats_file = StatsFile::create();
+    let mut last_dump = std::time::Instant::now() - Duration::from_secs(2);
+    let mut wake = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let (work, done) = worker.step(&mut app);
+        if done {
+            break;
+        }
+        if last_dump.elapsed() >= Duration::from_secs(1) {
+            last_dump = std::time::Instant::now();
+            let engine = engine_stats(&worker.engine, app.closed);
+            stats_file.write(&instance_stats("serve", &datapath, &worker, engine));
+        }
+        if work == 0 {
+            wake.clear();
+            app.wake_fds(&mut wake);
+            worker.sleep_with(&wake);
+        }
+    }
+    datapath.detach_all()?;
+    eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
+    Ok(())
+}
