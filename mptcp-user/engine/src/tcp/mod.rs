@@ -35,7 +35,7 @@ pub use isn::initial_sequence;
 pub use ranges::RangeSet;
 pub use ring::{pool, Ring};
 pub use rtt::RttEstimator;
-pub use subflow::{CloseReason, Subflow, SubflowEvent, SubflowStats, Verdict};
+pub use subflow::{CloseReason, Subflow, SubflowEvent, SubflowStats, Verdict, WindowScale};
 
 use crate::cc::CcAlgorithm;
 use std::net::SocketAddr;

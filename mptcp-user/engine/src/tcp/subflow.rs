@@ -61,6 +61,14 @@ pub enum Verdict {
     Dropped,
 }
 
+/// Window scale shifts (RFC 7323): the peer's windows are shifted left by
+/// `send`, ours right by `recv`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowScale {
+    pub send: u8,
+    pub recv: u8,
+}
+
 /// Per-subflow statistics (what `ss -i` shows, and what the MPTCP
 /// subflow-control API exposes).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -437,6 +445,13 @@ impl Subflow {
     pub fn negotiated(&self) -> (bool, bool, Option<(u8, u8)>) {
         let ws = self.wscale_ok.then_some((self.snd_wscale, self.rcv_wscale));
         (self.sack_ok, self.ts_ok, ws)
+    }
+    /// The window scale shifts, when negotiated (RFC 7323).
+    pub fn window_scale(&self) -> Option<WindowScale> {
+        self.wscale_ok.then_some(WindowScale {
+            send: self.snd_wscale,
+            recv: self.rcv_wscale,
+        })
     }
     pub fn initial_send_seq(&self) -> u32 {
         self.iss

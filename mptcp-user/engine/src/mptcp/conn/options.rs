@@ -1,9 +1,11 @@
 //! MPTCP options: the parser of every option on an incoming segment and
 //! the builder of the options on an outgoing one.
 
-use super::recv::RxMap;
-use super::subflow::{Kind, Sf};
-use super::{reset_reason, Connection, Role, Shared};
+use super::recv::RxMapping;
+use super::send::DataFin;
+use super::signals::{AddAddrEcho, RemoteAddr};
+use super::subflow::{MptcpSubflow, SubflowKind};
+use super::{reset_reason, ConnState, Connection, Lifecycle, Linear, Role};
 use crate::crypto;
 use crate::mptcp::api::*;
 use crate::time::Instant;
@@ -15,22 +17,27 @@ pub(super) const MAX_OPTIONS: usize = 40;
 
 impl Connection {
     /// DSS, address signals and MP_PRIO/MP_FAIL on an established subflow.
-    pub(super) fn options_in(s: &mut Shared, sf: &mut Sf, seg: &TcpRepr, _now: Instant) {
-        let window = match sf.sub.negotiated().2 {
-            Some((snd_ws, _)) => (seg.window as u64) << snd_ws,
+    pub(super) fn options_in(
+        s: &mut ConnState,
+        sf: &mut MptcpSubflow,
+        seg: &TcpRepr,
+        _now: Instant,
+    ) {
+        let window = match sf.sub.window_scale() {
+            Some(ws) => (seg.window as u64) << ws.send,
             None => seg.window as u64,
         };
         let opts = &seg.options.mptcp;
-        if sf.kind == Kind::Capable
+        if sf.kind == SubflowKind::Initial
             && s.role == Role::Client
-            && !sf.mpc_confirmed
+            && !sf.handshake.mpc_confirmed
             && !opts.is_empty()
             && opts.mp_capable().is_none()
         {
             // Fully established: the server has our key, so MP_JOINs will
             // find the token (RFC 8684 3.1).
-            sf.mpc_confirmed = true;
-            s.pm_dirty = true;
+            sf.handshake.mpc_confirmed = true;
+            s.pending.path_manager = true;
         }
         for o in opts {
             match *o {
@@ -44,53 +51,65 @@ impl Connection {
                 }
                 MptcpOption::AddAddr(a) => {
                     if a.echo {
-                        for t in s.add_addr.iter_mut() {
+                        for t in s.signals.add_addr.iter_mut() {
                             if t.id == a.addr_id {
                                 t.tries = u32::MAX;
                                 t.due = false;
                             }
                         }
-                        s.add_addr.retain(|t| t.tries != u32::MAX);
+                        s.signals.add_addr.retain(|t| t.tries != u32::MAX);
                         continue;
                     }
-                    let want =
-                        crypto::add_addr_hmac(s.remote_key, s.local_key, a.addr_id, a.addr, a.port);
+                    let want = crypto::add_addr_hmac(
+                        s.keys.remote().key,
+                        s.keys.local.key,
+                        a.addr_id,
+                        a.addr,
+                        a.port,
+                    );
                     if a.hmac != Some(want) {
                         s.bad_hmac += 1;
                         continue;
                     }
                     let port = a
                         .port
-                        .unwrap_or_else(|| s.remotes.first().map_or(0, |r| r.1.port()));
+                        .unwrap_or_else(|| s.signals.remotes.first().map_or(0, |r| r.addr.port()));
                     let sa = SocketAddr::new(a.addr, port);
-                    if !s.remotes.iter().any(|r| r.0 == a.addr_id) {
-                        s.remotes.push((a.addr_id, sa));
+                    if !s.signals.remotes.iter().any(|r| r.id == a.addr_id) {
+                        s.signals.remotes.push(RemoteAddr {
+                            id: a.addr_id,
+                            addr: sa,
+                        });
                         s.push_event(MptcpEvent::AddressAnnounced {
                             addr_id: a.addr_id,
                             addr: sa,
                         });
-                        s.pm_dirty = true;
+                        s.pending.path_manager = true;
                     }
-                    s.echo_pending.push((a.addr_id, a.addr, a.port));
+                    s.signals.echo_pending.push(AddAddrEcho {
+                        id: a.addr_id,
+                        addr: a.addr,
+                        port: a.port,
+                    });
                     sf.sub.request_ack();
                 }
                 MptcpOption::RemoveAddr(ids) => {
                     for &id in ids.as_slice() {
-                        if s.remotes.iter().any(|r| r.0 == id) {
-                            s.remotes.retain(|r| r.0 != id || id == 0);
+                        if s.signals.remotes.iter().any(|r| r.id == id) {
+                            s.signals.remotes.retain(|r| r.id != id || id == 0);
                             s.push_event(MptcpEvent::AddressRemoved { addr_id: id });
                             s.remove_pending_ids_from_peer(id);
                         }
                     }
                 }
                 MptcpOption::MpCapable(mpc)
-                    if sf.kind == Kind::Capable && s.role == Role::Server =>
+                    if sf.kind == SubflowKind::Initial && s.role == Role::Server =>
                 {
                     // MP_CAPABLE with data after the handshake (the client
                     // had not heard from us yet): the first mapping.
                     if let Some(len) = mpc.data_len.filter(|&l| l > 0) {
-                        if !sf.rx.iter().any(|r| r.off == 0) && sf.sub.recv_offset() == 0 {
-                            sf.rx.push_front(RxMap {
+                        if !sf.rx_maps.iter().any(|r| r.off == 0) && sf.sub.recv_offset() == 0 {
+                            sf.rx_maps.push_front(RxMapping {
                                 off: 0,
                                 dsn: 0,
                                 len: len as u64,
@@ -104,14 +123,14 @@ impl Connection {
                 MptcpOption::MpFail { .. } => {
                     // The peer found a bad checksum: with one subflow go on
                     // as plain TCP (infinite mapping), else drop this one.
-                    s.fail_received = true;
+                    s.pending.fall_back_send = true;
                 }
                 _ => {}
             }
         }
     }
 
-    pub(super) fn options_out(s: &mut Shared, sf: &mut Sf, seg: &mut TcpRepr) {
+    pub(super) fn options_out(s: &mut ConnState, sf: &mut MptcpSubflow, seg: &mut TcpRepr) {
         let f = seg.flags;
         let push = |seg: &mut TcpRepr, o: MptcpOption| {
             let _ = seg.options.mptcp.push(o);
@@ -119,17 +138,24 @@ impl Connection {
         if f.contains(TcpFlags::RST) {
             // As Linux: MP_FASTCLOSE (when we abort the connection), then
             // MP_TCPRST with the reason.
-            if s.reset && !s.fast_closed && s.remote_key_known && !s.fallback {
+            if s.lifecycle == (Lifecycle::Reset { by_peer: false })
+                && s.keys.remote.is_some()
+                && !s.fallback.is_tcp()
+            {
                 push(
                     seg,
                     MptcpOption::MpFastclose {
-                        receiver_key: s.remote_key,
+                        receiver_key: s.keys.remote().key,
                     },
                 );
             }
             let reason = sf
+                .end
                 .rst_reason
-                .or((s.reset && !s.fallback).then_some(reset_reason::UNSPECIFIED));
+                .or(
+                    (matches!(s.lifecycle, Lifecycle::Reset { .. }) && !s.fallback.is_tcp())
+                        .then_some(reset_reason::UNSPECIFIED),
+                );
             if let Some(r) = reason {
                 push(
                     seg,
@@ -148,40 +174,42 @@ impl Connection {
                 0
             };
         if f.contains(TcpFlags::SYN) {
-            if s.fallback {
+            if s.fallback.is_tcp() {
                 return;
             }
             let synack = f.contains(TcpFlags::ACK);
             let o = match (sf.kind, synack) {
-                (Kind::Capable, false) => MptcpOption::MpCapable(MpCapable {
+                (SubflowKind::Initial, false) => MptcpOption::MpCapable(MpCapable {
                     version: 1,
                     flags,
                     ..Default::default()
                 }),
-                (Kind::Capable, true) => MptcpOption::MpCapable(MpCapable {
+                (SubflowKind::Initial, true) => MptcpOption::MpCapable(MpCapable {
                     version: 1,
                     flags,
-                    sender_key: Some(s.local_key),
+                    sender_key: Some(s.keys.local.key),
                     ..Default::default()
                 }),
-                (Kind::Join { local_nonce, .. }, false) => MptcpOption::MpJoin(MpJoin::Syn {
-                    backup: sf.backup,
-                    addr_id: sf.local_id,
-                    token: s.remote_token,
-                    nonce: local_nonce,
-                }),
+                (SubflowKind::Join { local_nonce, .. }, false) => {
+                    MptcpOption::MpJoin(MpJoin::Syn {
+                        backup: sf.backup,
+                        addr_id: sf.local_addr_id,
+                        token: s.keys.remote().token,
+                        nonce: local_nonce,
+                    })
+                }
                 (
-                    Kind::Join {
+                    SubflowKind::Join {
                         local_nonce,
                         remote_nonce,
                     },
                     true,
                 ) => MptcpOption::MpJoin(MpJoin::SynAck {
                     backup: sf.backup,
-                    addr_id: sf.local_id,
+                    addr_id: sf.local_addr_id,
                     hmac: crypto::join_synack_hmac(
-                        s.local_key,
-                        s.remote_key,
+                        s.keys.local.key,
+                        s.keys.remote().key,
                         local_nonce,
                         remote_nonce,
                     ),
@@ -191,18 +219,23 @@ impl Connection {
             push(seg, o);
             return;
         }
-        if s.fallback {
+        if s.fallback.is_tcp() {
             return;
         }
-        if let Some((_, fsub, fdsn)) = s.tx_fb {
+        if let Some(Linear {
+            subflow_off: fsub,
+            data_off: fdsn,
+            ..
+        }) = s.fallback.linear_send()
+        {
             let off = sf.sub.send_offset_of(seg.seq);
-            let data_ack = s.rx_fb.is_none().then(|| s.data_ack_abs());
+            let data_ack = s.fallback.linear_recv().is_none().then(|| s.data_ack_abs());
             if !seg.payload.is_empty() && off.is_some_and(|o| o >= fsub) {
                 // The infinite mapping on the first segment of the linear
                 // part (and its retransmissions); nothing but a DATA_ACK
                 // (while the peer's direction is mapped) on the others.
                 let mapping = (off == Some(fsub)).then(|| DssMapping {
-                    dsn: s.local_idsn.wrapping_add(1).wrapping_add(fdsn),
+                    dsn: s.keys.local.dsn(fdsn),
                     dsn_wide: true,
                     ssn: (fsub + 1) as u32,
                     data_len: 0,
@@ -223,27 +256,27 @@ impl Connection {
                 return;
             }
         }
-        if sf.kind == Kind::Capable
+        if sf.kind == SubflowKind::Initial
             && s.role == Role::Client
-            && !sf.mpc_confirmed
+            && !sf.handshake.mpc_confirmed
             && !seg.payload.is_empty()
             && sf
                 .sub
                 .send_offset_of(seg.seq)
-                .is_some_and(|o| o < sf.tx.front().map_or(0, |m| m.len))
-            && sf.tx.front().is_some_and(|m| m.off == 0)
+                .is_some_and(|o| o < sf.tx_maps.front().map_or(0, |m| m.len))
+            && sf.tx_maps.front().is_some_and(|m| m.off == 0)
         {
             // When data rides on the third ACK, this is that ACK: Linux falls
             // back to TCP on a data segment whose MP_CAPABLE lacks data_len.
-            sf.third_ack_pending = false;
-            let m = sf.tx[0];
+            sf.signals.third_ack = false;
+            let m = sf.tx_maps[0];
             push(
                 seg,
                 MptcpOption::MpCapable(MpCapable {
                     version: 1,
                     flags,
-                    sender_key: Some(s.local_key),
-                    receiver_key: Some(s.remote_key),
+                    sender_key: Some(s.keys.local.key),
+                    receiver_key: Some(s.keys.remote().key),
                     data_len: Some(m.len as u16),
                     checksum: s.checksum.then_some(m.csum),
                 }),
@@ -256,28 +289,28 @@ impl Connection {
         let unconfirmed = s.role == Role::Client
             && seg.payload.is_empty()
             && match sf.kind {
-                Kind::Capable => !sf.mpc_confirmed,
-                Kind::Join { .. } => sf.join_ack_sent && !sf.fully,
+                SubflowKind::Initial => !sf.handshake.mpc_confirmed,
+                SubflowKind::Join { .. } => sf.handshake.join_ack_sent && !sf.fully_established,
             };
-        if sf.third_ack_pending || unconfirmed {
-            sf.third_ack_pending = false;
+        if sf.signals.third_ack || unconfirmed {
+            sf.signals.third_ack = false;
             let o = match sf.kind {
-                Kind::Capable => MptcpOption::MpCapable(MpCapable {
+                SubflowKind::Initial => MptcpOption::MpCapable(MpCapable {
                     version: 1,
                     flags,
-                    sender_key: Some(s.local_key),
-                    receiver_key: Some(s.remote_key),
+                    sender_key: Some(s.keys.local.key),
+                    receiver_key: Some(s.keys.remote().key),
                     ..Default::default()
                 }),
-                Kind::Join {
+                SubflowKind::Join {
                     local_nonce,
                     remote_nonce,
                 } => {
-                    sf.join_ack_sent = true;
+                    sf.handshake.join_ack_sent = true;
                     MptcpOption::MpJoin(MpJoin::Ack {
                         hmac: crypto::join_ack_hmac(
-                            s.local_key,
-                            s.remote_key,
+                            s.keys.local.key,
+                            s.keys.remote().key,
                             local_nonce,
                             remote_nonce,
                         ),
@@ -287,12 +320,12 @@ impl Connection {
             push(seg, o);
             return;
         }
-        if !s.remote_key_known {
+        if !s.keys.remote.is_some() {
             return;
         }
         if seg.payload.is_empty() && !f.contains(TcpFlags::FIN) {
             // Address signals ride alone on pure ACKs, as Linux does.
-            if let Some((id, addr, port)) = s.echo_pending.pop() {
+            if let Some(AddAddrEcho { id, addr, port }) = s.signals.echo_pending.pop() {
                 push(
                     seg,
                     MptcpOption::AddAddr(AddAddr {
@@ -305,9 +338,15 @@ impl Connection {
                 );
                 return;
             }
-            if let Some(t) = s.add_addr.iter_mut().find(|t| t.due) {
+            if let Some(t) = s.signals.add_addr.iter_mut().find(|t| t.due) {
                 t.due = false;
-                let hmac = crypto::add_addr_hmac(s.local_key, s.remote_key, t.id, t.addr, None);
+                let hmac = crypto::add_addr_hmac(
+                    s.keys.local.key,
+                    s.keys.remote().key,
+                    t.id,
+                    t.addr,
+                    None,
+                );
                 push(
                     seg,
                     MptcpOption::AddAddr(AddAddr {
@@ -320,13 +359,13 @@ impl Connection {
                 );
                 return;
             }
-            if let Some(id) = s.remove_pending.take() {
+            if let Some(id) = s.signals.remove_pending.take() {
                 if let Ok(ids) = AddrIds::from_slice(&[id]) {
                     push(seg, MptcpOption::RemoveAddr(ids));
                 }
             }
-            if sf.prio_pending {
-                sf.prio_pending = false;
+            if sf.signals.mp_prio {
+                sf.signals.mp_prio = false;
                 push(
                     seg,
                     MptcpOption::MpPrio {
@@ -335,36 +374,43 @@ impl Connection {
                     },
                 );
             }
-            if let Some(dsn) = sf.fail_pending.take() {
+            if let Some(dsn) = sf.signals.mp_fail.take() {
                 push(seg, MptcpOption::MpFail { dsn });
             }
         }
         let mut dss = Dss {
             data_fin: false,
-            data_ack: Some(s.data_ack_abs() & if s.peer_dsn64 { u64::MAX } else { 0xffff_ffff }),
-            data_ack_wide: s.peer_dsn64,
+            data_ack: Some(
+                s.data_ack_abs()
+                    & if s.recv.peer_dsn64 {
+                        u64::MAX
+                    } else {
+                        0xffff_ffff
+                    },
+            ),
+            data_ack_wide: s.recv.peer_dsn64,
             mapping: None,
         };
         if !seg.payload.is_empty() {
             let off = sf.sub.send_offset_of(seg.seq);
             let m = off.and_then(|o| {
-                sf.tx
+                sf.tx_maps
                     .iter()
                     .find(|m| m.off <= o && o < m.off + m.len)
                     .copied()
             });
             if let Some(m) = m {
                 dss.mapping = Some(DssMapping {
-                    dsn: s.local_idsn.wrapping_add(1).wrapping_add(m.dsn),
+                    dsn: s.keys.local.dsn(m.dsn),
                     dsn_wide: true,
                     ssn: (m.off + 1) as u32,
                     data_len: m.len as u16,
                     checksum: s.checksum.then_some(m.csum),
                 });
             }
-        } else if sf.data_fin_pending && s.close_requested && !s.data_fin_acked {
-            sf.data_fin_pending = false;
-            let dsn = s.local_idsn.wrapping_add(1).wrapping_add(s.snd_written);
+        } else if sf.signals.data_fin && s.data_fin == DataFin::Pending {
+            sf.signals.data_fin = false;
+            let dsn = s.keys.local.dsn(s.send.written);
             dss.data_fin = true;
             dss.mapping = Some(DssMapping {
                 dsn,
@@ -376,9 +422,9 @@ impl Connection {
         }
         push(seg, MptcpOption::Dss(dss));
         // The connection-level window, relative to the DATA_ACK.
-        let free = s.rcv_free();
-        let scaled = match sf.sub.negotiated().2 {
-            Some((_, rcv_ws)) => free >> rcv_ws,
+        let free = s.recv.free();
+        let scaled = match sf.sub.window_scale() {
+            Some(ws) => free >> ws.recv,
             None => free,
         };
         seg.window = seg.window.min(scaled.min(u16::MAX as u64) as u16);
