@@ -46,10 +46,12 @@ pub struct ServeArgs {
     /// Interfaces to serve on (repeat for several paths).
     #[arg(long = "iface", required = true)]
     pub ifaces: Vec<String>,
-    /// Address and port to accept connections on (0.0.0.0 or :: for every
-    /// address of the interfaces).
-    #[arg(long)]
-    pub listen: SocketAddr,
+    /// Address and port to accept connections on; repeat for several.
+    /// `[::]:PORT` takes IPv4 and IPv6 clients on every address of the
+    /// interfaces (as a Linux socket bound to :: does), `0.0.0.0:PORT`
+    /// IPv4 ones only, a specific address only itself.
+    #[arg(long, required = true, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
     /// Further local addresses to announce to MPTCP clients (ADD_ADDR).
     #[arg(long)]
     pub announce: Vec<IpAddr>,
@@ -169,20 +171,21 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         bail!("--mode forward needs --to IP:PORT");
     }
     let local_addrs = check_interfaces(&args.ifaces)?;
-    let listen_ip = args.listen.ip();
-    let owned: Vec<IpAddr> = if listen_ip.is_unspecified() {
-        local_addrs
-            .iter()
-            .copied()
-            .filter(|a| a.is_ipv4() == listen_ip.is_ipv4())
-            .collect()
-    } else if local_addrs.contains(&listen_ip) {
-        let mut v = vec![listen_ip];
-        v.extend(args.announce.iter().copied());
-        v
-    } else {
-        bail!("address {listen_ip} is not on {}", args.ifaces.join(" or "));
-    };
+    let mut owned: Vec<IpAddr> = Vec::new();
+    for l in &args.listen {
+        let ip = l.ip();
+        if ip.is_unspecified() {
+            // [::] is dual stack; 0.0.0.0 is IPv4 only.
+            owned.extend(local_addrs.iter().filter(|a| ip.is_ipv6() || a.is_ipv4()));
+        } else if local_addrs.contains(&ip) {
+            owned.push(ip);
+            owned.extend(args.announce.iter().copied());
+        } else {
+            bail!("--listen {l}: address {ip} is not on {}", args.ifaces.join(" or "));
+        }
+    }
+    owned.sort();
+    owned.dedup();
     for a in &args.announce {
         if !local_addrs.contains(a) {
             bail!(
@@ -194,13 +197,22 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     if owned.is_empty() {
         bail!("no address of that family on {}", args.ifaces.join(", "));
     }
-    let (_reservation, _) = reserve_port(args.listen)?;
+    // Each listener's port is kept from the kernel's own sockets meanwhile
+    // (a socket bound to :: holds the IPv4 port too).
+    let _reservations = args
+        .listen
+        .iter()
+        .map(|l| reserve_port(*l))
+        .collect::<Result<Vec<_>>>()?;
     if args.engine == EngineKind::Mptcp {
         return serve_mptcp(args, owned);
     }
+    let [listen] = args.listen[..] else {
+        bail!("the plain TCP engine serves one --listen (the MPTCP engine serves several)");
+    };
     let ownership = Ownership {
         addresses: owned,
-        listen_ports: vec![args.listen.port()],
+        listen_ports: vec![listen.port()],
         client_ports: None,
     };
     let stop = stop_on_signals();
@@ -217,10 +229,10 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     }
     eprintln!(
         "serving {} ({:?}) with the plain TCP engine; Ctrl-C to stop",
-        args.listen, args.mode
+        listen, args.mode
     );
-    let cfg = tcp_config(&paths, args.listen.is_ipv6());
-    let mut worker = Worker::new(TcpEndpoint::listen(cfg.clone(), args.listen), paths);
+    let cfg = tcp_config(&paths, listen.is_ipv6());
+    let mut worker = Worker::new(TcpEndpoint::listen(cfg.clone(), listen), paths);
     let stats_file = StatsFile::create();
     let mut connections = 0u64;
     let mut app: Option<ServeApp> = None;
@@ -242,7 +254,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
                 "connection {connections} closed: {} bytes in, {} bytes out, {} retransmits",
                 s.bytes_received, s.bytes_sent, s.retransmits
             );
-            worker.replace_engine(TcpEndpoint::listen(cfg.clone(), args.listen));
+            worker.replace_engine(TcpEndpoint::listen(cfg.clone(), listen));
             app = None;
             if args.connections != 0 && connections >= args.connections {
                 break;
@@ -417,10 +429,18 @@ fn engine_stats(e: &MptcpEndpoint, closed: u64) -> serde_json::Value {
     })
 }
 
+/// The listeners for messages: `10.0.0.1:80, [::]:8080`.
+fn listeners(l: &[SocketAddr]) -> String {
+    l.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
 pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
+    let mut ports: Vec<u16> = args.listen.iter().map(|l| l.port()).collect();
+    ports.sort();
+    ports.dedup();
     let ownership = Ownership {
         addresses: owned.clone(),
-        listen_ports: vec![args.listen.port()],
+        listen_ports: ports,
         client_ports: None,
     };
     let stop = stop_on_signals();
@@ -438,14 +458,21 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
             signal: args.announce.contains(ip),
         });
     }
-    let mut cfg = mptcp_config(&paths, args.listen.is_ipv6(), &args.engine_opts);
+    let mut cfg = mptcp_config(
+        &paths,
+        args.listen.iter().any(|l| l.is_ipv6()),
+        &args.engine_opts,
+    );
     let (partial, partial_why) = accept_partial(args.partial_checksum, &args.ifaces);
     cfg.accept_partial_checksum = partial;
     cfg.max_connections = args.max_connections;
     cfg.max_half_open = args.max_half_open;
     // The engine runs on this thread: its buffer pool is this thread's.
     mptcp_engine::tcp::pool::configure(args.max_memory, 4096);
-    let engine = MptcpEndpoint::server(cfg, &locals, args.listen.port());
+    let mut engine = MptcpEndpoint::new(cfg, &locals);
+    for l in &args.listen {
+        engine.listen(*l);
+    }
     for (p, m) in paths.iter().zip(&datapath.attach_modes) {
         eprintln!(
             "{}: XDP {:?} mode, AF_XDP {:?} mode, {} queue(s), MTU {}",
@@ -458,7 +485,8 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
     }
     eprintln!(
         "serving {} ({:?}) with the MPTCP engine, partial TCP checksums {partial_why}; Ctrl-C to stop",
-        args.listen, args.mode
+        listeners(&args.listen),
+        args.mode
     );
     let mut worker = Worker::new(engine, paths);
     let mut app = PerConnection {
