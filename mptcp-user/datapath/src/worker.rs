@@ -30,7 +30,7 @@ const RX_BATCH: u32 = 64;
 /// RX batches taken per socket and pass while the ring stays full.
 const RX_BATCHES_PER_PASS: u32 = 16;
 /// Packets pulled from the engine per pass before receiving again.
-const TX_BATCH: usize = 64;
+const TX_BATCH: usize = 256;
 /// Longest sleep, so a stop request or a stats dump is never far away.
 const MAX_SLEEP: Duration = Duration::from_millis(200);
 

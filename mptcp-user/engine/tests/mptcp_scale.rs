@@ -561,7 +561,7 @@ fn a_syn_flood_leaves_room_for_real_clients_and_their_joins() {
     // queue of cookie replies, were dropped and counted).
     assert!(c.syn_cookies_sent >= 256, "{c:?}");
     assert_eq!(c.accepted - c.syn_cookies_accepted, 64, "{c:?}");
-    // (The last batch may still wait in the cookie queue, 256 at most.)
+    // (The last batch of 200 may still wait in the cookie queue.)
     assert!(
         c.syn_cookies_sent + c.syn_dropped + 64 + 256 >= u64::from(flood),
         "{c:?}"

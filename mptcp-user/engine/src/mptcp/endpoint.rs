@@ -744,7 +744,7 @@ impl MptcpEndpoint {
             return;
         }
         if self.half_open >= self.cfg.max_half_open {
-            if self.cfg.syn_cookies && self.cookies.len() < self.cfg.reset_queue {
+            if self.cfg.syn_cookies && self.cookies.len() < self.cfg.syn_cookie_queue {
                 self.cookies
                     .push_back(PendingCookie::from_syn(path, tuple, seg));
             } else {

@@ -128,6 +128,9 @@ pub struct MptcpConfig {
     /// (MP_CAPABLE too: the third ACK echoes both keys, as in Linux's
     /// net/mptcp/syncookies.c); off, such SYNs are dropped and counted.
     pub syn_cookies: bool,
+    /// SYNs waiting for their cookie SYN/ACK at most (they are answered at
+    /// the next `poll_transmit`); beyond, dropped and counted.
+    pub syn_cookie_queue: usize,
 }
 
 impl Default for MptcpConfig {
@@ -157,6 +160,7 @@ impl Default for MptcpConfig {
             reset_queue: 256,
             resets_per_second: 10_000,
             syn_cookies: true,
+            syn_cookie_queue: 4096,
         }
     }
 }
