@@ -36,7 +36,14 @@ pub fn release_binary() -> PathBuf {
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "mptcp-user", "--bin", "mptcp-user"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "mptcp-user",
+                "--bin",
+                "mptcp-user",
+            ])
             .status()
             .expect("cargo build --release");
         assert!(status.success(), "building mptcp-user --release failed");

@@ -28,7 +28,7 @@ const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// Frames taken from one RX ring per pass.
 const RX_BATCH: u32 = 64;
 /// RX batches taken per socket and pass while the ring stays full.
-const RX_BATCHES_PER_PASS: u32 = 16;
+const RX_BATCHES_PER_PASS: u32 = 64;
 /// Packets pulled from the engine per pass before receiving again.
 const TX_BATCH: usize = 256;
 /// Longest sleep, so a stop request or a stats dump is never far away.

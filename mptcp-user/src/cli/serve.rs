@@ -181,7 +181,10 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             owned.push(ip);
             owned.extend(args.announce.iter().copied());
         } else {
-            bail!("--listen {l}: address {ip} is not on {}", args.ifaces.join(" or "));
+            bail!(
+                "--listen {l}: address {ip} is not on {}",
+                args.ifaces.join(" or ")
+            );
         }
     }
     owned.sort();
@@ -431,7 +434,10 @@ fn engine_stats(e: &MptcpEndpoint, closed: u64) -> serde_json::Value {
 
 /// The listeners for messages: `10.0.0.1:80, [::]:8080`.
 fn listeners(l: &[SocketAddr]) -> String {
-    l.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    l.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
