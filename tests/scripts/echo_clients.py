@@ -75,7 +75,10 @@ def main():
     want = n + 256
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     data = pattern(size)
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     sel = selectors.DefaultSelector()
