@@ -2,9 +2,9 @@
 //! nothing but `cargo xtask run` or `cargo xtask test`.
 mod bench;
 mod datapath_bench;
-mod scale_bench;
 mod datapath_demo;
 mod demo;
+mod scale_bench;
 mod setup;
 
 use std::{

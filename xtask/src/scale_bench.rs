@@ -77,11 +77,14 @@ fn slab_kib() -> u64 {
 fn veth_drops(ns: &Netns, ifs: &[&str]) -> u64 {
     ifs.iter()
         .filter_map(|i| {
-            ns.exec("cat", &[&format!("/sys/class/net/{i}/statistics/rx_dropped")])
-                .ok()?
-                .trim()
-                .parse::<u64>()
-                .ok()
+            ns.exec(
+                "cat",
+                &[&format!("/sys/class/net/{i}/statistics/rx_dropped")],
+            )
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
         })
         .sum()
 }
@@ -137,7 +140,13 @@ struct Figures {
     veth_drops: u64,
 }
 
-fn measure(lab: &Lab, server_pid: u32, to: SocketAddr, sizes: &[usize], idle: usize) -> Result<Figures> {
+fn measure(
+    lab: &Lab,
+    server_pid: u32,
+    to: SocketAddr,
+    sizes: &[usize],
+    idle: usize,
+) -> Result<Figures> {
     let mut f = Figures::default();
     // Idle connections first, on a fresh server (RSS never shrinks, so
     // earlier runs would hide the growth): open, one 5-byte echo, held.
@@ -224,7 +233,10 @@ fn lab() -> Result<Lab> {
 
 pub fn run(binary: &Path, max: usize) -> Result<()> {
     crate::require_root("cargo xtask bench --scale")?;
-    let sizes: Vec<usize> = [100, 1000, 10_000].into_iter().filter(|n| *n <= max).collect();
+    let sizes: Vec<usize> = [100, 1000, 10_000]
+        .into_iter()
+        .filter(|n| *n <= max)
+        .collect();
     let idle = 10_000.min(max);
     let load_start = crate::bench::loadavg();
     println!("bench --scale: two veth paths, kernel MPTCP clients (Python, subflow endpoint on path 2), echo servers; release build");
@@ -256,7 +268,15 @@ pub fn run(binary: &Path, max: usize) -> Result<()> {
     let child = Command::new("ip")
         .args(["netns", "exec", lab_e.server.name()])
         .arg(binary)
-        .args(["serve", "--iface", "srv0", "--iface", "srv1", "--listen", &to.to_string()])
+        .args([
+            "serve",
+            "--iface",
+            "srv0",
+            "--iface",
+            "srv1",
+            "--listen",
+            &to.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -289,7 +309,10 @@ pub fn run(binary: &Path, max: usize) -> Result<()> {
     let load_end = crate::bench::loadavg();
 
     println!();
-    println!("  {:<46} {:>16} {:>16} {:>8}", "figure", "kernel", "engine", "ratio");
+    println!(
+        "  {:<46} {:>16} {:>16} {:>8}",
+        "figure", "kernel", "engine", "ratio"
+    );
     let row = |label: &str, k: Option<f64>, e: Option<f64>, unit: &str| {
         let show = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}{unit}"));
         let ratio = match (k, e) {
@@ -348,7 +371,8 @@ pub fn run(binary: &Path, max: usize) -> Result<()> {
         format!("- / {}", k.map_or(0, |f| f.veth_drops)),
         format!(
             "{} / {}",
-            e.and_then(|f| f.ring_drops).map_or("-".into(), |d| d.to_string()),
+            e.and_then(|f| f.ring_drops)
+                .map_or("-".into(), |d| d.to_string()),
             e.map_or(0, |f| f.veth_drops)
         )
     );

@@ -157,7 +157,8 @@ fn established(ep: &MptcpEndpoint) -> usize {
 #[test]
 fn ten_thousand_idle_connections_cost_no_work_per_packet() {
     const N: usize = 10_000;
-    let mut p = Pair::new(config(), config());
+    // Two subflows each (the second joins from another client address).
+    let mut p = Pair::with_client_addrs(config(), config(), &[client_ip(), client_ip2()]);
     let heap_before = LIVE.load(Ordering::Relaxed);
     let handles: Vec<ConnHandle> = (0..N).map(|i| p.connect(10_000 + i as u16)).collect();
     let ok = p.run_until(Duration::from_secs(30), Duration::from_millis(50), |p| {
@@ -169,15 +170,26 @@ fn ten_thousand_idle_connections_cost_no_work_per_packet() {
         established(&p.client),
         established(&p.server)
     );
-    // The application looks at each new connection once (nothing to read),
-    // then delayed ACKs and the like settle: the connections are idle.
-    let mut tmp = [0u8; 64];
-    let mut seen = 0;
-    while let Some(sh) = p.server.poll_app_ready() {
-        assert_eq!(p.server.get_mut(sh).unwrap().recv(&mut tmp), 0);
-        seen += 1;
+    // Each connection echoes 5 bytes once (as the idle
+    // connections do; it also lets the clients' path managers open the
+    // second subflows), then delayed ACKs and the like settle: idle.
+    for h in &handles {
+        assert_eq!(p.client.get_mut(*h).unwrap().send(b"hello"), 5);
     }
-    assert_eq!(seen, N);
+    let mut tmp = [0u8; 64];
+    let mut echoed = 0;
+    let ok = p.run_until(Duration::from_secs(10), Duration::from_millis(10), |p| {
+        while let Some(sh) = p.server.poll_app_ready() {
+            let c = p.server.get_mut(sh).unwrap();
+            let n = c.recv(&mut tmp);
+            assert_eq!(c.send(&tmp[..n]), n);
+        }
+        while let Some(ch) = p.client.poll_app_ready() {
+            echoed += p.client.get_mut(ch).unwrap().recv(&mut tmp);
+        }
+        echoed == 5 * N && p.server.counters().join_accepted == N as u64
+    });
+    assert!(ok, "{echoed} bytes echoed, {:?}", p.server.counters());
     p.run_until(Duration::from_secs(1), Duration::from_millis(100), |_| {
         false
     });
@@ -196,6 +208,8 @@ fn ten_thousand_idle_connections_cost_no_work_per_packet() {
     assert!(per_conn <= 16 << 10, "{per_conn} bytes per idle connection");
     assert_eq!(p.server.connection_count(), N);
     assert_eq!(p.server.counters().accepted, N as u64);
+    assert_eq!(p.server.counters().join_accepted, N as u64);
+    assert!(p.server.connections().all(|c| c.subflows().count() == 2));
 
     // One connection talks; the rest stay idle.
     let before = p.server.work().clone();

@@ -474,7 +474,7 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
     cfg.max_connections = args.max_connections;
     cfg.max_half_open = args.max_half_open;
     // The engine runs on this thread: its buffer pool is this thread's.
-    mptcp_engine::tcp::pool::configure(args.max_memory, 4096);
+    mptcp_engine::tcp::pool::configure(args.max_memory, 16 << 10);
     let mut engine = MptcpEndpoint::new(cfg, &locals);
     for l in &args.listen {
         engine.listen(*l);
@@ -512,6 +512,10 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
         if last_dump.elapsed() >= Duration::from_secs(1) {
             last_dump = std::time::Instant::now();
             let engine = engine_stats(&worker.engine, app.closed);
+            // Give freed buffer memory back to the system (a burst of
+            // connections may have taken much more than the pool keeps).
+            // SAFETY: malloc_trim has no preconditions.
+            unsafe { libc::malloc_trim(0) };
             stats_file.write(&instance_stats("serve", &datapath, &worker, engine));
         }
         if work == 0 {
