@@ -61,6 +61,10 @@ pub struct LoadArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
     pub timeout: f64,
+    /// Abort (RST) a connection not done after this many seconds; it counts
+    /// as failed.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub conn_timeout: f64,
     /// One JSON object at the end instead of text.
     #[arg(long)]
     pub json: bool,
@@ -102,6 +106,10 @@ struct Load {
     active: usize,
     /// Connect-to-last-byte latencies, microseconds.
     latencies: Vec<u64>,
+    /// Connections in the order they opened, with their deadlines (one
+    /// timeout for all: the front is always the next to expire).
+    deadlines: std::collections::VecDeque<(Instant, ConnHandle)>,
+    conn_timeout: Duration,
     chunk: Box<[u8]>,
 }
 
@@ -139,6 +147,7 @@ impl Load {
             });
             self.opened += 1;
             self.active += 1;
+            self.deadlines.push_back((now + self.conn_timeout, h));
         }
     }
 
@@ -220,6 +229,18 @@ impl Load {
 
 impl App<MptcpEndpoint> for Load {
     fn poll(&mut self, now: Instant, ep: &mut MptcpEndpoint) -> (usize, bool) {
+        // Overdue connections are aborted; the endpoint reports them closed.
+        while let Some(&(t, h)) = self.deadlines.front() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if let Some(c) = ep.get_mut(h) {
+                if !c.is_closed() {
+                    c.abort();
+                }
+            }
+        }
         self.open(now, ep);
         let mut work = 0;
         while let Some(h) = ep.poll_app_ready() {
@@ -232,6 +253,15 @@ impl App<MptcpEndpoint> for Load {
         // Connections whose slot was reaped before we saw them close.
         ep.reap_closed();
         (work, self.finished >= self.total)
+    }
+}
+
+/// Nothing to do (the last passes that send the RSTs).
+struct Idle;
+
+impl App<MptcpEndpoint> for Idle {
+    fn poll(&mut self, _now: Instant, _ep: &mut MptcpEndpoint) -> (usize, bool) {
+        (0, false)
     }
 }
 
@@ -315,6 +345,8 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         conns: Vec::new(),
         active: 0,
         latencies: Vec::new(),
+        deadlines: std::collections::VecDeque::new(),
+        conn_timeout: Duration::from_secs_f64(args.conn_timeout.max(0.001)),
         chunk: vec![0u8; 64 << 10].into_boxed_slice(),
     };
     if !args.json {
@@ -350,6 +382,24 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         }
     }
     let seconds = begun.elapsed().as_secs_f64();
+    // Frames the kernel dropped at our rings (XDP_STATISTICS).
+    let ring_drops: u64 = worker
+        .paths
+        .iter()
+        .flat_map(|p| std::iter::once(&p.socket).chain(&p.extra_rx))
+        .filter_map(|s| s.kernel_stats().ok())
+        .map(|k| k.rx_dropped + k.rx_ring_full + k.rx_fill_ring_empty_descs)
+        .sum();
+    // Whatever is still open is reset, so the server does not hold it.
+    let live: Vec<ConnHandle> = worker.engine.handles().collect();
+    for h in live {
+        if let Some(c) = worker.engine.get_mut(h) {
+            c.abort();
+        }
+    }
+    for _ in 0..4 {
+        worker.step(&mut Idle);
+    }
     datapath.detach_all()?;
     let joined = worker.engine.counters().clone();
     let mut lat = std::mem::take(&mut app.latencies);
@@ -371,7 +421,8 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         "latency_ms": { "p50": quantile(&lat, 0.5), "p90": quantile(&lat, 0.9),
                         "p99": quantile(&lat, 0.99), "max": quantile(&lat, 1.0) },
         "histogram_ms": hist.iter().map(|(e, n)| json!({"le": e, "count": n})).collect::<Vec<_>>(),
-        "resets_sent": joined.resets_sent,
+        "resets_sent": joined.resets_sent, "ring_drops": ring_drops,
+        "joins": worker.engine.counters().join_accepted,
     });
     if args.json {
         println!("{report}");
@@ -384,6 +435,7 @@ pub fn load(args: &LoadArgs) -> Result<()> {
             app.failed,
             app.mismatched
         );
+        println!("frames dropped at our AF_XDP rings: {ring_drops}");
         println!(
             "latency (connect to last byte): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             quantile(&lat, 0.5),
