@@ -11,7 +11,7 @@ mod subflow;
 
 use self::keys::Keys;
 use self::options::MAX_OPTIONS;
-use self::recv::{RecvState, RxMapping};
+use self::recv::RecvState;
 use self::send::{DataFin, SendState, MAX_MAPPING};
 /// Size of the staging buffer an endpoint lends its connections.
 pub(crate) const SCRATCH_LEN: usize = MAX_MAPPING as usize + 1024;
@@ -20,12 +20,11 @@ use self::subflow::{MptcpSubflow, SubflowKind};
 
 use super::api::*;
 use super::{reset_reason, KeySource, MptcpConfig};
-use crate::crypto;
 use crate::io::PathId;
 use crate::pm::{PathManager, SubflowRequest};
 use crate::sched::{Scheduler, SubflowView};
 use crate::tcp::{CloseReason, FourTuple, State, Subflow, SubflowEvent};
-use crate::time::Instant;
+use crate::time::{Instant, TimerName, Timers};
 use crate::wire::ip::{emit_ip_tcp, IpRepr};
 use crate::wire::mptcp::{MpJoin, MptcpOption};
 use crate::wire::tcp::{TcpFlags, TcpRepr};
@@ -150,6 +149,22 @@ impl Fallback {
     }
 }
 
+/// The connection's own timers (each subflow has its own table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConnTimer {
+    /// The earliest retransmission of an ADD_ADDR the peer has not echoed.
+    AddAddr,
+    /// DATA_FIN (re)transmission.
+    DataFin,
+}
+
+impl TimerName for ConnTimer {
+    const ALL: &'static [ConnTimer] = &[ConnTimer::AddAddr, ConnTimer::DataFin];
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
 /// Everything but the subflows, so both can be borrowed at once.
 #[derive(Debug)]
 struct ConnState {
@@ -160,8 +175,8 @@ struct ConnState {
     checksum: bool,
     fallback: Fallback,
     lifecycle: Lifecycle,
-    data_fin: DataFin,
-    data_fin_deadline: Option<Instant>,
+    /// ADD_ADDR retransmission and DATA_FIN timers.
+    timers: Timers<ConnTimer, 2>,
 
     send: SendState,
     recv: RecvState,
@@ -197,7 +212,8 @@ pub struct Connection {
     pm_out: Vec<SubflowRequest>,
     /// Tuples of subflows created since the endpoint last looked.
     new_tuples: Vec<(FourTuple, usize)>,
-    tx_next: usize,
+    /// The subflow `poll_transmit` asks first (each in turn).
+    next_to_poll: usize,
 }
 
 impl Connection {
@@ -217,8 +233,7 @@ impl Connection {
                 checksum: cfg.checksum,
                 fallback: Fallback::NONE,
                 lifecycle: Lifecycle::Connecting,
-                data_fin: DataFin::NotRequested,
-                data_fin_deadline: None,
+                timers: Timers::new(),
                 send: SendState::new(cfg.send_buffer),
                 recv: RecvState::new(cfg.recv_buffer, cfg.tcp.mss),
                 signals: Signals::new(locals),
@@ -237,7 +252,7 @@ impl Connection {
             views: Vec::new(),
             pm_out: Vec::new(),
             new_tuples: Vec::new(),
-            tx_next: 0,
+            next_to_poll: 0,
         }
     }
 
@@ -346,7 +361,7 @@ impl Connection {
             return false;
         };
         if self.s.fallback.is_tcp()
-            || !self.s.keys.remote.is_some()
+            || self.s.keys.remote.is_none()
             || self.live_subflows() >= self.s.settings.max_subflows
         {
             return false;
@@ -460,136 +475,7 @@ impl Connection {
             self.after_segment(now, i, keys);
             return;
         }
-        let state = sf.sub.state();
-        let mut feed = true;
-        match (state, sf.kind) {
-            (State::SynSent, SubflowKind::Initial) if f.contains(TcpFlags::SYN | TcpFlags::ACK) => {
-                match opts.mp_capable() {
-                    Some(mpc)
-                        if mpc.version == 1 && mpc.sender_key.is_some() && !s.fallback.is_tcp() =>
-                    {
-                        s.set_remote_key(mpc.sender_key.unwrap_or(0));
-                        s.checksum = s.settings.checksum_wanted || mpc.checksum_required();
-                        sf.signals.third_ack = true;
-                    }
-                    _ => {
-                        if !s.fallback.is_tcp() {
-                            s.fallback = Fallback::Tcp;
-                            sf.sub.set_option_reserve(0);
-                            s.push_event(MptcpEvent::FellBackToTcp);
-                        }
-                    }
-                }
-            }
-            (State::SynSent, SubflowKind::Join { local_nonce, .. })
-                if f.contains(TcpFlags::SYN | TcpFlags::ACK) =>
-            {
-                let ok = match opts.mp_join() {
-                    Some(&MpJoin::SynAck {
-                        backup,
-                        addr_id,
-                        hmac,
-                        nonce,
-                    }) => {
-                        let want = crypto::join_synack_hmac(
-                            s.keys.remote().key,
-                            s.keys.local.key,
-                            nonce,
-                            local_nonce,
-                        );
-                        if want == hmac {
-                            sf.kind = SubflowKind::Join {
-                                local_nonce,
-                                remote_nonce: nonce,
-                            };
-                            sf.peer_backup = backup;
-                            sf.remote_addr_id = addr_id;
-                            sf.signals.third_ack = true;
-                            true
-                        } else {
-                            false
-                        }
-                    }
-                    _ => false,
-                };
-                if !ok {
-                    s.bad_hmac += 1;
-                    sf.sub.on_segment(now, seg);
-                    sf.end.rst_reason = Some(reset_reason::MPTCP_ERROR);
-                    sf.end.reason = Some(SubflowCloseReason::BadHmac);
-                    sf.sub.abort();
-                    feed = false;
-                }
-            }
-            (State::SynReceived, SubflowKind::Initial)
-                if f.contains(TcpFlags::ACK) && !s.fallback.is_tcp() =>
-            {
-                match opts.mp_capable() {
-                    Some(mpc)
-                        if mpc.sender_key.is_some()
-                            && mpc.receiver_key == Some(s.keys.local.key) =>
-                    {
-                        s.set_remote_key(mpc.sender_key.unwrap_or(0));
-                        sf.fully_established = true;
-                        if let Some(len) = mpc.data_len.filter(|&l| l > 0) {
-                            // MP_CAPABLE with data: DSN IDSN+1, SSN 1.
-                            sf.rx_maps.push_back(RxMapping {
-                                off: 0,
-                                dsn: 0,
-                                len: len as u64,
-                                csum: mpc.checksum,
-                                fin: false,
-                            });
-                        }
-                    }
-                    // The third ACK was lost and this segment is not the
-                    // first data one: wait for that one's retransmission.
-                    _ if !opts.is_empty() => {
-                        feed = false;
-                    }
-                    _ => {
-                        // The third ACK lost its option: go on as plain TCP.
-                        s.fallback = Fallback::Tcp;
-                        sf.sub.set_option_reserve(0);
-                        s.push_event(MptcpEvent::FellBackToTcp);
-                    }
-                }
-            }
-            (
-                State::SynReceived,
-                SubflowKind::Join {
-                    local_nonce,
-                    remote_nonce,
-                },
-            ) if f.contains(TcpFlags::ACK) => {
-                let want = crypto::join_ack_hmac(
-                    s.keys.remote().key,
-                    s.keys.local.key,
-                    remote_nonce,
-                    local_nonce,
-                );
-                match opts.mp_join() {
-                    Some(MpJoin::Ack { hmac }) if *hmac == want => {
-                        sf.sub.on_segment(now, seg);
-                        // RFC 8684 3.2: the third ACK is acknowledged.
-                        sf.sub.request_ack();
-                        sf.fully_established = true;
-                        feed = false;
-                    }
-                    _ => {
-                        s.bad_hmac += 1;
-                        sf.sub.on_segment(now, seg);
-                        sf.end.rst_reason = Some(reset_reason::MPTCP_ERROR);
-                        sf.end.reason = Some(SubflowCloseReason::BadHmac);
-                        sf.end.announced_established = true;
-                        sf.end.announced_closed = true;
-                        sf.sub.abort();
-                        feed = false;
-                    }
-                }
-            }
-            _ => {}
-        }
+        let feed = Self::handshake_in(s, sf, seg, now);
         if !s.fallback.is_tcp() && sf.end.reason.is_none() && !f.contains(TcpFlags::SYN) {
             if sf.handshake.join_ack_sent && !sf.fully_established {
                 sf.fully_established = true;
@@ -723,7 +609,7 @@ impl Connection {
         self.schedule(now);
         let n = self.subflows.len();
         for k in 0..n {
-            let i = (self.tx_next + k) % n;
+            let i = (self.next_to_poll + k) % n;
             let sf = &mut self.subflows[i];
             let tuple = sf.sub.tuple();
             let ip_header = if tuple.local.is_ipv4() { 20 } else { 40 };
@@ -743,7 +629,7 @@ impl Connection {
                 IpRepr::V6(r) => r.traffic_class = sf.dscp << 2,
             }
             if let Ok(len) = emit_ip_tcp(&ip, &seg, buf) {
-                self.tx_next = (i + 1) % n;
+                self.next_to_poll = (i + 1) % n;
                 return Some((sf.path, len));
             }
         }
@@ -753,29 +639,24 @@ impl Connection {
     // ---- timers ----
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let sub = self
-            .subflows
-            .iter()
-            .filter_map(|f| f.sub.poll_timeout())
-            .min();
-        let addr = self.s.signals.add_addr.iter().map(|t| t.deadline).min();
-        let fin = self
-            .s
-            .data_fin_deadline
-            .filter(|_| self.s.data_fin != DataFin::Acked);
-        [sub, addr, fin].into_iter().flatten().min()
+        let own = self.s.timers.next().map(|(at, _)| at);
+        let subflows = self.subflows.iter().filter_map(|f| f.sub.poll_timeout());
+        own.into_iter().chain(subflows).min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, keys: &mut KeySource) {
         // ADD_ADDR not echoed in time: send it again, a few times.
         let s = &mut self.s;
-        for t in s.signals.add_addr.iter_mut().filter(|t| t.deadline <= now) {
-            t.tries += 1;
-            t.due = true;
-            t.deadline = now + s.settings.add_addr_timeout * (1 << t.tries.min(8));
+        if s.timers.is_due(ConnTimer::AddAddr, now) {
+            for t in s.signals.add_addr.iter_mut().filter(|t| t.deadline <= now) {
+                t.tries += 1;
+                t.due = true;
+                t.deadline = now + s.settings.add_addr_timeout * (1 << t.tries.min(8));
+            }
+            let retries = s.settings.add_addr_retries;
+            s.signals.add_addr.retain(|t| t.tries <= retries);
+            s.rearm_add_addr();
         }
-        let retries = s.settings.add_addr_retries;
-        s.signals.add_addr.retain(|t| t.tries <= retries);
         for i in 0..self.subflows.len() {
             if self.subflows[i]
                 .sub
@@ -792,8 +673,8 @@ impl Connection {
     // ---- application ----
 
     pub fn close(&mut self) {
-        if self.s.data_fin == DataFin::NotRequested {
-            self.s.data_fin = DataFin::Pending;
+        if self.s.send.data_fin == DataFin::NotRequested {
+            self.s.send.data_fin = DataFin::Pending;
         }
     }
 
@@ -925,6 +806,7 @@ impl Connection {
     pub fn remove_local_address(&mut self, addr_id: u8) {
         self.s.signals.remove_pending = Some(addr_id);
         self.s.signals.add_addr.retain(|t| t.id != addr_id);
+        self.s.rearm_add_addr();
         let ids: Vec<SubflowId> = self
             .subflows
             .iter()

@@ -3,9 +3,18 @@
 //! - [`MptcpEndpoint`]: the driver seam ([`Engine`](crate::io::Engine)) and
 //!   the application seam ([`ByteStream`](crate::io::ByteStream)); client or
 //!   server; demultiplexes by 4-tuple and by token for MP_JOIN SYNs.
-//! - [`Connection`]: keys, tokens, IDSNs, MP_CAPABLE, MP_JOIN, DSS mappings,
-//!   data-level reassembly, DATA_ACK/DATA_FIN, address signalling, fallback,
-//!   reinjection; the subflow-control API ([`api`]).
+//! - [`Connection`] (`conn.rs`: lifecycle, fallback, segment dispatch,
+//!   events, timers, the application and subflow-control API ([`api`])),
+//!   split by concern as Linux's net/mptcp:
+//!   - `conn/keys.rs`: keys, tokens, IDSNs; MP_CAPABLE and MP_JOIN (HMACs);
+//!   - `conn/options.rs`: the parser of incoming options, one builder per
+//!     outgoing suboption;
+//!   - `conn/send.rs`: send buffer, mappings, scheduler hand-off,
+//!     reinjection, DATA_FIN;
+//!   - `conn/recv.rs`: received mappings, reassembly, DATA_ACK, window;
+//!   - `conn/signals.rs`: ADD_ADDR (and retransmission), REMOVE_ADDR;
+//!   - `conn/pm.rs`: when the path manager opens MP_JOIN subflows;
+//!   - `conn/subflow.rs`: the MPTCP state of one subflow.
 //!
 //! Data sequence numbers are kept as 64-bit offsets from IDSN + 1 (the
 //! first data byte at 0), converted where options enter and leave.
@@ -99,8 +108,9 @@ pub struct MptcpConfig {
     pub recv_buffer: usize,
     pub scheduler: SchedulerKind,
     pub path_manager: PmKind,
-    /// Seed of the key/nonce generator (HMAC-SHA256 in counter mode); a
-    /// driver sets it from the OS ([`MptcpConfig::random_secret`]).
+    /// Seed of the key/nonce generator (HMAC-SHA256 in counter mode):
+    /// random by default ([`crate::secret::random`]); a test or the
+    /// simulator sets it from a seed.
     pub secret: [u8; 32],
     /// Accept TCP checksums covering only the pseudo-header (Linux sends
     /// CHECKSUM_PARTIAL over veth; captures hold such packets). Off by

@@ -35,7 +35,9 @@ pub use isn::initial_sequence;
 pub use ranges::RangeSet;
 pub use ring::{pool, Ring};
 pub use rtt::RttEstimator;
-pub use subflow::{CloseReason, Subflow, SubflowEvent, SubflowStats, Verdict, WindowScale};
+pub use subflow::{
+    CloseReason, Subflow, SubflowEvent, SubflowStats, SubflowTimer, Verdict, WindowScale,
+};
 
 use crate::cc::CcAlgorithm;
 use std::net::SocketAddr;

@@ -5,11 +5,11 @@ use super::recv::RxMapping;
 use super::send::DataFin;
 use super::signals::{AddAddrEcho, RemoteAddr};
 use super::subflow::{MptcpSubflow, SubflowKind};
-use super::{reset_reason, ConnState, Connection, Lifecycle, Linear, Role};
+use super::{reset_reason, ConnState, Connection, Lifecycle, Role};
 use crate::crypto;
 use crate::mptcp::api::*;
 use crate::time::Instant;
-use crate::wire::mptcp::{AddAddr, AddrIds, Dss, DssMapping, MpCapable, MpJoin, MptcpOption};
+use crate::wire::mptcp::{Dss, MptcpOption};
 use crate::wire::tcp::{TcpFlags, TcpRepr};
 use std::net::SocketAddr;
 
@@ -58,6 +58,7 @@ impl Connection {
                             }
                         }
                         s.signals.add_addr.retain(|t| t.tries != u32::MAX);
+                        s.rearm_add_addr();
                         continue;
                     }
                     let want = crypto::add_addr_hmac(
@@ -130,6 +131,8 @@ impl Connection {
         }
     }
 
+    /// The MPTCP options of an outgoing segment: which suboptions go
+    /// (and the pending signals they consume); [`build`] makes each one.
     pub(super) fn options_out(s: &mut ConnState, sf: &mut MptcpSubflow, seg: &mut TcpRepr) {
         let f = seg.flags;
         let push = |seg: &mut TcpRepr, o: MptcpOption| {
@@ -138,109 +141,46 @@ impl Connection {
         if f.contains(TcpFlags::RST) {
             // As Linux: MP_FASTCLOSE (when we abort the connection), then
             // MP_TCPRST with the reason.
-            if s.lifecycle == (Lifecycle::Reset { by_peer: false })
-                && s.keys.remote.is_some()
-                && !s.fallback.is_tcp()
-            {
-                push(
-                    seg,
-                    MptcpOption::MpFastclose {
-                        receiver_key: s.keys.remote().key,
-                    },
-                );
+            let reset = matches!(s.lifecycle, Lifecycle::Reset { .. }) && !s.fallback.is_tcp();
+            if s.lifecycle == (Lifecycle::Reset { by_peer: false }) && reset {
+                if let Some(peer) = s.keys.remote {
+                    push(seg, build::mp_fastclose(peer.key));
+                }
             }
             let reason = sf
                 .end
                 .rst_reason
-                .or(
-                    (matches!(s.lifecycle, Lifecycle::Reset { .. }) && !s.fallback.is_tcp())
-                        .then_some(reset_reason::UNSPECIFIED),
-                );
+                .or(reset.then_some(reset_reason::UNSPECIFIED));
             if let Some(r) = reason {
-                push(
-                    seg,
-                    MptcpOption::MpTcpRst {
-                        flags: 0,
-                        reason: r,
-                    },
-                );
+                push(seg, build::mp_tcprst(r));
             }
             return;
         }
-        let flags = MpCapable::FLAG_HMAC_SHA256
-            | if s.checksum {
-                MpCapable::FLAG_CHECKSUM
-            } else {
-                0
-            };
         if f.contains(TcpFlags::SYN) {
-            if s.fallback.is_tcp() {
-                return;
+            if !s.fallback.is_tcp() {
+                let o = match sf.kind {
+                    SubflowKind::Initial => build::mp_capable_syn(s, f.contains(TcpFlags::ACK)),
+                    SubflowKind::Join { .. } if f.contains(TcpFlags::ACK) => {
+                        build::mp_join_synack(s, sf)
+                    }
+                    SubflowKind::Join { .. } => build::mp_join_syn(s, sf),
+                };
+                push(seg, o);
             }
-            let synack = f.contains(TcpFlags::ACK);
-            let o = match (sf.kind, synack) {
-                (SubflowKind::Initial, false) => MptcpOption::MpCapable(MpCapable {
-                    version: 1,
-                    flags,
-                    ..Default::default()
-                }),
-                (SubflowKind::Initial, true) => MptcpOption::MpCapable(MpCapable {
-                    version: 1,
-                    flags,
-                    sender_key: Some(s.keys.local.key),
-                    ..Default::default()
-                }),
-                (SubflowKind::Join { local_nonce, .. }, false) => {
-                    MptcpOption::MpJoin(MpJoin::Syn {
-                        backup: sf.backup,
-                        addr_id: sf.local_addr_id,
-                        token: s.keys.remote().token,
-                        nonce: local_nonce,
-                    })
-                }
-                (
-                    SubflowKind::Join {
-                        local_nonce,
-                        remote_nonce,
-                    },
-                    true,
-                ) => MptcpOption::MpJoin(MpJoin::SynAck {
-                    backup: sf.backup,
-                    addr_id: sf.local_addr_id,
-                    hmac: crypto::join_synack_hmac(
-                        s.keys.local.key,
-                        s.keys.remote().key,
-                        local_nonce,
-                        remote_nonce,
-                    ),
-                    nonce: local_nonce,
-                }),
-            };
-            push(seg, o);
             return;
         }
         if s.fallback.is_tcp() {
             return;
         }
-        if let Some(Linear {
-            subflow_off: fsub,
-            data_off: fdsn,
-            ..
-        }) = s.fallback.linear_send()
-        {
+        if let Some(linear) = s.fallback.linear_send() {
             let off = sf.sub.send_offset_of(seg.seq);
             let data_ack = s.fallback.linear_recv().is_none().then(|| s.data_ack_abs());
-            if !seg.payload.is_empty() && off.is_some_and(|o| o >= fsub) {
+            if !seg.payload.is_empty() && off.is_some_and(|o| o >= linear.subflow_off) {
                 // The infinite mapping on the first segment of the linear
                 // part (and its retransmissions); nothing but a DATA_ACK
                 // (while the peer's direction is mapped) on the others.
-                let mapping = (off == Some(fsub)).then(|| DssMapping {
-                    dsn: s.keys.local.dsn(fdsn),
-                    dsn_wide: true,
-                    ssn: (fsub + 1) as u32,
-                    data_len: 0,
-                    checksum: s.checksum.then_some(0),
-                });
+                let mapping =
+                    (off == Some(linear.subflow_off)).then(|| build::infinite_mapping(s, linear));
                 if mapping.is_some() || data_ack.is_some() {
                     let dss = Dss {
                         data_fin: false,
@@ -269,18 +209,7 @@ impl Connection {
             // When data rides on the third ACK, this is that ACK: Linux falls
             // back to TCP on a data segment whose MP_CAPABLE lacks data_len.
             sf.signals.third_ack = false;
-            let m = sf.tx_maps[0];
-            push(
-                seg,
-                MptcpOption::MpCapable(MpCapable {
-                    version: 1,
-                    flags,
-                    sender_key: Some(s.keys.local.key),
-                    receiver_key: Some(s.keys.remote().key),
-                    data_len: Some(m.len as u16),
-                    checksum: s.checksum.then_some(m.csum),
-                }),
-            );
+            push(seg, build::mp_capable_ack(s, Some(&sf.tx_maps[0])));
             return;
         }
         // Until the peer shows it has the handshake (any MPTCP option from
@@ -295,130 +224,51 @@ impl Connection {
         if sf.signals.third_ack || unconfirmed {
             sf.signals.third_ack = false;
             let o = match sf.kind {
-                SubflowKind::Initial => MptcpOption::MpCapable(MpCapable {
-                    version: 1,
-                    flags,
-                    sender_key: Some(s.keys.local.key),
-                    receiver_key: Some(s.keys.remote().key),
-                    ..Default::default()
-                }),
-                SubflowKind::Join {
-                    local_nonce,
-                    remote_nonce,
-                } => {
+                SubflowKind::Initial => build::mp_capable_ack(s, None),
+                SubflowKind::Join { .. } => {
                     sf.handshake.join_ack_sent = true;
-                    MptcpOption::MpJoin(MpJoin::Ack {
-                        hmac: crypto::join_ack_hmac(
-                            s.keys.local.key,
-                            s.keys.remote().key,
-                            local_nonce,
-                            remote_nonce,
-                        ),
-                    })
+                    build::mp_join_ack(s, sf)
                 }
             };
             push(seg, o);
             return;
         }
-        if !s.keys.remote.is_some() {
+        if s.keys.remote.is_none() {
             return;
         }
         if seg.payload.is_empty() && !f.contains(TcpFlags::FIN) {
             // Address signals ride alone on pure ACKs, as Linux does.
-            if let Some(AddAddrEcho { id, addr, port }) = s.signals.echo_pending.pop() {
-                push(
-                    seg,
-                    MptcpOption::AddAddr(AddAddr {
-                        echo: true,
-                        addr_id: id,
-                        addr,
-                        port,
-                        hmac: None,
-                    }),
-                );
+            if let Some(echo) = s.signals.echo_pending.pop() {
+                push(seg, build::add_addr_echo(echo));
                 return;
             }
             if let Some(t) = s.signals.add_addr.iter_mut().find(|t| t.due) {
                 t.due = false;
-                let hmac = crypto::add_addr_hmac(
-                    s.keys.local.key,
-                    s.keys.remote().key,
-                    t.id,
-                    t.addr,
-                    None,
-                );
-                push(
-                    seg,
-                    MptcpOption::AddAddr(AddAddr {
-                        echo: false,
-                        addr_id: t.id,
-                        addr: t.addr,
-                        port: None,
-                        hmac: Some(hmac),
-                    }),
-                );
+                let t = *t;
+                push(seg, build::add_addr(s, &t));
                 return;
             }
             if let Some(id) = s.signals.remove_pending.take() {
-                if let Ok(ids) = AddrIds::from_slice(&[id]) {
-                    push(seg, MptcpOption::RemoveAddr(ids));
+                if let Some(o) = build::remove_addr(id) {
+                    push(seg, o);
                 }
             }
-            if sf.signals.mp_prio {
-                sf.signals.mp_prio = false;
-                push(
-                    seg,
-                    MptcpOption::MpPrio {
-                        backup: sf.backup,
-                        addr_id: None,
-                    },
-                );
+            if std::mem::take(&mut sf.signals.mp_prio) {
+                push(seg, build::mp_prio(sf.backup));
             }
             if let Some(dsn) = sf.signals.mp_fail.take() {
-                push(seg, MptcpOption::MpFail { dsn });
+                push(seg, build::mp_fail(dsn));
             }
         }
-        let mut dss = Dss {
-            data_fin: false,
-            data_ack: Some(
-                s.data_ack_abs()
-                    & if s.recv.peer_dsn64 {
-                        u64::MAX
-                    } else {
-                        0xffff_ffff
-                    },
-            ),
-            data_ack_wide: s.recv.peer_dsn64,
-            mapping: None,
-        };
+        let mut dss = build::data_ack(s);
         if !seg.payload.is_empty() {
             let off = sf.sub.send_offset_of(seg.seq);
-            let m = off.and_then(|o| {
-                sf.tx_maps
-                    .iter()
-                    .find(|m| m.off <= o && o < m.off + m.len)
-                    .copied()
-            });
-            if let Some(m) = m {
-                dss.mapping = Some(DssMapping {
-                    dsn: s.keys.local.dsn(m.dsn),
-                    dsn_wide: true,
-                    ssn: (m.off + 1) as u32,
-                    data_len: m.len as u16,
-                    checksum: s.checksum.then_some(m.csum),
-                });
-            }
-        } else if sf.signals.data_fin && s.data_fin == DataFin::Pending {
+            let m = off.and_then(|o| sf.tx_maps.iter().find(|m| m.off <= o && o < m.off + m.len));
+            dss.mapping = m.map(|m| build::mapping(s, m));
+        } else if sf.signals.data_fin && s.send.data_fin == DataFin::Pending {
             sf.signals.data_fin = false;
-            let dsn = s.keys.local.dsn(s.send.written);
             dss.data_fin = true;
-            dss.mapping = Some(DssMapping {
-                dsn,
-                dsn_wide: true,
-                ssn: 0,
-                data_len: 1,
-                checksum: s.checksum.then(|| crypto::dss_checksum(dsn, 0, 1, &[])),
-            });
+            dss.mapping = Some(build::data_fin_mapping(s));
         }
         push(seg, MptcpOption::Dss(dss));
         // The connection-level window, relative to the DATA_ACK.
@@ -431,5 +281,176 @@ impl Connection {
         while seg.options.wire_len().map_or(true, |l| l > MAX_OPTIONS) && seg.options.sack.len > 0 {
             seg.options.sack.len -= 1;
         }
+    }
+}
+
+/// One builder per suboption we send.
+mod build {
+    use super::super::keys::KeyMaterial;
+    use super::super::send::TxMapping;
+    use super::super::signals::{AddAddrEcho, AddAddrTx};
+    use super::super::subflow::{MptcpSubflow, SubflowKind};
+    use super::super::{ConnState, Linear};
+    use crate::crypto;
+    use crate::wire::mptcp::{AddAddr, AddrIds, Dss, DssMapping, MpCapable, MpJoin, MptcpOption};
+
+    fn mpc_flags(s: &ConnState) -> u8 {
+        MpCapable::FLAG_HMAC_SHA256
+            | if s.checksum {
+                MpCapable::FLAG_CHECKSUM
+            } else {
+                0
+            }
+    }
+
+    /// MP_CAPABLE on the SYN (no key) or the SYN/ACK (ours).
+    pub(super) fn mp_capable_syn(s: &ConnState, synack: bool) -> MptcpOption {
+        MptcpOption::MpCapable(MpCapable {
+            version: 1,
+            flags: mpc_flags(s),
+            sender_key: synack.then_some(s.keys.local.key),
+            ..Default::default()
+        })
+    }
+
+    /// MP_CAPABLE on the third ACK: both keys, and the first mapping when
+    /// data rides on it.
+    pub(super) fn mp_capable_ack(s: &ConnState, data: Option<&TxMapping>) -> MptcpOption {
+        MptcpOption::MpCapable(MpCapable {
+            version: 1,
+            flags: mpc_flags(s),
+            sender_key: Some(s.keys.local.key),
+            receiver_key: Some(s.keys.remote().key),
+            data_len: data.map(|m| m.len as u16),
+            checksum: data.and_then(|m| s.checksum.then_some(m.csum)),
+        })
+    }
+
+    fn nonces(sf: &MptcpSubflow) -> (u32, u32) {
+        match sf.kind {
+            SubflowKind::Join {
+                local_nonce,
+                remote_nonce,
+            } => (local_nonce, remote_nonce),
+            SubflowKind::Initial => (0, 0),
+        }
+    }
+
+    pub(super) fn mp_join_syn(s: &ConnState, sf: &MptcpSubflow) -> MptcpOption {
+        MptcpOption::MpJoin(MpJoin::Syn {
+            backup: sf.backup,
+            addr_id: sf.local_addr_id,
+            token: s.keys.remote().token,
+            nonce: nonces(sf).0,
+        })
+    }
+
+    pub(super) fn mp_join_synack(s: &ConnState, sf: &MptcpSubflow) -> MptcpOption {
+        let (local_nonce, remote_nonce) = nonces(sf);
+        let (ours, theirs) = (s.keys.local, s.keys.remote());
+        MptcpOption::MpJoin(MpJoin::SynAck {
+            backup: sf.backup,
+            addr_id: sf.local_addr_id,
+            hmac: crypto::join_synack_hmac(ours.key, theirs.key, local_nonce, remote_nonce),
+            nonce: local_nonce,
+        })
+    }
+
+    pub(super) fn mp_join_ack(s: &ConnState, sf: &MptcpSubflow) -> MptcpOption {
+        let (local_nonce, remote_nonce) = nonces(sf);
+        let (ours, theirs): (KeyMaterial, KeyMaterial) = (s.keys.local, s.keys.remote());
+        MptcpOption::MpJoin(MpJoin::Ack {
+            hmac: crypto::join_ack_hmac(ours.key, theirs.key, local_nonce, remote_nonce),
+        })
+    }
+
+    /// A DSS with our DATA_ACK, 64 bits once the peer sent 64-bit DSNs.
+    pub(super) fn data_ack(s: &ConnState) -> Dss {
+        let wide = s.recv.peer_dsn64;
+        Dss {
+            data_fin: false,
+            data_ack: Some(s.data_ack_abs() & if wide { u64::MAX } else { 0xffff_ffff }),
+            data_ack_wide: wide,
+            mapping: None,
+        }
+    }
+
+    /// The mapping of data handed to the subflow.
+    pub(super) fn mapping(s: &ConnState, m: &TxMapping) -> DssMapping {
+        DssMapping {
+            dsn: s.keys.local.dsn(m.dsn),
+            dsn_wide: true,
+            ssn: (m.off + 1) as u32,
+            data_len: m.len as u16,
+            checksum: s.checksum.then_some(m.csum),
+        }
+    }
+
+    /// DATA_FIN alone, as Linux sends it: SSN 0, length 1.
+    pub(super) fn data_fin_mapping(s: &ConnState) -> DssMapping {
+        let dsn = s.keys.local.dsn(s.send.written);
+        DssMapping {
+            dsn,
+            dsn_wide: true,
+            ssn: 0,
+            data_len: 1,
+            checksum: s.checksum.then(|| crypto::dss_checksum(dsn, 0, 1, &[])),
+        }
+    }
+
+    /// The infinite mapping (RFC 8684 3.7): length 0 from `linear` on.
+    pub(super) fn infinite_mapping(s: &ConnState, linear: Linear) -> DssMapping {
+        DssMapping {
+            dsn: s.keys.local.dsn(linear.data_off),
+            dsn_wide: true,
+            ssn: (linear.subflow_off + 1) as u32,
+            data_len: 0,
+            checksum: s.checksum.then_some(0),
+        }
+    }
+
+    pub(super) fn add_addr(s: &ConnState, t: &AddAddrTx) -> MptcpOption {
+        let (ours, theirs) = (s.keys.local, s.keys.remote());
+        let hmac = crypto::add_addr_hmac(ours.key, theirs.key, t.id, t.addr, None);
+        MptcpOption::AddAddr(AddAddr {
+            echo: false,
+            addr_id: t.id,
+            addr: t.addr,
+            port: None,
+            hmac: Some(hmac),
+        })
+    }
+
+    pub(super) fn add_addr_echo(e: AddAddrEcho) -> MptcpOption {
+        MptcpOption::AddAddr(AddAddr {
+            echo: true,
+            addr_id: e.id,
+            addr: e.addr,
+            port: e.port,
+            hmac: None,
+        })
+    }
+
+    pub(super) fn remove_addr(id: u8) -> Option<MptcpOption> {
+        AddrIds::from_slice(&[id]).ok().map(MptcpOption::RemoveAddr)
+    }
+
+    pub(super) fn mp_prio(backup: bool) -> MptcpOption {
+        MptcpOption::MpPrio {
+            backup,
+            addr_id: None,
+        }
+    }
+
+    pub(super) fn mp_fail(dsn: u64) -> MptcpOption {
+        MptcpOption::MpFail { dsn }
+    }
+
+    pub(super) fn mp_fastclose(receiver_key: u64) -> MptcpOption {
+        MptcpOption::MpFastclose { receiver_key }
+    }
+
+    pub(super) fn mp_tcprst(reason: u8) -> MptcpOption {
+        MptcpOption::MpTcpRst { flags: 0, reason }
     }
 }

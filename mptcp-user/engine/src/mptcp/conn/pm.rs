@@ -16,7 +16,7 @@ impl Connection {
             || s.role != Role::Client
             || s.lifecycle != Lifecycle::Established
             || s.fallback.is_tcp()
-            || (s.data_fin != DataFin::NotRequested && s.send.una == s.send.written)
+            || (s.send.data_fin != DataFin::NotRequested && s.send.una == s.send.written)
             || !self
                 .subflows
                 .iter()
@@ -64,7 +64,7 @@ impl Connection {
             .any(|f| f.kind == SubflowKind::Initial && f.handshake.mpc_confirmed);
         if self.s.fallback.is_tcp()
             || !confirmed
-            || !self.s.keys.remote.is_some()
+            || self.s.keys.remote.is_none()
             || self.live_subflows() >= self.s.settings.max_subflows
         {
             return None;

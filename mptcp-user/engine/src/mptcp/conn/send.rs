@@ -2,7 +2,7 @@
 //! the scheduler hand-off, reinjection and the DATA_FIN.
 
 use super::keys::expand_dsn;
-use super::{ConnState, Connection, Lifecycle};
+use super::{ConnState, ConnTimer, Connection, Lifecycle, Linear};
 use crate::sched::SubflowView;
 use crate::tcp::Ring;
 use crate::time::Instant;
@@ -52,6 +52,8 @@ pub(super) struct SendState {
     pub(super) reinject: VecDeque<Range<u64>>,
     /// Right edge of the peer's connection-level window.
     pub(super) peer_window_edge: u64,
+    /// Our DATA_FIN, which `close()` asks for.
+    pub(super) data_fin: DataFin,
     /// DATA_FIN retransmissions so far (the interval doubles each time).
     pub(super) data_fin_backoff: u32,
 }
@@ -65,6 +67,7 @@ impl SendState {
             nxt: 0,
             reinject: VecDeque::new(),
             peer_window_edge: 65535,
+            data_fin: DataFin::NotRequested,
             data_fin_backoff: 0,
         }
     }
@@ -76,7 +79,7 @@ impl ConnState {
         let base = self.keys.local.dsn(0);
         let near = self.keys.local.dsn(self.send.una);
         let off = expand_dsn(abs, wide, near).wrapping_sub(base);
-        let fin_extra = (self.data_fin != DataFin::NotRequested) as u64;
+        let fin_extra = (self.send.data_fin != DataFin::NotRequested) as u64;
         let tx = &mut self.send;
         if off > tx.written + fin_extra {
             return;
@@ -85,9 +88,9 @@ impl ConnState {
             tx.una = off.min(tx.written);
             // Acknowledged at the data level: its chunks go back to the pool.
             tx.buf.release(tx.una);
-            if self.data_fin != DataFin::NotRequested && off == tx.written + 1 {
-                self.data_fin = DataFin::Acked;
-                self.data_fin_deadline = None;
+            if tx.data_fin != DataFin::NotRequested && off == tx.written + 1 {
+                tx.data_fin = DataFin::Acked;
+                self.timers.stop(ConnTimer::DataFin);
             }
             tx.peer_window_edge = tx.peer_window_edge.max(off + window);
         }
@@ -182,7 +185,6 @@ impl Connection {
     /// Hands queued data to subflows as the scheduler decides.
     pub(super) fn schedule(&mut self, now: Instant) {
         self.couple();
-        let s = &mut self.s;
         for sf in self.subflows.iter_mut() {
             let acked = sf.sub.acked_offset();
             if sf.stalled_at.is_some_and(|at| acked > at) {
@@ -192,171 +194,203 @@ impl Connection {
                 sf.tx_maps.pop_front();
             }
         }
-        let linear = s.fallback.linear_send();
-        if let Some(l) = linear {
-            if let Some(sf) = self.subflows.get_mut(l.subflow) {
-                let acked = sf.sub.acked_offset();
-                if acked >= l.subflow_off {
-                    let una = l.data_off + (acked - l.subflow_off);
-                    s.send.una = s.send.una.max(una).min(s.send.written);
-                    s.send.buf.release(s.send.una);
-                }
-                while s.send.nxt < s.send.written {
-                    let n = (s.send.written - s.send.nxt)
-                        .min(sf.sub.send_space() as u64)
-                        .min(self.scratch.len() as u64) as usize;
-                    if n == 0 {
-                        break;
-                    }
-                    s.send.buf.read_at(s.send.nxt, &mut self.scratch[..n]);
-                    s.send.nxt += sf.sub.send(&self.scratch[..n]) as u64;
-                }
-                if s.data_fin != DataFin::NotRequested
-                    && s.send.nxt == s.send.written
-                    && s.lifecycle != Lifecycle::SubflowsClosed
-                {
-                    s.lifecycle.subflows_closed();
-                    sf.sub.close();
-                }
-            }
+        if let Some(linear) = self.s.fallback.linear_send() {
+            self.send_linear(linear);
             return;
         }
+        self.trim_reinject();
+        if self.sched.redundant() {
+            self.send_redundant();
+        } else {
+            self.send_scheduled();
+        }
+        self.data_fin_and_close(now);
+    }
+
+    /// After an infinite mapping (or fallen back to TCP): the rest of the
+    /// data, in order, on the one subflow; the subflow's ACKs are the
+    /// data-level ones.
+    fn send_linear(&mut self, l: Linear) {
+        let s = &mut self.s;
+        if let Some(sf) = self.subflows.get_mut(l.subflow) {
+            let acked = sf.sub.acked_offset();
+            if acked >= l.subflow_off {
+                let una = l.data_off + (acked - l.subflow_off);
+                s.send.una = s.send.una.max(una).min(s.send.written);
+                s.send.buf.release(s.send.una);
+            }
+            while s.send.nxt < s.send.written {
+                let n = (s.send.written - s.send.nxt)
+                    .min(sf.sub.send_space() as u64)
+                    .min(self.scratch.len() as u64) as usize;
+                if n == 0 {
+                    break;
+                }
+                s.send.buf.read_at(s.send.nxt, &mut self.scratch[..n]);
+                s.send.nxt += sf.sub.send(&self.scratch[..n]) as u64;
+            }
+            if s.send.data_fin != DataFin::NotRequested
+                && s.send.nxt == s.send.written
+                && s.lifecycle != Lifecycle::SubflowsClosed
+            {
+                s.lifecycle.subflows_closed();
+                sf.sub.close();
+            }
+        }
+    }
+
+    /// Drops reinjection ranges the peer acknowledged meanwhile.
+    fn trim_reinject(&mut self) {
+        let s = &mut self.s;
         while s.send.reinject.front().is_some_and(|r| r.end <= s.send.una) {
             s.send.reinject.pop_front();
         }
         if let Some(r) = s.send.reinject.front_mut() {
             r.start = r.start.max(s.send.una);
         }
-        // Redundant: every usable subflow sends every byte, each from its
-        // own cursor; the first copy to arrive counts.
-        let redundant = self.sched.redundant();
-        if redundant {
-            loop {
-                let limit = s.send.written.min(s.send.peer_window_edge);
-                let mut sent = false;
-                for sf in self.subflows.iter_mut().filter(|f| f.usable()) {
-                    let st = sf.sub.stats();
-                    let queued = st.in_flight + sf.sub.unsent();
-                    let mss = st.mss.max(1) as u64;
-                    let room = (st.cwnd + mss)
-                        .saturating_sub(queued)
-                        .min(sf.sub.send_space() as u64);
-                    let start = sf.redundant_next.max(s.send.una);
-                    let mut n = limit
-                        .saturating_sub(start)
-                        .min(room)
-                        .min(MAX_MAPPING)
-                        .min(self.scratch.len() as u64);
-                    if n > mss {
-                        n -= n % mss;
-                    }
-                    if n == 0 || (n < mss && limit - start > n) {
-                        continue;
-                    }
-                    s.send.buf.read_at(start, &mut self.scratch[..n as usize]);
-                    let dsn_base = s.checksum.then(|| s.keys.local.dsn(0));
-                    let m = sf.send_mapped(&self.scratch[..n as usize], start, dsn_base);
-                    sf.redundant_next = start + m;
-                    s.send.nxt = s.send.nxt.max(start + m);
-                    sent |= m > 0;
-                }
-                if !sent {
-                    break;
-                }
-            }
-        }
-        if !redundant {
-            loop {
-                let (start, avail, reinj) = match s.send.reinject.front() {
-                    Some(r) => (r.start, r.end - r.start, true),
-                    None => {
-                        let limit = s.send.written.min(s.send.peer_window_edge);
-                        (s.send.nxt, limit.saturating_sub(s.send.nxt), false)
-                    }
-                };
-                if avail == 0 {
-                    break;
-                }
-                self.views.clear();
-                for sf in &self.subflows {
-                    let mut v = SubflowView {
-                        usable: sf.usable() && sf.stalled_at.is_none(),
-                        backup: sf.backup || sf.peer_backup,
-                        ..Default::default()
-                    };
-                    if v.usable {
-                        let st = sf.sub.stats();
-                        let queued = st.in_flight + sf.sub.unsent();
-                        v.srtt = st.srtt;
-                        v.mss = st.mss;
-                        v.queued = queued;
-                        v.cwnd = st.cwnd;
-                        // One segment beyond the window, so the subflow sees
-                        // itself window-limited and its controller grows cwnd.
-                        v.room = (st.cwnd + st.mss as u64)
-                            .saturating_sub(queued)
-                            .min(st.snd_wnd.saturating_sub(queued).max(if queued == 0 {
-                                st.mss as u64
-                            } else {
-                                0
-                            }))
-                            .min(sf.sub.send_space() as u64);
-                        if v.room < st.mss as u64 && v.room < avail {
-                            v.room = 0;
-                        }
-                    }
-                    self.views.push(v);
-                }
-                let Some(i) = self.sched.pick(&self.views) else {
-                    break;
-                };
-                let mss = self.views[i].mss.max(1) as u64;
-                let mut n = avail
-                    .min(self.views[i].room)
+    }
+
+    /// Redundant: every usable subflow sends every byte, each from its own
+    /// cursor; the first copy to arrive counts.
+    fn send_redundant(&mut self) {
+        let s = &mut self.s;
+        loop {
+            let limit = s.send.written.min(s.send.peer_window_edge);
+            let mut sent = false;
+            for sf in self.subflows.iter_mut().filter(|f| f.usable()) {
+                let st = sf.sub.stats();
+                let queued = st.in_flight + sf.sub.unsent();
+                let mss = st.mss.max(1) as u64;
+                let room = (st.cwnd + mss)
+                    .saturating_sub(queued)
+                    .min(sf.sub.send_space() as u64);
+                let start = sf.redundant_next.max(s.send.una);
+                let mut n = limit
+                    .saturating_sub(start)
+                    .min(room)
                     .min(MAX_MAPPING)
                     .min(self.scratch.len() as u64);
-                if n > mss && n < avail {
+                if n > mss {
                     n -= n % mss;
                 }
-                if n == 0 {
-                    break;
+                if n == 0 || (n < mss && limit - start > n) {
+                    continue;
                 }
                 s.send.buf.read_at(start, &mut self.scratch[..n as usize]);
-                {
-                    let sf = &mut self.subflows[i];
-                    let dsn_base = s.checksum.then(|| s.keys.local.dsn(0));
-                    let m = sf.send_mapped(&self.scratch[..n as usize], start, dsn_base);
-                    if m == 0 {
-                        continue;
-                    }
-                    if reinj {
-                        sf.bytes_reinjected += m;
-                    }
-                }
-                self.sched.sent(i, n);
-                if reinj {
-                    if let Some(r) = s.send.reinject.front_mut() {
-                        r.start += n;
-                        if r.start >= r.end {
-                            s.send.reinject.pop_front();
-                        }
-                    }
-                } else {
-                    s.send.nxt += n;
-                }
+                let dsn_base = s.checksum.then(|| s.keys.local.dsn(0));
+                let m = sf.send_mapped(&self.scratch[..n as usize], start, dsn_base);
+                sf.redundant_next = start + m;
+                s.send.nxt = s.send.nxt.max(start + m);
+                sent |= m > 0;
+            }
+            if !sent {
+                break;
             }
         }
-        if s.data_fin == DataFin::Pending
+    }
+
+    /// Reinjections first, then new data, each piece on the subflow the
+    /// scheduler picks, until it picks none or nothing is left.
+    fn send_scheduled(&mut self) {
+        let s = &mut self.s;
+        loop {
+            let (start, avail, reinj) = match s.send.reinject.front() {
+                Some(r) => (r.start, r.end - r.start, true),
+                None => {
+                    let limit = s.send.written.min(s.send.peer_window_edge);
+                    (s.send.nxt, limit.saturating_sub(s.send.nxt), false)
+                }
+            };
+            if avail == 0 {
+                break;
+            }
+            self.views.clear();
+            for sf in &self.subflows {
+                let mut v = SubflowView {
+                    usable: sf.usable() && sf.stalled_at.is_none(),
+                    backup: sf.backup || sf.peer_backup,
+                    ..Default::default()
+                };
+                if v.usable {
+                    let st = sf.sub.stats();
+                    let queued = st.in_flight + sf.sub.unsent();
+                    v.srtt = st.srtt;
+                    v.mss = st.mss;
+                    v.queued = queued;
+                    v.cwnd = st.cwnd;
+                    // One segment beyond the window, so the subflow sees
+                    // itself window-limited and its controller grows cwnd.
+                    v.room = (st.cwnd + st.mss as u64)
+                        .saturating_sub(queued)
+                        .min(st.snd_wnd.saturating_sub(queued).max(if queued == 0 {
+                            st.mss as u64
+                        } else {
+                            0
+                        }))
+                        .min(sf.sub.send_space() as u64);
+                    if v.room < st.mss as u64 && v.room < avail {
+                        v.room = 0;
+                    }
+                }
+                self.views.push(v);
+            }
+            let Some(i) = self.sched.pick(&self.views) else {
+                break;
+            };
+            let mss = self.views[i].mss.max(1) as u64;
+            let mut n = avail
+                .min(self.views[i].room)
+                .min(MAX_MAPPING)
+                .min(self.scratch.len() as u64);
+            if n > mss && n < avail {
+                n -= n % mss;
+            }
+            if n == 0 {
+                break;
+            }
+            s.send.buf.read_at(start, &mut self.scratch[..n as usize]);
+            {
+                let sf = &mut self.subflows[i];
+                let dsn_base = s.checksum.then(|| s.keys.local.dsn(0));
+                let m = sf.send_mapped(&self.scratch[..n as usize], start, dsn_base);
+                if m == 0 {
+                    continue;
+                }
+                if reinj {
+                    sf.bytes_reinjected += m;
+                }
+            }
+            self.sched.sent(i, n);
+            if reinj {
+                if let Some(r) = s.send.reinject.front_mut() {
+                    r.start += n;
+                    if r.start >= r.end {
+                        s.send.reinject.pop_front();
+                    }
+                }
+            } else {
+                s.send.nxt += n;
+            }
+        }
+    }
+
+    /// Arms and fires the DATA_FIN timer; closes the subflows once both
+    /// DATA_FINs are through; asks for the pure ACK pending address
+    /// signals ride on.
+    fn data_fin_and_close(&mut self, now: Instant) {
+        let s = &mut self.s;
+        if s.send.data_fin == DataFin::Pending
             && s.send.nxt == s.send.written
             && s.send.reinject.is_empty()
-            && s.data_fin_deadline.is_none()
+            && !s.timers.is_armed(ConnTimer::DataFin)
         {
-            s.data_fin_deadline = Some(now);
+            s.timers.arm(ConnTimer::DataFin, now);
         }
-        if s.data_fin_deadline.is_some_and(|d| d <= now) && s.data_fin != DataFin::Acked {
+        // Acknowledging the DATA_FIN stops its timer.
+        if s.timers.is_due(ConnTimer::DataFin, now) {
             let wait = DATA_FIN_TIMEOUT * (1 << s.send.data_fin_backoff.min(6));
             s.send.data_fin_backoff += 1;
-            s.data_fin_deadline = Some(now + wait);
+            s.timers.arm(ConnTimer::DataFin, now + wait);
             for sf in self
                 .subflows
                 .iter_mut()
@@ -368,7 +402,10 @@ impl Connection {
         }
         // Both DATA_FINs done: close the subflows.
         let peer_done = s.recv.peer_fin.is_some_and(|f| s.recv.nxt >= f);
-        if s.data_fin == DataFin::Acked && peer_done && s.lifecycle != Lifecycle::SubflowsClosed {
+        if s.send.data_fin == DataFin::Acked
+            && peer_done
+            && s.lifecycle != Lifecycle::SubflowsClosed
+        {
             s.lifecycle.subflows_closed();
             for sf in self.subflows.iter_mut() {
                 sf.sub.close();
@@ -390,7 +427,9 @@ impl Connection {
 
     pub fn send(&mut self, data: &[u8]) -> usize {
         let s = &mut self.s;
-        if s.data_fin != DataFin::NotRequested || matches!(s.lifecycle, Lifecycle::Reset { .. }) {
+        if s.send.data_fin != DataFin::NotRequested
+            || matches!(s.lifecycle, Lifecycle::Reset { .. })
+        {
             return 0;
         }
         let free = s.send.buf.capacity() - (s.send.written - s.send.una);

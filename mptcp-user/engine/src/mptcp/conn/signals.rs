@@ -1,7 +1,7 @@
 //! Address signals and their pending state: the addresses of both ends,
 //! ADD_ADDR (and its retransmission, and the echo we owe), REMOVE_ADDR.
 
-use super::ConnState;
+use super::{ConnState, ConnTimer};
 use crate::mptcp::api::LocalAddr;
 use crate::time::Instant;
 use std::net::{IpAddr, SocketAddr};
@@ -72,6 +72,13 @@ impl ConnState {
                 });
             }
         }
+        self.rearm_add_addr();
+    }
+
+    /// Keeps the ADD_ADDR timer at the earliest pending retransmission.
+    pub(super) fn rearm_add_addr(&mut self) {
+        let next = self.signals.add_addr.iter().map(|t| t.deadline).min();
+        self.timers.set(ConnTimer::AddAddr, next);
     }
 
     pub(super) fn remove_pending_ids_from_peer(&mut self, id: u8) {
