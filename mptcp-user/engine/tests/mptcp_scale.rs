@@ -589,3 +589,87 @@ fn a_syn_flood_leaves_room_for_real_clients_and_their_joins() {
     assert!(c.join_accepted >= LEGIT as u64, "{c:?}");
     assert_eq!(c.join_refused, 0);
 }
+
+/// One connection sends `total` bytes to a server application that reads
+/// nothing for `pause` (simulated); returns what the server held when it
+/// started reading and whether every byte then arrived in order.
+fn paused_reader(total: usize, pause: Duration) -> (usize, bool) {
+    let mut p = Pair::new(config(), config());
+    let h = p.connect(45_000);
+    let data: Vec<u8> = (0..total).map(|i| (i * 7 % 253) as u8).collect();
+    let mut sent = 0;
+    let mut got = Vec::new();
+    let mut tmp = vec![0u8; 1 << 16];
+    let mut held = None;
+    let start = p.now;
+    let ok = p.run_until(Duration::from_secs(60), Duration::from_millis(1), |p| {
+        let c = p.client.get_mut(h).unwrap();
+        if c.is_established() && sent < total {
+            sent += c.send(&data[sent..]);
+        }
+        if p.now.saturating_duration_since(start) < pause {
+            return false;
+        }
+        let handles: Vec<ConnHandle> = p.server.handles().collect();
+        for sh in handles {
+            let c = p.server.get_mut(sh).unwrap();
+            loop {
+                let n = c.recv(&mut tmp);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&tmp[..n]);
+            }
+        }
+        held.get_or_insert(got.len());
+        got.len() == total
+    });
+    if !ok {
+        let c = p.client.get(h).unwrap();
+        for sf in c.subflows() {
+            eprintln!(
+                "client subflow {:?} {:?}",
+                sf.status,
+                c.subflow_stats(sf.id)
+            );
+        }
+        eprintln!("client data acked {}", c.data_acked());
+        for sc in p.server.connections() {
+            for sf in sc.subflows() {
+                eprintln!(
+                    "server subflow {:?} {:?}",
+                    sf.status,
+                    sc.subflow_stats(sf.id)
+                );
+            }
+        }
+        eprintln!(
+            "paused reader: {} of {total} bytes after {:?}; client sent {sent}; {:?}",
+            got.len(),
+            p.now.saturating_duration_since(start),
+            pool::stats()
+        );
+    }
+    (held.unwrap_or(0), ok && got == data)
+}
+
+#[test]
+fn a_memory_limit_shrinks_windows_and_fails_nothing() {
+    const TOTAL: usize = 4 << 20;
+    // No limit: the server buffers what its 8 MB window lets in.
+    pool::configure(0, 1024);
+    let (held_free, exact) = paused_reader(TOTAL, Duration::from_secs(3));
+    assert!(exact);
+    // A 256 KiB limit for this thread's engines (both ends here): windows
+    // shrink to what is already held plus what is left, and the transfer
+    // still completes byte for byte.
+    pool::configure(256 << 10, 1024);
+    let (held_limited, exact) = paused_reader(TOTAL, Duration::from_secs(3));
+    let stats = pool::stats();
+    pool::configure(0, 1024);
+    eprintln!("held by an idle reader: {held_free} bytes without a limit, {held_limited} with 256 KiB; {stats:?}");
+    assert!(exact, "the limited transfer did not complete exactly");
+    assert!(held_free >= TOTAL / 2, "{held_free}");
+    assert!(held_limited <= 512 << 10, "{held_limited}");
+    assert!(stats.over_limit > 0, "the limit was reached: {stats:?}");
+}

@@ -1790,13 +1790,17 @@ impl Subflow {
     /// least min(buffer/2, MSS) (receiver silly window avoidance).
     fn advertise_window(&mut self) -> u16 {
         // Under a memory limit, offer what the ring already holds in chunks
-        // plus what the pool has left (at least one MSS).
+        // plus what the pool has left (one MSS when it holds nothing).
         let held = self.rcv_nxt.saturating_sub(1).saturating_sub(self.read_pos);
         let room = self
             .recv_buf
             .backed_from(self.rcv_nxt.saturating_sub(1))
-            .saturating_add(super::pool::window_allowance())
-            .max(self.rcv_mss);
+            .saturating_add(super::pool::window_allowance());
+        let room = if held == 0 {
+            room.max(self.rcv_mss)
+        } else {
+            room
+        };
         let cap = self.recv_buf.capacity().min(held.saturating_add(room));
         let limit = 1 + self.read_pos + cap;
         let step = (cap / 2).min(self.rcv_mss);
