@@ -1,8 +1,15 @@
 //! The MPTCP v1 connection layer (RFC 8684) over the sans-IO subflow engine.
 //!
 //! - [`MptcpEndpoint`]: the driver seam ([`Engine`](crate::io::Engine)) and
-//!   the application seam ([`ByteStream`](crate::io::ByteStream)); client or
-//!   server; demultiplexes by 4-tuple and by token for MP_JOIN SYNs.
+//!   the application seam ([`ByteStream`](crate::io::ByteStream)); any
+//!   number of connections (`connect`) and listeners (`listen`, `[::]` dual
+//!   stack); demultiplexes by 4-tuple and by token for MP_JOIN SYNs.
+//!   Event-driven (`endpoint.rs`): a slab of connections named by
+//!   [`ConnHandle`], transmit and application ready queues, one timer heap
+//!   entry per connection; bounded half-open queue, SYN cookies
+//!   (`syncookie.rs`), queued and rate-limited RSTs, a connection limit.
+//!   Buffers come from a per-thread pool of 4 KiB chunks
+//!   ([`crate::tcp::pool`]) and go back when drained.
 //! - [`Connection`] (`conn.rs`: lifecycle, fallback, segment dispatch,
 //!   events, timers, the application and subflow-control API ([`api`])),
 //!   split by concern as Linux's net/mptcp:
@@ -37,10 +44,12 @@
 //! while let Some((path, len)) = server.poll_transmit(now, &mut buf) { ... }
 //! // timers:
 //! if server.poll_timeout().is_some_and(|t| t <= now) { server.handle_timeout(now) }
-//! // the application (ByteStream on the first connection, or per slot):
+//! // the application (ByteStream on the first connection, or by handle):
 //! server.send(bytes); server.recv(&mut out); server.close();
-//! for c in server.connections_mut() { c.send(..); c.recv(..); c.poll_event(); }
-//! server.reap_closed();                                 // now and then
+//! while let Some(h) = server.poll_app_ready() {         // only those that changed
+//!     let c = server.get_mut(h).unwrap(); c.recv(..); c.send(..); c.poll_event();
+//! }
+//! server.reap_closed();                                 // frees closed connections
 //! ```
 //!
 //! Options go out as Linux 6.18 puts them (checked against its captures in
