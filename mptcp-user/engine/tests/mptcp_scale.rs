@@ -673,3 +673,53 @@ fn a_memory_limit_shrinks_windows_and_fails_nothing() {
     assert!(held_limited <= 512 << 10, "{held_limited}");
     assert!(stats.over_limit > 0, "the limit was reached: {stats:?}");
 }
+
+#[test]
+fn a_listener_on_the_unspecified_ipv6_address_takes_ipv4_too() {
+    let v6: IpAddr = "fd00::2".parse().unwrap();
+    let locals = [
+        LocalAddr {
+            ip: server_ip(),
+            path: 0,
+            signal: false,
+        },
+        LocalAddr {
+            ip: v6,
+            path: 0,
+            signal: false,
+        },
+    ];
+    for (listen, v4_ok, v6_ok) in [("[::]:8080", true, true), ("0.0.0.0:8080", true, false)] {
+        let mut p = Pair::new(config(), config());
+        p.server = MptcpEndpoint::new(config(), &locals);
+        p.server.listen(listen.parse().unwrap());
+        let mut v6_client = MptcpEndpoint::new(
+            config(),
+            &[LocalAddr {
+                ip: "fd00::1".parse().unwrap(),
+                path: 0,
+                signal: false,
+            }],
+        );
+        let h4 = p.connect(46_000);
+        let h6 = v6_client.connect(46_001, SocketAddr::new(v6, PORT), p.now);
+        let mut buf = vec![0u8; 1600];
+        for _ in 0..20 {
+            p.exchange();
+            while let Some((_, n)) = v6_client.poll_transmit(p.now, &mut buf) {
+                p.server.handle_packet(p.now, 0, &buf[..n]);
+            }
+            while let Some((_, n)) = p.server.poll_transmit(p.now, &mut buf) {
+                // Each reply to its own client, by family.
+                if buf[0] >> 4 == 6 {
+                    v6_client.handle_packet(p.now, 0, &buf[..n]);
+                } else {
+                    p.client.handle_packet(p.now, 0, &buf[..n]);
+                }
+            }
+        }
+        let up4 = p.client.get(h4).is_some_and(|c| c.is_established());
+        let up6 = v6_client.get(h6).is_some_and(|c| c.is_established());
+        assert_eq!((up4, up6), (v4_ok, v6_ok), "listening on {listen}");
+    }
+}
