@@ -723,3 +723,34 @@ fn a_listener_on_the_unspecified_ipv6_address_takes_ipv4_too() {
         assert_eq!((up4, up6), (v4_ok, v6_ok), "listening on {listen}");
     }
 }
+
+#[test]
+fn joins_reach_announced_addresses_of_a_specific_listener() {
+    // Listening on one address, announcing another: the client's MP_JOIN
+    // to the announced address is accepted (the token names the connection).
+    let announced: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2));
+    let locals = [
+        LocalAddr {
+            ip: server_ip(),
+            path: 0,
+            signal: false,
+        },
+        LocalAddr {
+            ip: announced,
+            path: 0,
+            signal: true,
+        },
+    ];
+    let mut p = Pair::new(config(), config());
+    p.server = MptcpEndpoint::new(config(), &locals);
+    p.server.listen(SocketAddr::new(server_ip(), PORT));
+    let h = p.connect(47_000);
+    let ok = p.run_until(Duration::from_secs(10), Duration::from_millis(10), |p| {
+        p.client.get(h).is_some_and(|c| c.subflows().count() >= 2)
+            && p.server.counters().join_accepted == 1
+    });
+    assert!(ok, "{:?}", p.server.counters());
+    assert_eq!(p.server.counters().join_refused, 0);
+    let c = p.client.get(h).unwrap();
+    assert!(c.subflows().any(|s| s.tuple.remote.ip() == announced));
+}

@@ -542,15 +542,26 @@ impl MptcpEndpoint {
         Some(id)
     }
 
+    fn ours(&self, ip: std::net::IpAddr) -> bool {
+        self.locals
+            .iter()
+            .any(|l| l.ip == ip || (l.ip.is_unspecified() && (l.ip.is_ipv6() || ip.is_ipv4())))
+    }
+
+    /// MP_JOIN SYNs may come to any of our addresses (the client's other
+    /// paths reach our initial address, announced ones theirs) on a port
+    /// we listen on; the token then names the connection.
+    fn join_listening(&self, dst: SocketAddr) -> bool {
+        self.ours(dst.ip()) && self.listeners.iter().any(|l| l.port() == dst.port())
+    }
+
     fn listening(&self, dst: SocketAddr) -> bool {
-        let ours = self.locals.iter().any(|l| {
-            l.ip == dst.ip() || (l.ip.is_unspecified() && (l.ip.is_ipv6() || dst.is_ipv4()))
-        });
-        ours && self.listeners.iter().any(|l| {
-            l.port() == dst.port()
-                && (l.ip() == dst.ip()
-                    || (l.ip().is_unspecified() && (l.ip().is_ipv6() || dst.is_ipv4())))
-        })
+        self.ours(dst.ip())
+            && self.listeners.iter().any(|l| {
+                l.port() == dst.port()
+                    && (l.ip() == dst.ip()
+                        || (l.ip().is_unspecified() && (l.ip().is_ipv6() || dst.is_ipv4())))
+            })
     }
 
     /// Queues a RST answering `seg` (bounded and rate-limited; what does
@@ -822,35 +833,39 @@ impl Engine for MptcpEndpoint {
                 }
             }
         }
-        if is_syn && self.listening(dst) {
-            if let Some(MpJoin::Syn { token, .. }) = seg.options.mptcp.mp_join() {
-                let slot = self.by_token.get(token).copied();
-                let ok = slot.is_some_and(|slot| {
-                    self.slots[slot as usize]
-                        .conn
-                        .as_mut()
-                        .is_some_and(|c| c.accept_join(&mut self.keys, path, tuple, &seg, now))
-                });
-                match slot {
-                    Some(slot) if ok => {
-                        self.counters.join_accepted += 1;
-                        self.mark_tx(slot);
-                        self.mark_app(slot);
-                        self.touch(slot);
-                    }
-                    _ => {
-                        self.counters.join_refused += 1;
-                        let reason = if slot.is_some() {
-                            reset_reason::LACK_OF_RESOURCES
-                        } else {
-                            reset_reason::MPTCP_ERROR
-                        };
-                        self.counters.unmatched += 1;
-                        self.refuse(now, path, src, dst, &seg, Some(reason));
-                    }
+        let join = seg.options.mptcp.mp_join().and_then(|j| match j {
+            MpJoin::Syn { token, .. } => Some(*token),
+            _ => None,
+        });
+        if let (true, Some(token)) = (is_syn && self.join_listening(dst), join) {
+            let slot = self.by_token.get(&token).copied();
+            let ok = slot.is_some_and(|slot| {
+                self.slots[slot as usize]
+                    .conn
+                    .as_mut()
+                    .is_some_and(|c| c.accept_join(&mut self.keys, path, tuple, &seg, now))
+            });
+            match slot {
+                Some(slot) if ok => {
+                    self.counters.join_accepted += 1;
+                    self.mark_tx(slot);
+                    self.mark_app(slot);
+                    self.touch(slot);
                 }
-                return;
+                _ => {
+                    self.counters.join_refused += 1;
+                    let reason = if slot.is_some() {
+                        reset_reason::LACK_OF_RESOURCES
+                    } else {
+                        reset_reason::MPTCP_ERROR
+                    };
+                    self.counters.unmatched += 1;
+                    self.refuse(now, path, src, dst, &seg, Some(reason));
+                }
             }
+            return;
+        }
+        if is_syn && join.is_none() && self.listening(dst) {
             self.on_listen_syn(now, path, tuple, &seg);
             return;
         }
