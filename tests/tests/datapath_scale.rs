@@ -20,12 +20,15 @@ use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use mptcp_tests::cli::{mptcp_user, start_serve_release as start_serve};
+use mptcp_tests::cli::{
+    mptcp_user, output_text, release_binary, start_serve_release as start_serve,
+};
 use mptcp_tests::{require_root, unique_name, wait_until, Lab, LabConfig, Netns};
 use serde_json::Value;
 
 const ECHO_CLIENTS: &str = include_str!("../scripts/echo_clients.py");
 const SYN_FLOOD: &str = include_str!("../scripts/syn_flood.py");
+const ECHO_SERVER: &str = include_str!("../scripts/echo_server.py");
 
 fn full() -> bool {
     std::env::var("MPTCP_SCALE_FULL").is_ok_and(|v| v == "1")
@@ -463,4 +466,118 @@ fn connections_made_from_syn_cookies_get_their_joins() {
     );
     clients.release();
     assert_eq!(clients.line()["closed"], 50);
+}
+
+/// `mptcp-user load` (release) in the client namespace, JSON report.
+fn run_load(lab: &Lab, to: SocketAddr, args: &[&str]) -> Value {
+    let out = lab
+        .client
+        .command(release_binary().to_str().expect("path"))
+        .arg("load")
+        .arg(to.to_string())
+        .args(["--iface", "cli0", "--iface", "cli1", "--json"])
+        .args(args)
+        .output()
+        .expect("load");
+    let text = output_text(&out);
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn load_generator_against_the_engine_and_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(&LabConfig {
+        subflow_endpoints: false,
+        ..LabConfig::unique(2)
+    })
+    .expect("lab");
+    // The engine's server: 400 connections, 200 at a time, 64 KiB echoes,
+    // each joined by its second subflow (the load's path manager).
+    let to = SocketAddr::new(lab.paths[0].server_v4.into(), 5507);
+    let server = start_serve(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--iface",
+            "srv1",
+            "--listen",
+            &to.to_string(),
+        ],
+    );
+    let pid = server.0.id();
+    let r = run_load(
+        &lab,
+        to,
+        &[
+            "--concurrency",
+            "200",
+            "--connections",
+            "400",
+            "--size",
+            "65536",
+        ],
+    );
+    eprintln!("load -> engine: {r}");
+    assert_eq!(r["exact"], 400, "{r}");
+    assert_eq!(r["mismatched"], 0, "{r}");
+    assert_eq!(r["ring_drops"], 0, "{r}");
+    let v = wait_stats(&lab, pid, 10, |v| {
+        v["engine"]["closed"].as_u64() >= Some(400)
+    });
+    assert!(
+        v["engine"]["counters"]["join_accepted"].as_u64() >= Some(400),
+        "{}",
+        v["engine"]
+    );
+    drop(server);
+    // The kernel's MPTCP server (Python, IPPROTO_MPTCP): a rate-limited run.
+    let to = SocketAddr::new(lab.paths[0].server_v4.into(), 5508);
+    let mut kernel = lab
+        .server
+        .command("python3")
+        .args([
+            "-c",
+            ECHO_SERVER,
+            &to.ip().to_string(),
+            &to.port().to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut ready = String::new();
+    BufReader::new(kernel.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("ready");
+    let r = run_load(
+        &lab,
+        to,
+        &[
+            "--concurrency",
+            "50",
+            "--connections",
+            "300",
+            "--size",
+            "4096",
+            "--rate",
+            "500",
+            "--first-port",
+            "20000",
+        ],
+    );
+    let _ = kernel.kill();
+    let _ = kernel.wait();
+    eprintln!("load -> kernel: {r}");
+    assert_eq!(r["exact"], 300, "{r}");
+    // 300 connections at 500/s take at least 0.6 s.
+    assert!(r["seconds"].as_f64() >= Some(0.55), "{r}");
+    // The kernel accepted the joins too (its MPJoin counters).
+    assert!(lab.server.nstat("MPTcpExtMPJoinSynRx").expect("nstat") >= 300);
 }

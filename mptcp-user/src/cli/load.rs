@@ -314,6 +314,18 @@ pub fn load(args: &LoadArgs) -> Result<()> {
     };
     let (mut datapath, mut paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
     paths[0].neighbours.default = Some(mac);
+    // The joins leave by the other interfaces toward the same server
+    // address: resolve it there too, up front (weak host model on the
+    // server side answers for its address on every interface).
+    for (path, iface) in paths.iter_mut().zip(&args.ifaces).skip(1) {
+        if let Ok(mac) = mptcp_datapath::route::resolve_neighbour(
+            iface,
+            args.remote.ip(),
+            Duration::from_secs(1),
+        ) {
+            path.neighbours.default = Some(mac);
+        }
+    }
     let mut cfg = mptcp_config(&paths, args.remote.is_ipv6(), &args.engine_opts);
     cfg.accept_partial_checksum = accept_partial(args.partial_checksum, &args.ifaces).0;
     let addrs: Vec<LocalAddr> = locals
@@ -401,7 +413,7 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         worker.step(&mut Idle);
     }
     datapath.detach_all()?;
-    let joined = worker.engine.counters().clone();
+    let counters = worker.engine.counters().clone();
     let mut lat = std::mem::take(&mut app.latencies);
     lat.sort_unstable();
     // A log2 histogram of latencies, in milliseconds.
@@ -421,8 +433,7 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         "latency_ms": { "p50": quantile(&lat, 0.5), "p90": quantile(&lat, 0.9),
                         "p99": quantile(&lat, 0.99), "max": quantile(&lat, 1.0) },
         "histogram_ms": hist.iter().map(|(e, n)| json!({"le": e, "count": n})).collect::<Vec<_>>(),
-        "resets_sent": joined.resets_sent, "ring_drops": ring_drops,
-        "joins": worker.engine.counters().join_accepted,
+        "resets_sent": counters.resets_sent, "ring_drops": ring_drops,
     });
     if args.json {
         println!("{report}");
