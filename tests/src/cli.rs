@@ -43,6 +43,37 @@ fn profile_name(dir: &std::path::Path) -> String {
     }
 }
 
+/// The `mptcp-user` binary built with `--release`, once per test run: scale
+/// tests measure a server, and a debug build is many times slower there
+/// (hashing, crypto), so it would drop under loads a release build carries.
+pub fn release_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "mptcp-user",
+                "--bin",
+                "mptcp-user",
+            ])
+            .status()
+            .expect("cargo build --release");
+        assert!(status.success(), "building mptcp-user --release failed");
+        let exe = std::env::current_exe().expect("test exe");
+        // target/debug/deps/THIS -> target/release/mptcp-user
+        exe.parent()
+            .and_then(|d| d.parent())
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .join("release")
+            .join("mptcp-user")
+    })
+    .clone()
+}
+
 /// `mptcp-user` run inside namespace `ns` (`ip netns exec` execs it, so the
 /// child's pid is mptcp-user's).
 pub fn mptcp_user(ns: &str) -> Command {
@@ -81,7 +112,18 @@ pub fn xdp_attached(lab: &Lab, iface: &str) -> bool {
 /// Starts `mptcp-user serve ARGS` in the lab's server namespace and waits
 /// until XDP is attached to every `--iface` it names.
 pub fn start_serve(lab: &Lab, args: &[&str]) -> Server {
-    let mut cmd = mptcp_user(lab.server.name());
+    start_serve_with(lab, args, mptcp_user(lab.server.name()))
+}
+
+/// Like [`start_serve`], with the release build.
+pub fn start_serve_release(lab: &Lab, args: &[&str]) -> Server {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", lab.server.name()])
+        .arg(release_binary());
+    start_serve_with(lab, args, cmd)
+}
+
+fn start_serve_with(lab: &Lab, args: &[&str], mut cmd: Command) -> Server {
     cmd.arg("serve").args(args).stdout(Stdio::null());
     let server = Server(cmd.spawn().expect("spawn serve"));
     let ifs: Vec<&str> = args

@@ -13,6 +13,8 @@ use self::keys::Keys;
 use self::options::MAX_OPTIONS;
 use self::recv::RecvState;
 use self::send::{DataFin, SendState, MAX_MAPPING};
+/// Size of the staging buffer an endpoint lends its connections.
+pub(crate) const SCRATCH_LEN: usize = MAX_MAPPING as usize + 1024;
 use self::signals::{RemoteAddr, Signals};
 use self::subflow::{MptcpSubflow, SubflowKind};
 
@@ -237,16 +239,17 @@ impl Connection {
                 signals: Signals::new(locals),
                 pending: Pending::default(),
                 next_port: 0,
-                events: VecDeque::with_capacity(EVENT_QUEUE),
+                events: VecDeque::new(),
                 bad_hmac: 0,
                 checksum_failures: 0,
             },
-            subflows: Vec::with_capacity(cfg.max_subflows.max(1)),
+            subflows: Vec::new(),
             next_id: 0,
             sched: cfg.scheduler.build(),
             pm: cfg.path_manager.build(),
-            scratch: vec![0u8; MAX_MAPPING as usize + 1024].into_boxed_slice(),
-            views: Vec::with_capacity(cfg.max_subflows.max(1)),
+            // Lent by the endpoint for each call (one per endpoint).
+            scratch: Box::default(),
+            views: Vec::new(),
             pm_out: Vec::new(),
             new_tuples: Vec::new(),
             next_to_poll: 0,
@@ -389,6 +392,21 @@ impl Connection {
             .iter()
             .filter(|f| f.end.reason.is_none())
             .count()
+    }
+
+    /// Swaps in the staging buffer for one call into the connection (and
+    /// back out after it): the endpoint owns one for all its connections,
+    /// so an idle connection holds none.
+    pub(crate) fn lend_scratch(&mut self, scratch: &mut Box<[u8]>) {
+        std::mem::swap(&mut self.scratch, scratch);
+    }
+
+    /// The initial sequence number of the initial subflow, before its
+    /// SYN/ACK goes out (a SYN cookie).
+    pub(crate) fn set_initial_send_seq(&mut self, isn: u32) {
+        if let Some(sf) = self.subflows.first_mut() {
+            sf.sub.set_initial_send_seq(isn);
+        }
     }
 
     pub(crate) fn take_new_tuples(&mut self, out: &mut Vec<(FourTuple, usize)>) {

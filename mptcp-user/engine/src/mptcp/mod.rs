@@ -1,8 +1,15 @@
 //! The MPTCP v1 connection layer (RFC 8684) over the sans-IO subflow engine.
 //!
 //! - [`MptcpEndpoint`]: the driver seam ([`Engine`](crate::io::Engine)) and
-//!   the application seam ([`ByteStream`](crate::io::ByteStream)); client or
-//!   server; demultiplexes by 4-tuple and by token for MP_JOIN SYNs.
+//!   the application seam ([`ByteStream`](crate::io::ByteStream)); any
+//!   number of connections (`connect`) and listeners (`listen`, `[::]` dual
+//!   stack); demultiplexes by 4-tuple and by token for MP_JOIN SYNs.
+//!   Event-driven (`endpoint.rs`): a slab of connections named by
+//!   [`ConnHandle`], transmit and application ready queues, one timer heap
+//!   entry per connection; bounded half-open queue, SYN cookies
+//!   (`syncookie.rs`), queued and rate-limited RSTs, a connection limit.
+//!   Buffers come from a per-thread pool of 4 KiB chunks
+//!   ([`crate::tcp::pool`]) and go back when drained.
 //! - [`Connection`] (`conn.rs`: lifecycle, fallback, segment dispatch,
 //!   events, timers, the application and subflow-control API ([`api`])),
 //!   split by concern as Linux's net/mptcp:
@@ -37,10 +44,12 @@
 //! while let Some((path, len)) = server.poll_transmit(now, &mut buf) { ... }
 //! // timers:
 //! if server.poll_timeout().is_some_and(|t| t <= now) { server.handle_timeout(now) }
-//! // the application (ByteStream on the first connection, or per slot):
+//! // the application (ByteStream on the first connection, or by handle):
 //! server.send(bytes); server.recv(&mut out); server.close();
-//! for c in server.connections_mut() { c.send(..); c.recv(..); c.poll_event(); }
-//! server.reap_closed();                                 // now and then
+//! while let Some(h) = server.poll_app_ready() {         // only those that changed
+//!     let c = server.get_mut(h).unwrap(); c.recv(..); c.send(..); c.poll_event();
+//! }
+//! server.reap_closed();                                 // frees closed connections
 //! ```
 //!
 //! Options go out as Linux 6.18 puts them (checked against its captures in
@@ -55,13 +64,14 @@ mod endpoint;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod syncookie;
 
 pub use api::{
     LocalAddr, MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions,
     SubflowStats, SubflowStatus,
 };
 pub use conn::Connection;
-pub use endpoint::{MptcpCounters, MptcpEndpoint};
+pub use endpoint::{ConnHandle, EndpointWork, MptcpCounters, MptcpEndpoint};
 
 use crate::pm::PmKind;
 use crate::sched::SchedulerKind;
@@ -123,6 +133,23 @@ pub struct MptcpConfig {
     /// Deterministic keys/nonces/ISNs for replay tests.
     #[cfg(any(test, feature = "fuzzing"))]
     pub replay: Option<ReplayInjection>,
+    /// Connections an endpoint holds at most; SYNs beyond are refused with
+    /// a RST (MP_TCPRST "lack of resources") and counted.
+    pub max_connections: usize,
+    /// Accepted connections whose handshake is not complete, at most
+    /// (MP_JOIN subflows do not count: they are bounded per connection).
+    pub max_half_open: usize,
+    /// RSTs queued at most, and sent per second at most (a token bucket
+    /// with the queue's size as its burst); the rest are counted.
+    pub reset_queue: usize,
+    pub resets_per_second: u64,
+    /// Answer SYNs with SYN cookies when the half-open queue is full
+    /// (MP_CAPABLE too: the third ACK echoes both keys, as in Linux's
+    /// net/mptcp/syncookies.c); off, such SYNs are dropped and counted.
+    pub syn_cookies: bool,
+    /// SYNs waiting for their cookie SYN/ACK at most (they are answered at
+    /// the next `poll_transmit`); beyond, dropped and counted.
+    pub syn_cookie_queue: usize,
 }
 
 impl Default for MptcpConfig {
@@ -147,6 +174,12 @@ impl Default for MptcpConfig {
             reinject_on_rto: true,
             #[cfg(any(test, feature = "fuzzing"))]
             replay: None,
+            max_connections: 1 << 20,
+            max_half_open: 4096,
+            reset_queue: 256,
+            resets_per_second: 10_000,
+            syn_cookies: true,
+            syn_cookie_queue: 4096,
         }
     }
 }

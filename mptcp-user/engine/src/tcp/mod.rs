@@ -33,7 +33,7 @@ mod subflow;
 pub use endpoint::{EndpointCounters, TcpEndpoint};
 pub use isn::initial_sequence;
 pub use ranges::RangeSet;
-pub use ring::Ring;
+pub use ring::{pool, Ring};
 pub use rtt::RttEstimator;
 pub use subflow::{
     CloseReason, Subflow, SubflowEvent, SubflowStats, SubflowTimer, Verdict, WindowScale,

@@ -300,11 +300,9 @@ impl Subflow {
             prr_recover_fs: 0,
             prr_budget: 0,
             rtx_high: 0,
-            rtx_log: VecDeque::with_capacity(RTX_LOG),
+            rtx_log: VecDeque::new(),
             relost: RangeSet::with_capacity(RTX_LOG),
-            send_times: VecDeque::with_capacity(
-                cfg.send_buffer / mss.max(64) as usize + RANGE_SLACK,
-            ),
+            send_times: VecDeque::new(),
             cwnd_blocked_at: None,
             round: 0,
             round_end: 0,
@@ -344,7 +342,7 @@ impl Subflow {
                 .congestion_control
                 .build(mss, cfg.initial_window_segments),
             stats: SubflowStats::default(),
-            events: VecDeque::with_capacity(EVENT_QUEUE),
+            events: VecDeque::new(),
         }
     }
 
@@ -428,6 +426,14 @@ impl Subflow {
     /// SYN/ACK) goes out. Only for replaying captured conversations
     /// (conformance tests); production ISNs come from `Config::isn_secret`.
     #[doc(hidden)]
+    /// Our initial sequence number chosen from outside (a SYN cookie),
+    /// before anything was sent.
+    pub(crate) fn set_initial_send_seq(&mut self, iss: u32) {
+        if self.snd_max == 0 {
+            self.iss = iss;
+        }
+    }
+
     #[cfg(any(test, feature = "fuzzing"))]
     pub fn set_initial_send_seq_for_replay(&mut self, iss: u32) {
         if self.snd_max == 0 {
@@ -573,7 +579,7 @@ impl Subflow {
         if n == 0 {
             return 0;
         }
-        self.recv_buf.read_at(self.read_pos, &mut buf[..n]);
+        self.recv_buf.consume(self.read_pos, &mut buf[..n]);
         self.read_pos += n as u64;
         // Tell a sender we throttled that room opened up.
         let cap = self.recv_buf.capacity();
@@ -980,6 +986,7 @@ impl Subflow {
             self.stats.bytes_acked += acked_data;
             let newly = ack - self.snd_una;
             self.snd_una = ack;
+            self.send_buf.release(self.acked_data());
             self.sacked.remove_below(ack);
             self.dupacks = 0;
             self.backoff = 0;
@@ -1697,7 +1704,9 @@ impl Subflow {
             self.stats.bytes_retransmitted += len as u64;
         } else {
             self.snd_max = end;
-            if self.send_times.len() < self.send_times.capacity() {
+            // Bounded by the send buffer's segments; grows with use.
+            let bound = self.cfg.send_buffer / self.cfg.mss.max(64) as usize + RANGE_SLACK;
+            if self.send_times.len() < bound {
                 self.send_times.push_back(SendTime {
                     start,
                     end,
@@ -1780,7 +1789,19 @@ impl Subflow {
     /// The window field to send; grows the advertised edge in steps of at
     /// least min(buffer/2, MSS) (receiver silly window avoidance).
     fn advertise_window(&mut self) -> u16 {
-        let cap = self.recv_buf.capacity();
+        // Under a memory limit, offer what the ring already holds in chunks
+        // plus what the pool has left (one MSS when it holds nothing).
+        let held = self.rcv_nxt.saturating_sub(1).saturating_sub(self.read_pos);
+        let room = self
+            .recv_buf
+            .backed_from(self.rcv_nxt.saturating_sub(1))
+            .saturating_add(super::pool::window_allowance());
+        let room = if held == 0 {
+            room.max(self.rcv_mss)
+        } else {
+            room
+        };
+        let cap = self.recv_buf.capacity().min(held.saturating_add(room));
         let limit = 1 + self.read_pos + cap;
         let step = (cap / 2).min(self.rcv_mss);
         let target = if limit >= self.rcv_adv_edge + step {

@@ -273,10 +273,13 @@ impl Connection {
         push(seg, MptcpOption::Dss(dss));
         // The connection-level window, relative to the DATA_ACK.
         let free = s.recv.free();
-        let scaled = match sf.sub.window_scale() {
-            Some(ws) => free >> ws.recv,
-            None => free,
+        let (scaled, shift) = match sf.sub.window_scale() {
+            Some(ws) => (free >> ws.recv, ws.recv),
+            None => (free, 0),
         };
+        let offered = (u64::from(seg.window).min(scaled)) << shift;
+        // The last edge sent (it may have shrunk under a memory limit).
+        s.recv.advertised_edge = s.recv.nxt + offered;
         seg.window = seg.window.min(scaled.min(u16::MAX as u64) as u16);
         while seg.options.wire_len().map_or(true, |l| l > MAX_OPTIONS) && seg.options.sack.len > 0 {
             seg.options.sack.len -= 1;

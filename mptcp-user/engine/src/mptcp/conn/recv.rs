@@ -41,7 +41,15 @@ pub(super) struct RecvState {
     pub(super) peer_fin: Option<u64>,
     /// The peer sends 64-bit DSNs (we then send 64-bit DATA_ACKs).
     pub(super) peer_dsn64: bool,
+    /// Right edge of the connection-level window in the last segment sent
+    /// (data offset): under a memory limit, reading sends a window update
+    /// once the edge could move an MSS past it (the subflows hold nothing
+    /// to probe a closed window with).
+    pub(super) advertised_edge: u64,
 }
+
+/// The smallest window offered under memory pressure (one MSS).
+const MIN_WINDOW: u64 = 1460;
 
 impl RecvState {
     pub(super) fn new(buffer: usize, mss: u16) -> RecvState {
@@ -53,6 +61,7 @@ impl RecvState {
             out_of_order: RangeSet::with_capacity(buffer / (2 * mss) + 16),
             peer_fin: None,
             peer_dsn64: false,
+            advertised_edge: 0,
         }
     }
 
@@ -63,9 +72,20 @@ impl RecvState {
         self.nxt + fin
     }
 
-    /// Room in the receive buffer: the connection-level window.
+    /// Room in the receive buffer: the connection-level window. Under a
+    /// memory limit, no more than the chunks already allocated beyond what
+    /// arrived plus what the pool has left; a connection holding nothing
+    /// still gets one MSS, so none stalls for good.
     pub(super) fn free(&self) -> u64 {
-        self.buf.capacity() - (self.nxt - self.read)
+        let held = self.nxt - self.read;
+        let free = self.buf.capacity() - held;
+        let room = self
+            .buf
+            .backed_from(self.nxt)
+            .saturating_add(crate::tcp::pool::window_allowance());
+        // Holding nothing, a connection always gets one MSS.
+        let floor = if held == 0 { MIN_WINDOW } else { 0 };
+        free.min(room.max(floor))
     }
 
     /// Puts data at its data-level offset; in-order data advances `nxt`.
@@ -266,10 +286,18 @@ impl Connection {
             return 0;
         }
         let before = s.recv.free();
-        s.recv.buf.read_at(s.recv.read, &mut buf[..n]);
+        s.recv.buf.consume(s.recv.read, &mut buf[..n]);
         s.recv.read += n as u64;
         let cap = s.recv.buf.capacity();
-        if before < cap / 2 && s.recv.free() >= cap / 2 {
+        let after = s.recv.free();
+        // Tell the peer when the window reopens past half the buffer; under
+        // a memory limit (where windows run small and may have closed)
+        // whenever the edge can move an MSS past the one it knows.
+        let limited = crate::tcp::pool::window_allowance() != u64::MAX;
+        let edge = s.recv.nxt + after;
+        if (before < cap / 2 && after >= cap / 2)
+            || (limited && edge >= s.recv.advertised_edge + MIN_WINDOW)
+        {
             if let Some(sf) = self.subflows.iter_mut().find(|f| f.usable()) {
                 sf.sub.request_ack();
             }

@@ -65,7 +65,7 @@ impl SendState {
             written: 0,
             una: 0,
             nxt: 0,
-            reinject: VecDeque::with_capacity(64),
+            reinject: VecDeque::new(),
             peer_window_edge: 65535,
             data_fin: DataFin::NotRequested,
             data_fin_backoff: 0,
@@ -86,6 +86,8 @@ impl ConnState {
         }
         if off >= tx.una {
             tx.una = off.min(tx.written);
+            // Acknowledged at the data level: its chunks go back to the pool.
+            tx.buf.release(tx.una);
             if tx.data_fin != DataFin::NotRequested && off == tx.written + 1 {
                 tx.data_fin = DataFin::Acked;
                 self.timers.stop(ConnTimer::DataFin);
@@ -215,6 +217,7 @@ impl Connection {
             if acked >= l.subflow_off {
                 let una = l.data_off + (acked - l.subflow_off);
                 s.send.una = s.send.una.max(una).min(s.send.written);
+                s.send.buf.release(s.send.una);
             }
             while s.send.nxt < s.send.written {
                 let n = (s.send.written - s.send.nxt)
