@@ -24,6 +24,10 @@ pub const APT_PACKAGES: &[&str] = &[
     // http.server behind it and RFC 8803 clients.
     "curl",
     "python3",
+    // The tests' middleboxes: TCPOPTSTRIP strips MPTCP options, nft
+    // rewrites a payload byte (fixing the TCP checksum).
+    "iptables",
+    "nftables",
 ];
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
