@@ -131,6 +131,15 @@ pub fn suboption_fields(o: &MptcpOption) -> (&'static str, Vec<(&'static str, Fi
             ]
         }
         MptcpOption::AddAddr(a) => vec![
+            // The v0 form's IP version field; null in v1's form.
+            (
+                "ipver",
+                if a.v0 {
+                    Field::Num(if a.addr.is_ipv4() { 4 } else { 6 })
+                } else {
+                    Field::Null
+                },
+            ),
             ("echo", Field::Bool(a.echo)),
             ("address_id", Field::Num(a.addr_id as u64)),
             ("addr", Field::Str(a.addr.to_string())),
@@ -143,7 +152,10 @@ pub fn suboption_fields(o: &MptcpOption) -> (&'static str, Vec<(&'static str, Fi
                 Field::List(ids.as_slice().iter().map(|&i| i as u64).collect()),
             )]
         }
-        MptcpOption::MpPrio { backup, .. } => vec![("backup", Field::Bool(*backup))],
+        MptcpOption::MpPrio { backup, addr_id } => vec![
+            ("backup", Field::Bool(*backup)),
+            ("address_id", opt(*addr_id, |n| Field::Num(n as u64))),
+        ],
         MptcpOption::MpFail { dsn } => vec![("dsn", Field::Num(*dsn))],
         MptcpOption::MpFastclose { receiver_key } => vec![("receiver_key", hex64(*receiver_key))],
         MptcpOption::MpTcpRst { reason, .. } => vec![("reason", Field::Num(*reason as u64))],

@@ -12,10 +12,15 @@
 //! - `dss_checksum`: DSS (and MP_CAPABLE-with-data) checksums over their data;
 //! - `fastclose_key`: MP_FASTCLOSE carries the receiver's key.
 //!
+//! Each connection's version comes from its MP_CAPABLEs (the SYN/ACK's
+//! answer wins): version 0 (RFC 6824) is checked with SHA-1 and
+//! HMAC-SHA1 and has no ADD_ADDR HMAC, version 1 (RFC 8684) with SHA-256.
+//! After the last segment one line per connection says which version it used.
+//!
 //! Something that cannot be checked (a join to a connection whose keys
 //! were never seen, a mapping whose data was not captured) is counted as
 //! skipped, not as a mismatch.
-use crate::crypto::{self, DssChecksum};
+use crate::crypto::{self, DssChecksum, Version};
 use crate::wire::mptcp::{MpJoin, MptcpOption};
 use crate::wire::{TcpFlags, TcpRepr};
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +43,8 @@ pub struct Summary {
     pub counts: BTreeMap<&'static str, (u64, u64)>,
     /// reason -> count
     pub skipped: BTreeMap<&'static str, u64>,
+    /// MPTCP version -> connections that used it.
+    pub versions: BTreeMap<u8, u64>,
 }
 
 impl Summary {
@@ -66,10 +73,31 @@ pub const CHECK_KINDS: [&str; 8] = [
 const CLIENT: usize = 0;
 const SERVER: usize = 1;
 
+/// One MPTCP connection as `decode --verify` saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Frame of its first MP_CAPABLE.
+    pub frame: u64,
+    /// The MP_CAPABLE initiator and listener.
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// The version number of the last MP_CAPABLE (the answer's, once seen).
+    pub version: u8,
+    pub client_key: Option<u64>,
+    pub server_key: Option<u64>,
+}
+
 #[derive(Debug, Default)]
 struct Conn {
     /// Keys by role: the MP_CAPABLE initiator (client) and listener (server).
     keys: [Option<u64>; 2],
+    /// From the MP_CAPABLEs; unknown versions leave the last known one.
+    version: Option<Version>,
+    /// Version number as on the wire (reported even if unknown).
+    wire_version: u8,
+    frame: u64,
+    /// (client, server)
+    ends: Option<(SocketAddr, SocketAddr)>,
     /// Highest DSN seen per sending role, to widen 32-bit DSNs.
     last_dsn: [Option<u64>; 2],
     /// Lowest mapping per sending role, as (offset from IDSN + 1, DSN,
@@ -132,9 +160,34 @@ fn widen(reference: u64, low: u32) -> u64 {
         .unwrap_or(base)
 }
 
+impl Conn {
+    /// The derivations to check with (v1 until a MP_CAPABLE says otherwise).
+    fn v(&self) -> Version {
+        self.version.unwrap_or_default()
+    }
+}
+
 impl Verifier {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The MPTCP connections seen so far, in order of their first MP_CAPABLE.
+    pub fn connections(&self) -> Vec<ConnInfo> {
+        self.conns
+            .iter()
+            .filter_map(|c| {
+                let (client, server) = c.ends?;
+                Some(ConnInfo {
+                    frame: c.frame,
+                    client,
+                    server,
+                    version: c.wire_version,
+                    client_key: c.keys[CLIENT],
+                    server_key: c.keys[SERVER],
+                })
+            })
+            .collect()
     }
 
     fn record(
@@ -177,8 +230,9 @@ impl Verifier {
     }
 
     fn register_tokens(&mut self, conn: usize) {
+        let v = self.conns[conn].v();
         for k in self.conns[conn].keys.into_iter().flatten() {
-            self.tokens.insert(crypto::token(k), conn);
+            self.tokens.insert(v.token(k), conn);
         }
     }
 
@@ -225,6 +279,7 @@ impl Verifier {
                 MptcpOption::MpCapable(c) => self.mp_capable(&mut out, frame, key, dir, tcp, c),
                 MptcpOption::MpJoin(j) => self.mp_join(&mut out, frame, key, dir, j),
                 MptcpOption::AddAddr(a) => {
+                    // Echoes and v0's ADD_ADDR carry no HMAC: nothing to check.
                     let Some(hmac) = a.hmac else { continue };
                     match self.roles_keys(key, dir) {
                         Some((ks, kr)) => {
@@ -272,7 +327,14 @@ impl Verifier {
         let conn = match self.subflows.get(&key).and_then(|s| s.conn) {
             Some(i) => i,
             None => {
-                self.conns.push(Conn::default());
+                // The MP_CAPABLE initiator is the subflow's host A.
+                let client = self.subflows.get(&key).and_then(|s| s.a).unwrap_or(key.0);
+                let server = if client == key.0 { key.1 } else { key.0 };
+                self.conns.push(Conn {
+                    frame,
+                    ends: Some((client, server)),
+                    ..Default::default()
+                });
                 let i = self.conns.len() - 1;
                 if let Some(sf) = self.subflows.get_mut(&key) {
                     sf.conn = Some(i);
@@ -282,6 +344,10 @@ impl Verifier {
             }
         };
         let sender = if dir == 0 { CLIENT } else { SERVER };
+        self.conns[conn].wire_version = c.version;
+        if let Some(v) = Version::from_wire(c.version) {
+            self.conns[conn].version = Some(v);
+        }
         // Each key the option carries is either learnt or compared.
         let carried = [(sender, c.sender_key), (1 - sender, c.receiver_key)];
         for (role, k) in carried {
@@ -301,7 +367,7 @@ impl Verifier {
                     // The implied mapping (IDSN+1, SSN 1) may span several
                     // segments, each repeating the option, as Linux sends it.
                     let m = crate::wire::mptcp::DssMapping {
-                        dsn: crypto::idsn(k).wrapping_add(1),
+                        dsn: self.conns[conn].v().idsn(k).wrapping_add(1),
                         dsn_wide: true,
                         ssn: 1,
                         data_len: len,
@@ -337,7 +403,8 @@ impl Verifier {
                 if let (Some(conn), Some(sf)) = (found, self.subflows.get_mut(&key)) {
                     sf.conn = Some(conn);
                     // The SYN goes to the holder of the token's key: A is the other role.
-                    let b_role = if self.conns[conn].keys[SERVER].map(crypto::token) == Some(token)
+                    let v = self.conns[conn].v();
+                    let b_role = if self.conns[conn].keys[SERVER].map(|k| v.token(k)) == Some(token)
                     {
                         SERVER
                     } else {
@@ -352,16 +419,16 @@ impl Verifier {
                     sf.nonce[1] = Some(nonce);
                 }
                 match self.join_material(key) {
-                    Some((ka, kb, ra, rb)) if dir == 1 => {
-                        let exp = crypto::join_synack_hmac(kb, ka, rb, ra);
+                    Some((v, ka, kb, ra, rb)) if dir == 1 => {
+                        let exp = v.join_synack_hmac(kb, ka, rb, ra);
                         self.compare(out, frame, "join_synack_hmac", exp, hmac, 16);
                     }
                     _ => self.skip("mp_join syn/ack without keys or nonces"),
                 }
             }
             MpJoin::Ack { hmac } => match self.join_material(key) {
-                Some((ka, kb, ra, rb)) if dir == 0 => {
-                    let exp = crypto::join_ack_hmac(ka, kb, ra, rb);
+                Some((v, ka, kb, ra, rb)) if dir == 0 => {
+                    let exp = v.join_ack_hmac(ka, kb, ra, rb);
                     let detail = format!("expected {}, got {}", hex(&exp), hex(&hmac));
                     self.record(out, frame, "join_ack_hmac", exp == hmac, detail);
                 }
@@ -370,12 +437,21 @@ impl Verifier {
         }
     }
 
-    /// (KeyA, KeyB, R_A, R_B) of a join subflow.
-    fn join_material(&self, key: (SocketAddr, SocketAddr)) -> Option<(u64, u64, u32, u32)> {
+    /// (version, KeyA, KeyB, R_A, R_B) of a join subflow.
+    fn join_material(
+        &self,
+        key: (SocketAddr, SocketAddr),
+    ) -> Option<(Version, u64, u64, u32, u32)> {
         let sf = self.subflows.get(&key)?;
         let conn = &self.conns[sf.conn?];
         let a = sf.a_role?;
-        Some((conn.keys[a]?, conn.keys[1 - a]?, sf.nonce[0]?, sf.nonce[1]?))
+        Some((
+            conn.v(),
+            conn.keys[a]?,
+            conn.keys[1 - a]?,
+            sf.nonce[0]?,
+            sf.nonce[1]?,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -393,6 +469,7 @@ impl Verifier {
             return;
         };
         let (conn, a_role, isn) = (sf.conn, sf.a_role, sf.isn[dir]);
+        let v = conn.map(|c| self.conns[c].v()).unwrap_or_default();
         let sender = a_role.map(|a| if dir == 0 { a } else { 1 - a });
         let sender_key = match (conn, sender) {
             (Some(c), Some(s)) => self.conns[c].keys[s],
@@ -403,7 +480,7 @@ impl Verifier {
             Some(m.dsn)
         } else {
             let reference = match (conn, sender) {
-                (Some(c), Some(s)) => self.conns[c].last_dsn[s].or(sender_key.map(crypto::idsn)),
+                (Some(c), Some(s)) => self.conns[c].last_dsn[s].or(sender_key.map(|k| v.idsn(k))),
                 _ => None,
             };
             reference.map(|r| widen(r, m.dsn as u32))
@@ -412,7 +489,7 @@ impl Verifier {
             let last = &mut self.conns[c].last_dsn[s];
             *last = Some(last.map_or(dsn, |l| l.max(dsn)));
             if let Some(k) = sender_key {
-                let offset = dsn.wrapping_sub(crypto::idsn(k).wrapping_add(1));
+                let offset = dsn.wrapping_sub(v.idsn(k).wrapping_add(1));
                 let first = &mut self.conns[c].first_mapping[s];
                 if first.is_none_or(|(o, _, _)| offset < o) {
                     *first = Some((offset, dsn, frame));
@@ -537,8 +614,13 @@ impl Verifier {
                     // nothing left unchecked).
                     continue;
                 }
-                let exp = crypto::idsn(k).wrapping_add(1);
+                let exp = self.conns[i].v().idsn(k).wrapping_add(1);
                 self.compare(&mut out, frame, "idsn", exp, dsn, 16);
+            }
+        }
+        for c in &self.conns {
+            if c.ends.is_some() {
+                *self.summary.versions.entry(c.wire_version).or_default() += 1;
             }
         }
         out.sort_by_key(|c| c.frame);

@@ -1703,6 +1703,7 @@ impl Connection {
                 push(
                     seg,
                     MptcpOption::AddAddr(AddAddr {
+                        v0: false,
                         echo: true,
                         addr_id: id,
                         addr,
@@ -1718,6 +1719,7 @@ impl Connection {
                 push(
                     seg,
                     MptcpOption::AddAddr(AddAddr {
+                        v0: false,
                         echo: false,
                         addr_id: t.id,
                         addr: t.addr,
