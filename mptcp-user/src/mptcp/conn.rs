@@ -17,7 +17,7 @@ use self::subflow::{Kind, Sf};
 
 use super::api::*;
 use super::{reset_reason, KeySource, MptcpConfig};
-use crate::crypto;
+use crate::crypto::Version;
 use crate::io::PathId;
 use crate::pm::{PathManager, SubflowRequest};
 use crate::sched::{Scheduler, SubflowView};
@@ -42,6 +42,8 @@ pub(crate) enum Role {
 #[derive(Debug)]
 struct Shared {
     role: Role,
+    /// Decides the key derivations and the handshake's and options' forms.
+    version: Version,
     tcp: crate::tcp::Config,
     checksum_wanted: bool,
     max_subflows: usize,
@@ -52,6 +54,10 @@ struct Shared {
     local_key: u64,
     remote_key: u64,
     remote_key_known: bool,
+    /// v0: MP_FASTCLOSE went out on an ACK (RFC 6824 3.5).
+    fastclose_sent: bool,
+    /// v0 MP_PRIO naming an address id: (peer's address id, backup).
+    peer_prio: Vec<(u8, bool)>,
     local_token: u32,
     remote_token: u32,
     local_idsn: u64,
@@ -130,11 +136,18 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(cfg: &MptcpConfig, role: Role, local_key: u64, locals: Vec<LocalAddr>) -> Connection {
+    fn new(
+        cfg: &MptcpConfig,
+        role: Role,
+        version: Version,
+        local_key: u64,
+        locals: Vec<LocalAddr>,
+    ) -> Connection {
         let mss = cfg.tcp.mss.max(64) as usize;
         Connection {
             s: Shared {
                 role,
+                version,
                 tcp: cfg.tcp.clone(),
                 checksum_wanted: cfg.checksum,
                 max_subflows: cfg.max_subflows.max(1),
@@ -144,9 +157,11 @@ impl Connection {
                 local_key,
                 remote_key: 0,
                 remote_key_known: false,
-                local_token: crypto::token(local_key),
+                fastclose_sent: false,
+                peer_prio: Vec::new(),
+                local_token: version.token(local_key),
                 remote_token: 0,
-                local_idsn: crypto::idsn(local_key),
+                local_idsn: version.idsn(local_key),
                 remote_idsn: 0,
                 checksum: cfg.checksum,
                 fallback: false,
@@ -260,7 +275,7 @@ impl Connection {
         let key = keys.key();
         let local = SocketAddr::new(locals[0].ip, local_port);
         let path = locals[0].path;
-        let mut c = Connection::new(cfg, Role::Client, key, locals);
+        let mut c = Connection::new(cfg, Role::Client, cfg.client_version, key, locals);
         c.s.next_port = local_port.wrapping_add(1).max(1024);
         c.s.remotes.push((0, remote));
         let sub = Subflow::connect(&cfg.tcp, FourTuple { local, remote }, now);
@@ -294,11 +309,22 @@ impl Connection {
                 signal: false,
             },
         );
-        let mut c = Connection::new(cfg, Role::Server, key, locals);
+        // The SYN's version if we answer in it: v1 offers no key, v0 its key.
+        let mpc = syn.options.mptcp.mp_capable();
+        let version = mpc.and_then(|m| match (Version::from_wire(m.version), m.sender_key) {
+            (Some(Version::V1), None) | (Some(Version::V0), Some(_)) => {
+                Version::from_wire(m.version).filter(|v| cfg.server_versions.contains(*v))
+            }
+            _ => None,
+        });
+        let mut c = Connection::new(cfg, Role::Server, version.unwrap_or_default(), key, locals);
         c.s.remotes.push((0, tuple.remote));
-        match syn.options.mptcp.mp_capable() {
-            Some(mpc) if mpc.version == 1 && mpc.sender_key.is_none() => {
+        match (version, mpc) {
+            (Some(v), Some(mpc)) => {
                 c.s.checksum = cfg.checksum || mpc.checksum_required();
+                if v == Version::V0 {
+                    c.s.set_remote_key(mpc.sender_key.unwrap_or(0));
+                }
             }
             _ => c.s.fallback = true,
         }
@@ -371,6 +397,12 @@ impl Connection {
         self.s.local_token
     }
 
+    /// The MPTCP version of this connection (the offered one until the
+    /// handshake ends; meaningless after a fallback to TCP).
+    pub fn version(&self) -> Version {
+        self.s.version
+    }
+
     pub(crate) fn is_fallback(&self) -> bool {
         self.s.fallback
     }
@@ -422,7 +454,11 @@ impl Connection {
         match (state, sf.kind) {
             (State::SynSent, Kind::Capable) if f.contains(TcpFlags::SYN | TcpFlags::ACK) => {
                 match opts.mp_capable() {
-                    Some(mpc) if mpc.version == 1 && mpc.sender_key.is_some() && !s.fallback => {
+                    Some(mpc)
+                        if mpc.version == s.version.number()
+                            && mpc.sender_key.is_some()
+                            && !s.fallback =>
+                    {
                         s.set_remote_key(mpc.sender_key.unwrap_or(0));
                         s.checksum = s.checksum_wanted || mpc.checksum_required();
                         sf.third_ack_pending = true;
@@ -446,8 +482,12 @@ impl Connection {
                         hmac,
                         nonce,
                     }) => {
-                        let want =
-                            crypto::join_synack_hmac(s.remote_key, s.local_key, nonce, local_nonce);
+                        let want = s.version.join_synack_hmac(
+                            s.remote_key,
+                            s.local_key,
+                            nonce,
+                            local_nonce,
+                        );
                         if want == hmac {
                             sf.kind = Kind::Join {
                                 local_nonce,
@@ -474,8 +514,12 @@ impl Connection {
             }
             (State::SynReceived, Kind::Capable) if f.contains(TcpFlags::ACK) && !s.fallback => {
                 match opts.mp_capable() {
+                    // v0: the client's key came in the SYN and must not change.
                     Some(mpc)
-                        if mpc.sender_key.is_some() && mpc.receiver_key == Some(s.local_key) =>
+                        if mpc.sender_key.is_some()
+                            && mpc.receiver_key == Some(s.local_key)
+                            && (s.version == Version::V1
+                                || mpc.sender_key == Some(s.remote_key)) =>
                     {
                         s.set_remote_key(mpc.sender_key.unwrap_or(0));
                         sf.fully = true;
@@ -489,6 +533,11 @@ impl Connection {
                                 fin: false,
                             });
                         }
+                    }
+                    // v0: the third ACK was lost, and this (a DSS) is
+                    // the client's next segment; we have its key already.
+                    None if s.version == Version::V0 && opts.dss().is_some() => {
+                        sf.fully = true;
                     }
                     // The third ACK was lost and this segment is not the
                     // first data one: wait for that one's retransmission.
@@ -511,7 +560,8 @@ impl Connection {
                 },
             ) if f.contains(TcpFlags::ACK) => {
                 let want =
-                    crypto::join_ack_hmac(s.remote_key, s.local_key, remote_nonce, local_nonce);
+                    s.version
+                        .join_ack_hmac(s.remote_key, s.local_key, remote_nonce, local_nonce);
                 match opts.mp_join() {
                     Some(MpJoin::Ack { hmac }) if *hmac == want => {
                         sf.sub.on_segment(now, seg);
@@ -543,6 +593,18 @@ impl Connection {
         if feed {
             sf.sub.on_segment(now, seg);
         }
+        if self.s.fast_closed && !self.s.reset {
+            // MP_FASTCLOSE on an ACK (v0's way; RFC 8684 allows it too):
+            // RST every subflow.
+            self.s.reset = true;
+            self.s.push_event(MptcpEvent::FastClosed);
+            for o in self.sfs.iter_mut() {
+                o.sub.abort();
+            }
+            for j in 0..self.sfs.len() {
+                self.handle_events(now, j);
+            }
+        }
         self.after_segment(now, i, keys);
     }
 
@@ -569,6 +631,11 @@ impl Connection {
                 if s.rx_fb.is_none() {
                     s.push_event(MptcpEvent::FellBackToTcp);
                 }
+            }
+        }
+        for (id, backup) in std::mem::take(&mut self.s.peer_prio) {
+            for sf in self.sfs.iter_mut().filter(|f| f.remote_id == id) {
+                sf.peer_backup = backup;
             }
         }
         self.drain(i);
@@ -599,8 +666,9 @@ impl Connection {
                         if sf.kind == Kind::Capable && !s.established {
                             s.established = true;
                             s.push_event(MptcpEvent::Established);
-                            if s.role == Role::Client {
-                                // Data may follow the third ACK (RFC 8684 3.1).
+                            if s.role == Role::Client && s.version == Version::V1 {
+                                // Data may follow the third ACK (RFC 8684 3.1);
+                                // in v0 only after it (options_out).
                                 sf.fully = true;
                             }
                             s.pm_dirty = true;
@@ -702,7 +770,11 @@ impl Connection {
             t.due = true;
             t.deadline = now + s.add_addr_timeout * (1 << t.tries.min(8));
         }
-        let retries = s.add_addr_retries;
+        // v0's ADD_ADDR is never echoed: sent once more, then trusted.
+        let retries = match s.version {
+            Version::V0 => s.add_addr_retries.min(1),
+            Version::V1 => s.add_addr_retries,
+        };
         s.add_addr.retain(|t| t.tries <= retries);
         for i in 0..self.sfs.len() {
             if self.sfs[i].sub.poll_timeout().is_some_and(|t| t <= now) {

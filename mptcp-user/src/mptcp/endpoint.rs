@@ -246,10 +246,15 @@ impl MptcpEndpoint {
     }
 
     fn new_key(&mut self) -> u64 {
-        // Tokens are unique among live connections.
+        // Tokens are unique among live connections, whichever version the
+        // new one turns out to speak.
+        use crate::crypto::Version;
         loop {
             let k = self.keys.key();
-            if !self.by_token.contains_key(&crate::crypto::token(k)) {
+            if [Version::V0, Version::V1]
+                .iter()
+                .all(|v| !self.by_token.contains_key(&v.token(k)))
+            {
                 return k;
             }
         }
@@ -309,12 +314,20 @@ impl Engine for MptcpEndpoint {
                     Some(ci) if ok => self.register(ci),
                     _ => {
                         self.counters.join_refused += 1;
-                        let reason = if ci.is_some() {
-                            reset_reason::LACK_OF_RESOURCES
+                        let v0 = ci
+                            .and_then(|ci| self.conns[ci].as_ref())
+                            .map(|c| c.version())
+                            == Some(crate::crypto::Version::V0);
+                        // v0 has no MP_TCPRST; an unknown token says nothing
+                        // of the version, and v0 peers ignore the option.
+                        let reason = if v0 {
+                            None
+                        } else if ci.is_some() {
+                            Some(reset_reason::LACK_OF_RESOURCES)
                         } else {
-                            reset_reason::MPTCP_ERROR
+                            Some(reset_reason::MPTCP_ERROR)
                         };
-                        self.refuse(path, src, dst, &seg, Some(reason));
+                        self.refuse(path, src, dst, &seg, reason);
                     }
                 }
                 return;

@@ -133,6 +133,21 @@ pub struct MptcpArgs {
     /// Subflow limit per connection (and ndiffports' count).
     #[arg(long, value_name = "N")]
     pub subflows: Option<usize>,
+    /// MPTCP version the client offers: 1 (RFC 8684) or 0 (RFC 6824); the
+    /// server answers in either.
+    #[arg(long, value_name = "V", value_parser = parse_version)]
+    pub mptcp_version: Option<crate::crypto::Version>,
+    /// The server announces its addresses on paths 2.. (ADD_ADDR).
+    #[arg(long)]
+    pub signal: bool,
+}
+
+/// `0` or `1`.
+pub fn parse_version(s: &str) -> Result<crate::crypto::Version, String> {
+    s.parse::<u8>()
+        .ok()
+        .and_then(crate::crypto::Version::from_wire)
+        .ok_or_else(|| format!("unknown MPTCP version {s:?}: 0 (RFC 6824) or 1 (RFC 8684)"))
 }
 
 impl MptcpArgs {
@@ -143,6 +158,8 @@ impl MptcpArgs {
             || self.pm.is_some()
             || self.checksum
             || self.subflows.is_some()
+            || self.mptcp_version.is_some()
+            || self.signal
     }
 
     /// The factory these flags describe.
@@ -163,9 +180,12 @@ impl MptcpArgs {
                 .ok_or_else(|| anyhow::anyhow!("unknown path manager {p:?}"))?;
         }
         config.checksum = self.checksum;
+        if let Some(v) = self.mptcp_version {
+            config.client_version = v;
+        }
         Ok(MptcpFactory {
             config,
-            signal: false,
+            signal: self.signal,
         })
     }
 }

@@ -45,6 +45,10 @@ pub struct SimArgs {
     /// Write a trace of the data sender (CSV and SVG plots) into this directory.
     #[arg(long, value_name = "DIR")]
     pub trace: Option<std::path::PathBuf>,
+    /// Write every packet the links deliver (both directions, all paths) to
+    /// this pcap file, as raw IP: for `decode --verify`, tshark, Wireshark.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub mptcp: crate::mptcp::sim::MptcpArgs,
 }
@@ -123,10 +127,16 @@ pub fn main_with(
         }
         None => None,
     };
+    let mut pcap = match &args.pcap {
+        Some(path) => Some(PcapObserver::create(path)?),
+        None => None,
+    };
+    let mut tee = Tee {
+        trace: trace.as_mut(),
+        pcap: pcap.as_mut(),
+    };
     let hooks = Hooks {
-        observer: trace
-            .as_mut()
-            .map(|t| t as &mut dyn super::runner::Observer),
+        observer: Some(&mut tee),
         progress: if std::io::stderr().is_terminal() {
             Some(&mut show)
         } else {
@@ -134,6 +144,9 @@ pub fn main_with(
         },
     };
     let report = run(&cfg, hooks)?;
+    if let Some(p) = pcap {
+        p.finish()?;
+    }
     if line.shown {
         eprint!("\r\x1b[K");
     }
@@ -159,4 +172,78 @@ pub fn main_with(
         bail!("transfer {}: not byte-exact", report.outcome.as_str());
     }
     Ok(())
+}
+
+/// Delivered packets into a pcap file (`--pcap`).
+pub struct PcapObserver {
+    w: crate::pcap::PcapWriter<std::io::BufWriter<std::fs::File>>,
+    path: std::path::PathBuf,
+    error: Option<std::io::Error>,
+}
+
+impl PcapObserver {
+    pub fn create(path: &std::path::Path) -> anyhow::Result<PcapObserver> {
+        let f = std::fs::File::create(path)
+            .map_err(|e| anyhow::anyhow!("--pcap {}: {e}", path.display()))?;
+        let w = crate::pcap::PcapWriter::new(std::io::BufWriter::new(f), crate::pcap::LINKTYPE_RAW)
+            .map_err(|e| anyhow::anyhow!("--pcap {}: {e}", path.display()))?;
+        Ok(PcapObserver {
+            w,
+            path: path.to_path_buf(),
+            error: None,
+        })
+    }
+
+    /// Flushes; reports the first write error.
+    pub fn finish(self) -> anyhow::Result<()> {
+        let path = self.path.display().to_string();
+        if let Some(e) = self.error {
+            bail!("--pcap {path}: {e}");
+        }
+        self.w
+            .into_inner()
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("--pcap {path}: {e}"))?;
+        Ok(())
+    }
+}
+
+impl super::runner::Observer for PcapObserver {
+    fn on_deliver(&mut self, d: &super::net::Delivery<'_>) {
+        if self.error.is_none() {
+            let t = d.at - crate::time::Instant::ZERO;
+            if let Err(e) = self.w.write(t.as_nanos() as u64, d.packet) {
+                self.error = Some(e);
+            }
+        }
+    }
+}
+
+/// Hands every event to the trace and the pcap writer, when present.
+struct Tee<'a> {
+    trace: Option<&'a mut super::trace::Trace>,
+    pcap: Option<&'a mut PcapObserver>,
+}
+
+impl super::runner::Observer for Tee<'_> {
+    fn on_send(
+        &mut self,
+        now: crate::time::Instant,
+        from: super::net::Side,
+        path: crate::io::PathId,
+        packet: &[u8],
+        outcome: super::net::SendOutcome,
+    ) {
+        if let Some(t) = self.trace.as_mut() {
+            t.on_send(now, from, path, packet, outcome);
+        }
+    }
+    fn on_deliver(&mut self, d: &super::net::Delivery<'_>) {
+        if let Some(t) = self.trace.as_mut() {
+            t.on_deliver(d);
+        }
+        if let Some(p) = self.pcap.as_mut() {
+            p.on_deliver(d);
+        }
+    }
 }

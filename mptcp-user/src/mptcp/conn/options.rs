@@ -4,7 +4,7 @@
 use super::recv::RxMap;
 use super::subflow::{Kind, Sf};
 use super::{reset_reason, Connection, Role, Shared};
-use crate::crypto;
+use crate::crypto::{self, Version};
 use crate::mptcp::api::*;
 use crate::time::Instant;
 use crate::wire::mptcp::{AddAddr, AddrIds, Dss, DssMapping, MpCapable, MpJoin, MptcpOption};
@@ -43,6 +43,11 @@ impl Connection {
                     }
                 }
                 MptcpOption::AddAddr(a) => {
+                    // Each version takes its own form only: v0's has no HMAC.
+                    if a.v0 != (s.version == Version::V0) {
+                        s.bad_hmac += 1;
+                        continue;
+                    }
                     if a.echo {
                         for t in s.add_addr.iter_mut() {
                             if t.id == a.addr_id {
@@ -53,11 +58,18 @@ impl Connection {
                         s.add_addr.retain(|t| t.tries != u32::MAX);
                         continue;
                     }
-                    let want =
-                        crypto::add_addr_hmac(s.remote_key, s.local_key, a.addr_id, a.addr, a.port);
-                    if a.hmac != Some(want) {
-                        s.bad_hmac += 1;
-                        continue;
+                    if !a.v0 {
+                        let want = crypto::add_addr_hmac(
+                            s.remote_key,
+                            s.local_key,
+                            a.addr_id,
+                            a.addr,
+                            a.port,
+                        );
+                        if a.hmac != Some(want) {
+                            s.bad_hmac += 1;
+                            continue;
+                        }
                     }
                     let port = a
                         .port
@@ -71,8 +83,10 @@ impl Connection {
                         });
                         s.pm_dirty = true;
                     }
-                    s.echo_pending.push((a.addr_id, a.addr, a.port));
-                    sf.sub.request_ack();
+                    if !a.v0 {
+                        s.echo_pending.push((a.addr_id, a.addr, a.port));
+                        sf.sub.request_ack();
+                    }
                 }
                 MptcpOption::RemoveAddr(ids) => {
                     for &id in ids.as_slice() {
@@ -100,7 +114,18 @@ impl Connection {
                         }
                     }
                 }
+                // v0 may name the (peer's) address whose subflows change.
+                MptcpOption::MpPrio {
+                    backup,
+                    addr_id: Some(id),
+                } if s.version == Version::V0 => s.peer_prio.push((id, backup)),
                 MptcpOption::MpPrio { backup, .. } => sf.peer_backup = backup,
+                MptcpOption::MpFastclose { receiver_key }
+                    if receiver_key == s.local_key && s.remote_key_known =>
+                {
+                    // On an ACK (v0, or RFC 8684's option A): the caller resets.
+                    s.fast_closed = true;
+                }
                 MptcpOption::MpFail { .. } => {
                     // The peer found a bad checksum: with one subflow go on
                     // as plain TCP (infinite mapping), else drop this one.
@@ -116,6 +141,22 @@ impl Connection {
         let push = |seg: &mut TcpRepr, o: MptcpOption| {
             let _ = seg.options.mptcp.push(o);
         };
+        if f.contains(TcpFlags::RST) && s.version == Version::V0 {
+            // v0 has no MP_TCPRST, and MP_FASTCLOSE goes on an ACK: the
+            // first subflow to send its RST sends that ACK instead (the
+            // peer answers with RSTs), the others plain RSTs.
+            if s.reset && !s.fast_closed && !s.fastclose_sent && s.remote_key_known && !s.fallback {
+                s.fastclose_sent = true;
+                seg.flags = TcpFlags::ACK;
+                push(
+                    seg,
+                    MptcpOption::MpFastclose {
+                        receiver_key: s.remote_key,
+                    },
+                );
+            }
+            return;
+        }
         if f.contains(TcpFlags::RST) {
             // As Linux: MP_FASTCLOSE (when we abort the connection), then
             // MP_TCPRST with the reason.
@@ -153,13 +194,15 @@ impl Connection {
             }
             let synack = f.contains(TcpFlags::ACK);
             let o = match (sf.kind, synack) {
+                // v0's SYN carries the client's key already.
                 (Kind::Capable, false) => MptcpOption::MpCapable(MpCapable {
-                    version: 1,
+                    version: s.version.number(),
                     flags,
+                    sender_key: (s.version == Version::V0).then_some(s.local_key),
                     ..Default::default()
                 }),
                 (Kind::Capable, true) => MptcpOption::MpCapable(MpCapable {
-                    version: 1,
+                    version: s.version.number(),
                     flags,
                     sender_key: Some(s.local_key),
                     ..Default::default()
@@ -179,7 +222,7 @@ impl Connection {
                 ) => MptcpOption::MpJoin(MpJoin::SynAck {
                     backup: sf.backup,
                     addr_id: sf.local_id,
-                    hmac: crypto::join_synack_hmac(
+                    hmac: s.version.join_synack_hmac(
                         s.local_key,
                         s.remote_key,
                         local_nonce,
@@ -225,6 +268,7 @@ impl Connection {
         }
         if sf.kind == Kind::Capable
             && s.role == Role::Client
+            && s.version == Version::V1
             && !sf.mpc_confirmed
             && !seg.payload.is_empty()
             && sf
@@ -240,7 +284,7 @@ impl Connection {
             push(
                 seg,
                 MptcpOption::MpCapable(MpCapable {
-                    version: 1,
+                    version: s.version.number(),
                     flags,
                     sender_key: Some(s.local_key),
                     receiver_key: Some(s.remote_key),
@@ -262,20 +306,26 @@ impl Connection {
         if sf.third_ack_pending || unconfirmed {
             sf.third_ack_pending = false;
             let o = match sf.kind {
-                Kind::Capable => MptcpOption::MpCapable(MpCapable {
-                    version: 1,
-                    flags,
-                    sender_key: Some(s.local_key),
-                    receiver_key: Some(s.remote_key),
-                    ..Default::default()
-                }),
+                Kind::Capable => {
+                    if seg.payload.is_empty() {
+                        // v0: data waits for this pure third ACK.
+                        sf.fully = true;
+                    }
+                    MptcpOption::MpCapable(MpCapable {
+                        version: s.version.number(),
+                        flags,
+                        sender_key: Some(s.local_key),
+                        receiver_key: Some(s.remote_key),
+                        ..Default::default()
+                    })
+                }
                 Kind::Join {
                     local_nonce,
                     remote_nonce,
                 } => {
                     sf.join_ack_sent = true;
                     MptcpOption::MpJoin(MpJoin::Ack {
-                        hmac: crypto::join_ack_hmac(
+                        hmac: s.version.join_ack_hmac(
                             s.local_key,
                             s.remote_key,
                             local_nonce,
@@ -308,16 +358,18 @@ impl Connection {
             }
             if let Some(t) = s.add_addr.iter_mut().find(|t| t.due) {
                 t.due = false;
-                let hmac = crypto::add_addr_hmac(s.local_key, s.remote_key, t.id, t.addr, None);
+                let v0 = s.version == Version::V0;
+                let hmac = (!v0)
+                    .then(|| crypto::add_addr_hmac(s.local_key, s.remote_key, t.id, t.addr, None));
                 push(
                     seg,
                     MptcpOption::AddAddr(AddAddr {
-                        v0: false,
+                        v0,
                         echo: false,
                         addr_id: t.id,
                         addr: t.addr,
                         port: None,
-                        hmac: Some(hmac),
+                        hmac,
                     }),
                 );
                 return;
