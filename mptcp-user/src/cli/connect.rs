@@ -14,6 +14,7 @@ use mptcp_datapath::worker::Worker;
 use mptcp_datapath::xdp::Ownership;
 use mptcp_datapath::Datapath;
 use mptcp_engine::app::{PatternSink, Source, Transfer};
+use mptcp_engine::crypto::Version;
 use mptcp_engine::io::ByteStream;
 use mptcp_engine::tcp::TcpEndpoint;
 use mptcp_engine::time::Instant;
@@ -51,8 +52,79 @@ pub struct ConnectArgs {
     /// Partial TCP checksums (MPTCP engine): accepted on veth by default.
     #[arg(long, value_enum, default_value = "auto")]
     pub partial_checksum: PartialChecksum,
+    /// MPTCP version to offer: 1 (RFC 8684), 0 (RFC 6824), or auto: the
+    /// version remembered for this server (v1 at first), and when the server
+    /// answers without MP_CAPABLE the other one, on a fresh connection; the
+    /// version that worked is remembered per server address, as Apple's
+    /// stack does (for this process, and in --version-cache).
+    #[arg(long, value_enum, value_name = "V", default_value = "1")]
+    pub mptcp_version: VersionChoice,
+    /// A file remembering the version each server took (--mptcp-version
+    /// auto): `ADDRESS VERSION` lines, read at start and rewritten.
+    #[arg(long, value_name = "FILE")]
+    pub version_cache: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub engine_opts: EngineOptions,
+}
+
+/// `--mptcp-version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VersionChoice {
+    #[value(name = "0")]
+    V0,
+    #[value(name = "1")]
+    V1,
+    Auto,
+}
+
+/// The MPTCP version each server took, by address (xnu keeps such a
+/// cache too): in memory, and optionally in a small text file.
+#[derive(Debug, Default)]
+pub struct VersionCache {
+    map: std::collections::BTreeMap<std::net::IpAddr, Version>,
+    file: Option<std::path::PathBuf>,
+}
+
+impl VersionCache {
+    /// Reads `file` if given (a missing file is an empty cache; bad lines are skipped).
+    pub fn load(file: Option<&std::path::Path>) -> VersionCache {
+        let mut c = VersionCache {
+            map: Default::default(),
+            file: file.map(|f| f.to_path_buf()),
+        };
+        if let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) {
+            for line in text.lines() {
+                let mut it = line.split_whitespace();
+                let (Some(a), Some(v)) = (it.next(), it.next()) else {
+                    continue;
+                };
+                if let (Ok(a), Some(v)) = (a.parse(), v.parse().ok().and_then(Version::from_wire)) {
+                    c.map.insert(a, v);
+                }
+            }
+        }
+        c
+    }
+
+    pub fn get(&self, server: std::net::IpAddr) -> Option<Version> {
+        self.map.get(&server).copied()
+    }
+
+    /// Remembers (Some) or forgets (None) a server's version; rewrites the file.
+    pub fn set(&mut self, server: std::net::IpAddr, v: Option<Version>) -> Result<()> {
+        match v {
+            Some(v) => self.map.insert(server, v),
+            None => self.map.remove(&server),
+        };
+        if let Some(f) = &self.file {
+            let text: String = self.map.iter().map(|(a, v)| format!("{a} {v}\n")).collect();
+            let tmp = f.with_extension("tmp");
+            std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, f))
+                .map_err(|e| anyhow!("--version-cache {}: {e}", f.display()))?;
+        }
+        Ok(())
+    }
 }
 
 struct Interval {
@@ -130,15 +202,105 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
                     signal: false,
                 })
                 .collect();
-            let engine = mptcp_engine::mptcp::MptcpEndpoint::client(
-                cfg,
-                &addrs,
-                port,
-                args.remote,
-                Instant::ZERO,
-            );
-            run_connect(args, Worker::new(engine, paths), datapath, local)
+            let mut cache = VersionCache::load(args.version_cache.as_deref());
+            let first = match args.mptcp_version {
+                VersionChoice::V0 => Version::V0,
+                VersionChoice::V1 => Version::V1,
+                VersionChoice::Auto => cache.get(args.remote.ip()).unwrap_or(Version::V1),
+            };
+            cfg.client_version = first;
+            let client = |cfg: &mptcp_engine::mptcp::MptcpConfig, now| {
+                mptcp_engine::mptcp::MptcpEndpoint::client(
+                    cfg.clone(),
+                    &addrs,
+                    port,
+                    args.remote,
+                    now,
+                )
+            };
+            let mut worker = Worker::new(client(&cfg, Instant::ZERO), paths);
+            if args.mptcp_version == VersionChoice::Auto {
+                let took = handshake(&mut worker, Duration::from_secs(10));
+                let took = match took {
+                    Some(false) => {
+                        // No MP_CAPABLE in the answer: reset, and try the
+                        // other version on a fresh connection from the same port.
+                        let other = match first {
+                            Version::V0 => Version::V1,
+                            Version::V1 => Version::V0,
+                        };
+                        if !args.json {
+                            println!(
+                                "MPTCP v{first} not taken by {}; trying v{other}",
+                                args.remote
+                            );
+                        }
+                        if let Some(c) = worker.engine.connection_mut() {
+                            c.abort();
+                        }
+                        drain(&mut worker);
+                        cfg.client_version = other;
+                        let now = worker.now();
+                        worker.replace_engine(client(&cfg, now));
+                        handshake(&mut worker, Duration::from_secs(10))
+                    }
+                    other => other,
+                };
+                match took {
+                    Some(true) => cache.set(args.remote.ip(), Some(cfg.client_version))?,
+                    // Neither version: plain TCP; forget, so v1 goes first next time.
+                    Some(false) => cache.set(args.remote.ip(), None)?,
+                    None => {}
+                }
+            }
+            if !args.json {
+                println!("MPTCP version offered: {}", cfg.client_version);
+            }
+            run_connect(args, worker, datapath, local)
         }
+    }
+}
+
+/// Runs the worker until the connection is established (Some(true) when
+/// in MPTCP, Some(false) when the server answered without MP_CAPABLE), or
+/// None on timeout or signal.
+fn handshake(
+    worker: &mut Worker<mptcp_engine::mptcp::MptcpEndpoint>,
+    limit: Duration,
+) -> Option<bool> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        let (work, _) = worker.step(&mut NoApp);
+        if let Some(c) = worker.engine.connection() {
+            if c.is_established() {
+                return Some(!c.is_fallback());
+            }
+            if c.is_fallback() {
+                return Some(false);
+            }
+        }
+        if work == 0 {
+            worker.sleep();
+        }
+    }
+    None
+}
+
+/// Sends what the engine has queued (the RST of an aborted attempt).
+fn drain(worker: &mut Worker<mptcp_engine::mptcp::MptcpEndpoint>) {
+    for _ in 0..8 {
+        if worker.step(&mut NoApp).0 == 0 {
+            break;
+        }
+    }
+}
+
+/// No application while the handshake runs.
+struct NoApp;
+
+impl<E> mptcp_engine::app::App<E> for NoApp {
+    fn poll(&mut self, _now: Instant, _engine: &mut E) -> (usize, bool) {
+        (0, false)
     }
 }
 

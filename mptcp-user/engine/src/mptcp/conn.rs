@@ -403,7 +403,8 @@ impl Connection {
         self.s.version
     }
 
-    pub(crate) fn is_fallback(&self) -> bool {
+    /// The connection went on as plain TCP (no MP_CAPABLE answer, or later).
+    pub fn is_fallback(&self) -> bool {
         self.s.fallback
     }
 
