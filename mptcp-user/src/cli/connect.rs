@@ -184,7 +184,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
         EngineKind::Tcp => {
             let cfg = tcp_config(&paths, args.remote.is_ipv6());
             let engine = TcpEndpoint::client(cfg, local, args.remote, Instant::ZERO);
-            run_connect(args, Worker::new(engine, paths), datapath, local)
+            run_connect(args, Worker::new(engine, paths), datapath, local, &[])
         }
         EngineKind::Mptcp => {
             let mut cfg = mptcp_config(&paths, args.remote.is_ipv6(), &args.engine_opts);
@@ -219,6 +219,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
                 )
             };
             let mut worker = Worker::new(client(&cfg, Instant::ZERO), paths);
+            let mut tried = vec![first.number()];
             if args.mptcp_version == VersionChoice::Auto {
                 let took = handshake(&mut worker, Duration::from_secs(10));
                 let took = match took {
@@ -240,6 +241,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
                         }
                         drain(&mut worker);
                         cfg.client_version = other;
+                        tried.push(other.number());
                         let now = worker.now();
                         worker.replace_engine(client(&cfg, now));
                         handshake(&mut worker, Duration::from_secs(10))
@@ -256,7 +258,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
             if !args.json {
                 println!("MPTCP version offered: {}", cfg.client_version);
             }
-            run_connect(args, worker, datapath, local)
+            run_connect(args, worker, datapath, local, &tried)
         }
     }
 }
@@ -308,6 +310,10 @@ impl<E> mptcp_engine::app::App<E> for NoApp {
 pub trait Measured {
     /// (id, path, local, remote, bytes sent, bytes received, retransmits).
     fn subflow_report(&self) -> Vec<(u32, usize, SocketAddr, SocketAddr, u64, u64, u64)>;
+    /// The MPTCP version the connection runs (None: plain TCP, or a fallback).
+    fn mptcp_version(&self) -> Option<u8> {
+        None
+    }
 }
 
 impl Measured for TcpEndpoint {
@@ -330,6 +336,11 @@ impl Measured for TcpEndpoint {
 }
 
 impl Measured for mptcp_engine::mptcp::MptcpEndpoint {
+    fn mptcp_version(&self) -> Option<u8> {
+        let c = self.connection()?;
+        (c.is_established() && !c.is_fallback()).then(|| c.version().number())
+    }
+
     fn subflow_report(&self) -> Vec<(u32, usize, SocketAddr, SocketAddr, u64, u64, u64)> {
         let Some(c) = self.connection() else {
             return Vec::new();
@@ -356,6 +367,7 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     mut worker: Worker<E>,
     mut datapath: Datapath,
     local: SocketAddr,
+    versions_tried: &[u8],
 ) -> Result<()> {
     let stop = stop_on_signals();
     let total = args.bytes.unwrap_or(if args.time.is_some() {
@@ -385,11 +397,14 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     let mut mark = (0.0f64, 0u64, 0u64);
     let stats_file = StatsFile::create();
     let mut established_at = None;
+    // Read once established: a closed connection no longer says.
+    let mut mptcp_version = None;
     let mut last_subflows: Vec<(u32, usize, SocketAddr, SocketAddr, u64, u64, u64)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let (work, done) = worker.step(&mut source);
         if established_at.is_none() && worker.engine.is_established() {
             established_at = Some(started.elapsed().as_secs_f64());
+            mptcp_version = worker.engine.mptcp_version();
         }
         let t = started.elapsed().as_secs_f64();
         if t - mark.0 >= 1.0 || done {
@@ -464,6 +479,8 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
                 "connected": [{"local_host": local.ip().to_string(), "local_port": local.port(),
                                "remote_host": args.remote.ip().to_string(), "remote_port": args.remote.port()}],
                 "connect_seconds": established_at,
+                "mptcp_version": mptcp_version,
+                "mptcp_versions_tried": versions_tried,
                 "test_start": {"protocol": "TCP", "num_streams": 1, "bytes": args.bytes, "duration": args.time,
                                "reverse": u8::from(reverse)},
             },
