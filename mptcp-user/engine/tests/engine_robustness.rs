@@ -62,6 +62,22 @@ fn replaying_the_recordings_reaches_the_recorded_end() {
     let client = fuzzing::fuzz_mptcp_client(&[1]);
     assert!(client.connection().is_some_and(|c| c.checksum_enabled()));
     assert!(client.is_read_closed());
+    // Bit 1: the conversation in MPTCP v0, with and without checksums.
+    for b in [2u8, 3] {
+        let server = fuzzing::fuzz_mptcp_server(&[b]);
+        let c = server.connection().expect("accepted");
+        assert_eq!(c.version(), mptcp_engine::crypto::Version::V0);
+        assert_eq!(c.checksum_enabled(), b & 1 == 1);
+        assert!(!c.is_fallback() && c.is_read_closed());
+        assert!(c.subflows().count() >= 2, "the v0 join replays too");
+        assert_eq!(server.counters(), &MptcpCounters::default());
+        let client = fuzzing::fuzz_mptcp_client(&[b]);
+        let c = client.connection().expect("client");
+        assert_eq!(c.version(), mptcp_engine::crypto::Version::V0);
+        assert!(!c.is_fallback() && client.is_read_closed());
+        assert!(c.subflows().count() >= 2);
+        assert_eq!(c.bad_hmacs(), 0);
+    }
     let tcp = fuzzing::fuzz_tcp_endpoint(&[]);
     assert!(tcp.is_read_closed());
     let tcp = fuzzing::fuzz_tcp_endpoint(&[1]);
@@ -127,8 +143,18 @@ fn fresh_client_config() -> MptcpConfig {
 
 /// A new client (port `port`) transfers `len` bytes each way with `server`.
 fn fresh_client_transfers(server: &mut MptcpEndpoint, port: u16, start: Instant, len: usize) {
+    fresh_client_transfers_in(server, port, start, len, fresh_client_config())
+}
+
+fn fresh_client_transfers_in(
+    server: &mut MptcpEndpoint,
+    port: u16,
+    start: Instant,
+    len: usize,
+    cfg: MptcpConfig,
+) {
     let mut client = MptcpEndpoint::client(
-        fresh_client_config(),
+        cfg,
         &fuzzing::client_locals(),
         port,
         SocketAddr::new(fuzzing::server_ip(0), fuzzing::SERVER_PORT),
@@ -158,7 +184,26 @@ proptest! {
         fresh_client_transfers(&mut server, 41000, st.now + Duration::from_secs(1), 20_000);
     }
 
-    /// Any program against a client: no panic (the client's own
+    /// The same after a v0 conversation (with or without checksums), and
+    /// the fresh client speaks v0 too.
+    #[test]
+    fn server_stays_usable_after_v0_garbage(
+        prog in proptest::collection::vec(any::<u8>(), 0..300),
+        checksum in any::<bool>(),
+    ) {
+        let mut server = fuzzing::new_mptcp_server();
+        let rec = &fuzzing::mptcp_v0_recording(checksum).to_server;
+        let st = fuzzing::run(&mut server, rec, &prog);
+        let cfg = MptcpConfig {
+            client_version: mptcp_engine::crypto::Version::V0,
+            checksum,
+            ..fresh_client_config()
+        };
+        fresh_client_transfers_in(&mut server, 41000, st.now + Duration::from_secs(1), 20_000, cfg);
+    }
+
+    /// Any program against a client (the first byte picks the version and
+    /// checksums, see fuzzing::fuzz_mptcp_client): no panic (the client's own
     /// connection may be dead; its counters only grow).
     #[test]
     fn client_survives_garbage(prog in proptest::collection::vec(any::<u8>(), 0..300)) {
