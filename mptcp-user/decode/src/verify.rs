@@ -109,6 +109,8 @@ struct Conn {
 }
 
 /// A DSS mapping whose data is still being collected for its checksum.
+/// Bytes are kept at their place, so a mapping whose segments were lost
+/// and retransmitted out of order (SACK recovery) still completes.
 #[derive(Debug)]
 struct PendingMap {
     frame: u64,
@@ -116,10 +118,19 @@ struct PendingMap {
     ssn: u32,
     data_len: u16,
     wire: u16,
-    acc: DssChecksum,
-    next_seq: u32,
-    remaining: u32,
+    /// Subflow sequence number of the mapping's first byte.
+    start: u32,
+    buf: Vec<u8>,
+    have: Vec<bool>,
+    missing: u32,
 }
+
+/// Mappings collected at once per subflow direction (each at most 64 KiB);
+/// beyond, the oldest is given up and counted as skipped.
+const MAX_PENDING: usize = 1024;
+/// Completed mappings remembered per subflow direction, so that their
+/// retransmissions are not collected again.
+const MAX_DONE: usize = 4096;
 
 #[derive(Debug, Default)]
 struct Subflow {
@@ -131,7 +142,9 @@ struct Subflow {
     /// Role (CLIENT or SERVER) of endpoint A within the connection.
     a_role: Option<usize>,
     nonce: [Option<u32>; 2],
-    pending: [Option<PendingMap>; 2],
+    pending: [Vec<PendingMap>; 2],
+    /// (DSN, SSN, length) of mappings already checked.
+    done: [std::collections::VecDeque<(u64, u32, u16)>; 2],
 }
 
 /// Follows connections; feed it every TCP segment in capture order.
@@ -506,39 +519,41 @@ impl Verifier {
             self.skip("32-bit DSN without a reference");
             return;
         };
-        if let Some(p) = self
-            .subflows
-            .get(&key)
-            .and_then(|s| s.pending[dir].as_ref())
+        let Some(sf) = self.subflows.get_mut(&key) else {
+            return;
+        };
+        let same = |d: u64, s: u32, l: u16| d == dsn && s == m.ssn && l == m.data_len;
+        if sf.pending[dir]
+            .iter()
+            .any(|p| same(p.dsn, p.ssn, p.data_len))
+            || sf.done[dir].iter().any(|&(d, s, l)| same(d, s, l))
         {
-            if p.dsn == dsn && p.ssn == m.ssn && p.data_len == m.data_len {
-                return; // the same mapping repeated on a later segment
-            }
-            self.skip("mapping data not fully captured");
+            return; // repeated on a later segment, or retransmitted
         }
         let start = match isn {
             Some(i) => i.wrapping_add(m.ssn),
             None => tcp.seq,
         };
-        let remaining =
-            m.data_len as u32 - u32::from(data_fin && m.data_len > 0).min(m.data_len as u32);
-        let pending = PendingMap {
+        let need = m.data_len as usize - usize::from(data_fin && m.data_len > 0);
+        sf.pending[dir].push(PendingMap {
             frame,
             dsn,
             ssn: m.ssn,
             data_len: m.data_len,
             wire,
-            acc: DssChecksum::new(dsn, m.ssn, m.data_len),
-            next_seq: start,
-            remaining,
-        };
-        if let Some(sf) = self.subflows.get_mut(&key) {
-            sf.pending[dir] = Some(pending);
+            start,
+            buf: vec![0; need],
+            have: vec![false; need],
+            missing: need as u32,
+        });
+        if sf.pending[dir].len() > MAX_PENDING {
+            sf.pending[dir].remove(0);
+            self.skip("mapping data not fully captured");
         }
-        self.complete_if_done(out, key, dir);
+        self.complete_done(out, key, dir);
     }
 
-    /// Adds this segment's payload to a pending mapping of its direction.
+    /// Adds this segment's payload to the pending mappings it overlaps.
     fn feed_payload(
         &mut self,
         out: &mut Vec<Check>,
@@ -546,42 +561,57 @@ impl Verifier {
         dir: usize,
         tcp: &TcpRepr<'_>,
     ) {
-        let Some(p) = self
-            .subflows
-            .get_mut(&key)
-            .and_then(|s| s.pending[dir].as_mut())
-        else {
-            return;
-        };
-        if tcp.payload.is_empty() || p.remaining == 0 {
+        if tcp.payload.is_empty() {
             return;
         }
-        // Only in-order bytes: skip what was already added (retransmissions).
-        let offset = p.next_seq.wrapping_sub(tcp.seq) as usize;
-        if offset >= tcp.payload.len() {
-            return;
-        }
-        let take = (tcp.payload.len() - offset).min(p.remaining as usize);
-        p.acc.add(&tcp.payload[offset..offset + take]);
-        p.next_seq = p.next_seq.wrapping_add(take as u32);
-        p.remaining -= take as u32;
-        self.complete_if_done(out, key, dir);
-    }
-
-    fn complete_if_done(
-        &mut self,
-        out: &mut Vec<Check>,
-        key: (SocketAddr, SocketAddr),
-        dir: usize,
-    ) {
         let Some(sf) = self.subflows.get_mut(&key) else {
             return;
         };
-        if sf.pending[dir].as_ref().is_some_and(|p| p.remaining == 0) {
-            if let Some(p) = sf.pending[dir].take() {
-                let exp = p.acc.finish();
-                self.compare(out, p.frame, "dss_checksum", exp as u64, p.wire as u64, 4);
+        let mut any = false;
+        for p in sf.pending[dir].iter_mut() {
+            // The segment's place relative to the mapping's first byte.
+            let rel = tcp.seq.wrapping_sub(p.start) as i32 as i64;
+            let lo = rel.max(0);
+            let hi = (rel + tcp.payload.len() as i64).min(p.buf.len() as i64);
+            for i in lo..hi {
+                let i = i as usize;
+                if !p.have[i] {
+                    p.have[i] = true;
+                    p.buf[i] = tcp.payload[(i as i64 - rel) as usize];
+                    p.missing -= 1;
+                    any = true;
+                }
             }
+        }
+        if any {
+            self.complete_done(out, key, dir);
+        }
+    }
+
+    /// Checks the mappings whose data is complete.
+    fn complete_done(&mut self, out: &mut Vec<Check>, key: (SocketAddr, SocketAddr), dir: usize) {
+        let Some(sf) = self.subflows.get_mut(&key) else {
+            return;
+        };
+        if sf.pending[dir].iter().all(|p| p.missing > 0) {
+            return;
+        }
+        let (complete, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut sf.pending[dir])
+            .into_iter()
+            .partition(|p| p.missing == 0);
+        sf.pending[dir] = keep;
+        // A DATA_FIN alone has no data to collect: each copy is checked.
+        for p in complete.iter().filter(|p| !p.buf.is_empty()) {
+            sf.done[dir].push_back((p.dsn, p.ssn, p.data_len));
+            if sf.done[dir].len() > MAX_DONE {
+                sf.done[dir].pop_front();
+            }
+        }
+        for p in complete {
+            let mut acc = DssChecksum::new(p.dsn, p.ssn, p.data_len);
+            acc.add(&p.buf);
+            let exp = acc.finish();
+            self.compare(out, p.frame, "dss_checksum", exp as u64, p.wire as u64, 4);
         }
     }
 
@@ -592,7 +622,7 @@ impl Verifier {
         let open: u64 = self
             .subflows
             .values()
-            .map(|s| s.pending.iter().flatten().count() as u64)
+            .map(|s| s.pending.iter().map(|p| p.len() as u64).sum::<u64>())
             .sum();
         if open > 0 {
             *self
