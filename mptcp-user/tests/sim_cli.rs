@@ -213,3 +213,48 @@ fn help_mentions_trace() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("--trace <DIR>"), "{text}");
 }
+
+#[test]
+fn v0_run_with_pcap_verifies_as_v0() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("v0.pcap");
+    let out = sim(&[
+        "--path",
+        "rate=50mbit,delay=10ms",
+        "--path",
+        "rate=30mbit,delay=20ms",
+        "--bytes",
+        "1MiB",
+        "--mptcp-version",
+        "0",
+        "--checksum",
+        "--signal",
+        "--pcap",
+        pcap.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("byte-exact"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mptcp-user"))
+        .args(["decode", "--verify"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(" 0 MISMATCH") && text.contains("mptcp v0 connections: 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("add_addr") && text.contains("ipver=4"),
+        "ADD_ADDR v0 form"
+    );
+    // A version the engine does not speak is refused with the choices.
+    let out = sim(&["--mptcp-version", "2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 (RFC 6824) or 1 (RFC 8684)"));
+}

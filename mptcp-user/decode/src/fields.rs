@@ -136,6 +136,15 @@ pub fn suboption_fields(o: &MptcpOption) -> (&'static str, Vec<(&'static str, Fi
             ("addr", Field::Str(a.addr.to_string())),
             ("port", opt(a.port, |p| Field::Num(p as u64))),
             ("hmac", opt(a.hmac, hex64)),
+            // Last, so v1 lines read as before. The v0 form's IP version field; null in v1's form.
+            (
+                "ipver",
+                if a.v0 {
+                    Field::Num(if a.addr.is_ipv4() { 4 } else { 6 })
+                } else {
+                    Field::Null
+                },
+            ),
         ],
         MptcpOption::RemoveAddr(ids) => {
             vec![(
@@ -143,7 +152,10 @@ pub fn suboption_fields(o: &MptcpOption) -> (&'static str, Vec<(&'static str, Fi
                 Field::List(ids.as_slice().iter().map(|&i| i as u64).collect()),
             )]
         }
-        MptcpOption::MpPrio { backup, .. } => vec![("backup", Field::Bool(*backup))],
+        MptcpOption::MpPrio { backup, addr_id } => vec![
+            ("backup", Field::Bool(*backup)),
+            ("address_id", opt(*addr_id, |n| Field::Num(n as u64))),
+        ],
         MptcpOption::MpFail { dsn } => vec![("dsn", Field::Num(*dsn))],
         MptcpOption::MpFastclose { receiver_key } => vec![("receiver_key", hex64(*receiver_key))],
         MptcpOption::MpTcpRst { reason, .. } => vec![("reason", Field::Num(*reason as u64))],

@@ -16,8 +16,14 @@
 //! With `--verify`, each check follows the segment that completed it
 //! (`  check frame N KIND ok|MISMATCH (detail)`, or in JSON
 //! `{"frame", "check", "ok", "detail"}`), checks that need the whole
-//! capture come after the last segment, and a summary ends the output
-//! (`verify: ...`, or `{"summary": {"ok", "mismatch", "checks", "skipped"}}`).
+//! capture come after the last segment, then one line per MPTCP connection
+//! with the version it used (`  connection frame N CLIENT > SERVER mptcp vV
+//! client_key=.. server_key=..`, or `{"connection": {"frame", "client",
+//! "server", "version", "client_key", "server_key", "client_token",
+//! "server_token"}}`, tokens derived as that version does), and a summary
+//! ends the output (`verify: ...`, or `{"summary": {"ok", "mismatch",
+//! "checks", "skipped", "versions"}}`; `versions` maps a version number to
+//! how many connections used it).
 pub mod fields;
 pub mod verify;
 
@@ -27,7 +33,7 @@ use mptcp_engine::wire::{mptcp, parse_ip_tcp, Error, TcpRepr};
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::net::SocketAddr;
-use verify::{Check, Summary, Verifier};
+use verify::{Check, ConnInfo, Summary, Verifier};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
@@ -150,6 +156,36 @@ fn check_line(c: &Check, json: bool) -> String {
     }
 }
 
+fn connection_line(c: &ConnInfo, json: bool) -> String {
+    let v = mptcp_engine::crypto::Version::from_wire(c.version);
+    let hexkey = |k: Option<u64>| k.map(|k| format!("0x{k:016x}"));
+    let token = |k: Option<u64>| Some(format!("0x{:08x}", v?.token(k?)));
+    if json {
+        json!({"connection": {
+            "frame": c.frame,
+            "client": c.client.to_string(),
+            "server": c.server.to_string(),
+            "version": c.version,
+            "client_key": hexkey(c.client_key),
+            "server_key": hexkey(c.server_key),
+            "client_token": token(c.client_key),
+            "server_token": token(c.server_key),
+        }})
+        .to_string()
+    } else {
+        let none = || "?".to_string();
+        format!(
+            "  connection frame {} {} > {} mptcp v{} client_key={} server_key={}",
+            c.frame,
+            c.client,
+            c.server,
+            c.version,
+            hexkey(c.client_key).unwrap_or_else(none),
+            hexkey(c.server_key).unwrap_or_else(none),
+        )
+    }
+}
+
 fn summary_lines(s: &Summary, json: bool) -> Vec<String> {
     if json {
         let counts: Map<String, Value> = s
@@ -162,7 +198,12 @@ fn summary_lines(s: &Summary, json: bool) -> Vec<String> {
             .iter()
             .map(|(k, n)| (k.to_string(), Value::from(*n)))
             .collect();
-        let v = json!({"summary": {"ok": s.ok(), "mismatch": s.mismatches(), "checks": counts, "skipped": skipped}});
+        let versions: Map<String, Value> = s
+            .versions
+            .iter()
+            .map(|(k, n)| (k.to_string(), Value::from(*n)))
+            .collect();
+        let v = json!({"summary": {"ok": s.ok(), "mismatch": s.mismatches(), "checks": counts, "skipped": skipped, "versions": versions}});
         return vec![v.to_string()];
     }
     let mut lines = vec![format!(
@@ -176,6 +217,9 @@ fn summary_lines(s: &Summary, json: bool) -> Vec<String> {
     }
     for (k, n) in &s.skipped {
         lines.push(format!("  skipped ({k}): {n}"));
+    }
+    for (v, n) in &s.versions {
+        lines.push(format!("  mptcp v{v} connections: {n}"));
     }
     lines
 }
@@ -241,6 +285,9 @@ pub fn decode_bytes(data: &[u8], opts: Options, out: &mut dyn Write) -> std::io:
     if let Some(mut v) = verifier {
         for c in v.finish() {
             writeln!(out, "{}", check_line(&c, opts.json))?;
+        }
+        for c in v.connections() {
+            writeln!(out, "{}", connection_line(&c, opts.json))?;
         }
         for l in summary_lines(&v.summary, opts.json) {
             writeln!(out, "{l}")?;

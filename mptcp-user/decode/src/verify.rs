@@ -12,10 +12,15 @@
 //! - `dss_checksum`: DSS (and MP_CAPABLE-with-data) checksums over their data;
 //! - `fastclose_key`: MP_FASTCLOSE carries the receiver's key.
 //!
+//! Each connection's version comes from its MP_CAPABLEs (the SYN/ACK's
+//! answer wins): version 0 (RFC 6824) is checked with SHA-1 and
+//! HMAC-SHA1 and has no ADD_ADDR HMAC, version 1 (RFC 8684) with SHA-256.
+//! After the last segment one line per connection says which version it used.
+//!
 //! Something that cannot be checked (a join to a connection whose keys
 //! were never seen, a mapping whose data was not captured) is counted as
 //! skipped, not as a mismatch.
-use mptcp_engine::crypto::{self, DssChecksum};
+use mptcp_engine::crypto::{self, DssChecksum, Version};
 use mptcp_engine::wire::mptcp::{MpJoin, MptcpOption};
 use mptcp_engine::wire::{TcpFlags, TcpRepr};
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +43,8 @@ pub struct Summary {
     pub counts: BTreeMap<&'static str, (u64, u64)>,
     /// reason -> count
     pub skipped: BTreeMap<&'static str, u64>,
+    /// MPTCP version -> connections that used it.
+    pub versions: BTreeMap<u8, u64>,
 }
 
 impl Summary {
@@ -66,10 +73,31 @@ pub const CHECK_KINDS: [&str; 8] = [
 const CLIENT: usize = 0;
 const SERVER: usize = 1;
 
+/// One MPTCP connection as `decode --verify` saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Frame of its first MP_CAPABLE.
+    pub frame: u64,
+    /// The MP_CAPABLE initiator and listener.
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// The version number of the last MP_CAPABLE (the answer's, once seen).
+    pub version: u8,
+    pub client_key: Option<u64>,
+    pub server_key: Option<u64>,
+}
+
 #[derive(Debug, Default)]
 struct Conn {
     /// Keys by role: the MP_CAPABLE initiator (client) and listener (server).
     keys: [Option<u64>; 2],
+    /// From the MP_CAPABLEs; unknown versions leave the last known one.
+    version: Option<Version>,
+    /// Version number as on the wire (reported even if unknown).
+    wire_version: u8,
+    frame: u64,
+    /// (client, server)
+    ends: Option<(SocketAddr, SocketAddr)>,
     /// Highest DSN seen per sending role, to widen 32-bit DSNs.
     last_dsn: [Option<u64>; 2],
     /// Lowest mapping per sending role, as (offset from IDSN + 1, DSN,
@@ -81,6 +109,8 @@ struct Conn {
 }
 
 /// A DSS mapping whose data is still being collected for its checksum.
+/// Bytes are kept at their place, so a mapping whose segments were lost
+/// and retransmitted out of order (SACK recovery) still completes.
 #[derive(Debug)]
 struct PendingMap {
     frame: u64,
@@ -88,10 +118,19 @@ struct PendingMap {
     ssn: u32,
     data_len: u16,
     wire: u16,
-    acc: DssChecksum,
-    next_seq: u32,
-    remaining: u32,
+    /// Subflow sequence number of the mapping's first byte.
+    start: u32,
+    buf: Vec<u8>,
+    have: Vec<bool>,
+    missing: u32,
 }
+
+/// Mappings collected at once per subflow direction (each at most 64 KiB);
+/// beyond, the oldest is given up and counted as skipped.
+const MAX_PENDING: usize = 1024;
+/// Completed mappings remembered per subflow direction, so that their
+/// retransmissions are not collected again.
+const MAX_DONE: usize = 4096;
 
 #[derive(Debug, Default)]
 struct Subflow {
@@ -103,7 +142,9 @@ struct Subflow {
     /// Role (CLIENT or SERVER) of endpoint A within the connection.
     a_role: Option<usize>,
     nonce: [Option<u32>; 2],
-    pending: [Option<PendingMap>; 2],
+    pending: [Vec<PendingMap>; 2],
+    /// (DSN, SSN, length) of mappings already checked.
+    done: [std::collections::VecDeque<(u64, u32, u16)>; 2],
 }
 
 /// Follows connections; feed it every TCP segment in capture order.
@@ -132,9 +173,34 @@ fn widen(reference: u64, low: u32) -> u64 {
         .unwrap_or(base)
 }
 
+impl Conn {
+    /// The derivations to check with (v1 until a MP_CAPABLE says otherwise).
+    fn v(&self) -> Version {
+        self.version.unwrap_or_default()
+    }
+}
+
 impl Verifier {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The MPTCP connections seen so far, in order of their first MP_CAPABLE.
+    pub fn connections(&self) -> Vec<ConnInfo> {
+        self.conns
+            .iter()
+            .filter_map(|c| {
+                let (client, server) = c.ends?;
+                Some(ConnInfo {
+                    frame: c.frame,
+                    client,
+                    server,
+                    version: c.wire_version,
+                    client_key: c.keys[CLIENT],
+                    server_key: c.keys[SERVER],
+                })
+            })
+            .collect()
     }
 
     fn record(
@@ -177,8 +243,9 @@ impl Verifier {
     }
 
     fn register_tokens(&mut self, conn: usize) {
+        let v = self.conns[conn].v();
         for k in self.conns[conn].keys.into_iter().flatten() {
-            self.tokens.insert(crypto::token(k), conn);
+            self.tokens.insert(v.token(k), conn);
         }
     }
 
@@ -225,6 +292,7 @@ impl Verifier {
                 MptcpOption::MpCapable(c) => self.mp_capable(&mut out, frame, key, dir, tcp, c),
                 MptcpOption::MpJoin(j) => self.mp_join(&mut out, frame, key, dir, j),
                 MptcpOption::AddAddr(a) => {
+                    // Echoes and v0's ADD_ADDR carry no HMAC: nothing to check.
                     let Some(hmac) = a.hmac else { continue };
                     match self.roles_keys(key, dir) {
                         Some((ks, kr)) => {
@@ -272,7 +340,14 @@ impl Verifier {
         let conn = match self.subflows.get(&key).and_then(|s| s.conn) {
             Some(i) => i,
             None => {
-                self.conns.push(Conn::default());
+                // The MP_CAPABLE initiator is the subflow's host A.
+                let client = self.subflows.get(&key).and_then(|s| s.a).unwrap_or(key.0);
+                let server = if client == key.0 { key.1 } else { key.0 };
+                self.conns.push(Conn {
+                    frame,
+                    ends: Some((client, server)),
+                    ..Default::default()
+                });
                 let i = self.conns.len() - 1;
                 if let Some(sf) = self.subflows.get_mut(&key) {
                     sf.conn = Some(i);
@@ -282,6 +357,10 @@ impl Verifier {
             }
         };
         let sender = if dir == 0 { CLIENT } else { SERVER };
+        self.conns[conn].wire_version = c.version;
+        if let Some(v) = Version::from_wire(c.version) {
+            self.conns[conn].version = Some(v);
+        }
         // Each key the option carries is either learnt or compared.
         let carried = [(sender, c.sender_key), (1 - sender, c.receiver_key)];
         for (role, k) in carried {
@@ -301,7 +380,7 @@ impl Verifier {
                     // The implied mapping (IDSN+1, SSN 1) may span several
                     // segments, each repeating the option, as Linux sends it.
                     let m = mptcp_engine::wire::mptcp::DssMapping {
-                        dsn: crypto::idsn(k).wrapping_add(1),
+                        dsn: self.conns[conn].v().idsn(k).wrapping_add(1),
                         dsn_wide: true,
                         ssn: 1,
                         data_len: len,
@@ -337,7 +416,8 @@ impl Verifier {
                 if let (Some(conn), Some(sf)) = (found, self.subflows.get_mut(&key)) {
                     sf.conn = Some(conn);
                     // The SYN goes to the holder of the token's key: A is the other role.
-                    let b_role = if self.conns[conn].keys[SERVER].map(crypto::token) == Some(token)
+                    let v = self.conns[conn].v();
+                    let b_role = if self.conns[conn].keys[SERVER].map(|k| v.token(k)) == Some(token)
                     {
                         SERVER
                     } else {
@@ -352,16 +432,16 @@ impl Verifier {
                     sf.nonce[1] = Some(nonce);
                 }
                 match self.join_material(key) {
-                    Some((ka, kb, ra, rb)) if dir == 1 => {
-                        let exp = crypto::join_synack_hmac(kb, ka, rb, ra);
+                    Some((v, ka, kb, ra, rb)) if dir == 1 => {
+                        let exp = v.join_synack_hmac(kb, ka, rb, ra);
                         self.compare(out, frame, "join_synack_hmac", exp, hmac, 16);
                     }
                     _ => self.skip("mp_join syn/ack without keys or nonces"),
                 }
             }
             MpJoin::Ack { hmac } => match self.join_material(key) {
-                Some((ka, kb, ra, rb)) if dir == 0 => {
-                    let exp = crypto::join_ack_hmac(ka, kb, ra, rb);
+                Some((v, ka, kb, ra, rb)) if dir == 0 => {
+                    let exp = v.join_ack_hmac(ka, kb, ra, rb);
                     let detail = format!("expected {}, got {}", hex(&exp), hex(&hmac));
                     self.record(out, frame, "join_ack_hmac", exp == hmac, detail);
                 }
@@ -370,12 +450,21 @@ impl Verifier {
         }
     }
 
-    /// (KeyA, KeyB, R_A, R_B) of a join subflow.
-    fn join_material(&self, key: (SocketAddr, SocketAddr)) -> Option<(u64, u64, u32, u32)> {
+    /// (version, KeyA, KeyB, R_A, R_B) of a join subflow.
+    fn join_material(
+        &self,
+        key: (SocketAddr, SocketAddr),
+    ) -> Option<(Version, u64, u64, u32, u32)> {
         let sf = self.subflows.get(&key)?;
         let conn = &self.conns[sf.conn?];
         let a = sf.a_role?;
-        Some((conn.keys[a]?, conn.keys[1 - a]?, sf.nonce[0]?, sf.nonce[1]?))
+        Some((
+            conn.v(),
+            conn.keys[a]?,
+            conn.keys[1 - a]?,
+            sf.nonce[0]?,
+            sf.nonce[1]?,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -393,6 +482,7 @@ impl Verifier {
             return;
         };
         let (conn, a_role, isn) = (sf.conn, sf.a_role, sf.isn[dir]);
+        let v = conn.map(|c| self.conns[c].v()).unwrap_or_default();
         let sender = a_role.map(|a| if dir == 0 { a } else { 1 - a });
         let sender_key = match (conn, sender) {
             (Some(c), Some(s)) => self.conns[c].keys[s],
@@ -403,7 +493,7 @@ impl Verifier {
             Some(m.dsn)
         } else {
             let reference = match (conn, sender) {
-                (Some(c), Some(s)) => self.conns[c].last_dsn[s].or(sender_key.map(crypto::idsn)),
+                (Some(c), Some(s)) => self.conns[c].last_dsn[s].or(sender_key.map(|k| v.idsn(k))),
                 _ => None,
             };
             reference.map(|r| widen(r, m.dsn as u32))
@@ -412,7 +502,7 @@ impl Verifier {
             let last = &mut self.conns[c].last_dsn[s];
             *last = Some(last.map_or(dsn, |l| l.max(dsn)));
             if let Some(k) = sender_key {
-                let offset = dsn.wrapping_sub(crypto::idsn(k).wrapping_add(1));
+                let offset = dsn.wrapping_sub(v.idsn(k).wrapping_add(1));
                 let first = &mut self.conns[c].first_mapping[s];
                 if first.is_none_or(|(o, _, _)| offset < o) {
                     *first = Some((offset, dsn, frame));
@@ -429,39 +519,41 @@ impl Verifier {
             self.skip("32-bit DSN without a reference");
             return;
         };
-        if let Some(p) = self
-            .subflows
-            .get(&key)
-            .and_then(|s| s.pending[dir].as_ref())
+        let Some(sf) = self.subflows.get_mut(&key) else {
+            return;
+        };
+        let same = |d: u64, s: u32, l: u16| d == dsn && s == m.ssn && l == m.data_len;
+        if sf.pending[dir]
+            .iter()
+            .any(|p| same(p.dsn, p.ssn, p.data_len))
+            || sf.done[dir].iter().any(|&(d, s, l)| same(d, s, l))
         {
-            if p.dsn == dsn && p.ssn == m.ssn && p.data_len == m.data_len {
-                return; // the same mapping repeated on a later segment
-            }
-            self.skip("mapping data not fully captured");
+            return; // repeated on a later segment, or retransmitted
         }
         let start = match isn {
             Some(i) => i.wrapping_add(m.ssn),
             None => tcp.seq,
         };
-        let remaining =
-            m.data_len as u32 - u32::from(data_fin && m.data_len > 0).min(m.data_len as u32);
-        let pending = PendingMap {
+        let need = m.data_len as usize - usize::from(data_fin && m.data_len > 0);
+        sf.pending[dir].push(PendingMap {
             frame,
             dsn,
             ssn: m.ssn,
             data_len: m.data_len,
             wire,
-            acc: DssChecksum::new(dsn, m.ssn, m.data_len),
-            next_seq: start,
-            remaining,
-        };
-        if let Some(sf) = self.subflows.get_mut(&key) {
-            sf.pending[dir] = Some(pending);
+            start,
+            buf: vec![0; need],
+            have: vec![false; need],
+            missing: need as u32,
+        });
+        if sf.pending[dir].len() > MAX_PENDING {
+            sf.pending[dir].remove(0);
+            self.skip("mapping data not fully captured");
         }
-        self.complete_if_done(out, key, dir);
+        self.complete_done(out, key, dir);
     }
 
-    /// Adds this segment's payload to a pending mapping of its direction.
+    /// Adds this segment's payload to the pending mappings it overlaps.
     fn feed_payload(
         &mut self,
         out: &mut Vec<Check>,
@@ -469,42 +561,57 @@ impl Verifier {
         dir: usize,
         tcp: &TcpRepr<'_>,
     ) {
-        let Some(p) = self
-            .subflows
-            .get_mut(&key)
-            .and_then(|s| s.pending[dir].as_mut())
-        else {
-            return;
-        };
-        if tcp.payload.is_empty() || p.remaining == 0 {
+        if tcp.payload.is_empty() {
             return;
         }
-        // Only in-order bytes: skip what was already added (retransmissions).
-        let offset = p.next_seq.wrapping_sub(tcp.seq) as usize;
-        if offset >= tcp.payload.len() {
-            return;
-        }
-        let take = (tcp.payload.len() - offset).min(p.remaining as usize);
-        p.acc.add(&tcp.payload[offset..offset + take]);
-        p.next_seq = p.next_seq.wrapping_add(take as u32);
-        p.remaining -= take as u32;
-        self.complete_if_done(out, key, dir);
-    }
-
-    fn complete_if_done(
-        &mut self,
-        out: &mut Vec<Check>,
-        key: (SocketAddr, SocketAddr),
-        dir: usize,
-    ) {
         let Some(sf) = self.subflows.get_mut(&key) else {
             return;
         };
-        if sf.pending[dir].as_ref().is_some_and(|p| p.remaining == 0) {
-            if let Some(p) = sf.pending[dir].take() {
-                let exp = p.acc.finish();
-                self.compare(out, p.frame, "dss_checksum", exp as u64, p.wire as u64, 4);
+        let mut any = false;
+        for p in sf.pending[dir].iter_mut() {
+            // The segment's place relative to the mapping's first byte.
+            let rel = tcp.seq.wrapping_sub(p.start) as i32 as i64;
+            let lo = rel.max(0);
+            let hi = (rel + tcp.payload.len() as i64).min(p.buf.len() as i64);
+            for i in lo..hi {
+                let i = i as usize;
+                if !p.have[i] {
+                    p.have[i] = true;
+                    p.buf[i] = tcp.payload[(i as i64 - rel) as usize];
+                    p.missing -= 1;
+                    any = true;
+                }
             }
+        }
+        if any {
+            self.complete_done(out, key, dir);
+        }
+    }
+
+    /// Checks the mappings whose data is complete.
+    fn complete_done(&mut self, out: &mut Vec<Check>, key: (SocketAddr, SocketAddr), dir: usize) {
+        let Some(sf) = self.subflows.get_mut(&key) else {
+            return;
+        };
+        if sf.pending[dir].iter().all(|p| p.missing > 0) {
+            return;
+        }
+        let (complete, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut sf.pending[dir])
+            .into_iter()
+            .partition(|p| p.missing == 0);
+        sf.pending[dir] = keep;
+        // A DATA_FIN alone has no data to collect: each copy is checked.
+        for p in complete.iter().filter(|p| !p.buf.is_empty()) {
+            sf.done[dir].push_back((p.dsn, p.ssn, p.data_len));
+            if sf.done[dir].len() > MAX_DONE {
+                sf.done[dir].pop_front();
+            }
+        }
+        for p in complete {
+            let mut acc = DssChecksum::new(p.dsn, p.ssn, p.data_len);
+            acc.add(&p.buf);
+            let exp = acc.finish();
+            self.compare(out, p.frame, "dss_checksum", exp as u64, p.wire as u64, 4);
         }
     }
 
@@ -515,7 +622,7 @@ impl Verifier {
         let open: u64 = self
             .subflows
             .values()
-            .map(|s| s.pending.iter().flatten().count() as u64)
+            .map(|s| s.pending.iter().map(|p| p.len() as u64).sum::<u64>())
             .sum();
         if open > 0 {
             *self
@@ -537,8 +644,13 @@ impl Verifier {
                     // nothing left unchecked).
                     continue;
                 }
-                let exp = crypto::idsn(k).wrapping_add(1);
+                let exp = self.conns[i].v().idsn(k).wrapping_add(1);
                 self.compare(&mut out, frame, "idsn", exp, dsn, 16);
+            }
+        }
+        for c in &self.conns {
+            if c.ends.is_some() {
+                *self.summary.versions.entry(c.wire_version).or_default() += 1;
             }
         }
         out.sort_by_key(|c| c.frame);

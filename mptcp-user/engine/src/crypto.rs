@@ -1,10 +1,117 @@
-//! MPTCP v1 cryptography (RFC 8684 sections 3.1, 3.2, 3.3.1, 3.4.1):
-//! tokens and IDSNs from keys, MP_JOIN and ADD_ADDR HMACs (HMAC-SHA256),
-//! and the DSS checksum.
+//! MPTCP cryptography: tokens and IDSNs from keys, MP_JOIN and ADD_ADDR
+//! HMACs, and the DSS checksum. Version 1 (RFC 8684 sections 3.1, 3.2,
+//! 3.3.1, 3.4.1) uses SHA-256 and HMAC-SHA256; version 0 (RFC 6824
+//! sections 3.1, 3.2) uses SHA-1 and HMAC-SHA1 and has no ADD_ADDR HMAC.
+//! The free functions are the v1 ones; [`Version`] picks by version.
 use crate::wire::checksum;
 use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
+
+/// The MPTCP version of a connection, as carried in MP_CAPABLE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Version {
+    /// RFC 6824: SHA-1, keys in the SYN, ADD_ADDR without HMAC.
+    V0,
+    /// RFC 8684: SHA-256, the client's key on the third ACK.
+    #[default]
+    V1,
+}
+
+impl Version {
+    /// The version a MP_CAPABLE's version field names, if we speak it.
+    pub fn from_wire(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Version::V0),
+            1 => Some(Version::V1),
+            _ => None,
+        }
+    }
+
+    /// The number carried on the wire (and printed).
+    pub fn number(self) -> u8 {
+        match self {
+            Version::V0 => 0,
+            Version::V1 => 1,
+        }
+    }
+
+    /// The connection token: the most significant 32 bits of the key's hash.
+    pub fn token(self, key: u64) -> u32 {
+        match self {
+            Version::V0 => {
+                let d = sha1_key_digest(key);
+                u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+            }
+            Version::V1 => token(key),
+        }
+    }
+
+    /// The initial data sequence number: the least significant 64 bits of the key's hash.
+    pub fn idsn(self, key: u64) -> u64 {
+        match self {
+            Version::V0 => {
+                let d = sha1_key_digest(key);
+                let mut tail = [0u8; 8];
+                tail.copy_from_slice(&d[12..20]);
+                u64::from_be_bytes(tail)
+            }
+            Version::V1 => idsn(key),
+        }
+    }
+
+    /// The MP_JOIN HMAC a host sends (key = own key || peer key, message =
+    /// own nonce || peer nonce), its leftmost 160 bits: all of HMAC-SHA1.
+    pub fn join_hmac160(
+        self,
+        own_key: u64,
+        peer_key: u64,
+        own_nonce: u32,
+        peer_nonce: u32,
+    ) -> [u8; 20] {
+        match self {
+            Version::V0 => {
+                let mut msg = [0u8; 8];
+                msg[..4].copy_from_slice(&own_nonce.to_be_bytes());
+                msg[4..].copy_from_slice(&peer_nonce.to_be_bytes());
+                let mut k = [0u8; 16];
+                k[..8].copy_from_slice(&own_key.to_be_bytes());
+                k[8..].copy_from_slice(&peer_key.to_be_bytes());
+                // Any key length is valid for HMAC, so this cannot fail.
+                let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(&k)
+                    .expect("HMAC takes keys of any length");
+                mac.update(&msg);
+                mac.finalize().into_bytes().into()
+            }
+            Version::V1 => truncate160(&join_hmac(own_key, peer_key, own_nonce, peer_nonce)),
+        }
+    }
+
+    /// The MP_JOIN SYN/ACK HMAC sent by the listener B: HMAC(KeyB||KeyA, RB||RA), leftmost 64 bits.
+    pub fn join_synack_hmac(self, key_b: u64, key_a: u64, nonce_b: u32, nonce_a: u32) -> u64 {
+        let mac = self.join_hmac160(key_b, key_a, nonce_b, nonce_a);
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&mac[..8]);
+        u64::from_be_bytes(a)
+    }
+
+    /// The MP_JOIN ACK HMAC sent by the initiator A: HMAC(KeyA||KeyB, RA||RB), 160 bits.
+    pub fn join_ack_hmac(self, key_a: u64, key_b: u64, nonce_a: u32, nonce_b: u32) -> [u8; 20] {
+        self.join_hmac160(key_a, key_b, nonce_a, nonce_b)
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.number())
+    }
+}
+
+/// SHA-1 of a key in network byte order (v0).
+pub fn sha1_key_digest(key: u64) -> [u8; 20] {
+    Sha1::digest(key.to_be_bytes()).into()
+}
 
 /// SHA-256 of a key in network byte order.
 pub fn key_digest(key: u64) -> [u8; 32] {
@@ -161,6 +268,44 @@ mod tests {
         // SHA-256 of eight zero bytes = af5570f5a1810b7a f78caf4bc70a660f 0df51e42baf91d4d e5b2328de0e83dfc
         assert_eq!(token(0), 0xaf5570f5);
         assert_eq!(idsn(0), 0xe5b2328de0e83dfc);
+    }
+
+    #[test]
+    fn v0_token_and_idsn_are_sha1_ends() {
+        // python3: hashlib.sha1(bytes(8)) = 05fe4057 53166f125559e7c9 ac558654f107c7e9
+        assert_eq!(Version::V0.token(0), 0x05fe4057);
+        assert_eq!(Version::V0.idsn(0), 0xac558654f107c7e9);
+        // hashlib.sha1(0x0123456789abcdef) = 0ca2eadb 529ac2e63abf9b4a e3df8ee121f10547
+        assert_eq!(Version::V0.token(0x0123456789abcdef), 0x0ca2eadb);
+        assert_eq!(Version::V0.idsn(0x0123456789abcdef), 0xe3df8ee121f10547);
+        assert_eq!(Version::V1.token(0), token(0));
+        assert_eq!(Version::V1.idsn(0), idsn(0));
+    }
+
+    #[test]
+    fn v0_join_hmacs_match_python_hmac_sha1() {
+        let (ka, kb) = (0x1122334455667788u64, 0x99aabbccddeeff00u64);
+        let (ra, rb) = (0xdeadbeefu32, 0x01020304u32);
+        // python3: hmac.new(kb+ka, rb+ra, hashlib.sha1) = c1980f79c8fa69d0 50ebec4a...
+        assert_eq!(
+            Version::V0.join_synack_hmac(kb, ka, rb, ra),
+            0xc1980f79c8fa69d0
+        );
+        // hmac.new(ka+kb, ra+rb, hashlib.sha1), all 160 bits.
+        let mut want = [0u8; 20];
+        for (i, b) in want.iter_mut().enumerate() {
+            let h = "fbf3cb198be39a05f4de425d931d1c6548da03c8";
+            *b = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap();
+        }
+        assert_eq!(Version::V0.join_ack_hmac(ka, kb, ra, rb), want);
+        assert_eq!(
+            Version::V1.join_ack_hmac(ka, kb, ra, rb),
+            join_ack_hmac(ka, kb, ra, rb)
+        );
+        assert_eq!(
+            Version::V1.join_synack_hmac(kb, ka, rb, ra),
+            join_synack_hmac(kb, ka, rb, ra)
+        );
     }
 
     #[test]

@@ -75,6 +75,31 @@ fn replaying_the_recordings_reaches_the_recorded_end() {
     let client = fuzzing::fuzz_mptcp_client(&[1]);
     assert!(client.connection().is_some_and(|c| c.checksum_enabled()));
     assert!(client.is_read_closed());
+    // Bit 1: the conversation in MPTCP v0, with and without checksums.
+    for b in [2u8, 3] {
+        let server = fuzzing::fuzz_mptcp_server(&[b]);
+        let c = server.connection().expect("accepted");
+        assert_eq!(c.version(), mptcp_engine::crypto::Version::V0);
+        assert_eq!(c.checksum_enabled(), b & 1 == 1);
+        assert!(!c.is_fallback() && c.is_read_closed());
+        assert!(c.subflows().count() >= 2, "the v0 join replays too");
+        // Nothing refused or dropped: one connection accepted, its joins too.
+        let sc = server.counters();
+        assert_eq!(
+            sc,
+            &MptcpCounters {
+                accepted: 1,
+                join_accepted: c.subflows().count() as u64 - 1,
+                ..Default::default()
+            }
+        );
+        let client = fuzzing::fuzz_mptcp_client(&[b]);
+        let c = client.connection().expect("client");
+        assert_eq!(c.version(), mptcp_engine::crypto::Version::V0);
+        assert!(!c.is_fallback() && client.is_read_closed());
+        assert!(c.subflows().count() >= 2);
+        assert_eq!(c.bad_hmacs(), 0);
+    }
     let tcp = fuzzing::fuzz_tcp_endpoint(&[]);
     assert!(tcp.is_read_closed());
     let tcp = fuzzing::fuzz_tcp_endpoint(&[1]);
@@ -140,8 +165,18 @@ fn fresh_client_config() -> MptcpConfig {
 
 /// A new client (port `port`) transfers `len` bytes each way with `server`.
 fn fresh_client_transfers(server: &mut MptcpEndpoint, port: u16, start: Instant, len: usize) {
+    fresh_client_transfers_in(server, port, start, len, fresh_client_config())
+}
+
+fn fresh_client_transfers_in(
+    server: &mut MptcpEndpoint,
+    port: u16,
+    start: Instant,
+    len: usize,
+    cfg: MptcpConfig,
+) {
     let mut client = MptcpEndpoint::client(
-        fresh_client_config(),
+        cfg,
         &fuzzing::client_locals(),
         port,
         SocketAddr::new(fuzzing::server_ip(0), fuzzing::SERVER_PORT),
@@ -171,7 +206,26 @@ proptest! {
         fresh_client_transfers(&mut server, 41000, st.now + Duration::from_secs(1), 20_000);
     }
 
-    /// Any program against a client: no panic, and afterwards (its own
+    /// The same after a v0 conversation (with or without checksums), and
+    /// the fresh client speaks v0 too.
+    #[test]
+    fn server_stays_usable_after_v0_garbage(
+        prog in proptest::collection::vec(any::<u8>(), 0..300),
+        checksum in any::<bool>(),
+    ) {
+        let mut server = fuzzing::new_mptcp_server();
+        let rec = &fuzzing::mptcp_v0_recording(checksum).to_server;
+        let st = fuzzing::run(&mut server, rec, &prog);
+        let cfg = MptcpConfig {
+            client_version: mptcp_engine::crypto::Version::V0,
+            checksum,
+            ..fresh_client_config()
+        };
+        fresh_client_transfers_in(&mut server, 41000, st.now + Duration::from_secs(1), 20_000, cfg);
+    }
+
+    /// Any program against a client (the first byte picks the version and
+    /// checksums, see fuzzing::fuzz_mptcp_client): no panic, and afterwards (its own
     /// connection may be dead) it still counts and drops garbage: a
     /// recorded server packet with a byte changed and its checksum left
     /// stale moves bad_checksum (or malformed) by one, a packet too short
@@ -185,7 +239,10 @@ proptest! {
         cut in 0usize..40,
     ) {
         let mut client = fuzzing::fuzz_mptcp_client(&prog);
-        let rec = if prog.first().is_some_and(|b| b & 1 == 1) {
+        let first = prog.first().copied().unwrap_or(0);
+        let rec = if first & 2 == 2 {
+            &fuzzing::mptcp_v0_recording(first & 1 == 1).to_client
+        } else if first & 1 == 1 {
             &fuzzing::mptcp_checksum_recording().to_client
         } else {
             &fuzzing::mptcp_recording().to_client

@@ -536,6 +536,30 @@ fn syn_cookies_carry_mp_capable_and_plain_tcp() {
 }
 
 #[test]
+fn syn_cookies_carry_v0_mp_capable() {
+    // v0 through cookies: the third ACK repeats the client's key (the SYN
+    // carried it), so the rebuilt connection speaks v0 with both keys.
+    let mut ccfg = config();
+    ccfg.client_version = mptcp_engine::crypto::Version::V0;
+    let mut scfg = config();
+    scfg.max_half_open = 0;
+    let mut p = Pair::new(ccfg, scfg);
+    let handles: Vec<ConnHandle> = (0..10).map(|i| p.connect(50_000 + i)).collect();
+    echo_all(&mut p, &handles, 20_000, |_| {});
+    let c = p.server.counters().clone();
+    assert_eq!(c.syn_cookies_accepted, 10, "{c:?}");
+    for h in &handles {
+        let cc = p.client.get(*h).unwrap();
+        assert_eq!(cc.version(), mptcp_engine::crypto::Version::V0);
+        assert!(!cc.is_fallback());
+        let (local, remote) = cc.keys();
+        assert!(p.server.connections().any(
+            |s| s.keys() == (remote, local) && s.version() == mptcp_engine::crypto::Version::V0
+        ));
+    }
+}
+
+#[test]
 fn a_syn_flood_leaves_room_for_real_clients_and_their_joins() {
     const LEGIT: usize = 40;
     let mut scfg = config();

@@ -678,3 +678,220 @@ fn decode_verify_checks_an_mp_capable_mapping_spanning_segments() {
     assert_eq!(s.mismatches(), 0, "{text}");
     assert!(s.count("dss_checksum").0 > 10, "{text}");
 }
+
+fn v0_cfg(checksum: bool) -> MptcpConfig {
+    MptcpConfig {
+        client_version: mptcp_engine::crypto::Version::V0,
+        checksum,
+        ..cfg()
+    }
+}
+
+fn mptcp_options(p: &[u8]) -> (mptcp_engine::wire::tcp::TcpFlags, Vec<MptcpOption>) {
+    let (_, tcp) = mptcp_engine::wire::ip::parse_ip_tcp(p).unwrap();
+    (tcp.flags, tcp.options.mptcp.iter().copied().collect())
+}
+
+use mptcp_engine::wire::mptcp::MptcpOption;
+use mptcp_engine::wire::tcp::TcpFlags;
+
+#[test]
+fn v0_transfers_byte_exact_with_and_without_checksums() {
+    for (seed, checksum) in [(1u64, true), (2, false), (3, true)] {
+        let mut net = Net::new(
+            &[PathSpec::new(20, 5, 2000), PathSpec::new(10, 10, 0)],
+            v0_cfg(checksum),
+            cfg(),
+            true,
+            seed,
+        );
+        check(&mut net, 2 << 20, 300_000, seed, Duration::from_secs(60));
+        for c in [
+            net.client.connection().unwrap(),
+            net.server.connection().unwrap(),
+        ] {
+            assert_eq!(c.version(), mptcp_engine::crypto::Version::V0);
+            assert!(!c.is_fallback());
+            assert_eq!(c.checksum_enabled(), checksum);
+            assert_eq!(c.bad_hmacs(), 0);
+            assert!(c.subflows().count() >= 2, "seed {seed}: a join");
+        }
+    }
+}
+
+#[test]
+fn v0_lost_third_ack_costs_nothing() {
+    // The server has the client's key from the SYN: when the pure third
+    // ACK is lost, the first DSS segment completes the handshake.
+    let mut net = Net::new(&[PathSpec::new(20, 5, 0)], v0_cfg(true), cfg(), false, 4);
+    let mut dropped = false;
+    let synacks = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let counted = synacks.clone();
+    net.tamper = Some(Box::new(move |_, to_server, p| {
+        let (flags, opts) = mptcp_options(p);
+        if !to_server && flags.contains(TcpFlags::SYN | TcpFlags::ACK) {
+            counted.set(counted.get() + 1);
+        }
+        let third = to_server
+            && !flags.contains(TcpFlags::SYN)
+            && opts
+                .iter()
+                .any(|o| matches!(o, MptcpOption::MpCapable(c) if c.receiver_key.is_some()));
+        if third && !dropped {
+            dropped = true;
+            return false;
+        }
+        true
+    }));
+    check(&mut net, 1 << 20, 10_000, 4, Duration::from_secs(30));
+    let s = net.server.connection().unwrap();
+    assert!(!s.is_fallback());
+    assert_eq!(s.version(), mptcp_engine::crypto::Version::V0);
+    // Not recovered by the SYN/ACK's retransmission (as v1 must be).
+    assert_eq!(synacks.get(), 1, "the server retransmitted its SYN/ACK");
+}
+
+#[test]
+fn v0_fastclose_rides_an_ack_and_aborts_every_subflow() {
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(20, 8, 0)],
+        v0_cfg(false),
+        cfg(),
+        true,
+        12,
+    );
+    let seen = std::rc::Rc::new(std::cell::RefCell::new((0u32, 0u32, 0u32)));
+    let s2 = seen.clone();
+    net.tamper = Some(Box::new(move |_, to_server, p| {
+        let (flags, opts) = mptcp_options(p);
+        let mut s = s2.borrow_mut();
+        if !to_server
+            && opts
+                .iter()
+                .any(|o| matches!(o, MptcpOption::MpFastclose { .. }))
+        {
+            if flags.contains(TcpFlags::RST) {
+                s.1 += 1;
+            } else {
+                s.0 += 1;
+            }
+        }
+        if opts
+            .iter()
+            .any(|o| matches!(o, MptcpOption::MpTcpRst { .. }))
+        {
+            s.2 += 1;
+        }
+        true
+    }));
+    let data = pattern(4 << 20, 12);
+    let mut sent = 0;
+    let mut got = 0usize;
+    let mut tmp = vec![0u8; 65536];
+    let ok = net.run_until(Duration::from_secs(30), |n| {
+        if n.client.is_established() {
+            sent += n.client.send(&data[sent..]);
+        }
+        loop {
+            let k = n.server.recv(&mut tmp);
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        if got > (1 << 20) {
+            n.server.connection_mut().unwrap().abort();
+        }
+        n.client.is_closed()
+    });
+    assert!(ok, "client saw the fast close");
+    let c = net.client.connection_mut().unwrap();
+    assert!(c.subflows().count() >= 2);
+    assert!(c.subflows().all(|f| f.status == SubflowStatus::Closed));
+    let mut fast = false;
+    while let Some(e) = c.poll_event() {
+        fast |= e == MptcpEvent::FastClosed;
+    }
+    assert!(fast);
+    let (on_ack, on_rst, tcprst) = *seen.borrow();
+    assert_eq!(
+        (on_ack, on_rst, tcprst),
+        (1, 0, 0),
+        "v0: MP_FASTCLOSE on one ACK, no MP_TCPRST"
+    );
+}
+
+#[test]
+fn v0_mp_prio_with_an_address_id_changes_that_address_subflows() {
+    // The client marks its initial subflow backup; on the way the MP_PRIO
+    // is rewritten to name address id 1 (the client's second address), as
+    // a v0 host may: the server then marks the subflows from that address,
+    // not the one the option came on.
+    let mut c = v0_cfg(false);
+    c.max_subflows = 4;
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(20, 8, 0)],
+        c,
+        cfg(),
+        true,
+        5,
+    );
+    net.tamper = Some(Box::new(move |_, to_server, p| {
+        let (_, opts) = mptcp_options(p);
+        if to_server && opts.iter().any(|o| matches!(o, MptcpOption::MpPrio { .. })) {
+            reemit(p, |tcp, _| {
+                let mut o = mptcp_engine::wire::mptcp::MptcpOptions::default();
+                for x in tcp.options.mptcp.iter() {
+                    let x = match *x {
+                        MptcpOption::MpPrio { backup, .. } => MptcpOption::MpPrio {
+                            backup,
+                            addr_id: Some(1),
+                        },
+                        other => other,
+                    };
+                    o.push(x).unwrap();
+                }
+                tcp.options.mptcp = o;
+            });
+        }
+        true
+    }));
+    let ok = net.run_until(Duration::from_secs(10), |n| {
+        n.server.connection().is_some_and(|c| {
+            c.subflows().filter(|f| f.remote_addr_id == 1).count() >= 1
+                && c.subflows()
+                    .all(|f| f.status != SubflowStatus::Establishing)
+        })
+    });
+    assert!(ok, "joins from the second address");
+    let id0 = net
+        .client
+        .connection()
+        .unwrap()
+        .subflows()
+        .next()
+        .unwrap()
+        .id;
+    net.client.connection_mut().unwrap().set_subflow_options(
+        id0,
+        mptcp_engine::mptcp::SubflowOptions {
+            backup: Some(true),
+            dscp: None,
+        },
+    );
+    let ok = net.run_until(Duration::from_secs(5), |n| {
+        n.server.connection().is_some_and(|c| {
+            c.subflows()
+                .filter(|f| f.remote_addr_id == 1)
+                .all(|f| f.peer_backup)
+        })
+    });
+    assert!(ok, "subflows from address 1 became backup");
+    let s = net.server.connection().unwrap();
+    assert!(
+        s.subflows()
+            .filter(|f| f.remote_addr_id == 0)
+            .all(|f| !f.peer_backup),
+        "the subflow the MP_PRIO rode on kept its priority"
+    );
+}

@@ -113,6 +113,7 @@ fn mptcp_option() -> impl Strategy<Value = MptcpOption> {
         )
             .prop_map(
                 |(echo, addr_id, addr, port, hmac)| MptcpOption::AddAddr(AddAddr {
+                    v0: false,
                     echo,
                     addr_id,
                     addr,
@@ -120,6 +121,17 @@ fn mptcp_option() -> impl Strategy<Value = MptcpOption> {
                     hmac
                 })
             ),
+        // v0 (RFC 6824): IPVer, no echo, no HMAC.
+        (any::<u8>(), ip(), proptest::option::of(any::<u16>())).prop_map(
+            |(addr_id, addr, port)| MptcpOption::AddAddr(AddAddr {
+                v0: true,
+                echo: false,
+                addr_id,
+                addr,
+                port,
+                hmac: None
+            })
+        ),
         proptest::collection::vec(any::<u8>(), 1..=37)
             .prop_map(|ids| MptcpOption::RemoveAddr(AddrIds::from_slice(&ids).unwrap())),
         (any::<bool>(), proptest::option::of(any::<u8>()))

@@ -11,6 +11,7 @@
 
 pub mod mptcp;
 pub mod net;
+pub mod pcap;
 pub mod report;
 pub mod rng;
 pub mod runner;
@@ -21,6 +22,7 @@ pub mod trace;
 pub use mptcp::MptcpFactory;
 pub use mptcp_engine::app::Pattern;
 pub use net::{Delivery, DropReason, LinkStats, Network, SendOutcome, Side};
+pub use pcap::PcapObserver;
 pub use runner::{
     run, run_with, EndpointFactory, Hooks, Observer, Outcome, PathAddrs, PathReport, Progress,
     SimConfig, SimEndpoint, SimReport, Simulation, SubflowReport, Topology,

@@ -15,6 +15,7 @@ use mptcp_datapath::worker::Worker;
 use mptcp_datapath::xdp::Ownership;
 use mptcp_datapath::Datapath;
 use mptcp_engine::app::{PatternSink, Source, Transfer};
+use mptcp_engine::crypto::Version;
 use mptcp_engine::io::ByteStream;
 use mptcp_engine::tcp::{SubflowStats, TcpEndpoint};
 use mptcp_engine::time::Instant;
@@ -56,6 +57,17 @@ pub struct ConnectArgs {
     /// Partial TCP checksums (MPTCP engine): accepted on veth by default.
     #[arg(long, value_enum, default_value = "auto")]
     pub partial_checksum: PartialChecksum,
+    /// MPTCP version to offer: 1 (RFC 8684), 0 (RFC 6824), or auto: the
+    /// version remembered for this server (v1 at first), and when the server
+    /// answers without MP_CAPABLE the other one, on a fresh connection; the
+    /// version that worked is remembered per server address, as Apple's
+    /// stack does (for this process, and in --version-cache).
+    #[arg(long, value_enum, value_name = "V", default_value = "1")]
+    pub mptcp_version: VersionChoice,
+    /// A file remembering the version each server took (--mptcp-version
+    /// auto): `ADDRESS VERSION` lines, read at start and rewritten.
+    #[arg(long, value_name = "FILE")]
+    pub version_cache: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub engine_opts: EngineOptions,
     /// Speak iperf3 to a stock `iperf3 -s` (e.g. `mptcpize run iperf3 -s`):
@@ -68,6 +80,66 @@ pub struct ConnectArgs {
     /// converter and asks it, in a Convert message, for the server.
     #[arg(long, value_name = "ADDR:PORT")]
     pub via_convert: Option<SocketAddr>,
+}
+
+/// `--mptcp-version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VersionChoice {
+    #[value(name = "0")]
+    V0,
+    #[value(name = "1")]
+    V1,
+    Auto,
+}
+
+/// The MPTCP version each server took, by address (xnu keeps such a
+/// cache too): in memory, and optionally in a small text file.
+#[derive(Debug, Default)]
+pub struct VersionCache {
+    map: std::collections::BTreeMap<std::net::IpAddr, Version>,
+    file: Option<std::path::PathBuf>,
+}
+
+impl VersionCache {
+    /// Reads `file` if given (a missing file is an empty cache; bad lines are skipped).
+    pub fn load(file: Option<&std::path::Path>) -> VersionCache {
+        let mut c = VersionCache {
+            map: Default::default(),
+            file: file.map(|f| f.to_path_buf()),
+        };
+        if let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) {
+            for line in text.lines() {
+                let mut it = line.split_whitespace();
+                let (Some(a), Some(v)) = (it.next(), it.next()) else {
+                    continue;
+                };
+                if let (Ok(a), Some(v)) = (a.parse(), v.parse().ok().and_then(Version::from_wire)) {
+                    c.map.insert(a, v);
+                }
+            }
+        }
+        c
+    }
+
+    pub fn get(&self, server: std::net::IpAddr) -> Option<Version> {
+        self.map.get(&server).copied()
+    }
+
+    /// Remembers (Some) or forgets (None) a server's version; rewrites the file.
+    pub fn set(&mut self, server: std::net::IpAddr, v: Option<Version>) -> Result<()> {
+        match v {
+            Some(v) => self.map.insert(server, v),
+            None => self.map.remove(&server),
+        };
+        if let Some(f) = &self.file {
+            let text: String = self.map.iter().map(|(a, v)| format!("{a} {v}\n")).collect();
+            let tmp = f.with_extension("tmp");
+            std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, f))
+                .map_err(|e| anyhow!("--version-cache {}: {e}", f.display()))?;
+        }
+        Ok(())
+    }
 }
 
 struct Interval {
@@ -135,7 +207,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
         EngineKind::Tcp => {
             let cfg = tcp_config(&paths, peer.is_ipv6());
             let engine = TcpEndpoint::client(cfg, local, peer, Instant::ZERO);
-            run_connect(args, Worker::new(engine, paths), datapath, local, control)
+            run_connect(args, Worker::new(engine, paths), datapath, local, control, &[])
         }
         EngineKind::Mptcp => {
             let mut cfg = mptcp_config(&paths, peer.is_ipv6(), &args.engine_opts);
@@ -153,10 +225,107 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
                     signal: false,
                 })
                 .collect();
-            let engine =
-                mptcp_engine::mptcp::MptcpEndpoint::client(cfg, &addrs, port, peer, Instant::ZERO);
-            run_connect(args, Worker::new(engine, paths), datapath, local, control)
+            let mut cache = VersionCache::load(args.version_cache.as_deref());
+            let first = match args.mptcp_version {
+                VersionChoice::V0 => Version::V0,
+                VersionChoice::V1 => Version::V1,
+                VersionChoice::Auto => cache.get(peer.ip()).unwrap_or(Version::V1),
+            };
+            cfg.client_version = first;
+            let client = |cfg: &mptcp_engine::mptcp::MptcpConfig, now| {
+                mptcp_engine::mptcp::MptcpEndpoint::client(
+                    cfg.clone(),
+                    &addrs,
+                    port,
+                    peer,
+                    now,
+                )
+            };
+            let mut worker = Worker::new(client(&cfg, Instant::ZERO), paths);
+            let mut tried = vec![first.number()];
+            if args.mptcp_version == VersionChoice::Auto {
+                let took = handshake(&mut worker, Duration::from_secs(10));
+                let took = match took {
+                    Some(false) => {
+                        // No MP_CAPABLE in the answer: reset, and try the
+                        // other version on a fresh connection from the same port.
+                        let other = match first {
+                            Version::V0 => Version::V1,
+                            Version::V1 => Version::V0,
+                        };
+                        if !args.json {
+                            println!(
+                                "MPTCP v{first} not taken by {}; trying v{other}",
+                                peer
+                            );
+                        }
+                        if let Some(c) = worker.engine.connection_mut() {
+                            c.abort();
+                        }
+                        drain(&mut worker);
+                        cfg.client_version = other;
+                        tried.push(other.number());
+                        let now = worker.now();
+                        worker.replace_engine(client(&cfg, now));
+                        handshake(&mut worker, Duration::from_secs(10))
+                    }
+                    other => other,
+                };
+                match took {
+                    Some(true) => cache.set(peer.ip(), Some(cfg.client_version))?,
+                    // Neither version: plain TCP; forget, so v1 goes first next time.
+                    Some(false) => cache.set(peer.ip(), None)?,
+                    None => {}
+                }
+            }
+            if !args.json {
+                println!("MPTCP version offered: {}", cfg.client_version);
+            }
+            run_connect(args, worker, datapath, local, control, &tried)
         }
+    }
+}
+
+/// Runs the worker until the connection is established (Some(true) when
+/// in MPTCP, Some(false) when the server answered without MP_CAPABLE), or
+/// None on timeout or signal.
+fn handshake(
+    worker: &mut Worker<mptcp_engine::mptcp::MptcpEndpoint>,
+    limit: Duration,
+) -> Option<bool> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        let (work, _) = worker.step(&mut NoApp);
+        if let Some(c) = worker.engine.connection() {
+            if c.is_established() {
+                return Some(!c.is_fallback());
+            }
+            if c.is_fallback() {
+                return Some(false);
+            }
+        }
+        if work == 0 {
+            worker.sleep();
+        }
+    }
+    None
+}
+
+/// Sends what the engine has queued (the RST of an aborted attempt).
+fn drain(worker: &mut Worker<mptcp_engine::mptcp::MptcpEndpoint>) {
+    for _ in 0..8 {
+        if worker.step(&mut NoApp).0 == 0 {
+            break;
+        }
+    }
+}
+
+/// No application while the handshake runs.
+struct NoApp;
+
+impl<E> mptcp_engine::app::App<E> for NoApp {
+    fn poll(&mut self, _now: Instant, _engine: &mut E) -> (usize, bool) {
+        (0, false)
     }
 }
 
@@ -176,6 +345,10 @@ pub trait Measured {
     /// Bytes the peer acknowledged (at the data level for MPTCP): what the
     /// receiver got, where no control channel tells.
     fn data_acked(&self) -> u64;
+    /// The MPTCP version the connection runs (None: plain TCP, or a fallback).
+    fn mptcp_version(&self) -> Option<u8> {
+        None
+    }
     /// Subflows that can carry data now.
     fn usable_subflows(&self) -> usize {
         usize::from(!self.subflow_report().is_empty())
@@ -231,6 +404,11 @@ impl Measured for TcpEndpoint {
 }
 
 impl Measured for mptcp_engine::mptcp::MptcpEndpoint {
+    fn mptcp_version(&self) -> Option<u8> {
+        let c = self.connection()?;
+        (c.is_established() && !c.is_fallback()).then(|| c.version().number())
+    }
+
     fn usable_subflows(&self) -> usize {
         self.connection().map_or(0, |c| {
             c.subflows()
@@ -264,6 +442,7 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     mut datapath: Datapath,
     local: SocketAddr,
     control: Option<super::iperf3_client::Control>,
+    versions_tried: &[u8],
 ) -> Result<()> {
     let stop = stop_on_signals();
     if let Some(control) = control {
@@ -303,11 +482,14 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     let mut mark = (0.0f64, 0u64, 0u64);
     let stats_file = StatsFile::create();
     let mut established_at = None;
+    // Read once established: a closed connection no longer says.
+    let mut mptcp_version = None;
     let mut last_subflows: Vec<SubflowRow> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let (work, done) = worker.step(&mut source);
         if established_at.is_none() && worker.engine.is_established() {
             established_at = Some(started.elapsed().as_secs_f64());
+            mptcp_version = worker.engine.mptcp_version();
         }
         let t = started.elapsed().as_secs_f64();
         if t - mark.0 >= 1.0 || done {
@@ -396,6 +578,8 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
                 "connected": [{"local_host": local.ip().to_string(), "local_port": local.port(),
                                "remote_host": args.remote.ip().to_string(), "remote_port": args.remote.port()}],
                 "connect_seconds": established_at,
+                "mptcp_version": mptcp_version,
+                "mptcp_versions_tried": versions_tried,
                 "test_start": {"protocol": "TCP", "num_streams": 1, "bytes": args.bytes, "duration": args.time,
                                "reverse": u8::from(reverse)},
             },

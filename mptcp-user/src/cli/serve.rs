@@ -80,6 +80,11 @@ pub struct ServeArgs {
     pub to: Option<SocketAddr>,
     #[command(flatten)]
     pub engine_opts: EngineOptions,
+    /// MPTCP versions to answer in: a client's SYN in one of them gets that
+    /// version (1: RFC 8684; 0: RFC 6824, older iOS, Linux 0.9x and
+    /// OpenMPTCProuter clients), any other plain TCP.
+    #[arg(long, value_name = "LIST", default_value = "1,0", value_parser = mptcp_engine::mptcp::Versions::parse)]
+    pub mptcp_versions: mptcp_engine::mptcp::Versions,
     /// MPTCP by default (plain TCP clients are served by fallback).
     #[arg(long, value_enum, default_value = "mptcp")]
     pub engine: EngineKind,
@@ -611,6 +616,7 @@ fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result
         args.listen.iter().any(|l| l.is_ipv6()),
         &args.engine_opts,
     );
+    cfg.server_versions = args.mptcp_versions;
     let (partial, partial_why) = accept_partial(args.partial_checksum, &args.ifaces);
     cfg.accept_partial_checksum = partial;
     // RFC 8803 clients put their Convert message in the SYN (TFO, no cookie).

@@ -48,8 +48,27 @@ pub struct SimArgs {
     /// Write a trace of the data sender (CSV and SVG plots) into this directory.
     #[arg(long, value_name = "DIR")]
     pub trace: Option<std::path::PathBuf>,
+    /// Write every packet the links deliver (both directions, all paths) to
+    /// this pcap file, as raw IP: for `decode --verify`, tshark, Wireshark.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
+    /// MPTCP version the client offers: 1 (RFC 8684) or 0 (RFC 6824); the
+    /// server answers in either.
+    #[arg(long, value_name = "V", value_parser = parse_version)]
+    pub mptcp_version: Option<mptcp_engine::crypto::Version>,
+    /// The server announces its addresses on paths 2.. (ADD_ADDR).
+    #[arg(long)]
+    pub signal: bool,
     #[command(flatten)]
     pub engine_opts: EngineOptions,
+}
+
+/// `0` or `1`.
+pub fn parse_version(s: &str) -> Result<mptcp_engine::crypto::Version, String> {
+    s.parse::<u8>()
+        .ok()
+        .and_then(mptcp_engine::crypto::Version::from_wire)
+        .ok_or_else(|| format!("unknown MPTCP version {s:?}: 0 (RFC 6824) or 1 (RFC 8684)"))
 }
 
 fn parse_path_arg(s: &str) -> Result<PathSpec, String> {
@@ -126,10 +145,18 @@ pub fn main_with(
         ),
         None => None,
     };
+    let mut pcap = match &args.pcap {
+        Some(path) => Some(
+            mptcp_sim::PcapObserver::create(path).map_err(|e| anyhow::anyhow!("--pcap: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut tee = Tee {
+        trace: trace.as_mut(),
+        pcap: pcap.as_mut(),
+    };
     let hooks = Hooks {
-        observer: trace
-            .as_mut()
-            .map(|t| t as &mut dyn mptcp_sim::runner::Observer),
+        observer: Some(&mut tee),
         progress: if std::io::stderr().is_terminal() {
             Some(&mut show)
         } else {
@@ -137,6 +164,9 @@ pub fn main_with(
         },
     };
     let report = run(&cfg, hooks)?;
+    if let Some(p) = pcap {
+        p.finish().map_err(|e| anyhow::anyhow!("--pcap: {e}"))?;
+    }
     if line.shown {
         eprint!("\r\x1b[K");
     }
@@ -168,9 +198,19 @@ pub fn main_with(
 /// engine option is given, plain TCP over one path otherwise.
 pub fn main(args: &SimArgs) -> anyhow::Result<()> {
     main_with(args, |cfg, hooks| {
-        if cfg.paths.len() > 1 || args.engine_opts.requested() {
-            let mut factory = MptcpFactory::default();
+        if cfg.paths.len() > 1
+            || args.engine_opts.requested()
+            || args.mptcp_version.is_some()
+            || args.signal
+        {
+            let mut factory = MptcpFactory {
+                signal: args.signal,
+                ..Default::default()
+            };
             args.engine_opts.apply(&mut factory.config);
+            if let Some(v) = args.mptcp_version {
+                factory.config.client_version = v;
+            }
             return Ok(run_with(cfg, &mut factory, hooks));
         }
         Ok(run_with(
@@ -179,4 +219,33 @@ pub fn main(args: &SimArgs) -> anyhow::Result<()> {
             hooks,
         ))
     })
+}
+
+/// Hands every event to the trace and the pcap writer, when present.
+struct Tee<'a> {
+    trace: Option<&'a mut mptcp_sim::trace::Trace>,
+    pcap: Option<&'a mut mptcp_sim::PcapObserver>,
+}
+
+impl mptcp_sim::runner::Observer for Tee<'_> {
+    fn on_send(
+        &mut self,
+        now: mptcp_engine::time::Instant,
+        from: mptcp_sim::net::Side,
+        path: mptcp_engine::io::PathId,
+        packet: &[u8],
+        outcome: mptcp_sim::net::SendOutcome,
+    ) {
+        if let Some(t) = self.trace.as_mut() {
+            t.on_send(now, from, path, packet, outcome);
+        }
+    }
+    fn on_deliver(&mut self, d: &mptcp_sim::net::Delivery<'_>) {
+        if let Some(t) = self.trace.as_mut() {
+            t.on_deliver(d);
+        }
+        if let Some(p) = self.pcap.as_mut() {
+            p.on_deliver(d);
+        }
+    }
 }

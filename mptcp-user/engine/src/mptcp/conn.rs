@@ -20,6 +20,7 @@ use self::subflow::{MptcpSubflow, SubflowKind};
 
 use super::api::*;
 use super::{reset_reason, KeySource, MptcpConfig};
+use crate::crypto::Version;
 use crate::io::PathId;
 use crate::pm::{PathManager, SubflowRequest};
 use crate::sched::{Scheduler, SubflowView};
@@ -59,6 +60,10 @@ struct Pending {
     /// MP_FAIL received, or the peer's infinite mapping: fall back our
     /// sending direction too.
     fall_back_send: bool,
+    /// MP_FASTCLOSE on an ACK (v0's way; RFC 8684 allows it too): reset.
+    fast_close: bool,
+    /// v0 MP_PRIO naming an address id: (peer's address id, backup).
+    peer_prio: Vec<(u8, bool)>,
 }
 
 /// Where the connection is in its life. Our DATA_FIN has its own state
@@ -169,6 +174,10 @@ impl TimerName for ConnTimer {
 #[derive(Debug)]
 struct ConnState {
     role: Role,
+    /// Decides the key derivations and the handshake's and options' forms.
+    version: Version,
+    /// v0: MP_FASTCLOSE went out on an ACK (RFC 6824 3.5).
+    fastclose_sent: bool,
     settings: Settings,
     keys: Keys,
     /// DSS checksums in use (we or the peer asked).
@@ -217,10 +226,18 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(cfg: &MptcpConfig, role: Role, local_key: u64, locals: Vec<LocalAddr>) -> Connection {
+    fn new(
+        cfg: &MptcpConfig,
+        role: Role,
+        version: Version,
+        local_key: u64,
+        locals: Vec<LocalAddr>,
+    ) -> Connection {
         Connection {
             s: ConnState {
                 role,
+                version,
+                fastclose_sent: false,
                 settings: Settings {
                     // For the subflows joined later: an MP_JOIN SYN's data (no
                     // mapping could place it) is ignored; the peer sends it again.
@@ -234,7 +251,7 @@ impl Connection {
                     add_addr_timeout: cfg.add_addr_timeout,
                     add_addr_retries: cfg.add_addr_retries,
                 },
-                keys: Keys::new(local_key),
+                keys: Keys::new(version, local_key),
                 checksum: cfg.checksum,
                 fallback: Fallback::NONE,
                 lifecycle: Lifecycle::Connecting,
@@ -296,7 +313,7 @@ impl Connection {
         let key = keys.key();
         let local = SocketAddr::new(locals[0].ip, local_port);
         let path = locals[0].path;
-        let mut c = Connection::new(cfg, Role::Client, key, locals);
+        let mut c = Connection::new(cfg, Role::Client, cfg.client_version, key, locals);
         c.s.next_port = local_port.wrapping_add(1).max(1024);
         c.s.signals.remotes.push(RemoteAddr {
             id: 0,
@@ -332,14 +349,25 @@ impl Connection {
                 signal: false,
             },
         );
-        let mut c = Connection::new(cfg, Role::Server, key, locals);
+        // The SYN's version if we answer in it: v1 offers no key, v0 its key.
+        let mpc = syn.options.mptcp.mp_capable();
+        let version = mpc.and_then(|m| match (Version::from_wire(m.version), m.sender_key) {
+            (Some(Version::V1), None) | (Some(Version::V0), Some(_)) => {
+                Version::from_wire(m.version).filter(|v| cfg.server_versions.contains(*v))
+            }
+            _ => None,
+        });
+        let mut c = Connection::new(cfg, Role::Server, version.unwrap_or_default(), key, locals);
         c.s.signals.remotes.push(RemoteAddr {
             id: 0,
             addr: tuple.remote,
         });
-        match syn.options.mptcp.mp_capable() {
-            Some(mpc) if mpc.version == 1 && mpc.sender_key.is_none() => {
+        match (version, mpc) {
+            (Some(v), Some(mpc)) => {
                 c.s.checksum = cfg.checksum || mpc.checksum_required();
+                if v == Version::V0 {
+                    c.s.set_remote_key(mpc.sender_key.unwrap_or(0));
+                }
             }
             _ => c.s.fallback = Fallback::Tcp,
         }
@@ -433,7 +461,14 @@ impl Connection {
         self.s.keys.local.token
     }
 
-    pub(crate) fn is_fallback(&self) -> bool {
+    /// The MPTCP version of this connection (the offered one until the
+    /// handshake ends; meaningless after a fallback to TCP).
+    pub fn version(&self) -> Version {
+        self.s.version
+    }
+
+    /// The connection went on as plain TCP (no MP_CAPABLE answer, or later).
+    pub fn is_fallback(&self) -> bool {
         self.s.fallback.is_tcp()
     }
 
@@ -495,6 +530,25 @@ impl Connection {
         if feed {
             sf.sub.on_segment(now, seg);
         }
+        if let (true, Lifecycle::Reset { by_peer }) =
+            (self.s.pending.fast_close, &mut self.s.lifecycle)
+        {
+            // We aborted first: stop sending MP_FASTCLOSE.
+            *by_peer = true;
+            self.s.pending.fast_close = false;
+        }
+        if std::mem::take(&mut self.s.pending.fast_close) {
+            // MP_FASTCLOSE on an ACK (v0's way; RFC 8684 allows it too):
+            // RST every subflow.
+            self.s.lifecycle = Lifecycle::Reset { by_peer: true };
+            self.s.push_event(MptcpEvent::FastClosed);
+            for o in self.subflows.iter_mut() {
+                o.sub.abort();
+            }
+            for j in 0..self.subflows.len() {
+                self.handle_events(now, j);
+            }
+        }
         self.after_segment(now, i, keys);
     }
 
@@ -533,6 +587,11 @@ impl Connection {
                 }
             }
         }
+        for (id, backup) in std::mem::take(&mut self.s.pending.peer_prio) {
+            for sf in self.subflows.iter_mut().filter(|f| f.remote_addr_id == id) {
+                sf.peer_backup = backup;
+            }
+        }
         self.drain(i);
         self.handle_events(now, i);
         while let Some(id) = self.s.signals.peer_removed.pop() {
@@ -561,8 +620,9 @@ impl Connection {
                         if sf.kind == SubflowKind::Initial && s.lifecycle == Lifecycle::Connecting {
                             s.lifecycle = Lifecycle::Established;
                             s.push_event(MptcpEvent::Established);
-                            if s.role == Role::Client {
-                                // Data may follow the third ACK (RFC 8684 3.1).
+                            if s.role == Role::Client && s.version == Version::V1 {
+                                // Data may follow the third ACK (RFC 8684 3.1);
+                                // in v0 only after it (options_out).
                                 sf.fully_established = true;
                             }
                             s.pending.path_manager = true;
@@ -663,7 +723,11 @@ impl Connection {
                 t.due = true;
                 t.deadline = now + s.settings.add_addr_timeout * (1 << t.tries.min(8));
             }
-            let retries = s.settings.add_addr_retries;
+            // v0's ADD_ADDR is never echoed: sent once more, then trusted.
+            let retries = match s.version {
+                Version::V0 => s.settings.add_addr_retries.min(1),
+                Version::V1 => s.settings.add_addr_retries,
+            };
             s.signals.add_addr.retain(|t| t.tries <= retries);
             s.rearm_add_addr();
         }

@@ -599,10 +599,15 @@ impl MptcpEndpoint {
     }
 
     fn new_key(&mut self) -> u64 {
-        // Tokens are unique among live connections.
+        // Tokens are unique among live connections, whichever version the
+        // new one turns out to speak.
+        use crate::crypto::Version;
         loop {
             let k = self.keys.key();
-            if !self.by_token.contains_key(&crate::crypto::token(k)) {
+            if [Version::V0, Version::V1]
+                .iter()
+                .all(|v| !self.by_token.contains_key(&v.token(k)))
+            {
                 return k;
             }
         }
@@ -671,7 +676,8 @@ impl MptcpEndpoint {
         let key = match seg.options.mptcp.mp_capable() {
             Some(m) if syn.options.mptcp.mp_capable().is_some() => {
                 let key = m.receiver_key.unwrap_or(0);
-                if self.by_token.contains_key(&crate::crypto::token(key)) {
+                let version = crate::crypto::Version::from_wire(m.version).unwrap_or_default();
+                if self.by_token.contains_key(&version.token(key)) {
                     self.counters.syn_cookies_invalid += 1;
                     self.refuse(now, path, src, dst, seg, Some(reset_reason::MPTCP_ERROR));
                     return true;
@@ -854,13 +860,21 @@ impl Engine for MptcpEndpoint {
                 }
                 _ => {
                     self.counters.join_refused += 1;
-                    let reason = if slot.is_some() {
-                        reset_reason::LACK_OF_RESOURCES
+                    let v0 = slot
+                        .and_then(|slot| self.slots[slot as usize].conn.as_ref())
+                        .map(|c| c.version())
+                        == Some(crate::crypto::Version::V0);
+                    // v0 has no MP_TCPRST; an unknown token says nothing
+                    // of the version, and v0 peers ignore the option.
+                    let reason = if v0 {
+                        None
+                    } else if slot.is_some() {
+                        Some(reset_reason::LACK_OF_RESOURCES)
                     } else {
-                        reset_reason::MPTCP_ERROR
+                        Some(reset_reason::MPTCP_ERROR)
                     };
                     self.counters.unmatched += 1;
-                    self.refuse(now, path, src, dst, &seg, Some(reason));
+                    self.refuse(now, path, src, dst, &seg, reason);
                 }
             }
             return;

@@ -291,6 +291,38 @@ pub fn mptcp_checksum_recording() -> &'static Recording {
     })
 }
 
+/// The reference conversation in MPTCP v0 (RFC 6824): keys in the SYN,
+/// SHA-1 tokens, HMAC-SHA1 joins, ADD_ADDR without HMAC; with DSS
+/// checksums when `checksum` (as the out-of-tree Linux asks by default).
+pub fn mptcp_v0_recording(checksum: bool) -> &'static Recording {
+    static REC: [OnceLock<Recording>; 2] = [OnceLock::new(), OnceLock::new()];
+    REC[checksum as usize].get_or_init(|| {
+        record(
+            new_mptcp_client_with(v0_config(checksum), CLIENT_PORT, Instant::ZERO),
+            new_mptcp_server(),
+        )
+    })
+}
+
+/// A v0 client's configuration.
+fn v0_config(checksum: bool) -> MptcpConfig {
+    MptcpConfig {
+        client_version: super::Version::V0,
+        checksum,
+        ..mptcp_config()
+    }
+}
+
+/// The conversation and client configuration a first input byte picks:
+/// bit 0 DSS checksums, bit 1 version 0.
+fn conversation(b: u8) -> (&'static Recording, MptcpConfig) {
+    match (b & 1 == 1, b & 2 == 2) {
+        (false, false) => (mptcp_recording(), mptcp_config()),
+        (true, false) => (mptcp_checksum_recording(), checksum_config()),
+        (csum, true) => (mptcp_v0_recording(csum), v0_config(csum)),
+    }
+}
+
 /// The reference plain TCP conversation.
 pub fn tcp_recording() -> &'static Recording {
     static REC: OnceLock<Recording> = OnceLock::new();
@@ -636,40 +668,23 @@ fn drain_recv<E: ByteStream>(ep: &mut E, rd: &mut [u8]) -> usize {
 }
 
 /// Fuzz target `mptcp_server`: a listening MPTCP endpoint fed mutated
-/// client packets. A first input byte with its low bit set picks the
-/// conversation with DSS checksums.
+/// client packets. The first input byte picks the conversation: bit 0 with
+/// DSS checksums, bit 1 in version 0 (RFC 6824).
 pub fn fuzz_mptcp_server(data: &[u8]) -> MptcpEndpoint {
     let mut ep = new_mptcp_server();
-    match data.split_first() {
-        Some((&b, rest)) if b & 1 == 1 => run(&mut ep, &mptcp_checksum_recording().to_server, rest),
-        _ => run(
-            &mut ep,
-            &mptcp_recording().to_server,
-            data.get(1..).unwrap_or(&[]),
-        ),
-    };
+    let (&b, rest) = data.split_first().unwrap_or((&0, &[]));
+    run(&mut ep, &conversation(b).0.to_server, rest);
     ep
 }
 
 /// Fuzz target `mptcp_client`: an MPTCP client fed mutated server packets
 /// (first byte as for the server).
 pub fn fuzz_mptcp_client(data: &[u8]) -> MptcpEndpoint {
-    match data.split_first() {
-        Some((&b, rest)) if b & 1 == 1 => {
-            let mut ep = new_mptcp_client_with(checksum_config(), CLIENT_PORT, Instant::ZERO);
-            run(&mut ep, &mptcp_checksum_recording().to_client, rest);
-            ep
-        }
-        _ => {
-            let mut ep = new_mptcp_client(CLIENT_PORT, Instant::ZERO);
-            run(
-                &mut ep,
-                &mptcp_recording().to_client,
-                data.get(1..).unwrap_or(&[]),
-            );
-            ep
-        }
-    }
+    let (&b, rest) = data.split_first().unwrap_or((&0, &[]));
+    let (rec, cfg) = conversation(b);
+    let mut ep = new_mptcp_client_with(cfg, CLIENT_PORT, Instant::ZERO);
+    run(&mut ep, &rec.to_client, rest);
+    ep
 }
 
 /// Fuzz target `tcp_endpoint`: a plain TCP listener fed mutated client

@@ -1,4 +1,5 @@
-//! The MPTCP v1 connection layer (RFC 8684) over the sans-IO subflow engine.
+//! The MPTCP connection layer over the sans-IO subflow engine: version 1
+//! (RFC 8684) and version 0 (RFC 6824), chosen per connection.
 //!
 //! - [`MptcpEndpoint`]: the driver seam ([`Engine`](crate::io::Engine)) and
 //!   the application seam ([`ByteStream`](crate::io::ByteStream)); any
@@ -56,6 +57,24 @@
 //! `tests/mptcp_conformance.rs`): 64-bit DSNs, a 64-bit DATA_ACK once the
 //! peer used 64-bit DSNs, DATA_FIN on a pure ACK with SSN 0 and length 1,
 //! ADD_ADDR alone on a pure ACK, MP_FASTCLOSE then MP_TCPRST on RSTs.
+//!
+//! Version 0 differs only in the handshake and a few options; everything
+//! above them (scheduler, path manager, reassembly, fallback) is shared:
+//! - the client's key rides on the SYN too, and the third ACK carries both
+//!   keys but never data (the client sends its first data under a DSS
+//!   mapping after that pure ACK); the server knows the client's key from
+//!   the SYN, so a lost third ACK is no loss to it;
+//! - tokens and IDSNs come from SHA-1, MP_JOIN HMACs are HMAC-SHA1
+//!   ([`crate::crypto::Version`]);
+//! - ADD_ADDR has its IPVer field, no HMAC and no echo (sent twice, as it
+//!   is never acknowledged); MP_PRIO may name an address id, whose
+//!   subflows change priority;
+//! - no MP_TCPRST: RSTs carry no MPTCP option, and MP_FASTCLOSE goes on an
+//!   ACK (RFC 6824 section 3.5), to which the peer answers with RSTs.
+//!
+//! A server answers a SYN in a version of [`MptcpConfig::server_versions`]
+//! in that version and any other SYN with plain TCP (as Linux does with a
+//! version it does not speak); a client offers [`MptcpConfig::client_version`].
 
 pub mod api;
 mod conn;
@@ -73,6 +92,7 @@ pub use api::{
 pub use conn::Connection;
 pub use endpoint::{ConnHandle, EndpointWork, MptcpCounters, MptcpEndpoint};
 
+pub use crate::crypto::Version;
 use crate::pm::PmKind;
 use crate::sched::SchedulerKind;
 use hmac::{Hmac, KeyInit, Mac};
@@ -102,6 +122,51 @@ pub struct ReplayInjection {
     pub isns: std::collections::VecDeque<u32>,
 }
 
+/// The MPTCP versions a server answers in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Versions {
+    pub v0: bool,
+    pub v1: bool,
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Versions { v0: true, v1: true }
+    }
+}
+
+impl Versions {
+    pub fn contains(&self, v: Version) -> bool {
+        match v {
+            Version::V0 => self.v0,
+            Version::V1 => self.v1,
+        }
+    }
+
+    /// A comma-separated list such as `1,0`, `1` or `0`.
+    pub fn parse(list: &str) -> Result<Versions, String> {
+        let mut v = Versions {
+            v0: false,
+            v1: false,
+        };
+        for item in list.split(',').map(str::trim) {
+            match item {
+                "0" => v.v0 = true,
+                "1" => v.v1 = true,
+                other => {
+                    return Err(format!(
+                        "unknown MPTCP version {other:?} (the versions are 0, RFC 6824, and 1, RFC 8684)"
+                    ))
+                }
+            }
+        }
+        if !v.v0 && !v.v1 {
+            return Err("no MPTCP version left: give 1, 0 or 1,0".into());
+        }
+        Ok(v)
+    }
+}
+
 /// Per-connection settings; every bound on memory is here.
 #[derive(Clone, Debug)]
 pub struct MptcpConfig {
@@ -109,6 +174,10 @@ pub struct MptcpConfig {
     pub tcp: crate::tcp::Config,
     /// Ask for DSS checksums (the peer may ask too; either side wins).
     pub checksum: bool,
+    /// Server: the versions answered in (a SYN in another gets plain TCP).
+    pub server_versions: Versions,
+    /// Client: the version offered in the SYN.
+    pub client_version: Version,
     /// Subflows per connection, the initial one included.
     pub max_subflows: usize,
     /// Data-level send buffer (bytes the application may queue).
@@ -162,6 +231,8 @@ impl Default for MptcpConfig {
         MptcpConfig {
             tcp,
             checksum: false,
+            server_versions: Versions::default(),
+            client_version: Version::V1,
             max_subflows: 8,
             send_buffer: 8 << 20,
             recv_buffer: 8 << 20,

@@ -165,9 +165,11 @@ pub(crate) fn rebuild_syn(ack_seg: &TcpRepr, c: CookieSyn) -> TcpRepr<'static> {
     };
     if let Some(m) = ack_seg.options.mptcp.mp_capable() {
         if m.sender_key.is_some() && m.receiver_key.is_some() {
+            // v0's SYN carried the client's key (its third ACK repeats it).
             let _ = options.mptcp.push(MptcpOption::MpCapable(MpCapable {
                 version: m.version,
                 flags: m.flags & (MpCapable::FLAG_CHECKSUM | 1),
+                sender_key: (m.version == 0).then_some(m.sender_key).flatten(),
                 ..Default::default()
             }));
         }

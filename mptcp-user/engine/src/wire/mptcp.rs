@@ -1,4 +1,11 @@
-//! MPTCP v1 suboptions (RFC 8684 section 3), TCP option kind 30.
+//! MPTCP suboptions (RFC 8684 section 3, and RFC 6824's v0 forms), TCP
+//! option kind 30.
+//!
+//! The two versions share every format but ADD_ADDR: v0 puts the IP
+//! version in the low four bits (4 or 6) and has no echo flag and no HMAC
+//! ([`AddAddr::v0`]). v0's MP_CAPABLE SYN carries the sender's key (length
+//! 12, the SYN/ACK shape) and never a data length; its MP_PRIO may carry an
+//! address id. The version of a MP_CAPABLE is its `version` field.
 //!
 //! Each suboption is a plain value; its shape (and so its length on the
 //! wire) follows from which fields are present. `parse` takes one whole
@@ -126,9 +133,12 @@ impl Dss {
     }
 }
 
-/// ADD_ADDR (RFC 8684 section 3.4.1).
+/// ADD_ADDR (RFC 8684 section 3.4.1; RFC 6824 section 3.4.1 when `v0`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AddAddr {
+    /// The v0 form: IPVer (4 or 6) in the low nibble, no echo, no HMAC.
+    /// Parsed from IPVer 4 or 6, which v1's flags (E and zero bits) never are.
+    pub v0: bool,
     pub echo: bool,
     pub addr_id: u8,
     pub addr: IpAddr,
@@ -382,6 +392,30 @@ impl MptcpOption {
                 }
                 MptcpOption::Dss(d)
             }
+            SUBTYPE_ADD_ADDR if low == 4 || low == 6 => {
+                let (v6, port) = match (low, len) {
+                    (4, 8) => (false, false),
+                    (4, 10) => (false, true),
+                    (6, 20) => (true, false),
+                    (6, 22) => (true, true),
+                    _ => return Err(Error::BadLength),
+                };
+                let (addr, at) = if v6 {
+                    let mut a = [0u8; 16];
+                    a.copy_from_slice(&opt[4..20]);
+                    (IpAddr::V6(Ipv6Addr::from(a)), 20)
+                } else {
+                    (IpAddr::V4(Ipv4Addr::new(opt[4], opt[5], opt[6], opt[7])), 8)
+                };
+                MptcpOption::AddAddr(AddAddr {
+                    v0: true,
+                    echo: false,
+                    addr_id: opt[3],
+                    addr,
+                    port: if port { Some(be16(opt, at)?) } else { None },
+                    hmac: None,
+                })
+            }
             SUBTYPE_ADD_ADDR => {
                 let echo = low & 1 != 0;
                 // Lengths without and with the HMAC never overlap.
@@ -411,6 +445,7 @@ impl MptcpOption {
                 };
                 let hmac = if hmac { Some(be64(opt, at)?) } else { None };
                 MptcpOption::AddAddr(AddAddr {
+                    v0: false,
                     echo,
                     addr_id: opt[3],
                     addr,
@@ -473,7 +508,12 @@ impl MptcpOption {
             MptcpOption::MpJoin(MpJoin::SynAck { .. }) => 16,
             MptcpOption::MpJoin(MpJoin::Ack { .. }) => 24,
             MptcpOption::Dss(d) => d.wire_len(),
-            MptcpOption::AddAddr(a) => a.wire_len(),
+            MptcpOption::AddAddr(a) => {
+                if a.v0 && (a.echo || a.hmac.is_some()) {
+                    return Err(Error::Malformed);
+                }
+                a.wire_len()
+            }
             MptcpOption::RemoveAddr(ids) => {
                 if ids.as_slice().is_empty() {
                     return Err(Error::Malformed);
@@ -569,7 +609,14 @@ impl MptcpOption {
                 o[3] = f;
             }
             MptcpOption::AddAddr(a) => {
-                o[2] |= a.echo as u8;
+                o[2] |= if a.v0 {
+                    match a.addr {
+                        IpAddr::V4(_) => 4,
+                        IpAddr::V6(_) => 6,
+                    }
+                } else {
+                    a.echo as u8
+                };
                 o[3] = a.addr_id;
                 let mut at = match a.addr {
                     IpAddr::V4(v4) => {
@@ -886,6 +933,7 @@ mod tests {
         check(
             &hex("1e1030010a0102026b2eff7b008656f3"),
             MptcpOption::AddAddr(AddAddr {
+                v0: false,
                 echo: false,
                 addr_id: 1,
                 addr: "10.1.2.2".parse().unwrap(),
@@ -896,6 +944,7 @@ mod tests {
         check(
             &hex("1e0831010a010202"),
             MptcpOption::AddAddr(AddAddr {
+                v0: false,
                 echo: true,
                 addr_id: 1,
                 addr: "10.1.2.2".parse().unwrap(),
@@ -929,11 +978,120 @@ mod tests {
         );
     }
 
+    // RFC 6824 forms; bytes as the out-of-tree Linux 0.9x writes them
+    // (mptcp_output.c: sub = MPTCP_SUB_ADD_ADDR, ipver 4/6, no HMAC).
+    #[test]
+    fn v0_forms() {
+        let v0_add = |addr: &str, port| AddAddr {
+            v0: true,
+            echo: false,
+            addr_id: 2,
+            addr: addr.parse().unwrap(),
+            port,
+            hmac: None,
+        };
+        check(
+            &hex("1e0834020a010202"),
+            MptcpOption::AddAddr(v0_add("10.1.2.2", None)),
+        );
+        check(
+            &hex("1e0a34020a0102021f90"),
+            MptcpOption::AddAddr(v0_add("10.1.2.2", Some(8080))),
+        );
+        check(
+            &hex("1e14360220010db8000000000000000000000007"),
+            MptcpOption::AddAddr(v0_add("2001:db8::7", None)),
+        );
+        check(
+            &hex("1e16360220010db80000000000000000000000071f90"),
+            MptcpOption::AddAddr(v0_add("2001:db8::7", Some(8080))),
+        );
+        // IPVer disagreeing with the length, or a v1 length with IPVer set.
+        for bad in [
+            "1e1434020a0102026b2eff7b008656f3aaaaaaaa",
+            "1e0836020a010202",
+            "1e1034020a0102026b2eff7b008656f3",
+        ] {
+            assert_eq!(
+                MptcpOption::parse(&hex(bad)).unwrap_err(),
+                Error::BadLength,
+                "{bad}"
+            );
+        }
+        // v0 has neither echo nor HMAC.
+        for a in [
+            AddAddr {
+                echo: true,
+                ..v0_add("10.1.2.2", None)
+            },
+            AddAddr {
+                hmac: Some(1),
+                ..v0_add("10.1.2.2", None)
+            },
+        ] {
+            assert_eq!(
+                MptcpOption::AddAddr(a).emit(&mut [0; 40]).unwrap_err(),
+                Error::Malformed
+            );
+        }
+        // MP_CAPABLE v0: SYN and SYN/ACK carry the sender's key, the third
+        // ACK both (flags: A checksum, H HMAC-SHA1).
+        let syn = MpCapable {
+            version: 0,
+            flags: 0x81,
+            sender_key: Some(0x1122334455667788),
+            ..Default::default()
+        };
+        check(
+            &hex("1e0c00811122334455667788"),
+            MptcpOption::MpCapable(syn),
+        );
+        check(
+            &hex("1e140081112233445566778899aabbccddeeff00"),
+            MptcpOption::MpCapable(MpCapable {
+                receiver_key: Some(0x99aabbccddeeff00),
+                ..syn
+            }),
+        );
+        // MP_PRIO with and without the address id, MP_FASTCLOSE, MP_FAIL, REMOVE_ADDR.
+        check(
+            &hex("1e045103"),
+            MptcpOption::MpPrio {
+                backup: true,
+                addr_id: Some(3),
+            },
+        );
+        check(
+            &hex("1e0350"),
+            MptcpOption::MpPrio {
+                backup: false,
+                addr_id: None,
+            },
+        );
+        check(
+            &hex("1e0c700099aabbccddeeff00"),
+            MptcpOption::MpFastclose {
+                receiver_key: 0x99aabbccddeeff00,
+            },
+        );
+        check(
+            &hex("1e0c60001122334455667788"),
+            MptcpOption::MpFail {
+                dsn: 0x1122334455667788,
+            },
+        );
+        check(
+            &hex("1e05400203"),
+            MptcpOption::RemoveAddr(AddrIds::from_slice(&[2, 3]).unwrap()),
+        );
+    }
+
     #[test]
     fn constructed_forms() {
         check(
             &hex("1e1e3004200100000000000000000000000000011f901122334455667788"),
             MptcpOption::AddAddr(AddAddr {
+                v0: false,
                 echo: false,
                 addr_id: 4,
                 addr: "2001::1".parse().unwrap(),
@@ -944,6 +1102,7 @@ mod tests {
         check(
             &hex("1e0a30010a0102021f90"),
             MptcpOption::AddAddr(AddAddr {
+                v0: false,
                 echo: false,
                 addr_id: 1,
                 addr: "10.1.2.2".parse().unwrap(),

@@ -5,7 +5,7 @@
 use super::recv::RxMapping;
 use super::subflow::{MptcpSubflow, SubflowKind};
 use super::{reset_reason, ConnState, Connection, Fallback};
-use crate::crypto;
+use crate::crypto::Version;
 use crate::mptcp::api::{MptcpEvent, SubflowCloseReason};
 use crate::tcp::State;
 use crate::time::Instant;
@@ -23,11 +23,11 @@ pub(super) struct KeyMaterial {
 }
 
 impl KeyMaterial {
-    fn from_key(key: u64) -> KeyMaterial {
+    fn from_key(version: Version, key: u64) -> KeyMaterial {
         KeyMaterial {
             key,
-            token: crypto::token(key),
-            idsn: crypto::idsn(key),
+            token: version.token(key),
+            idsn: version.idsn(key),
         }
     }
 
@@ -45,9 +45,9 @@ pub(super) struct Keys {
 }
 
 impl Keys {
-    pub(super) fn new(local_key: u64) -> Keys {
+    pub(super) fn new(version: Version, local_key: u64) -> Keys {
         Keys {
-            local: KeyMaterial::from_key(local_key),
+            local: KeyMaterial::from_key(version, local_key),
             remote: None,
         }
     }
@@ -61,7 +61,7 @@ impl Keys {
 
 impl ConnState {
     pub(super) fn set_remote_key(&mut self, key: u64) {
-        self.keys.remote = Some(KeyMaterial::from_key(key));
+        self.keys.remote = Some(KeyMaterial::from_key(self.version, key));
     }
 }
 
@@ -96,7 +96,9 @@ impl Connection {
             (State::SynSent, SubflowKind::Initial) if f.contains(TcpFlags::SYN | TcpFlags::ACK) => {
                 match opts.mp_capable() {
                     Some(mpc)
-                        if mpc.version == 1 && mpc.sender_key.is_some() && !s.fallback.is_tcp() =>
+                        if mpc.version == s.version.number()
+                            && mpc.sender_key.is_some()
+                            && !s.fallback.is_tcp() =>
                     {
                         s.set_remote_key(mpc.sender_key.unwrap_or(0));
                         s.checksum = s.settings.checksum_wanted || mpc.checksum_required();
@@ -121,7 +123,7 @@ impl Connection {
                         hmac,
                         nonce,
                     }) => {
-                        let want = crypto::join_synack_hmac(
+                        let want = s.version.join_synack_hmac(
                             s.keys.remote().key,
                             s.keys.local.key,
                             nonce,
@@ -155,9 +157,12 @@ impl Connection {
                 if f.contains(TcpFlags::ACK) && !s.fallback.is_tcp() =>
             {
                 match opts.mp_capable() {
+                    // v0: the client's key came in the SYN and must not change.
                     Some(mpc)
                         if mpc.sender_key.is_some()
-                            && mpc.receiver_key == Some(s.keys.local.key) =>
+                            && mpc.receiver_key == Some(s.keys.local.key)
+                            && (s.version == Version::V1
+                                || mpc.sender_key == s.keys.remote.map(|r| r.key)) =>
                     {
                         s.set_remote_key(mpc.sender_key.unwrap_or(0));
                         sf.fully_established = true;
@@ -171,6 +176,11 @@ impl Connection {
                                 fin: false,
                             });
                         }
+                    }
+                    // v0: the third ACK was lost, and this (a DSS) is
+                    // the client's next segment; we have its key already.
+                    None if s.version == Version::V0 && opts.dss().is_some() => {
+                        sf.fully_established = true;
                     }
                     // The third ACK was lost and this segment is not the
                     // first data one: wait for that one's retransmission.
@@ -192,7 +202,7 @@ impl Connection {
                     remote_nonce,
                 },
             ) if f.contains(TcpFlags::ACK) => {
-                let want = crypto::join_ack_hmac(
+                let want = s.version.join_ack_hmac(
                     s.keys.remote().key,
                     s.keys.local.key,
                     remote_nonce,

@@ -6,7 +6,7 @@ use super::send::DataFin;
 use super::signals::{AddAddrEcho, RemoteAddr};
 use super::subflow::{MptcpSubflow, SubflowKind};
 use super::{reset_reason, ConnState, Connection, Lifecycle, Role};
-use crate::crypto;
+use crate::crypto::{self, Version};
 use crate::mptcp::api::*;
 use crate::time::Instant;
 use crate::wire::mptcp::{Dss, MptcpOption};
@@ -50,6 +50,11 @@ impl Connection {
                     }
                 }
                 MptcpOption::AddAddr(a) => {
+                    // Each version takes its own form only: v0's has no HMAC.
+                    if a.v0 != (s.version == Version::V0) {
+                        s.bad_hmac += 1;
+                        continue;
+                    }
                     if a.echo {
                         for t in s.signals.add_addr.iter_mut() {
                             if t.id == a.addr_id {
@@ -61,16 +66,18 @@ impl Connection {
                         s.rearm_add_addr();
                         continue;
                     }
-                    let want = crypto::add_addr_hmac(
-                        s.keys.remote().key,
-                        s.keys.local.key,
-                        a.addr_id,
-                        a.addr,
-                        a.port,
-                    );
-                    if a.hmac != Some(want) {
-                        s.bad_hmac += 1;
-                        continue;
+                    if !a.v0 {
+                        let want = crypto::add_addr_hmac(
+                            s.keys.remote().key,
+                            s.keys.local.key,
+                            a.addr_id,
+                            a.addr,
+                            a.port,
+                        );
+                        if a.hmac != Some(want) {
+                            s.bad_hmac += 1;
+                            continue;
+                        }
                     }
                     let port = a
                         .port
@@ -87,12 +94,14 @@ impl Connection {
                         });
                         s.pending.path_manager = true;
                     }
-                    s.signals.echo_pending.push(AddAddrEcho {
-                        id: a.addr_id,
-                        addr: a.addr,
-                        port: a.port,
-                    });
-                    sf.sub.request_ack();
+                    if !a.v0 {
+                        s.signals.echo_pending.push(AddAddrEcho {
+                            id: a.addr_id,
+                            addr: a.addr,
+                            port: a.port,
+                        });
+                        sf.sub.request_ack();
+                    }
                 }
                 MptcpOption::RemoveAddr(ids) => {
                     for &id in ids.as_slice() {
@@ -123,7 +132,18 @@ impl Connection {
                         }
                     }
                 }
+                // v0 may name the (peer's) address whose subflows change.
+                MptcpOption::MpPrio {
+                    backup,
+                    addr_id: Some(id),
+                } if s.version == Version::V0 => s.pending.peer_prio.push((id, backup)),
                 MptcpOption::MpPrio { backup, .. } => sf.peer_backup = backup,
+                MptcpOption::MpFastclose { receiver_key }
+                    if receiver_key == s.keys.local.key && s.keys.remote.is_some() =>
+                {
+                    // On an ACK (v0, or RFC 8684's option A): the caller resets.
+                    s.pending.fast_close = true;
+                }
                 MptcpOption::MpFail { .. } => {
                     // The peer found a bad checksum: with one subflow go on
                     // as plain TCP (infinite mapping), else drop this one.
@@ -141,6 +161,22 @@ impl Connection {
         let push = |seg: &mut TcpRepr, o: MptcpOption| {
             let _ = seg.options.mptcp.push(o);
         };
+        if f.contains(TcpFlags::RST) && s.version == Version::V0 {
+            // v0 has no MP_TCPRST, and MP_FASTCLOSE goes on an ACK: the
+            // first subflow to send its RST sends that ACK instead (the
+            // peer answers with RSTs), the others plain RSTs.
+            if s.lifecycle == (Lifecycle::Reset { by_peer: false })
+                && !s.fastclose_sent
+                && !s.fallback.is_tcp()
+            {
+                if let Some(peer) = s.keys.remote {
+                    s.fastclose_sent = true;
+                    seg.flags = TcpFlags::ACK;
+                    push(seg, build::mp_fastclose(peer.key));
+                }
+            }
+            return;
+        }
         if f.contains(TcpFlags::RST) {
             // As Linux: MP_FASTCLOSE (when we abort the connection), then
             // MP_TCPRST with the reason.
@@ -201,6 +237,7 @@ impl Connection {
         }
         if sf.kind == SubflowKind::Initial
             && s.role == Role::Client
+            && s.version == Version::V1
             && !sf.handshake.mpc_confirmed
             && !seg.payload.is_empty()
             && sf
@@ -227,7 +264,13 @@ impl Connection {
         if sf.signals.third_ack || unconfirmed {
             sf.signals.third_ack = false;
             let o = match sf.kind {
-                SubflowKind::Initial => build::mp_capable_ack(s, None),
+                SubflowKind::Initial => {
+                    if seg.payload.is_empty() {
+                        // v0: data waits for this pure third ACK.
+                        sf.fully_established = true;
+                    }
+                    build::mp_capable_ack(s, None)
+                }
                 SubflowKind::Join { .. } => {
                     sf.handshake.join_ack_sent = true;
                     build::mp_join_ack(s, sf)
@@ -297,7 +340,7 @@ mod build {
     use super::super::signals::{AddAddrEcho, AddAddrTx};
     use super::super::subflow::{MptcpSubflow, SubflowKind};
     use super::super::{ConnState, Linear};
-    use crate::crypto;
+    use crate::crypto::{self, Version};
     use crate::wire::mptcp::{AddAddr, AddrIds, Dss, DssMapping, MpCapable, MpJoin, MptcpOption};
 
     fn mpc_flags(s: &ConnState) -> u8 {
@@ -309,12 +352,13 @@ mod build {
             }
     }
 
-    /// MP_CAPABLE on the SYN (no key) or the SYN/ACK (ours).
+    /// MP_CAPABLE on the SYN (no key in v1; v0's carries the client's
+    /// key already) or the SYN/ACK (ours).
     pub(super) fn mp_capable_syn(s: &ConnState, synack: bool) -> MptcpOption {
         MptcpOption::MpCapable(MpCapable {
-            version: 1,
+            version: s.version.number(),
             flags: mpc_flags(s),
-            sender_key: synack.then_some(s.keys.local.key),
+            sender_key: (synack || s.version == Version::V0).then_some(s.keys.local.key),
             ..Default::default()
         })
     }
@@ -323,7 +367,7 @@ mod build {
     /// data rides on it.
     pub(super) fn mp_capable_ack(s: &ConnState, data: Option<&TxMapping>) -> MptcpOption {
         MptcpOption::MpCapable(MpCapable {
-            version: 1,
+            version: s.version.number(),
             flags: mpc_flags(s),
             sender_key: Some(s.keys.local.key),
             receiver_key: Some(s.keys.remote().key),
@@ -357,7 +401,9 @@ mod build {
         MptcpOption::MpJoin(MpJoin::SynAck {
             backup: sf.backup,
             addr_id: sf.local_addr_id,
-            hmac: crypto::join_synack_hmac(ours.key, theirs.key, local_nonce, remote_nonce),
+            hmac: s
+                .version
+                .join_synack_hmac(ours.key, theirs.key, local_nonce, remote_nonce),
             nonce: local_nonce,
         })
     }
@@ -366,7 +412,9 @@ mod build {
         let (local_nonce, remote_nonce) = nonces(sf);
         let (ours, theirs): (KeyMaterial, KeyMaterial) = (s.keys.local, s.keys.remote());
         MptcpOption::MpJoin(MpJoin::Ack {
-            hmac: crypto::join_ack_hmac(ours.key, theirs.key, local_nonce, remote_nonce),
+            hmac: s
+                .version
+                .join_ack_hmac(ours.key, theirs.key, local_nonce, remote_nonce),
         })
     }
 
@@ -417,18 +465,21 @@ mod build {
 
     pub(super) fn add_addr(s: &ConnState, t: &AddAddrTx) -> MptcpOption {
         let (ours, theirs) = (s.keys.local, s.keys.remote());
-        let hmac = crypto::add_addr_hmac(ours.key, theirs.key, t.id, t.addr, None);
+        let v0 = s.version == Version::V0;
+        let hmac = (!v0).then(|| crypto::add_addr_hmac(ours.key, theirs.key, t.id, t.addr, None));
         MptcpOption::AddAddr(AddAddr {
+            v0,
             echo: false,
             addr_id: t.id,
             addr: t.addr,
             port: None,
-            hmac: Some(hmac),
+            hmac,
         })
     }
 
     pub(super) fn add_addr_echo(e: AddAddrEcho) -> MptcpOption {
         MptcpOption::AddAddr(AddAddr {
+            v0: false,
             echo: true,
             addr_id: e.id,
             addr: e.addr,
