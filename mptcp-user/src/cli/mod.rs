@@ -5,6 +5,7 @@ pub mod classify;
 pub mod connect;
 pub mod decode;
 pub mod engine_opts;
+pub mod raw;
 pub mod serve;
 pub mod sim;
 pub mod stats;
