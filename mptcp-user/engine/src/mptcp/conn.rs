@@ -281,9 +281,7 @@ impl Connection {
         now: Instant,
     ) -> Option<Connection> {
         let mut sub = Subflow::accept(&cfg.tcp, tuple, now, syn)?;
-        if let Some(isn) = keys.replay_isn() {
-            sub.set_initial_send_seq_for_replay(isn);
-        }
+        keys.replay_isn(&mut sub);
         // The initial address gets id 0; the others keep their order.
         locals.retain(|l| l.ip != tuple.local.ip());
         locals.insert(
@@ -334,9 +332,7 @@ impl Connection {
         let Some(mut sub) = Subflow::accept(&self.s.tcp, tuple, now, syn) else {
             return false;
         };
-        if let Some(isn) = keys.replay_isn() {
-            sub.set_initial_send_seq_for_replay(isn);
-        }
+        keys.replay_isn(&mut sub);
         let local_id = self
             .s
             .locals
@@ -763,22 +759,11 @@ impl Connection {
         self.find(id).map(|i| self.sfs[i].sub.tuple())
     }
 
-    pub fn subflow_stats(&self, id: SubflowId) -> Option<SubflowStatistics> {
+    pub fn subflow_stats(&self, id: SubflowId) -> Option<SubflowStats> {
         let f = &self.sfs[self.find(id)?];
-        let st = f.sub.stats();
-        Some(SubflowStatistics {
-            cwnd: st.cwnd,
-            ssthresh: st.ssthresh,
-            srtt: st.srtt,
-            rttvar: st.rttvar,
-            rto: st.rto,
-            bytes_sent: st.bytes_sent,
-            bytes_acked: st.bytes_acked,
-            bytes_retransmitted: st.bytes_retransmitted,
-            bytes_received: st.bytes_received,
-            retransmits: st.retransmits,
-            bytes_reinjected: f.bytes_reinjected,
-        })
+        let mut st = f.sub.stats();
+        st.bytes_reinjected = f.bytes_reinjected;
+        Some(st)
     }
 
     /// Closes one subflow (FIN); its unacknowledged data is reinjected.
