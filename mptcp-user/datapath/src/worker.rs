@@ -56,6 +56,9 @@ pub struct WorkerStats {
     pub no_neighbour: u64,
     /// Passes that found the TX ring or free frames exhausted (the engine keeps the data).
     pub tx_ring_full: u64,
+    /// Packets the engine wrote into one path's frame but sent on another:
+    /// each costs a second copy (through the scratch buffer).
+    pub tx_rerouted: u64,
     /// Passes through the loop and how many ended asleep in poll().
     pub passes: u64,
     pub sleeps: u64,
@@ -146,6 +149,9 @@ pub struct Worker<E> {
     last_tx_path: PathId,
     /// poll() descriptors, reused between sleeps.
     pollfds: Vec<libc::pollfd>,
+    /// Busy polling ([`Worker::set_busy_poll`]): never sleep, drive the NAPI
+    /// with recvfrom when a socket is empty.
+    busy_poll: bool,
     pub stats: WorkerStats,
 }
 
@@ -158,6 +164,7 @@ impl<E: Engine> Worker<E> {
             scratch: vec![0u8; 1 << 16].into_boxed_slice(),
             last_tx_path: 0,
             pollfds: Vec::new(),
+            busy_poll: false,
             stats: WorkerStats::default(),
         }
     }
@@ -165,6 +172,20 @@ impl<E: Engine> Worker<E> {
     /// Engine time: nanoseconds of CLOCK_MONOTONIC since the worker started.
     pub fn now(&self) -> Instant {
         Instant::from_nanos(self.origin.elapsed().as_nanos() as u64)
+    }
+
+    /// Busy polling for dedicated cores: every socket prefers busy polling
+    /// (`usecs` per call, `budget` packets), the worker never sleeps, and an
+    /// empty RX ring is refilled by running the interface's NAPI on this
+    /// thread instead of in softirq on whichever core the sender used.
+    pub fn set_busy_poll(&mut self, usecs: u32, budget: u32) -> std::io::Result<()> {
+        for path in &mut self.paths {
+            for s in std::iter::once(&mut path.socket).chain(&mut path.extra_rx) {
+                s.set_busy_poll(usecs, budget)?;
+            }
+        }
+        self.busy_poll = true;
+        Ok(())
     }
 
     /// Swaps in a new engine (e.g. a fresh listener after a connection ended).
@@ -196,9 +217,13 @@ impl<E: Engine> Worker<E> {
                 }
                 engine.handle_packet(now, id, packet);
             };
-            total += path.socket.recv_batch(RX_BATCH, &mut on_frame) as usize;
-            for socket in &mut path.extra_rx {
-                total += socket.recv_batch(RX_BATCH, &mut on_frame) as usize;
+            let busy = self.busy_poll;
+            for socket in std::iter::once(&mut path.socket).chain(&mut path.extra_rx) {
+                let n = socket.recv_batch(RX_BATCH, &mut on_frame) as usize;
+                if n == 0 && busy {
+                    socket.busy_poll_rx();
+                }
+                total += n;
             }
         }
         self.stats.rx_frames += total as u64;
@@ -258,6 +283,7 @@ impl<E: Engine> Worker<E> {
                 path.neighbours.missing = no_neighbour;
             }
             if let Some((to, len)) = other {
+                self.stats.tx_rerouted += 1;
                 self.send_from_scratch(to, len);
                 self.last_tx_path = to;
             }
@@ -319,6 +345,10 @@ impl<E: Engine> Worker<E> {
 
     /// Like [`Worker::sleep`], also waking for `extra` (descriptors and poll events).
     pub fn sleep_with(&mut self, extra: &[(std::os::fd::RawFd, i16)]) {
+        if self.busy_poll {
+            // The receive pass already polled the NAPIs.
+            return;
+        }
         let now = self.now();
         let wait = self.engine.poll_timeout().map_or(MAX_SLEEP, |t| {
             t.saturating_duration_since(now).min(MAX_SLEEP)

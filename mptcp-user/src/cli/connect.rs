@@ -53,6 +53,8 @@ pub struct ConnectArgs {
     pub partial_checksum: PartialChecksum,
     #[command(flatten)]
     pub engine_opts: EngineOptions,
+    #[command(flatten)]
+    pub datapath_opts: super::datapath_opts::DatapathOptions,
 }
 
 struct Interval {
@@ -196,6 +198,7 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     mut datapath: Datapath,
     local: SocketAddr,
 ) -> Result<()> {
+    args.datapath_opts.apply(&mut worker)?;
     let stop = stop_on_signals();
     let total = args.bytes.unwrap_or(if args.time.is_some() {
         u64::MAX

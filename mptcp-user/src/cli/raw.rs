@@ -42,6 +42,8 @@ pub struct RawArgs {
     /// Frames sent on one path before moving to the next (the worker's TX batch).
     #[arg(long, default_value_t = 64)]
     pub burst: u32,
+    #[command(flatten)]
+    pub datapath_opts: super::datapath_opts::DatapathOptions,
 }
 
 const IP_TCP: usize = 40;
@@ -182,6 +184,7 @@ pub fn raw_ceiling(args: &RawArgs) -> Result<()> {
         let (_datapath, paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
         eprintln!("raw-ceiling: receiving on port {}", args.port);
         let mut worker = Worker::new(RawSink::default(), paths);
+        args.datapath_opts.apply(&mut worker)?;
         let cpu0 = cpu_seconds();
         worker.run(&mut Until, stop);
         let e = &worker.engine;
@@ -240,6 +243,7 @@ pub fn raw_ceiling(args: &RawArgs) -> Result<()> {
     let until = Instant::ZERO + Duration::from_secs_f64(args.time);
     let source = RawSource::new(&pairs, mtu, args.burst, until)?;
     let mut worker = Worker::new(source, paths);
+    args.datapath_opts.apply(&mut worker)?;
     let cpu0 = cpu_seconds();
     let started = std::time::Instant::now();
     worker.run(&mut Until, stop);

@@ -60,6 +60,8 @@ pub struct ServeArgs {
     pub to: Option<SocketAddr>,
     #[command(flatten)]
     pub engine_opts: EngineOptions,
+    #[command(flatten)]
+    pub datapath_opts: super::datapath_opts::DatapathOptions,
     /// MPTCP by default (plain TCP clients are served by fallback).
     #[arg(long, value_enum, default_value = "mptcp")]
     pub engine: EngineKind,
@@ -192,6 +194,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     );
     let cfg = tcp_config(&paths, args.listen.is_ipv6());
     let mut worker = Worker::new(TcpEndpoint::listen(cfg.clone(), args.listen), paths);
+    args.datapath_opts.apply(&mut worker)?;
     let stats_file = StatsFile::create();
     let mut connections = 0u64;
     let mut app: Option<ServeApp> = None;
@@ -370,6 +373,7 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
         args.listen, args.mode
     );
     let mut worker = Worker::new(engine, paths);
+    args.datapath_opts.apply(&mut worker)?;
     let mut app = PerConnection {
         args,
         apps: Vec::new(),
