@@ -439,9 +439,9 @@ fn run_sim(bytes: u64) -> Result<SimFigure, String> {
 
 // ---- output ----
 
-fn median_by(mut v: Vec<PairFigures>, key: impl Fn(&PairFigures) -> f64) -> PairFigures {
+fn median_by(mut v: Vec<PairFigures>, key: impl Fn(&PairFigures) -> f64) -> Option<PairFigures> {
     v.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    v.swap_remove(v.len() / 2)
+    (!v.is_empty()).then(|| v.swap_remove(v.len() / 2))
 }
 
 fn pair_json(f: &PairFigures) -> serde_json::Value {
@@ -516,12 +516,15 @@ struct Args {
     runs: usize,
     sim_mib: u64,
     json: bool,
+    /// Run only this pair ("mptcp" or "tcp"), e.g. to profile it.
+    only: Option<String>,
 }
 
 const USAGE: &str = "usage: mptcp-bench [--mib N] [--runs N] [--sim-mib N] [--json]
   --mib N      payload MiB measured per run after a 64 MiB warm-up (default 1024)
   --runs N     runs per figure, alternating MPTCP and TCP; the median is shown (default 3)
   --sim-mib N  bytes of the simulated two-path transfer (default 256; 0 skips it)
+  --only P     run only the mptcp or the tcp pair (to profile one)
   --json       one JSON object instead of the table";
 
 fn parse_args() -> Result<Args, String> {
@@ -530,6 +533,7 @@ fn parse_args() -> Result<Args, String> {
         runs: 3,
         sim_mib: 256,
         json: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -543,6 +547,10 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => a.runs = num("--runs")?.max(1) as usize,
             "--sim-mib" => a.sim_mib = num("--sim-mib")?,
             "--json" => a.json = true,
+            "--only" => match it.next().as_deref() {
+                Some(w @ ("mptcp" | "tcp")) => a.only = Some(w.to_string()),
+                _ => return Err(format!("--only wants mptcp or tcp\n{USAGE}")),
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -571,9 +579,14 @@ fn real_main() -> Result<(), String> {
     let warmup = 64u64 << 20;
     let measured = args.mib << 20;
     let (mut m, mut t) = (Vec::new(), Vec::new());
+    let want = |p: &str| args.only.as_deref().is_none_or(|o| o == p);
     for _ in 0..args.runs {
-        t.push(run_tcp(warmup, measured).map_err(|e| format!("TCP: {e}"))?);
-        m.push(run_mptcp(warmup, measured).map_err(|e| format!("MPTCP: {e}"))?);
+        if want("tcp") {
+            t.push(run_tcp(warmup, measured).map_err(|e| format!("TCP: {e}"))?);
+        }
+        if want("mptcp") {
+            m.push(run_mptcp(warmup, measured).map_err(|e| format!("MPTCP: {e}"))?);
+        }
     }
     let allocations: u64 = m.iter().chain(&t).map(|f| f.allocations).sum();
     // The median run by the receiver's rate (the side the targets name first).
@@ -587,8 +600,8 @@ fn real_main() -> Result<(), String> {
         let mut v = serde_json::json!({
             "runs": args.runs,
             "measured_bytes_per_run": measured,
-            "mptcp_2_subflows": pair_json(&m),
-            "tcp": pair_json(&t),
+            "mptcp_2_subflows": m.as_ref().map(pair_json),
+            "tcp": t.as_ref().map(pair_json),
             "checksum_1460_bytes_ns": checksum_ns,
             "copy_1460_bytes_ns": copy_ns,
         });
@@ -609,8 +622,12 @@ fn real_main() -> Result<(), String> {
              {} MiB measured per run after a 64 MiB warm-up; median of {} runs",
             args.mib, args.runs
         );
-        print_pair("MPTCP, 2 subflows", &m);
-        print_pair("plain TCP", &t);
+        if let Some(m) = &m {
+            print_pair("MPTCP, 2 subflows", m);
+        }
+        if let Some(t) = &t {
+            print_pair("plain TCP", t);
+        }
         println!(
             "primitives per 1460-byte segment: checksum {checksum_ns:.0} ns, copy out of an 8 MiB ring {copy_ns:.0} ns (wall time)"
         );

@@ -259,6 +259,9 @@ impl ByteStream for ConnStream<'_> {
     fn recv(&mut self, buf: &mut [u8]) -> usize {
         self.0.recv(buf)
     }
+    fn consume(&mut self, max: usize) -> usize {
+        self.0.consume(max)
+    }
     fn close(&mut self) {
         self.0.close()
     }

@@ -220,13 +220,23 @@ impl Connection {
     }
 
     pub fn recv(&mut self, buf: &mut [u8]) -> usize {
-        let s = &mut self.s;
+        let s = &self.s;
         let n = (buf.len() as u64).min(s.rcv_nxt - s.rcv_read) as usize;
         if n == 0 {
             return 0;
         }
-        let before = s.rcv_free();
         s.rcv_buf.read_at(s.rcv_read, &mut buf[..n]);
+        self.consume(n)
+    }
+
+    /// Drops up to `max` in-order bytes as if read, without copying them.
+    pub fn consume(&mut self, max: usize) -> usize {
+        let s = &mut self.s;
+        let n = (max as u64).min(s.rcv_nxt - s.rcv_read) as usize;
+        if n == 0 {
+            return 0;
+        }
+        let before = s.rcv_free();
         s.rcv_read += n as u64;
         let cap = s.rcv_buf.capacity();
         if before < cap / 2 && s.rcv_free() >= cap / 2 {
