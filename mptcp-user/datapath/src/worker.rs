@@ -27,8 +27,10 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// Frames taken from one RX ring per pass.
 const RX_BATCH: u32 = 64;
+/// RX batches taken per socket and pass while the ring stays full.
+const RX_BATCHES_PER_PASS: u32 = 64;
 /// Packets pulled from the engine per pass before receiving again.
-const TX_BATCH: usize = 64;
+const TX_BATCH: usize = 256;
 /// Longest sleep, so a stop request or a stats dump is never far away.
 const MAX_SLEEP: Duration = Duration::from_millis(200);
 
@@ -218,12 +220,19 @@ impl<E: Engine> Worker<E> {
                 engine.handle_packet(now, id, packet);
             };
             let busy = self.busy_poll;
+            // Receive before transmitting: drain the ring (a bounded number
+            // of batches) so a burst does not overflow it while we send.
             for socket in std::iter::once(&mut path.socket).chain(&mut path.extra_rx) {
-                let n = socket.recv_batch(RX_BATCH, &mut on_frame) as usize;
-                if n == 0 && busy {
-                    socket.busy_poll_rx();
+                for _ in 0..RX_BATCHES_PER_PASS {
+                    let n = socket.recv_batch(RX_BATCH, &mut on_frame);
+                    total += n as usize;
+                    if n == 0 && busy {
+                        socket.busy_poll_rx();
+                    }
+                    if n < RX_BATCH {
+                        break;
+                    }
                 }
-                total += n;
             }
         }
         self.stats.rx_frames += total as u64;
