@@ -14,7 +14,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Terminate connections on interfaces through XDP + AF_XDP (echo, discard, forward, source).
+    /// Terminate connections on interfaces through XDP + AF_XDP (echo, discard, forward, source; an iperf3 server, a SOCKS5 proxy, an RFC 8803 converter).
     Serve(cli::serve::ServeArgs),
     /// Open a connection through XDP + AF_XDP and measure it like iperf3.
     Connect(cli::connect::ConnectArgs),

@@ -20,6 +20,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "tshark",
     "ethtool",
+    // The front ends' tests: curl through the SOCKS5 proxy, python3's
+    // http.server behind it and RFC 8803 clients.
+    "curl",
+    "python3",
     // The tests' middleboxes: TCPOPTSTRIP strips MPTCP options, nft
     // rewrites a payload byte (fixing the TCP checksum).
     "iptables",

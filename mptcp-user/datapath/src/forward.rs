@@ -44,6 +44,15 @@ impl Forward {
         })
     }
 
+    /// Bytes for the backend that arrived before the relay began (a
+    /// proxy's handshake read them); they go out first. Call before the
+    /// first poll.
+    pub fn prepend_to_backend(&mut self, data: &[u8]) {
+        let n = data.len().min(self.to_backend.len());
+        self.to_backend[..n].copy_from_slice(&data[..n]);
+        self.tb = (0, n);
+    }
+
     fn fail(&mut self, kind: std::io::ErrorKind) {
         self.error.get_or_insert(kind);
         self.backend_eof = true;

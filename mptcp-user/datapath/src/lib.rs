@@ -8,9 +8,12 @@
 //!   engine and sends what it produces; applications run inside it.
 //! - [`setup`]: opens all of that on a set of interfaces ([`Datapath`]).
 //! - [`forward`]: the application that relays a connection to a TCP backend.
+//! - [`apps`]: the front ends people deploy: an iperf3 server, a SOCKS5
+//!   proxy, an RFC 8803 Transport Converter (protocol logic sans-IO).
 //! - [`iface`], [`neighbour`], [`signals`]: interface facts, the per-path
 //!   neighbour table, clean stops on SIGINT/SIGTERM.
 pub mod afxdp;
+pub mod apps;
 pub mod forward;
 pub mod iface;
 pub mod neighbour;

@@ -712,3 +712,42 @@ fn reorder_timer_repairs_a_loss_in_a_lone_burst() {
     // retransmission's one-way trip: far below the 200 ms RTO.
     assert_eq!(p.now - start, ms(10) + Duration::from_micros(2_500) + ms(5));
 }
+
+/// TCP Fast Open without a cookie (RFC 8803 clients): with
+/// `accept_syn_data` the SYN's payload is in-order data and the SYN/ACK
+/// acknowledges it; without, it is ignored (the client sends it again).
+#[test]
+fn syn_data_is_taken_only_when_asked() {
+    use mptcp_engine::tcp::Subflow;
+    use mptcp_engine::time::Instant;
+    use mptcp_engine::wire::tcp::{TcpFlags, TcpOptions};
+    let syn = OwnedSeg {
+        src_port: 40000,
+        dst_port: 80,
+        seq: 1000,
+        ack: 0,
+        flags: TcpFlags::SYN,
+        window: 65535,
+        options: TcpOptions::default(),
+        payload: b"convert me".to_vec(),
+    };
+    let t = mptcp_engine::tcp::FourTuple {
+        local: "10.0.0.2:80".parse().unwrap(),
+        remote: "10.0.0.1:40000".parse().unwrap(),
+    };
+    let mut buf = vec![0u8; 2048];
+    for (accept, ack, readable) in [(true, 1011, 10), (false, 1001, 0)] {
+        let c = Config {
+            accept_syn_data: accept,
+            ..cfg()
+        };
+        let mut s = Subflow::accept(&c, t, Instant::ZERO, &syn.repr()).expect("accept");
+        let synack = s.poll_transmit(Instant::ZERO, &mut buf).expect("SYN/ACK");
+        assert!(synack.flags.contains(TcpFlags::SYN | TcpFlags::ACK));
+        assert_eq!(synack.ack, ack, "accept_syn_data={accept}");
+        assert_eq!(s.readable(), readable);
+        let mut got = [0u8; 32];
+        let n = s.recv(&mut got);
+        assert_eq!(&got[..n], &b"convert me"[..readable]);
+    }
+}

@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::json;
 
 use mptcp_datapath::afxdp::XskConfig;
+use mptcp_datapath::apps::convert::client::ViaConvert;
 use mptcp_datapath::signals::stop_on_signals;
 use mptcp_datapath::worker::Worker;
 use mptcp_datapath::xdp::Ownership;
@@ -57,6 +58,16 @@ pub struct ConnectArgs {
     pub partial_checksum: PartialChecksum,
     #[command(flatten)]
     pub engine_opts: EngineOptions,
+    /// Speak iperf3 to a stock `iperf3 -s` (e.g. `mptcpize run iperf3 -s`):
+    /// a kernel TCP control connection, the engine's connection as the data
+    /// stream; --bytes/--time/--reverse as iperf3's -n/-t/-R.
+    #[arg(long, conflicts_with = "via_convert")]
+    pub iperf3: bool,
+    /// Reach the server through an RFC 8803 Transport Converter at
+    /// ADDR:PORT (e.g. `serve --mode convert`): the engine connects to the
+    /// converter and asks it, in a Convert message, for the server.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub via_convert: Option<SocketAddr>,
     #[command(flatten)]
     pub datapath_opts: super::datapath_opts::DatapathOptions,
 }
@@ -70,14 +81,22 @@ struct Interval {
 
 pub fn connect(args: &ConnectArgs) -> Result<()> {
     require_root("connect")?;
+    // Through a converter the engine connects to it; the destination goes
+    // in the Convert message.
+    let peer = args.via_convert.unwrap_or(args.remote);
+    let control = if args.iperf3 {
+        Some(super::iperf3_client::Control::open(args)?)
+    } else {
+        None
+    };
     let local_addrs = check_interfaces(&args.ifaces)?;
-    let route = mptcp_datapath::route::route_get(args.remote.ip())?;
+    let route = mptcp_datapath::route::route_get(peer.ip())?;
     let iface = &args.ifaces[0];
     let ifindex = mptcp_datapath::iface::ifindex(iface)?;
     if route.oif != ifindex {
         bail!(
             "the kernel routes {} out of interface #{} , not {iface}",
-            args.remote.ip(),
+            peer.ip(),
             route.oif
         );
     }
@@ -88,10 +107,10 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
             mptcp_datapath::xdp::interface_addresses(iface)
                 .ok()?
                 .into_iter()
-                .find(|a| a.is_ipv4() == args.remote.is_ipv4())
+                .find(|a| a.is_ipv4() == peer.is_ipv4())
         })
-        .ok_or_else(|| anyhow!("no address of {}'s family on {iface}", args.remote))?;
-    let next_hop = route.next_hop(args.remote.ip());
+        .ok_or_else(|| anyhow!("no address of {}'s family on {iface}", peer))?;
+    let next_hop = route.next_hop(peer.ip());
     let mac = mptcp_datapath::route::resolve_neighbour(iface, next_hop, Duration::from_secs(3))?;
     let (_reservation, port) = reserve_port(SocketAddr::new(local_ip, 0))?;
     let local = SocketAddr::new(local_ip, port);
@@ -100,7 +119,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
     for other in &args.ifaces[1..] {
         if let Some(a) = mptcp_datapath::xdp::interface_addresses(other)?
             .into_iter()
-            .find(|a| a.is_ipv4() == args.remote.is_ipv4())
+            .find(|a| a.is_ipv4() == peer.is_ipv4())
         {
             locals.push(a);
         }
@@ -116,12 +135,12 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
     paths[0].neighbours.default = Some(mac);
     match args.engine {
         EngineKind::Tcp => {
-            let cfg = tcp_config(&paths, args.remote.is_ipv6());
-            let engine = TcpEndpoint::client(cfg, local, args.remote, Instant::ZERO);
-            run_connect(args, Worker::new(engine, paths), datapath, local)
+            let cfg = tcp_config(&paths, peer.is_ipv6());
+            let engine = TcpEndpoint::client(cfg, local, peer, Instant::ZERO);
+            run_connect(args, Worker::new(engine, paths), datapath, local, control)
         }
         EngineKind::Mptcp => {
-            let mut cfg = mptcp_config(&paths, args.remote.is_ipv6(), &args.engine_opts);
+            let mut cfg = mptcp_config(&paths, peer.is_ipv6(), &args.engine_opts);
             let (partial, why) = accept_partial(args.partial_checksum, &args.ifaces);
             cfg.accept_partial_checksum = partial;
             if !args.json {
@@ -136,14 +155,9 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
                     signal: false,
                 })
                 .collect();
-            let engine = mptcp_engine::mptcp::MptcpEndpoint::client(
-                cfg,
-                &addrs,
-                port,
-                args.remote,
-                Instant::ZERO,
-            );
-            run_connect(args, Worker::new(engine, paths), datapath, local)
+            let engine =
+                mptcp_engine::mptcp::MptcpEndpoint::client(cfg, &addrs, port, peer, Instant::ZERO);
+            run_connect(args, Worker::new(engine, paths), datapath, local, control)
         }
     }
 }
@@ -161,6 +175,9 @@ pub struct SubflowRow {
 /// Per-subflow figures of an engine, for `connect`'s report.
 pub trait Measured {
     fn subflow_report(&self) -> Vec<SubflowRow>;
+    /// Bytes the peer acknowledged (at the data level for MPTCP): what the
+    /// receiver got, where no control channel tells.
+    fn data_acked(&self) -> u64;
     /// Subflows that can carry data now.
     fn usable_subflows(&self) -> usize {
         usize::from(!self.subflow_report().is_empty())
@@ -210,6 +227,9 @@ impl Measured for TcpEndpoint {
             stats: sf.stats(),
         }]
     }
+    fn data_acked(&self) -> u64 {
+        self.subflow().map_or(0, |sf| sf.stats().bytes_acked)
+    }
 }
 
 impl Measured for mptcp_engine::mptcp::MptcpEndpoint {
@@ -235,6 +255,9 @@ impl Measured for mptcp_engine::mptcp::MptcpEndpoint {
             })
             .collect()
     }
+    fn data_acked(&self) -> u64 {
+        self.connection().map_or(0, |c| c.data_acked())
+    }
 }
 
 fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
@@ -242,9 +265,16 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     mut worker: Worker<E>,
     mut datapath: Datapath,
     local: SocketAddr,
+    control: Option<super::iperf3_client::Control>,
 ) -> Result<()> {
     args.datapath_opts.apply(&mut worker)?;
     let stop = stop_on_signals();
+    if let Some(control) = control {
+        if args.wait_subflows > 1 {
+            wait_for_subflows(&mut worker, args.wait_subflows, stop);
+        }
+        return super::iperf3_client::run(args, worker, datapath, local, control);
+    }
     let total = args.bytes.unwrap_or(if args.time.is_some() {
         u64::MAX
     } else {
@@ -254,11 +284,12 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
         .time
         .map(|s| worker.now() + Duration::from_secs_f64(s.max(0.0)));
     // Time-based runs send (or ask for) u64::MAX bytes: reverse::UNTIL_CLOSED.
-    let mut source = if args.reverse {
+    let transfer = if args.reverse {
         Transfer::Receive(PatternSink::new(total, deadline))
     } else {
         Transfer::Send(Source::new(total, deadline))
     };
+    let mut source = ViaConvert::new(transfer, args.via_convert.map(|_| args.remote));
     if !args.json {
         println!(
             "connecting {local} -> {} over {} ({:?} engine)",
@@ -340,6 +371,16 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     }
     let elapsed = started.elapsed().as_secs_f64();
     datapath.detach_all()?;
+    if let Some(e) = &source.error {
+        bail!("{e}");
+    }
+    // What the receiver got: ours in reverse; in the forward direction what
+    // the server acknowledged (DATA_ACK), whatever it sends back.
+    let receiver_got = if source.is_reverse() {
+        source.received()
+    } else {
+        worker.engine.data_acked().min(source.sent())
+    };
     let subflows = worker.engine.subflow_report();
     let retransmits: u64 = subflows.iter().map(|s| s.stats.retransmits).sum();
     let ok = source.finished() && source.mismatches() == 0;
@@ -368,8 +409,9 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
             "end": {
                 "sum_sent": {"start": 0.0, "end": elapsed, "seconds": elapsed, "bytes": sender_bytes,
                               "bits_per_second": rate(sender_bytes, elapsed), "retransmits": retransmits},
-                "sum_received": {"start": 0.0, "end": elapsed, "seconds": elapsed, "bytes": source.received(),
-                                  "bits_per_second": rate(source.received(), elapsed)},
+                "sum_received": {"start": 0.0, "end": elapsed, "seconds": elapsed, "bytes": receiver_got,
+                                  "bits_per_second": rate(receiver_got, elapsed)},
+                "echoed_bytes": if reverse { None } else { Some(source.received()) },
                 "subflows": subflows.iter().map(|sf| {
                     let st = &sf.stats;
                     let moved = if reverse { st.bytes_received } else { st.bytes_sent };

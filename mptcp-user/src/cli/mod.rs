@@ -6,6 +6,7 @@ pub mod connect;
 pub mod datapath_opts;
 pub mod decode;
 pub mod engine_opts;
+pub mod iperf3_client;
 pub mod load;
 pub mod raw;
 pub mod serve;

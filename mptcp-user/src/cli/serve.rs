@@ -9,6 +9,11 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use mptcp_datapath::afxdp::XskConfig;
+use mptcp_datapath::apps::convert::{ConvertConn, Converter};
+use mptcp_datapath::apps::iperf3::{Iperf3Conn, Iperf3Server};
+use mptcp_datapath::apps::relay::{AllowList, Users};
+use mptcp_datapath::apps::socks5::{Socks5Conn, Socks5Proxy};
+use mptcp_datapath::apps::{SubflowFigures, Subflows};
 use mptcp_datapath::forward::Forward;
 use mptcp_datapath::signals::stop_on_signals;
 use mptcp_datapath::worker::Worker;
@@ -39,6 +44,19 @@ pub enum Mode {
     /// (all ones: until the client closes its side); then the server closes.
     /// This is what `connect --reverse` asks for.
     Source,
+    /// An iperf3 server: a stock `iperf3 -c` (under `mptcpize run`, or
+    /// iperf3 3.19's `-m`) measures the engine: -R, -P, --bidir, -t, -n,
+    /// --json; per-subflow figures in the results' `mptcp_subflows` (and
+    /// in `server_output_json` with --get-server-output).
+    Iperf3,
+    /// A SOCKS5 proxy (RFC 1928 CONNECT to IPv4, IPv6 and names; RFC 1929
+    /// username/password from --users, or --no-auth), relaying to the
+    /// destinations --allow lists over kernel TCP.
+    Socks5,
+    /// An RFC 8803 Transport Converter: each connection starts with a
+    /// Convert message (in the SYN with TFO, or after it) naming the
+    /// destination; relays to destinations --allow lists over kernel TCP.
+    Convert,
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +88,17 @@ pub struct ServeArgs {
     /// Partial TCP checksums (MPTCP engine): accepted on veth by default.
     #[arg(long, value_enum, default_value = "auto")]
     pub partial_checksum: PartialChecksum,
+    /// Credentials for --mode socks5: one `user:password` a line.
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<std::path::PathBuf>,
+    /// --mode socks5 without authentication (anyone who reaches the port
+    /// may use the proxy, within --allow).
+    #[arg(long, conflicts_with = "users")]
+    pub no_auth: bool,
+    /// Destinations the proxies may connect to (repeat; `10.0.0.0/8`,
+    /// `fd00::/8`, or one address). None: every destination is refused.
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<String>,
     /// Stop after this many connections (0 = serve until signalled).
     #[arg(long, default_value_t = 0)]
     pub connections: u64,
@@ -121,17 +150,23 @@ enum ServeApp {
     Discard(Discard),
     Forward(Box<Forward>),
     Source(PatternSource),
+    Iperf3(Box<Iperf3Conn>),
+    Socks5(Box<Socks5Conn>),
+    Convert(Box<ConvertConn>),
     /// The backend refused: the connection is closed at once.
     Refused,
 }
 
-impl<E: ByteStream> App<E> for ServeApp {
+impl<E: ByteStream + Subflows> App<E> for ServeApp {
     fn poll(&mut self, now: Instant, engine: &mut E) -> (usize, bool) {
         match self {
             ServeApp::Echo(a) => a.poll(now, engine),
             ServeApp::Discard(a) => a.poll(now, engine),
             ServeApp::Forward(a) => a.poll(now, engine),
             ServeApp::Source(a) => a.poll(now, engine),
+            ServeApp::Iperf3(a) => a.poll(now, engine),
+            ServeApp::Socks5(a) => a.poll(now, engine),
+            ServeApp::Convert(a) => a.poll(now, engine),
             ServeApp::Refused => {
                 engine.close();
                 (0, engine.is_closed())
@@ -139,14 +174,103 @@ impl<E: ByteStream> App<E> for ServeApp {
         }
     }
     fn wake_fds(&self, out: &mut Vec<(std::os::fd::RawFd, i16)>) {
-        if let ServeApp::Forward(a) = self {
-            App::<E>::wake_fds(a.as_ref(), out);
+        match self {
+            ServeApp::Forward(a) => App::<E>::wake_fds(a.as_ref(), out),
+            ServeApp::Socks5(a) => App::<E>::wake_fds(a.as_ref(), out),
+            ServeApp::Convert(a) => App::<E>::wake_fds(a.as_ref(), out),
+            _ => {}
         }
     }
 }
 
-fn new_app(args: &ServeArgs) -> ServeApp {
+/// What the connections of one worker share (the iperf3 test in progress).
+struct AppContext {
+    iperf3: std::rc::Rc<std::cell::RefCell<Iperf3Server>>,
+    socks5: Option<std::rc::Rc<std::cell::RefCell<Socks5Proxy>>>,
+    convert: std::rc::Rc<std::cell::RefCell<Converter>>,
+}
+
+impl AppContext {
+    /// Checks the front end's options and says at start-up what it will do.
+    fn new(args: &ServeArgs) -> Result<AppContext> {
+        let allow = AllowList::parse(&args.allow).map_err(anyhow::Error::msg)?;
+        let mut socks5 = None;
+        if args.mode == Mode::Socks5 {
+            let users = match (&args.users, args.no_auth) {
+                (Some(path), _) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("--users {}: {e}", path.display()))?;
+                    let users = Users::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("--users {}: {e}", path.display()))?;
+                    eprintln!("socks5: {} user(s) from {}", users.len(), path.display());
+                    Some(users)
+                }
+                (None, true) => {
+                    eprintln!("socks5: no authentication (--no-auth)");
+                    None
+                }
+                (None, false) => {
+                    bail!("--mode socks5 needs --users FILE (user:password lines) or --no-auth")
+                }
+            };
+            socks5 = Some(Socks5Proxy::shared(allow.clone(), users)?);
+        }
+        if matches!(args.mode, Mode::Socks5 | Mode::Convert) {
+            if allow.is_empty() {
+                eprintln!(
+                    "{:?}: no --allow given: every destination will be refused (add --allow CIDR)",
+                    args.mode
+                );
+            } else {
+                eprintln!(
+                    "{:?}: destinations allowed: {}",
+                    args.mode,
+                    args.allow.join(", ")
+                );
+            }
+        }
+        Ok(AppContext {
+            iperf3: Iperf3Server::shared(),
+            socks5,
+            convert: Converter::shared(allow),
+        })
+    }
+
+    /// The front ends' counters, for the stats file.
+    fn stats(&self) -> serde_json::Value {
+        let i = self.iperf3.borrow().counters.clone();
+        let mut v = json!({"iperf3": {
+            "tests": i.tests, "aborted": i.aborted, "refused": i.refused,
+            "bytes_received": i.bytes_received, "bytes_sent": i.bytes_sent,
+        }});
+        if let Some(p) = &self.socks5 {
+            let c = p.borrow().counters.clone();
+            v["socks5"] = json!({
+                "connections": c.connections, "auth_failed": c.auth_failed,
+                "malformed": c.malformed, "not_allowed": c.not_allowed,
+                "resolve_failed": c.resolve_failed, "connect_failed": c.connect_failed,
+                "resolver_busy": c.resolver_busy, "relayed": c.relayed,
+                "bytes_up": c.bytes_up, "bytes_down": c.bytes_down,
+            });
+        }
+        let c = self.convert.borrow().counters.clone();
+        v["convert"] = json!({
+            "connections": c.connections, "malformed": c.malformed, "info": c.info,
+            "not_authorized": c.not_authorized, "connect_failed": c.connect_failed,
+            "relayed": c.relayed, "bytes_up": c.bytes_up, "bytes_down": c.bytes_down,
+        });
+        v
+    }
+}
+
+fn new_app(args: &ServeArgs, ctx: &AppContext) -> ServeApp {
     match args.mode {
+        Mode::Iperf3 => ServeApp::Iperf3(Box::new(Iperf3Server::connection(&ctx.iperf3))),
+        Mode::Socks5 => match &ctx.socks5 {
+            Some(p) => ServeApp::Socks5(Box::new(Socks5Proxy::connection(p))),
+            None => ServeApp::Refused,
+        },
+        Mode::Convert => ServeApp::Convert(Box::new(Converter::connection(&ctx.convert))),
         Mode::Echo => ServeApp::Echo(Echo::default()),
         Mode::Discard => ServeApp::Discard(Discard::default()),
         Mode::Source => ServeApp::Source(PatternSource::default()),
@@ -209,8 +333,9 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         .iter()
         .map(|l| reserve_port(*l))
         .collect::<Result<Vec<_>>>()?;
+    let ctx = AppContext::new(args)?;
     if args.engine == EngineKind::Mptcp {
-        return serve_mptcp(args, owned);
+        return serve_mptcp(args, owned, &ctx);
     }
     let [listen] = args.listen[..] else {
         bail!("the plain TCP engine serves one --listen (the MPTCP engine serves several)");
@@ -236,7 +361,8 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         "serving {} ({:?}) with the plain TCP engine; Ctrl-C to stop",
         listen, args.mode
     );
-    let cfg = tcp_config(&paths, listen.is_ipv6());
+    let mut cfg = tcp_config(&paths, listen.is_ipv6());
+    cfg.accept_syn_data = args.mode == Mode::Convert;
     let mut worker = Worker::new(TcpEndpoint::listen(cfg.clone(), listen), paths);
     args.datapath_opts.apply(&mut worker)?;
     let stats_file = StatsFile::create();
@@ -247,7 +373,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         // The backend is dialled when a client arrives, not before.
         if app.is_none() && worker.engine.subflow().is_some() {
-            app = Some(new_app(args));
+            app = Some(new_app(args, &ctx));
         }
         let (work, done) = match app.as_mut() {
             Some(a) => worker.step(a),
@@ -296,6 +422,12 @@ impl<E> App<E> for Idle {
 /// One connection of the endpoint seen as a byte stream.
 struct ConnStream<'a>(&'a mut Connection);
 
+impl Subflows for ConnStream<'_> {
+    fn subflow_figures(&self, out: &mut Vec<SubflowFigures>) {
+        self.0.subflow_figures(out)
+    }
+}
+
 impl ByteStream for ConnStream<'_> {
     fn send(&mut self, data: &[u8]) -> usize {
         self.0.send(data)
@@ -332,8 +464,12 @@ struct Slot {
 /// application waits on a descriptor of its own, such as a backend socket).
 struct PerConnection<'a> {
     args: &'a ServeArgs,
+    ctx: &'a AppContext,
     apps: Vec<Option<Slot>>,
-    /// Connections whose application has a descriptor to watch (forward).
+    /// Connections whose application waits on more than its connection,
+    /// polled every step: a descriptor (a backend socket: forward, socks5,
+    /// convert), a resolver's answer or a connect deadline (the proxies),
+    /// or the test state the connections of an iperf3 test share.
     with_fd: Vec<ConnHandle>,
     closed: u64,
 }
@@ -357,8 +493,14 @@ impl PerConnection<'_> {
                 if other.as_ref().is_some_and(|s| !s.done) {
                     self.closed += 1;
                 }
-                let app = new_app(self.args);
-                if matches!(app, ServeApp::Forward(_)) {
+                let app = new_app(self.args, self.ctx);
+                if !matches!(
+                    app,
+                    ServeApp::Echo(_)
+                        | ServeApp::Discard(_)
+                        | ServeApp::Source(_)
+                        | ServeApp::Refused
+                ) {
                     self.with_fd.push(h);
                 }
                 other.insert(Slot {
@@ -446,7 +588,7 @@ fn listeners(l: &[SocketAddr]) -> String {
         .join(", ")
 }
 
-pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
+fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result<()> {
     let mut ports: Vec<u16> = args.listen.iter().map(|l| l.port()).collect();
     ports.sort();
     ports.dedup();
@@ -477,6 +619,8 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
     );
     let (partial, partial_why) = accept_partial(args.partial_checksum, &args.ifaces);
     cfg.accept_partial_checksum = partial;
+    // RFC 8803 clients put their Convert message in the SYN (TFO, no cookie).
+    cfg.tcp.accept_syn_data = args.mode == Mode::Convert;
     cfg.max_connections = args.max_connections;
     cfg.max_half_open = args.max_half_open;
     // The engine runs on this thread: its buffer pool is this thread's.
@@ -504,6 +648,7 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
     args.datapath_opts.apply(&mut worker)?;
     let mut app = PerConnection {
         args,
+        ctx,
         apps: Vec::new(),
         with_fd: Vec::new(),
         closed: 0,
@@ -518,7 +663,8 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
         }
         if last_dump.elapsed() >= Duration::from_secs(1) {
             last_dump = std::time::Instant::now();
-            let engine = engine_stats(&worker.engine, app.closed);
+            let mut engine = engine_stats(&worker.engine, app.closed);
+            engine["apps"] = ctx.stats();
             // Give freed buffer memory back to the system (a burst of
             // connections may have taken much more than the pool keeps).
             // SAFETY: malloc_trim has no preconditions.

@@ -222,7 +222,12 @@ impl Connection {
             s: ConnState {
                 role,
                 settings: Settings {
-                    tcp: cfg.tcp.clone(),
+                    // For the subflows joined later: an MP_JOIN SYN's data (no
+                    // mapping could place it) is ignored; the peer sends it again.
+                    tcp: crate::tcp::Config {
+                        accept_syn_data: false,
+                        ..cfg.tcp.clone()
+                    },
                     checksum_wanted: cfg.checksum,
                     max_subflows: cfg.max_subflows.max(1),
                     reinject_on_rto: cfg.reinject_on_rto,
@@ -337,6 +342,10 @@ impl Connection {
                 c.s.checksum = cfg.checksum || mpc.checksum_required();
             }
             _ => c.s.fallback = Fallback::Tcp,
+        }
+        if !c.s.fallback.is_tcp() && sub.readable() > 0 {
+            // Plain TCP keeps SYN data in the stream (offset 0 = data 0).
+            c.s.recv.take_syn_data(&mut sub);
         }
         c.add_subflow(sub, path, SubflowKind::Initial, 0, 0);
         Some(c)
@@ -687,7 +696,8 @@ impl Connection {
     }
 
     pub fn is_read_closed(&self) -> bool {
-        self.s.recv.peer_fin.is_some_and(|f| self.s.recv.nxt >= f)
+        self.s.recv.syn_data.is_empty()
+            && self.s.recv.peer_fin.is_some_and(|f| self.s.recv.nxt >= f)
             && self.s.recv.read == self.s.recv.nxt
     }
 

@@ -98,6 +98,10 @@ pub struct Config {
     /// TCP option bytes kept free on every segment for an upper layer
     /// (MPTCP's DSS); payloads shrink by that much.
     pub option_reserve: u8,
+    /// Take the data of a SYN (TCP Fast Open without a cookie, as RFC 8803
+    /// clients send it) and acknowledge it in the SYN/ACK. Off: the SYN's
+    /// payload is ignored and the client sends it again.
+    pub accept_syn_data: bool,
 }
 
 impl Config {
@@ -135,6 +139,7 @@ impl Default for Config {
             max_retransmissions: 15,
             max_syn_retransmissions: 6,
             option_reserve: 0,
+            accept_syn_data: false,
         }
     }
 }

@@ -371,6 +371,14 @@ impl Subflow {
         s.max_snd_wnd = s.snd_wnd;
         s.syn_pending = true;
         s.stats.segments_received = 1;
+        let len = syn.payload.len() as u64;
+        if cfg.accept_syn_data && len > 0 && len <= s.recv_buf.capacity() {
+            // The SYN's data is in-order data at offset 0; the SYN/ACK
+            // acknowledges it.
+            s.recv_buf.write_at(0, syn.payload);
+            s.rcv_nxt = 1 + len;
+            s.stats.bytes_received += len;
+        }
         Some(s)
     }
 

@@ -164,7 +164,7 @@ impl Connection {
                         if let Some(len) = mpc.data_len.filter(|&l| l > 0) {
                             // MP_CAPABLE with data: DSN IDSN+1, SSN 1.
                             sf.rx_maps.push_back(RxMapping {
-                                off: 0,
+                                off: s.recv.syn_len,
                                 dsn: 0,
                                 len: len as u64,
                                 csum: mpc.checksum,

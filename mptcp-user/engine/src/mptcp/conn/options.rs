@@ -109,9 +109,12 @@ impl Connection {
                     // MP_CAPABLE with data after the handshake (the client
                     // had not heard from us yet): the first mapping.
                     if let Some(len) = mpc.data_len.filter(|&l| l > 0) {
-                        if !sf.rx_maps.iter().any(|r| r.off == 0) && sf.sub.recv_offset() == 0 {
+                        let first = s.recv.syn_len;
+                        if !sf.rx_maps.iter().any(|r| r.off == first)
+                            && sf.sub.recv_offset() == first
+                        {
                             sf.rx_maps.push_front(RxMapping {
-                                off: 0,
+                                off: first,
                                 dsn: 0,
                                 len: len as u64,
                                 csum: mpc.checksum,

@@ -4,7 +4,7 @@
 use super::keys::expand_dsn;
 use super::reset_reason;
 use super::subflow::MptcpSubflow;
-use super::{ConnState, Connection, Fallback, Linear};
+use super::{ConnState, Connection, Fallback, Linear, SubflowKind};
 use crate::crypto;
 use crate::mptcp::api::*;
 use crate::tcp::{RangeSet, Ring};
@@ -46,6 +46,13 @@ pub(super) struct RecvState {
     /// once the edge could move an MSS past it (the subflows hold nothing
     /// to probe a closed window with).
     pub(super) advertised_edge: u64,
+    /// TCP Fast Open: the SYN's data (when `tcp.accept_syn_data`). Linux
+    /// keeps it outside the data sequence space: the application reads it
+    /// before the data stream, and the initial subflow's sequence numbers
+    /// in mappings count from after it (`syn_len` bytes).
+    pub(super) syn_data: Vec<u8>,
+    pub(super) syn_data_read: usize,
+    pub(super) syn_len: u64,
 }
 
 /// The smallest window offered under memory pressure (one MSS).
@@ -62,7 +69,33 @@ impl RecvState {
             peer_fin: None,
             peer_dsn64: false,
             advertised_edge: 0,
+            syn_data: Vec::new(),
+            syn_data_read: 0,
+            syn_len: 0,
         }
+    }
+
+    /// Moves the initial subflow's SYN data out of its stream (MPTCP only:
+    /// plain TCP keeps it in the stream, offset 0 = data 0).
+    pub(super) fn take_syn_data(&mut self, sub: &mut crate::tcp::Subflow) {
+        let mut data = vec![0u8; sub.readable()];
+        let n = sub.recv(&mut data);
+        data.truncate(n);
+        self.syn_len = n as u64;
+        self.syn_data = data;
+    }
+
+    /// The application's read of the SYN data, before the data stream.
+    fn read_syn_data(&mut self, buf: &mut [u8]) -> usize {
+        let rest = &self.syn_data[self.syn_data_read..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.syn_data_read += n;
+        if self.syn_data_read == self.syn_data.len() {
+            self.syn_data = Vec::new();
+            self.syn_data_read = 0;
+        }
+        n
     }
 
     /// The data offset we acknowledge: all in-order data, and the peer's
@@ -147,10 +180,17 @@ impl Connection {
                 return;
             }
         }
+        // Subflow sequence numbers in mappings count from after the SYN's
+        // data on the initial subflow (TFO).
+        let ssn_base = if sf.kind == SubflowKind::Initial {
+            s.recv.syn_len
+        } else {
+            0
+        };
         if len == 0 {
             // An infinite mapping (RFC 8684 3.7): from its subflow sequence
             // number on, data follows linearly, without options.
-            let next = sf.sub.recv_offset() + 1;
+            let next = sf.sub.recv_offset().saturating_sub(ssn_base) + 1;
             let rel = next as i64 + (m.ssn.wrapping_sub(next as u32) as i32 as i64);
             if let Fallback::Mptcp {
                 recv: recv @ None, ..
@@ -161,7 +201,7 @@ impl Connection {
                 }
                 *recv = Some(Linear {
                     subflow: 0,
-                    subflow_off: rel as u64 - 1,
+                    subflow_off: rel as u64 - 1 + ssn_base,
                     data_off: dsn,
                 });
                 s.pending.fall_back_send = true;
@@ -174,12 +214,12 @@ impl Connection {
             return;
         }
         // Relative subflow sequence number to stream offset.
-        let next = sf.sub.recv_offset() + 1;
+        let next = sf.sub.recv_offset().saturating_sub(ssn_base) + 1;
         let rel = next as i64 + (m.ssn.wrapping_sub(next as u32) as i32 as i64);
         if rel < 1 {
             return;
         }
-        let off = rel as u64 - 1;
+        let off = rel as u64 - 1 + ssn_base;
         if sf.rx_maps.iter().rev().any(|r| r.off == off) || sf.rx_maps.len() >= RX_MAPPINGS {
             return;
         }
@@ -203,6 +243,13 @@ impl Connection {
         let s = &mut self.s;
         let Some(sf) = self.subflows.get_mut(i) else {
             return;
+        };
+        // DSS checksums count subflow sequence numbers from after the
+        // SYN's data on the initial subflow (TFO).
+        let ssn_base = if sf.kind == SubflowKind::Initial {
+            s.recv.syn_len
+        } else {
+            0
         };
         loop {
             let readable = sf.sub.readable() as u64;
@@ -240,7 +287,7 @@ impl Connection {
                         let dsn = s.keys.remote().dsn(m.dsn);
                         crypto::dss_checksum(
                             dsn,
-                            (m.off + 1) as u32,
+                            (m.off - ssn_base + 1) as u32,
                             (m.len + u64::from(m.fin)) as u16,
                             &self.scratch[..got],
                         ) == c
@@ -280,7 +327,10 @@ impl Connection {
     }
 
     pub fn recv(&mut self, buf: &mut [u8]) -> usize {
-        let s = &self.s;
+        let s = &mut self.s;
+        if s.recv.syn_data_read < s.recv.syn_data.len() {
+            return s.recv.read_syn_data(buf);
+        }
         let n = (buf.len() as u64).min(s.recv.nxt - s.recv.read) as usize;
         if n == 0 {
             return 0;
@@ -292,6 +342,16 @@ impl Connection {
     /// Drops up to `max` in-order bytes as if read, without copying them.
     pub fn consume(&mut self, max: usize) -> usize {
         let s = &mut self.s;
+        if s.recv.syn_data_read < s.recv.syn_data.len() {
+            // Data that came with the SYN goes first, as in recv.
+            let n = (s.recv.syn_data.len() - s.recv.syn_data_read).min(max);
+            s.recv.syn_data_read += n;
+            if s.recv.syn_data_read == s.recv.syn_data.len() {
+                s.recv.syn_data = Vec::new();
+                s.recv.syn_data_read = 0;
+            }
+            return n;
+        }
         let n = (max as u64).min(s.recv.nxt - s.recv.read) as usize;
         if n == 0 {
             return 0;
