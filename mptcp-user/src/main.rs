@@ -29,6 +29,9 @@ enum Command {
     Decode(cli::decode::DecodeArgs),
     /// Attach the XDP classifier to interfaces and show its counters until Ctrl-C.
     Classify(cli::classify::ClassifyArgs),
+    /// The raw ceiling for `cargo xtask bench`: MTU-sized frames AF_XDP to AF_XDP, no protocol.
+    #[command(hide = true)]
+    RawCeiling(cli::raw::RawArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Command::Sim(args) => cli::sim::main(args),
         Command::Decode(args) => cli::decode::decode(args),
         Command::Classify(args) => cli::classify::classify(args),
+        Command::RawCeiling(args) => cli::raw::raw_ceiling(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

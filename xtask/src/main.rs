@@ -49,13 +49,18 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Engine and kernel MPTCP side by side on the two-path lab: engine to
-    /// engine, kernel client to engine server, kernel to kernel (MPTCP and
-    /// single TCP) with XDP pass-through on every veth.
+    /// Engine and kernel side by side on the two-path lab: the kernel's
+    /// like-for-like baselines (offloads off, no XDP; XDP pass-through), the
+    /// raw AF_XDP ceiling, and the engine (engine to engine, kernel client to
+    /// engine, engine client to kernel server): Gbit/s, ratios, efficiency,
+    /// CPU seconds per Gbit; medians of alternated runs.
     Bench {
         /// Seconds per run.
         #[arg(long = "time", visible_alias = "seconds", default_value_t = 5)]
         seconds: u64,
+        /// Runs of every configuration, alternated; each figure is their median.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
         /// Instead: serving thousands of connections, engine and kernel MPTCP
         /// servers side by side (concurrent echoes of 100, 1000, 10,000
         /// connections, connections/s, memory and CPU per idle connection,
@@ -124,6 +129,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Bench {
             seconds,
+            runs,
             scale,
             scale_max,
         } => {
@@ -131,7 +137,7 @@ fn run(cli: Cli) -> Result<()> {
             if scale {
                 scale_bench::run(&binary, scale_max)
             } else {
-                bench::run(&binary, seconds)
+                bench::run(&binary, seconds, runs.max(1))
             }
         }
     }

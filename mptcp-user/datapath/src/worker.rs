@@ -58,6 +58,9 @@ pub struct WorkerStats {
     pub no_neighbour: u64,
     /// Passes that found the TX ring or free frames exhausted (the engine keeps the data).
     pub tx_ring_full: u64,
+    /// Packets the engine wrote into one path's frame but sent on another:
+    /// each costs a second copy (through the scratch buffer).
+    pub tx_rerouted: u64,
     /// Passes through the loop and how many ended asleep in poll().
     pub passes: u64,
     pub sleeps: u64,
@@ -148,6 +151,9 @@ pub struct Worker<E> {
     last_tx_path: PathId,
     /// poll() descriptors, reused between sleeps.
     pollfds: Vec<libc::pollfd>,
+    /// Busy polling ([`Worker::set_busy_poll`]): never sleep, drive the NAPI
+    /// with recvfrom when a socket is empty.
+    busy_poll: bool,
     pub stats: WorkerStats,
 }
 
@@ -160,6 +166,7 @@ impl<E: Engine> Worker<E> {
             scratch: vec![0u8; 1 << 16].into_boxed_slice(),
             last_tx_path: 0,
             pollfds: Vec::new(),
+            busy_poll: false,
             stats: WorkerStats::default(),
         }
     }
@@ -167,6 +174,20 @@ impl<E: Engine> Worker<E> {
     /// Engine time: nanoseconds of CLOCK_MONOTONIC since the worker started.
     pub fn now(&self) -> Instant {
         Instant::from_nanos(self.origin.elapsed().as_nanos() as u64)
+    }
+
+    /// Busy polling for dedicated cores: every socket prefers busy polling
+    /// (`usecs` per call, `budget` packets), the worker never sleeps, and an
+    /// empty RX ring is refilled by running the interface's NAPI on this
+    /// thread instead of in softirq on whichever core the sender used.
+    pub fn set_busy_poll(&mut self, usecs: u32, budget: u32) -> std::io::Result<()> {
+        for path in &mut self.paths {
+            for s in std::iter::once(&mut path.socket).chain(&mut path.extra_rx) {
+                s.set_busy_poll(usecs, budget)?;
+            }
+        }
+        self.busy_poll = true;
+        Ok(())
     }
 
     /// Swaps in a new engine (e.g. a fresh listener after a connection ended).
@@ -198,19 +219,16 @@ impl<E: Engine> Worker<E> {
                 }
                 engine.handle_packet(now, id, packet);
             };
+            let busy = self.busy_poll;
             // Receive before transmitting: drain the ring (a bounded number
             // of batches) so a burst does not overflow it while we send.
-            for _ in 0..RX_BATCHES_PER_PASS {
-                let n = path.socket.recv_batch(RX_BATCH, &mut on_frame);
-                total += n as usize;
-                if n < RX_BATCH {
-                    break;
-                }
-            }
-            for socket in &mut path.extra_rx {
+            for socket in std::iter::once(&mut path.socket).chain(&mut path.extra_rx) {
                 for _ in 0..RX_BATCHES_PER_PASS {
                     let n = socket.recv_batch(RX_BATCH, &mut on_frame);
                     total += n as usize;
+                    if n == 0 && busy {
+                        socket.busy_poll_rx();
+                    }
                     if n < RX_BATCH {
                         break;
                     }
@@ -274,6 +292,7 @@ impl<E: Engine> Worker<E> {
                 path.neighbours.missing = no_neighbour;
             }
             if let Some((to, len)) = other {
+                self.stats.tx_rerouted += 1;
                 self.send_from_scratch(to, len);
                 self.last_tx_path = to;
             }
@@ -335,6 +354,10 @@ impl<E: Engine> Worker<E> {
 
     /// Like [`Worker::sleep`], also waking for `extra` (descriptors and poll events).
     pub fn sleep_with(&mut self, extra: &[(std::os::fd::RawFd, i16)]) {
+        if self.busy_poll {
+            // The receive pass already polled the NAPIs.
+            return;
+        }
         let now = self.now();
         let wait = self.engine.poll_timeout().map_or(MAX_SLEEP, |t| {
             t.saturating_duration_since(now).min(MAX_SLEEP)

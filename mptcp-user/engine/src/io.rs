@@ -27,6 +27,21 @@ pub trait ByteStream {
     fn send(&mut self, data: &[u8]) -> usize;
     /// Reads in-order bytes; returns how many were copied.
     fn recv(&mut self, buf: &mut [u8]) -> usize;
+    /// Drops up to `max` in-order bytes unread, as if read (an application
+    /// that discards); returns how many. Engines override it to skip the copy.
+    fn consume(&mut self, max: usize) -> usize {
+        let mut scratch = [0u8; 4096];
+        let mut done = 0;
+        while done < max {
+            let want = (max - done).min(scratch.len());
+            let n = self.recv(&mut scratch[..want]);
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        done
+    }
     /// Sends FIN (DATA_FIN for MPTCP) once all queued bytes are sent.
     fn close(&mut self);
     /// True once the connection can carry data.

@@ -80,6 +80,8 @@ pub struct ConnectArgs {
     /// converter and asks it, in a Convert message, for the server.
     #[arg(long, value_name = "ADDR:PORT")]
     pub via_convert: Option<SocketAddr>,
+    #[command(flatten)]
+    pub datapath_opts: super::datapath_opts::DatapathOptions,
 }
 
 /// `--mptcp-version`.
@@ -444,6 +446,7 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     control: Option<super::iperf3_client::Control>,
     versions_tried: &[u8],
 ) -> Result<()> {
+    args.datapath_opts.apply(&mut worker)?;
     let stop = stop_on_signals();
     if let Some(control) = control {
         if args.wait_subflows > 1 {

@@ -3,10 +3,12 @@
 
 pub mod classify;
 pub mod connect;
+pub mod datapath_opts;
 pub mod decode;
 pub mod engine_opts;
 pub mod iperf3_client;
 pub mod load;
+pub mod raw;
 pub mod serve;
 pub mod sim;
 pub mod stats;
@@ -213,6 +215,7 @@ pub(crate) fn instance_stats<E>(
         "worker": {
             "rx_frames": s.rx_frames, "tx_frames": s.tx_frames, "rx_not_ip": s.rx_not_ip,
             "no_neighbour": s.no_neighbour, "tx_ring_full": s.tx_ring_full,
+            "tx_rerouted": s.tx_rerouted,
             "passes": s.passes, "sleeps": s.sleeps,
         },
         "engine": engine,

@@ -85,6 +85,8 @@ pub struct ServeArgs {
     /// OpenMPTCProuter clients), any other plain TCP.
     #[arg(long, value_name = "LIST", default_value = "1,0", value_parser = mptcp_engine::mptcp::Versions::parse)]
     pub mptcp_versions: mptcp_engine::mptcp::Versions,
+    #[command(flatten)]
+    pub datapath_opts: super::datapath_opts::DatapathOptions,
     /// MPTCP by default (plain TCP clients are served by fallback).
     #[arg(long, value_enum, default_value = "mptcp")]
     pub engine: EngineKind,
@@ -367,6 +369,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     let mut cfg = tcp_config(&paths, listen.is_ipv6());
     cfg.accept_syn_data = args.mode == Mode::Convert;
     let mut worker = Worker::new(TcpEndpoint::listen(cfg.clone(), listen), paths);
+    args.datapath_opts.apply(&mut worker)?;
     let stats_file = StatsFile::create();
     let mut connections = 0u64;
     let mut app: Option<ServeApp> = None;
@@ -436,6 +439,9 @@ impl ByteStream for ConnStream<'_> {
     }
     fn recv(&mut self, buf: &mut [u8]) -> usize {
         self.0.recv(buf)
+    }
+    fn consume(&mut self, max: usize) -> usize {
+        self.0.consume(max)
     }
     fn close(&mut self) {
         self.0.close()
@@ -645,6 +651,7 @@ fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result
         args.mode
     );
     let mut worker = Worker::new(engine, paths);
+    args.datapath_opts.apply(&mut worker)?;
     let mut app = PerConnection {
         args,
         ctx,

@@ -570,6 +570,45 @@ impl XskSocket {
         };
     }
 
+    /// Busy polling (for a dedicated core): prefer busy polling over the
+    /// softirq, busy-poll for `usecs` per call with `budget` packets, so a
+    /// `recvfrom` on this socket runs the interface's NAPI on the calling
+    /// thread ([`XskSocket::busy_poll_rx`]). The kernel learns which NAPI
+    /// from the first frame the socket receives.
+    pub fn set_busy_poll(&mut self, usecs: u32, budget: u32) -> io::Result<()> {
+        // asm-generic/socket.h; the libc crate lacks the last two on Linux.
+        const SO_BUSY_POLL: libc::c_int = 46;
+        const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+        const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+        let fd = self.fd.as_raw_fd();
+        for (name, value) in [
+            (SO_PREFER_BUSY_POLL, 1),
+            (SO_BUSY_POLL, usecs as libc::c_int),
+            (SO_BUSY_POLL_BUDGET, budget as libc::c_int),
+        ] {
+            // SAFETY: an int option on our socket.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    name,
+                    &value as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Drives busy polling: a zero-length `recvfrom` that runs the NAPI
+    /// feeding this socket (with [`XskSocket::set_busy_poll`]).
+    pub fn busy_poll_rx(&mut self) {
+        self.kick_rx();
+    }
+
     /// True when the kernel wants a recvfrom/poll to refill RX (zero-copy drivers).
     pub fn rx_needs_wakeup(&self) -> bool {
         self.fill.needs_wakeup()

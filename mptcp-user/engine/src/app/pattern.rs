@@ -66,17 +66,28 @@ impl Pattern {
         mix64(self.key.wrapping_add(index)).to_le_bytes()
     }
 
-    /// Fills `buf` with the stream bytes starting at `offset`.
+    /// Fills `buf` with the stream bytes starting at `offset`: whole words
+    /// where aligned (a sender generates every byte it sends with this).
     pub fn fill(&self, offset: u64, buf: &mut [u8]) {
-        let mut pos = offset;
+        let skip = (offset % 8) as usize;
         let mut out = buf;
-        while !out.is_empty() {
-            let word = self.word(pos / 8);
-            let skip = (pos % 8) as usize;
+        let mut index = offset / 8;
+        if skip != 0 {
+            let word = self.word(index);
             let n = (8 - skip).min(out.len());
             out[..n].copy_from_slice(&word[skip..skip + n]);
             out = &mut out[n..];
-            pos += n as u64;
+            index += 1;
+        }
+        let mut words = out.chunks_exact_mut(8);
+        for w in &mut words {
+            w.copy_from_slice(&self.word(index));
+            index += 1;
+        }
+        let rest = words.into_remainder();
+        if !rest.is_empty() {
+            let n = rest.len();
+            rest.copy_from_slice(&self.word(index)[..n]);
         }
     }
 
@@ -133,6 +144,24 @@ mod tests {
         assert!(p.first_mismatch(4, &buf).is_some());
         assert_eq!(p.mismatches(5, &buf), 2);
         assert_eq!(p.mismatches(6, &buf[1..]), 2);
+    }
+
+    #[test]
+    fn fill_agrees_with_byte_at_every_alignment_and_length() {
+        let p = Pattern::new(7);
+        for offset in 0..17u64 {
+            for len in 0..26usize {
+                let mut buf = vec![0u8; len];
+                p.fill(offset, &mut buf);
+                for (i, b) in buf.iter().enumerate() {
+                    assert_eq!(
+                        *b,
+                        p.byte(offset + i as u64),
+                        "offset {offset} len {len} at {i}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

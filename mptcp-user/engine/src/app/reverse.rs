@@ -278,6 +278,22 @@ mod tests {
     }
 
     #[test]
+    fn client_source_sends_the_pattern_through_partial_sends() {
+        // Windows that cut the 64 KiB chunk at odd places: the bytes offered
+        // after a partial send continue the pattern, never restart it.
+        let total: u64 = 300_000;
+        let mut source = crate::app::Source::new(total, None);
+        let mut stream = pipe(0);
+        for round in 0..1000 {
+            stream.window = 3_001 + round % 17;
+            source.poll(Instant::ZERO, &mut stream);
+        }
+        assert_eq!(stream.outgoing.len() as u64, total);
+        assert_eq!(Pattern::STREAM.mismatches(0, &stream.outgoing), 0);
+        assert!(stream.closed);
+    }
+
+    #[test]
     fn source_sends_exactly_the_requested_pattern_then_closes() {
         let wanted: u64 = 200_000;
         let mut source = PatternSource::default();

@@ -977,6 +977,9 @@ impl ByteStream for MptcpEndpoint {
     fn recv(&mut self, buf: &mut [u8]) -> usize {
         self.connection_mut().map_or(0, |c| c.recv(buf))
     }
+    fn consume(&mut self, max: usize) -> usize {
+        self.connection_mut().map_or(0, |c| c.consume(max))
+    }
     fn close(&mut self) {
         if let Some(c) = self.connection_mut() {
             c.close();

@@ -248,6 +248,9 @@ impl ByteStream for TcpEndpoint {
     fn recv(&mut self, buf: &mut [u8]) -> usize {
         self.conn.as_mut().map_or(0, |c| c.recv(buf))
     }
+    fn consume(&mut self, max: usize) -> usize {
+        self.conn.as_mut().map_or(0, |c| c.consume(max))
+    }
     fn close(&mut self) {
         match self.conn.as_mut() {
             Some(c) => c.close(),

@@ -587,7 +587,17 @@ impl Subflow {
         if n == 0 {
             return 0;
         }
-        self.recv_buf.consume(self.read_pos, &mut buf[..n]);
+        self.recv_buf.read_at(self.read_pos, &mut buf[..n]);
+        self.consume(n)
+    }
+
+    /// Drops up to `max` in-order bytes as if read, without copying them.
+    pub fn consume(&mut self, max: usize) -> usize {
+        let n = max.min(self.readable());
+        if n == 0 {
+            return 0;
+        }
+        self.recv_buf.release(self.read_pos + n as u64);
         self.read_pos += n as u64;
         // Tell a sender we throttled that room opened up.
         let cap = self.recv_buf.capacity();

@@ -335,8 +335,29 @@ impl Connection {
         if n == 0 {
             return 0;
         }
+        s.recv.buf.read_at(s.recv.read, &mut buf[..n]);
+        self.consume(n)
+    }
+
+    /// Drops up to `max` in-order bytes as if read, without copying them.
+    pub fn consume(&mut self, max: usize) -> usize {
+        let s = &mut self.s;
+        if s.recv.syn_data_read < s.recv.syn_data.len() {
+            // Data that came with the SYN goes first, as in recv.
+            let n = (s.recv.syn_data.len() - s.recv.syn_data_read).min(max);
+            s.recv.syn_data_read += n;
+            if s.recv.syn_data_read == s.recv.syn_data.len() {
+                s.recv.syn_data = Vec::new();
+                s.recv.syn_data_read = 0;
+            }
+            return n;
+        }
+        let n = (max as u64).min(s.recv.nxt - s.recv.read) as usize;
+        if n == 0 {
+            return 0;
+        }
         let before = s.recv.free();
-        s.recv.buf.consume(s.recv.read, &mut buf[..n]);
+        s.recv.buf.release(s.recv.read + n as u64);
         s.recv.read += n as u64;
         let cap = s.recv.buf.capacity();
         let after = s.recv.free();
