@@ -23,6 +23,8 @@ enum Command {
     Stats(mptcp_user::cli::StatsArgs),
     /// Transfer bytes between two engines over simulated paths and report goodput.
     Sim(mptcp_user::sim::cli::SimArgs),
+    /// Forward frames between interface pairs through the simulator's link model (rate, delay, loss...).
+    Emulate(mptcp_user::cli::emulate::EmulateArgs),
 }
 
 #[derive(clap::Args)]
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Connect(args) => mptcp_user::cli::connect(args),
         Command::Stats(args) => mptcp_user::cli::stats(args),
         Command::Sim(args) => mptcp_user::sim::main(args),
+        Command::Emulate(args) => mptcp_user::cli::emulate::emulate(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

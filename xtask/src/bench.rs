@@ -245,6 +245,8 @@ pub fn run(binary: &Path, seconds: u64) -> Result<()> {
         paths: 2,
         qdisc: Vec::new(),
         subflow_endpoints: true,
+        emulate: Vec::new(),
+        emulator_binary: None,
     })?;
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
     println!(

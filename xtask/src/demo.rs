@@ -108,6 +108,8 @@ pub fn run(binary: &Path) -> Result<()> {
         paths: 2,
         qdisc: Vec::new(),
         subflow_endpoints: true,
+        emulate: Vec::new(),
+        emulator_binary: None,
     })?;
     println!(
         "lab: {} <-> {} over {} veth paths; client endpoints open a subflow per extra path",

@@ -69,6 +69,13 @@ enum LabAction {
         /// --qdisc "tbf rate 100mbit burst 32kbit latency 50ms".
         #[arg(long)]
         qdisc: Vec<String>,
+        /// Emulate path i (repeat per path, in order): `mptcp-user emulate` in
+        /// namespace PREFIX-emu forwards between cli<i> and srv<i> with the
+        /// `sim --path` SPEC (`delay` is the round trip), or UP_SPEC/DOWN_SPEC:
+        /// --path rate=10mbit,delay=40ms,loss=1% --path 'rate=20mbit/rate=5mbit'.
+        /// Time 0 of `;at=` is `lab up`. Counters: PREFIX-emu.log in the temp dir.
+        #[arg(long = "path", value_name = "SPEC")]
+        path: Vec<String>,
         #[arg(long, default_value = "mptcp-lab")]
         prefix: String,
     },
@@ -183,13 +190,21 @@ fn lab(action: LabAction) -> Result<()> {
         LabAction::Up {
             paths,
             qdisc,
+            path,
             prefix,
         } => {
+            let emulator_binary = if path.is_empty() {
+                None
+            } else {
+                Some(build_user(false)?)
+            };
             let config = LabConfig {
                 prefix: prefix.clone(),
-                paths,
+                paths: paths.max(path.len()),
                 qdisc: qdisc.into_iter().map(Some).collect(),
                 subflow_endpoints: true,
+                emulate: path.into_iter().map(Some).collect(),
+                emulator_binary,
             };
             let lab = Lab::up(&config)?;
             println!(
@@ -202,6 +217,17 @@ fn lab(action: LabAction) -> Result<()> {
                     "  path {i}: {} {} {} <-> {} {} {}",
                     p.client_if, p.client_v4, p.client_v6, p.server_if, p.server_v4, p.server_v6
                 );
+            }
+            if let (Some(emu), Some(e)) = (&lab.emu, &lab.emulator) {
+                println!(
+                    "  emulator: pid {} in namespace {}, output in {}",
+                    e.child.id(),
+                    emu.name(),
+                    e.log.display()
+                );
+                for line in e.output().lines().filter(|l| l.contains(" path ")) {
+                    println!("    {line}");
+                }
             }
             println!(
                 "  e.g. ip netns exec {} mptcpize run iperf3 -s",

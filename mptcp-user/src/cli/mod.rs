@@ -20,6 +20,7 @@ use crate::time::Instant;
 use crate::worker::{self, App, Datapath, Echo, Forward, Path, Source, Worker};
 use crate::xdp::Ownership;
 
+pub mod emulate;
 mod mptcp;
 mod reverse;
 

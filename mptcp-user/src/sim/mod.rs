@@ -6,8 +6,10 @@
 //! - [`tcp`]: the plain TCP engine as a simulated client and server.
 //! - [`report`], [`cli`]: what `mptcp-user sim` prints.
 //! - [`trace`]: `--trace DIR`, sequence/goodput/unacked CSV and SVG plots.
+//! - [`emulator`]: the same links between real interfaces (`mptcp-user emulate`).
 
 pub mod cli;
+pub mod emulator;
 pub mod net;
 pub mod pattern;
 pub mod report;
