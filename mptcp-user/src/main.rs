@@ -25,6 +25,8 @@ enum Command {
     Sim(mptcp_user::sim::cli::SimArgs),
     /// Forward frames between interface pairs through the simulator's link model (rate, delay, loss...).
     Emulate(mptcp_user::cli::emulate::EmulateArgs),
+    /// Sequence, goodput and unacked CSVs and plots of an MPTCP connection in a capture (as mptcptrace).
+    Trace(mptcp_user::cli::trace::TraceArgs),
 }
 
 #[derive(clap::Args)]
@@ -65,6 +67,7 @@ fn main() -> std::process::ExitCode {
         Command::Stats(args) => mptcp_user::cli::stats(args),
         Command::Sim(args) => mptcp_user::sim::main(args),
         Command::Emulate(args) => mptcp_user::cli::emulate::emulate(args),
+        Command::Trace(args) => mptcp_user::cli::trace::trace(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

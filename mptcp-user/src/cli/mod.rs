@@ -23,6 +23,7 @@ use crate::xdp::Ownership;
 pub mod emulate;
 mod mptcp;
 mod reverse;
+pub mod trace;
 
 /// Which engine terminates the connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

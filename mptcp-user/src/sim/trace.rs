@@ -841,6 +841,17 @@ fn plot_sequence(
             &format!("data sequence number ({unit})"),
         )?;
         let mut points = 0u64;
+        // Retransmissions first, as thin rings around the segment's dot: the
+        // subflow's own line stays visible through them.
+        let rtx: Vec<_> = retrans.thinned(budget).map(|(x, y)| (x, y / div)).collect();
+        points += rtx.len() as u64;
+        chart
+            .draw_series(
+                rtx.into_iter()
+                    .map(|p| Circle::new(p, 4, RETRANSMISSION.stroke_width(1))),
+            )?
+            .label("retransmission / reinjection")
+            .legend(|(x, y)| Circle::new((x + 10, y), 4, RETRANSMISSION.stroke_width(1)));
         for (i, s) in subflows.iter().enumerate() {
             let c = colour(i);
             let segs: Vec<_> = s
@@ -867,15 +878,6 @@ fn plot_sequence(
                     PathElement::new(vec![(x, y), (x + 20, y)], light.stroke_width(2))
                 });
         }
-        let rtx: Vec<_> = retrans.thinned(budget).map(|(x, y)| (x, y / div)).collect();
-        points += rtx.len() as u64;
-        chart
-            .draw_series(
-                rtx.into_iter()
-                    .map(|p| Cross::new(p, 4, RETRANSMISSION.stroke_width(2))),
-            )?
-            .label("retransmission / reinjection")
-            .legend(|(x, y)| Cross::new((x + 10, y), 4, RETRANSMISSION.stroke_width(2)));
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
