@@ -229,6 +229,8 @@ pub struct LabConfig {
     /// The `mptcp-user` binary that runs the emulator; `None`: the one the
     /// tests build ([`cli::binary`]).
     pub emulator_binary: Option<std::path::PathBuf>,
+    /// More arguments for `mptcp-user emulate` (e.g. `--clock-from-syn`, `--seed 7`).
+    pub emulator_args: Vec<String>,
 }
 
 impl LabConfig {
@@ -241,6 +243,7 @@ impl LabConfig {
             subflow_endpoints: true,
             emulate: Vec::new(),
             emulator_binary: None,
+            emulator_args: Vec::new(),
         }
     }
 
@@ -567,6 +570,7 @@ fn start_emulator(config: &LabConfig, emu: &Netns) -> Result<EmulatorProcess> {
             cmd.args(["--link", &format!("c{i},s{i}"), "--path", spec]);
         }
     }
+    cmd.args(&config.emulator_args);
     cmd.stdin(std::process::Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);

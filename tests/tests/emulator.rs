@@ -293,3 +293,42 @@ fn kernel_mptcp_over_two_emulated_paths() {
     );
     assert_eq!(v["paths"][0]["oversize"].as_u64(), Some(0), "{json}");
 }
+
+#[test]
+fn clock_from_syn_starts_the_schedule_at_the_first_syn() {
+    if !require_root() {
+        return;
+    }
+    let mut cfg = emulated(&["delay=2ms;at=1s,down"]);
+    cfg.emulator_args = vec!["--clock-from-syn".into()];
+    let lab = Lab::up(&cfg).expect("lab");
+    let udp = SocketAddr::new(lab.paths[0].server_v4.into(), 7501);
+    // 1.2 s after the start, no SYN yet: the path is still up.
+    thread::sleep(Duration::from_millis(1200));
+    let rx = receiver(&lab, udp, Duration::from_millis(300));
+    send_paced(&lab, udp, 20, IP_BYTES as f64 * 8.0 * 100.0);
+    assert_eq!(rx.join().expect("receiver").seqs.len(), 20);
+
+    // A TCP SYN starts the clock: down 1 s later.
+    let tcp = SocketAddr::new(lab.paths[0].server_v4.into(), 7502);
+    let listener = lab
+        .server
+        .enter(|| std::net::TcpListener::bind(tcp).expect("listen"))
+        .expect("server ns");
+    let _conn = lab
+        .client
+        .enter(|| std::net::TcpStream::connect_timeout(&tcp, Duration::from_secs(2)))
+        .expect("client ns")
+        .expect("connect");
+    drop(listener);
+    let rx = receiver(&lab, udp, Duration::from_millis(1500));
+    // 200 datagrams over 2 s: about half before the cut.
+    send_paced(&lab, udp, 200, IP_BYTES as f64 * 8.0 * 100.0);
+    let got = rx.join().expect("receiver").seqs;
+    let last = got.last().map(|s| s.0).unwrap_or(0);
+    assert!(
+        (80..=105).contains(&got.len()) && (80..=105).contains(&last),
+        "{} datagrams arrived, the last #{last}",
+        got.len()
+    );
+}

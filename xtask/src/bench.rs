@@ -247,6 +247,7 @@ pub fn run(binary: &Path, seconds: u64) -> Result<()> {
         subflow_endpoints: true,
         emulate: Vec::new(),
         emulator_binary: None,
+        emulator_args: Vec::new(),
     })?;
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
     println!(

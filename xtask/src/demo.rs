@@ -110,6 +110,7 @@ pub fn run(binary: &Path) -> Result<()> {
         subflow_endpoints: true,
         emulate: Vec::new(),
         emulator_binary: None,
+        emulator_args: Vec::new(),
     })?;
     println!(
         "lab: {} <-> {} over {} veth paths; client endpoints open a subflow per extra path",

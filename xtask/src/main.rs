@@ -76,6 +76,9 @@ enum LabAction {
         /// Time 0 of `;at=` is `lab up`. Counters: PREFIX-emu.log in the temp dir.
         #[arg(long = "path", value_name = "SPEC")]
         path: Vec<String>,
+        /// Time 0 of `;at=` is the first TCP SYN through the emulator, not `lab up`.
+        #[arg(long)]
+        clock_from_syn: bool,
         #[arg(long, default_value = "mptcp-lab")]
         prefix: String,
     },
@@ -191,6 +194,7 @@ fn lab(action: LabAction) -> Result<()> {
             paths,
             qdisc,
             path,
+            clock_from_syn,
             prefix,
         } => {
             let emulator_binary = if path.is_empty() {
@@ -205,6 +209,11 @@ fn lab(action: LabAction) -> Result<()> {
                 subflow_endpoints: true,
                 emulate: path.into_iter().map(Some).collect(),
                 emulator_binary,
+                emulator_args: if clock_from_syn {
+                    vec!["--clock-from-syn".into()]
+                } else {
+                    Vec::new()
+                },
             };
             let lab = Lab::up(&config)?;
             println!(

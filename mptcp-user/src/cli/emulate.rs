@@ -50,6 +50,10 @@ pub struct EmulateArgs {
     /// Seed of the random draws (loss, jitter, reordering, duplication).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Time 0 of the `;at=` changes is the first TCP SYN (without ACK) on any
+    /// path instead of the emulator's start; frames before it pass unimpaired.
+    #[arg(long)]
+    pub clock_from_syn: bool,
     /// Print a JSON line of counters every this many seconds (0: only at exit).
     #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
     pub stats_interval: f64,
@@ -288,6 +292,27 @@ fn flush(port: &mut Port) -> Result<()> {
     Ok(())
 }
 
+/// A TCP segment with SYN and without ACK in an Ethernet frame (IPv4 or IPv6 without extension headers).
+fn is_tcp_syn(frame: &[u8]) -> bool {
+    let tcp = match frame.get(12..14) {
+        Some([0x08, 0x00]) => {
+            let ihl = usize::from(frame.get(14).map_or(0, |b| b & 0x0f)) * 4;
+            if frame.get(14 + 9) != Some(&6) || ihl < 20 {
+                return false;
+            }
+            14 + ihl
+        }
+        Some([0x86, 0xdd]) => {
+            if frame.get(14 + 6) != Some(&6) {
+                return false;
+            }
+            14 + 40
+        }
+        _ => return false,
+    };
+    frame.get(tcp + 13).is_some_and(|f| f & 0x12 == 0x02)
+}
+
 fn counters_json(
     emu: &Emulator,
     ports: &[Port],
@@ -372,8 +397,9 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
 
     let mut emu = Emulator::new(&specs, args.seed);
     let mut rx = Batch::new();
-    let start = std::time::Instant::now();
-    let clock = || Instant::from_nanos(start.elapsed().as_nanos() as u64);
+    let mut start = std::time::Instant::now();
+    let mut started = !args.clock_from_syn;
+    let clock = |start: std::time::Instant| Instant::from_nanos(start.elapsed().as_nanos() as u64);
     let mut stdout = std::io::stdout();
     for (i, ((a, b), s)) in links.iter().zip(&specs).enumerate() {
         let up = &s.up.source;
@@ -401,9 +427,11 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
-        let now = clock();
+        let now = clock(start);
         let mut failed = None;
-        emu.poll_due(now, |d| {
+        // Before time 0 (--clock-from-syn) no change may fire.
+        let model_now = if started { now } else { Instant::ZERO };
+        emu.poll_due(model_now, |d| {
             let out = 2 * d.path
                 + match d.direction {
                     Direction::Up => 1,
@@ -434,12 +462,10 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
                 next_stats = interval.map(|i| at + i);
             }
         }
-        let deadline = [emu.next_deadline(), next_stats]
-            .into_iter()
-            .flatten()
-            .min();
+        let due = emu.next_deadline().filter(|_| started);
+        let deadline = [due, next_stats].into_iter().flatten().min();
         let timeout = deadline.map(|d| {
-            let ns = d.as_nanos().saturating_sub(clock().as_nanos());
+            let ns = d.as_nanos().saturating_sub(clock(start).as_nanos());
             libc::timespec {
                 tv_sec: (ns / 1_000_000_000) as libc::time_t,
                 tv_nsec: (ns % 1_000_000_000) as libc::c_long,
@@ -491,7 +517,7 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
                         break;
                     }
                 };
-                let now = clock();
+                let now = clock(start);
                 for k in 0..n {
                     let truncated = rx.msgs[k].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
                     let outgoing = rx.addrs[k].sll_pkttype == libc::PACKET_OUTGOING;
@@ -502,6 +528,22 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
                         ports[i].io.oversize += 1;
                         continue;
                     }
+                    if !started {
+                        if !is_tcp_syn(rx.frame(k)) {
+                            // Before time 0: straight through.
+                            let out = &mut ports[i ^ 1];
+                            if !out.tx.push(rx.frame(k)) {
+                                flush(out)?;
+                                out.tx.push(rx.frame(k));
+                            }
+                            continue;
+                        }
+                        started = true;
+                        start = std::time::Instant::now();
+                        writeln!(stdout, "emulate: clock started by a TCP SYN")?;
+                        stdout.flush()?;
+                    }
+                    let now = if started { clock(start) } else { now };
                     // Losses and queue drops are counted by the link model.
                     let _: SendOutcome = emu.offer(now, path, direction, rx.frame(k));
                 }
@@ -520,7 +562,11 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
             ));
         }
     };
-    writeln!(stdout, "{}", counters_json(&emu, &ports, &links, clock()))?;
+    writeln!(
+        stdout,
+        "{}",
+        counters_json(&emu, &ports, &links, clock(start))
+    )?;
     stdout.flush()?;
     result
 }
