@@ -4,6 +4,7 @@ mod bench;
 mod datapath_bench;
 mod datapath_demo;
 mod demo;
+mod experiment;
 mod setup;
 
 use std::{
@@ -47,6 +48,15 @@ enum Task {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// The seed blog's experiment five with real peers (engine sending
+    /// round-robin to a kernel client over two emulated 4 Mbit/s paths, one
+    /// bad from 5 s to 15 s), captured and traced into DIR.
+    ExperimentFive {
+        #[arg(long, default_value = "docs/experiment-five")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 16 << 20)]
+        bytes: u64,
     },
     /// Engine and kernel MPTCP side by side on the two-path lab: engine to
     /// engine, kernel client to engine server, kernel to kernel (MPTCP and
@@ -114,6 +124,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Lab { action } => lab(action),
         Task::Test { args } => test(&args),
+        Task::ExperimentFive { out, bytes } => {
+            let binary = build_user(false)?;
+            experiment::run(&binary, &out, bytes)
+        }
         Task::Bench { seconds } => {
             let binary = build_user(true)?;
             bench::run(&binary, seconds)
@@ -170,6 +184,22 @@ fn build_user(release: bool) -> Result<PathBuf> {
     Ok(target_dir()
         .join(if release { "release" } else { "debug" })
         .join("mptcp-user"))
+}
+
+/// Runs a command, failing with its output unless it exits 0.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(())
 }
 
 fn run_privileged(binary: &PathBuf, args: &[String]) -> Result<()> {

@@ -109,8 +109,8 @@ impl PacketSocket {
         // Our own transmissions must not come back to us as receptions.
         setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
             .context("PACKET_IGNORE_OUTGOING (Linux 4.20+)")?;
-        // Straight to the driver: the emulator is the queue.
-        let _ = setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
+        // No PACKET_QDISC_BYPASS: veth has no qdisc anyway, and the bypass
+        // would hide the emulator's transmissions from tcpdump.
         for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
             let _ = setsockopt_int(&fd, libc::SOL_SOCKET, opt, 8 << 20);
         }

@@ -98,6 +98,27 @@ impl Connection {
     }
 }
 
+/// Calls `f` with the time and the IP packet of every frame. A frame cut
+/// short by the capture's snap length is padded with zeros to its original
+/// length: headers are all the trace reads, and `-s 200` captures stay small.
+fn for_each_packet(data: &[u8], mut f: impl FnMut(u64, &[u8])) -> Result<()> {
+    let mut padded = Vec::new();
+    for rec in PcapReader::new(data)? {
+        let Ok(rec) = rec else { break };
+        let Ok((_, ip)) = rec.network() else { continue };
+        let missing = (rec.orig_len as usize).saturating_sub(rec.data.len());
+        if missing == 0 {
+            f(rec.ts_nanos, ip);
+        } else {
+            padded.clear();
+            padded.extend_from_slice(ip);
+            padded.resize(ip.len() + missing, 0);
+            f(rec.ts_nanos, &padded);
+        }
+    }
+    Ok(())
+}
+
 /// Pass one: the connection, its subflows and how much each side sent.
 fn find_connection(data: &[u8]) -> Result<Connection> {
     let mut conn = Connection {
@@ -109,11 +130,10 @@ fn find_connection(data: &[u8]) -> Result<Connection> {
     };
     let mut mpc: Option<Tuple> = None;
     let mut tokens: Vec<u32> = Vec::new();
-    for rec in PcapReader::new(data).context("not a pcap or pcapng capture")? {
-        let rec = rec.context("capture")?;
-        let Ok((_, ip)) = rec.network() else { continue };
+    PcapReader::new(data).context("not a pcap or pcapng capture")?;
+    for_each_packet(data, |_, ip| {
         let Ok((ipr, tcp)) = parse_ip_tcp(ip) else {
-            continue;
+            return;
         };
         let src = SocketAddr::new(ipr.src(), tcp.src_port);
         let dst = SocketAddr::new(ipr.dst(), tcp.dst_port);
@@ -125,7 +145,7 @@ fn find_connection(data: &[u8]) -> Result<Connection> {
             conn.client = Some(src.ip());
             conn.subflows.push((src, dst));
         }
-        let Some(first) = mpc else { continue };
+        let Some(first) = mpc else { return };
         // Keys from the MP_CAPABLE handshake give the tokens joins carry.
         if (src, dst) == first || (dst, src) == first {
             if let Some(m) = tcp.options.mptcp.mp_capable() {
@@ -143,21 +163,19 @@ fn find_connection(data: &[u8]) -> Result<Connection> {
                 conn.subflows.push((src, dst));
             }
         }
-    }
+    })?;
     // Second pass counts bytes and the first packet (also for plain captures).
-    for rec in PcapReader::new(data)? {
-        let Ok(rec) = rec else { break };
-        let Ok((_, ip)) = rec.network() else { continue };
+    for_each_packet(data, |ts_nanos, ip| {
         let Ok((ipr, tcp)) = parse_ip_tcp(ip) else {
-            continue;
+            return;
         };
         let src = SocketAddr::new(ipr.src(), tcp.src_port);
         let dst = SocketAddr::new(ipr.dst(), tcp.dst_port);
         if let Some((_, from_client)) = conn.orient(src, dst) {
-            conn.first_ns.get_or_insert(rec.ts_nanos);
+            conn.first_ns.get_or_insert(ts_nanos);
             conn.bytes[usize::from(!from_client)] += tcp.payload.len() as u64;
         }
-    }
+    })?;
     if conn.first_ns.is_none() {
         bail!("no TCP packets in the capture");
     }
@@ -175,21 +193,19 @@ fn trace_direction(
         .with_context(|| format!("cannot write to {}", out.display()))?;
     let first = conn.first_ns.unwrap_or(0);
     let mut paths: HashMap<(IpAddr, IpAddr), usize> = HashMap::new();
-    for rec in PcapReader::new(data)? {
-        let Ok(rec) = rec else { break };
-        let Ok((_, ip)) = rec.network() else { continue };
+    for_each_packet(data, |ts_nanos, ip| {
         let Ok((ipr, tcp)) = parse_ip_tcp(ip) else {
-            continue;
+            return;
         };
         let src = SocketAddr::new(ipr.src(), tcp.src_port);
         let dst = SocketAddr::new(ipr.dst(), tcp.dst_port);
         let Some((tuple, from_client)) = conn.orient(src, dst) else {
-            continue;
+            return;
         };
         // A path is a pair of addresses, numbered as they appear.
         let n = paths.len();
         let path = *paths.entry((tuple.0.ip(), tuple.1.ip())).or_insert(n);
-        let at = Instant::from_nanos(rec.ts_nanos.saturating_sub(first));
+        let at = Instant::from_nanos(ts_nanos.saturating_sub(first));
         if from_client == client_sends {
             crate::sim::runner::Observer::on_send(
                 &mut trace,
@@ -210,7 +226,7 @@ fn trace_direction(
                 },
             );
         }
-    }
+    })?;
     Ok(trace.finish()?)
 }
 
