@@ -1,7 +1,7 @@
 //! The whole `decode --verify` path on arbitrary capture files: never panics.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mptcp_user::decode::{decode_bytes, Options};
+use mptcp_decode::{decode_bytes, Options};
 
 fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();

@@ -2,7 +2,7 @@
 //! whatever parses re-emits into something that parses to the same value.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mptcp_user::wire::{emit_eth_ip_tcp, parse_eth_ip_tcp, parse_ip_tcp, Error, TcpOptions};
+use mptcp_engine::wire::{emit_eth_ip_tcp, parse_eth_ip_tcp, parse_ip_tcp, Error, TcpOptions};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_ip_tcp(data);

@@ -1,8 +1,8 @@
 //! `mptcp-user decode --verify` against the Linux 6.18 kernel captures:
 //! every check passes, every kind of check runs, and a flipped byte in a
 //! key, an HMAC or checksummed payload is reported with a non-zero exit.
-use mptcp_user::decode::{decode_bytes, Options, Report};
-use mptcp_user::pcap::PcapReader;
+use mptcp_decode::{decode_bytes, Options, Report};
+use mptcp_engine::pcap::PcapReader;
 use serde_json::Value;
 use std::process::Command;
 

@@ -2,6 +2,10 @@
 
 use std::process::Command;
 
+#[path = "../sim/tests/trace_checks/mod.rs"]
+mod trace_checks;
+use trace_checks::check_tcp_trace;
+
 fn sim(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mptcp-user"))
         .arg("sim")
@@ -139,4 +143,112 @@ fn several_paths_run_one_mptcp_connection() {
         "1K",
     ]);
     assert!(!bad.status.success());
+}
+
+#[test]
+fn cli_writes_the_trace_and_lists_the_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_mptcp-user"))
+        .args(["sim", "--bytes", "256KiB", "--json", "--trace"])
+        .arg(&out_dir)
+        .output()
+        .expect("run mptcp-user");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(stdout.trim()).expect("stdout is one JSON object");
+    assert_eq!(json["bytes"], 256 * 1024);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for name in [
+        "sequence.csv",
+        "acks.csv",
+        "goodput.csv",
+        "unacked.csv",
+        "sequence.svg",
+        "goodput.svg",
+        "unacked.svg",
+    ] {
+        assert!(stderr.contains(name), "stderr lacks {name}: {stderr}");
+        assert!(out_dir.join(name).is_file(), "{name} missing");
+    }
+    check_tcp_trace(&out_dir, 256 * 1024);
+}
+
+#[test]
+fn unwritable_trace_dir_fails_before_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_mptcp-user"))
+        .args(["sim", "--bytes", "64MiB", "--trace"])
+        .arg(file.join("trace"))
+        .output()
+        .expect("run mptcp-user");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--trace") && stderr.contains("a-file"),
+        "{stderr}"
+    );
+    // No report: the run never started.
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn help_mentions_trace() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mptcp-user"))
+        .args(["sim", "--help"])
+        .output()
+        .expect("run mptcp-user");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--trace <DIR>"), "{text}");
+}
+
+#[test]
+fn round_robin_mappings_sent_out_of_order_are_not_retransmissions() {
+    // Two clean paths with deep queues: nothing is lost, but round robin
+    // hands each subflow a mapping ahead, so data leaves out of DSN order.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_mptcp-user"))
+        .args([
+            "sim",
+            "--path",
+            "rate=20mbit,delay=10ms,queue=8MiB",
+            "--path",
+            "rate=20mbit,delay=40ms,queue=8MiB",
+            "--scheduler",
+            "round-robin",
+            "--bytes",
+            "2MiB",
+            "--json",
+            "--trace",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("run mptcp-user");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seq = trace_checks::Table::read(&dir.path().join("sequence.csv"));
+    let starts = seq.f64s("dsn_start");
+    let out_of_order = starts.windows(2).filter(|w| w[1] < w[0]).count();
+    assert!(out_of_order > 10, "data left in order: {out_of_order}");
+    let flagged = seq
+        .f64s("retransmission")
+        .iter()
+        .filter(|r| **r > 0.0)
+        .count();
+    assert_eq!(flagged, 0, "{flagged} segments flagged as retransmissions");
 }

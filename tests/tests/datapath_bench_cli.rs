@@ -6,9 +6,9 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
+use mptcp_engine::app::Pattern;
 use mptcp_tests::cli::{mptcp_user, one_path_lab, output_text, start_serve, Server};
 use mptcp_tests::{require_root, Lab};
-use mptcp_user::worker::pattern_byte;
 
 fn start_source(lab: &Lab, listen: SocketAddr, ifaces: &[&str]) -> Server {
     let listen = listen.to_string();
@@ -116,6 +116,6 @@ fn source_mode_serves_a_kernel_client() {
     let bad = received
         .iter()
         .enumerate()
-        .position(|(i, b)| *b != pattern_byte(i as u64));
+        .position(|(i, b)| *b != Pattern::STREAM.byte(i as u64));
     assert_eq!(bad, None, "first byte off the pattern");
 }

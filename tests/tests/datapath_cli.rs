@@ -8,11 +8,11 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
+use mptcp_engine::app::Pattern;
 use mptcp_tests::cli::{
     binary, mptcp_user, one_path_lab, output_text, start_serve, xdp_attached, Server,
 };
 use mptcp_tests::{require_root, wait_until, Lab, LabConfig};
-use mptcp_user::worker::pattern_byte;
 
 fn checksums_in_software(lab: &Lab, client_side: bool) {
     // veth passes the sender's CHECKSUM_PARTIAL segments on unfinished; the
@@ -38,7 +38,7 @@ fn kernel_client_echo(lab: &Lab, addr: SocketAddr, len: usize) -> Vec<u8> {
                 TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
             let mut writer = stream.try_clone().expect("clone");
             let sender = thread::spawn(move || {
-                let data: Vec<u8> = (0..len as u64).map(pattern_byte).collect();
+                let data: Vec<u8> = Pattern::STREAM.bytes(0, len);
                 writer.write_all(&data).expect("write");
                 writer.shutdown(Shutdown::Write).expect("shutdown");
             });
@@ -59,7 +59,7 @@ fn assert_pattern(back: &[u8], len: usize) {
     let bad = back
         .iter()
         .enumerate()
-        .position(|(i, b)| *b != pattern_byte(i as u64));
+        .position(|(i, b)| *b != Pattern::STREAM.byte(i as u64));
     assert_eq!(bad, None, "first differing byte");
 }
 
@@ -167,7 +167,7 @@ fn kernel_mptcp_client_is_served_by_fallback() {
                 mptcp_tests::mptcp_connect(listen, Duration::from_secs(10)).expect("connect");
             let mut w = s.try_clone().expect("clone");
             let sender = thread::spawn(move || {
-                let data: Vec<u8> = (0..len as u64).map(pattern_byte).collect();
+                let data: Vec<u8> = Pattern::STREAM.bytes(0, len);
                 w.write_all(&data).expect("write");
                 w.shutdown(Shutdown::Write).expect("shutdown");
             });
@@ -506,7 +506,7 @@ fn kernel_mptcp_echo(
                 .expect("timeout");
             let mut w = stream.try_clone().expect("clone");
             let sender = thread::spawn(move || {
-                let data: Vec<u8> = (0..len as u64).map(pattern_byte).collect();
+                let data: Vec<u8> = Pattern::STREAM.bytes(0, len);
                 w.write_all(&data).expect("write");
                 w.shutdown(Shutdown::Write).expect("shutdown");
             });

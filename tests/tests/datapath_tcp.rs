@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use mptcp_datapath::afxdp::{BindMode, XskConfig};
+use mptcp_datapath::worker::{Worker, WorkerStats};
+use mptcp_datapath::xdp::{AttachMode, Counters, Ownership};
+use mptcp_datapath::Datapath;
+use mptcp_engine::app::{Echo, Pattern};
+use mptcp_engine::io::ByteStream;
+use mptcp_engine::tcp::{Config, TcpEndpoint};
 use mptcp_tests::{require_root, Lab, LabConfig};
-use mptcp_user::afxdp::{BindMode, XskConfig};
-use mptcp_user::io::ByteStream;
-use mptcp_user::tcp::{Config, TcpEndpoint};
-use mptcp_user::worker::{pattern_byte, Datapath, Echo, Worker, WorkerStats};
-use mptcp_user::xdp::{AttachMode, Counters, Ownership};
 
 const PORT: u16 = 5201;
 
@@ -61,7 +63,7 @@ fn serve_echo_once(
             Datapath::open(&[iface], &ownership, XskConfig::default()).expect("datapath");
         let mtu = paths[0].mtu;
         let mut cfg = Config::default().with_mtu(mtu, listen.is_ipv6());
-        cfg.isn_secret = mptcp_user::worker::random_secret();
+        cfg.isn_secret = mptcp_engine::secret::random();
         let modes = paths.iter().map(|p| p.socket.mode()).collect();
         let mut worker = Worker::new(TcpEndpoint::listen(cfg, listen), paths);
         let mut echo = Echo::default();
@@ -92,7 +94,7 @@ fn kernel_echo_client(lab: &Lab, server: SocketAddr, len: usize) -> Vec<u8> {
                 TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");
             let mut writer = stream.try_clone().expect("clone");
             let sender = thread::spawn(move || {
-                let data: Vec<u8> = (0..len as u64).map(pattern_byte).collect();
+                let data: Vec<u8> = Pattern::STREAM.bytes(0, len);
                 for chunk in data.chunks(64 << 10) {
                     writer.write_all(chunk).expect("write");
                 }
@@ -159,7 +161,7 @@ fn echo_through_engine(v6: bool) {
     let mismatch = back
         .iter()
         .enumerate()
-        .position(|(i, b)| *b != pattern_byte(i as u64));
+        .position(|(i, b)| *b != Pattern::STREAM.byte(i as u64));
     assert_eq!(mismatch, None, "first differing byte");
     assert_eq!(report.echoed, len as u64);
     assert!(report.closed);

@@ -19,9 +19,13 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use mptcp_engine::app::Pattern;
 use mptcp_tests::cli::{binary, output_text, start_serve};
 use mptcp_tests::{require_root, Lab, LabConfig};
-use mptcp_user::worker::pattern_byte;
+
+fn pattern_byte(offset: u64) -> u8 {
+    Pattern::STREAM.byte(offset)
+}
 
 const LEN: usize = 16 << 20;
 

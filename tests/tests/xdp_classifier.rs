@@ -2,11 +2,11 @@
 //! Every test loads its own program instance, so counters start at zero.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use mptcp_datapath::xdp::{Classifier, Counters, Ownership, Verdict};
 use mptcp_tests::{
     frames::{self, mptcp, TcpFrame, ACK, FIN, SYN},
     require_root,
 };
-use mptcp_user::xdp::{Classifier, Counters, Ownership, Verdict};
 
 const OWNED_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
 const OTHER_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));

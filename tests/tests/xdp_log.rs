@@ -2,8 +2,8 @@
 //! nothing is emitted at the default level (off).
 use std::sync::Mutex;
 
+use mptcp_datapath::xdp::{Classifier, EbpfLogLevel, Ownership, Verdict};
 use mptcp_tests::{frames::TcpFrame, require_root};
-use mptcp_user::xdp::{Classifier, EbpfLogLevel, Ownership, Verdict};
 
 struct Recorder(Mutex<Vec<String>>);
 

@@ -5,13 +5,13 @@ use std::{
     time::Duration,
 };
 
+use mptcp_datapath::xdp::{AttachMode, Classifier, Counters, Ownership};
 use mptcp_tests::{
     lab_transfer, mptcp_connect, mptcp_connect_start, mptcp_listen, require_root, send_and_count,
     serve_count_once, unique_name, wait_until,
     xsk::{ifindex, MinimalXsk},
     Lab, LabConfig, Netns,
 };
-use mptcp_user::xdp::{AttachMode, Classifier, Counters, Ownership};
 
 const OWNED_PORT: u16 = 8080;
 const OTHER_PORT: u16 = 9090;

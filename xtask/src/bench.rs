@@ -32,20 +32,14 @@ use crate::demo::Classify;
 const UNUSED_PORT: u16 = 9;
 const KERNEL_PORT: u16 = 5320;
 
-/// Period of the test pattern; the same bytes as `mptcp_user::worker::pattern_byte`
-/// (xtask cannot link mptcp-user: it builds before the eBPF toolchain).
-const PATTERN_PERIOD: usize = 65521;
+/// Bytes written per write(); the servers discard, so the sender cycles over
+/// one buffer of the test pattern and never refills.
 const WRITE_CHUNK: usize = 64 << 10;
+const PATTERN_PERIOD: usize = 1 << 20;
 
-/// One period of the pattern plus a chunk: any `WRITE_CHUNK` slice starting
-/// in the first period is the pattern at that offset, so writes never refill.
+/// The test pattern's first `PATTERN_PERIOD + WRITE_CHUNK` bytes.
 pub fn pattern_buffer() -> Vec<u8> {
-    (0..(PATTERN_PERIOD + WRITE_CHUNK) as u64)
-        .map(|i| {
-            let i = i % PATTERN_PERIOD as u64;
-            ((i.wrapping_mul(2_654_435_761) >> 13) as u8) ^ (i >> 8) as u8
-        })
-        .collect()
+    mptcp_engine::app::Pattern::STREAM.bytes(0, PATTERN_PERIOD + WRITE_CHUNK)
 }
 
 /// What one run measured.

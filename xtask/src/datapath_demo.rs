@@ -28,7 +28,7 @@ impl Drop for Serve {
 }
 
 fn pattern(offset: usize) -> u8 {
-    (offset.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (offset >> 16) as u8
+    mptcp_engine::app::Pattern::STREAM.byte(offset as u64)
 }
 
 pub fn run(binary: &Path, lab: &Lab) -> Result<()> {

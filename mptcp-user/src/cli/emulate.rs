@@ -19,9 +19,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::sim::emulator::{Direction, EmulatedPath, Emulator};
-use crate::sim::net::SendOutcome;
-use crate::time::Instant;
+use mptcp_engine::time::Instant;
+use mptcp_sim::emulator::{Direction, EmulatedPath, Emulator};
+use mptcp_sim::net::SendOutcome;
 
 /// Frames read or written per system call.
 const BATCH: usize = 64;
@@ -393,7 +393,7 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
     // Wake-ups within 10 us of the deadline instead of the default 50 us.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 10_000u64, 0, 0, 0) };
-    let stop = crate::worker::stop_on_signals();
+    let stop = mptcp_datapath::signals::stop_on_signals();
 
     let mut emu = Emulator::new(&specs, args.seed);
     let mut rx = Batch::new();

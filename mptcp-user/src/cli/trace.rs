@@ -22,12 +22,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::pcap::PcapReader;
-use crate::sim::trace::{Trace, TraceSummary};
-use crate::sim::{Delivery, SendOutcome, Side};
-use crate::time::Instant;
-use crate::wire::mptcp::MpJoin;
-use crate::wire::{parse_ip_tcp, TcpFlags};
+use mptcp_engine::pcap::PcapReader;
+use mptcp_engine::time::Instant;
+use mptcp_engine::wire::mptcp::MpJoin;
+use mptcp_engine::wire::{parse_ip_tcp, TcpFlags};
+use mptcp_sim::trace::{Trace, TraceSummary};
+use mptcp_sim::{Delivery, SendOutcome, Side};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TraceDirection {
@@ -150,7 +150,7 @@ fn find_connection(data: &[u8]) -> Result<Connection> {
         if (src, dst) == first || (dst, src) == first {
             if let Some(m) = tcp.options.mptcp.mp_capable() {
                 for key in [m.sender_key, m.receiver_key].into_iter().flatten() {
-                    let t = crate::crypto::token(key);
+                    let t = mptcp_engine::crypto::token(key);
                     if !tokens.contains(&t) {
                         tokens.push(t);
                     }
@@ -207,7 +207,7 @@ fn trace_direction(
         let path = *paths.entry((tuple.0.ip(), tuple.1.ip())).or_insert(n);
         let at = Instant::from_nanos(ts_nanos.saturating_sub(first));
         if from_client == client_sends {
-            crate::sim::runner::Observer::on_send(
+            mptcp_sim::runner::Observer::on_send(
                 &mut trace,
                 at,
                 Side::Client,
@@ -216,7 +216,7 @@ fn trace_direction(
                 SendOutcome::Queued { duplicated: false },
             );
         } else {
-            crate::sim::runner::Observer::on_deliver(
+            mptcp_sim::runner::Observer::on_deliver(
                 &mut trace,
                 &Delivery {
                     at,

@@ -1,0 +1,23 @@
+//! Drivers of the engine on real interfaces: where a packet enters.
+//!
+//! - [`xdp`]: loads the embedded XDP classifier, fills its maps, attaches
+//!   and detaches it, reads its counters.
+//! - [`afxdp`]: AF_XDP sockets (UMEM and the four rings), batched.
+//! - [`route`]: next hops, neighbours and MTUs from the kernel (rtnetlink).
+//! - [`worker`]: the run-to-completion loop that feeds received frames to an
+//!   engine and sends what it produces; applications run inside it.
+//! - [`setup`]: opens all of that on a set of interfaces ([`Datapath`]).
+//! - [`forward`]: the application that relays a connection to a TCP backend.
+//! - [`iface`], [`neighbour`], [`signals`]: interface facts, the per-path
+//!   neighbour table, clean stops on SIGINT/SIGTERM.
+pub mod afxdp;
+pub mod forward;
+pub mod iface;
+pub mod neighbour;
+pub mod route;
+pub mod setup;
+pub mod signals;
+pub mod worker;
+pub mod xdp;
+
+pub use setup::Datapath;

@@ -1,0 +1,203 @@
+//! The MPTCP v1 connection layer (RFC 8684) over the sans-IO subflow engine.
+//!
+//! - [`MptcpEndpoint`]: the driver seam ([`Engine`](crate::io::Engine)) and
+//!   the application seam ([`ByteStream`](crate::io::ByteStream)); client or
+//!   server; demultiplexes by 4-tuple and by token for MP_JOIN SYNs.
+//! - [`Connection`]: keys, tokens, IDSNs, MP_CAPABLE, MP_JOIN, DSS mappings,
+//!   data-level reassembly, DATA_ACK/DATA_FIN, address signalling, fallback,
+//!   reinjection; the subflow-control API ([`api`]).
+//!
+//! Data sequence numbers are kept as 64-bit offsets from IDSN + 1 (the
+//! first data byte at 0), converted where options enter and leave.
+//!
+//! A driver's view (the AF_XDP datapath, the simulator in the `mptcp-sim` crate):
+//!
+//! ```text
+//! let mut cfg = MptcpConfig::default();
+//! // keys, nonces and ISNs are random (crate::secret); tests and the
+//! // simulator set `secret` and `tcp.isn_secret` from a seed instead
+//! cfg.tcp = cfg.tcp.with_mtu(1500, false);             // MSS for the path MTU
+//! cfg.accept_partial_checksum = true;                  // veth: CHECKSUM_PARTIAL
+//! let locals = [LocalAddr { ip, path: 0, signal: false },
+//!               LocalAddr { ip: ip2, path: 1, signal: true }];   // ADD_ADDR'd
+//! let mut server = MptcpEndpoint::server(cfg.clone(), &locals, 8080);
+//! let mut client = MptcpEndpoint::client(cfg, &locals, 40000, remote, now);
+//! // per received IP packet (IPv4/IPv6 header first):
+//! server.handle_packet(now, path, packet);
+//! // until None: write packets into `buf` and send them on `path`:
+//! while let Some((path, len)) = server.poll_transmit(now, &mut buf) { ... }
+//! // timers:
+//! if server.poll_timeout().is_some_and(|t| t <= now) { server.handle_timeout(now) }
+//! // the application (ByteStream on the first connection, or per slot):
+//! server.send(bytes); server.recv(&mut out); server.close();
+//! for c in server.connections_mut() { c.send(..); c.recv(..); c.poll_event(); }
+//! server.reap_closed();                                 // now and then
+//! ```
+//!
+//! Options go out as Linux 6.18 puts them (checked against its captures in
+//! `tests/mptcp_conformance.rs`): 64-bit DSNs, a 64-bit DATA_ACK once the
+//! peer used 64-bit DSNs, DATA_FIN on a pure ACK with SSN 0 and length 1,
+//! ADD_ADDR alone on a pure ACK, MP_FASTCLOSE then MP_TCPRST on RSTs.
+
+pub mod api;
+mod conn;
+mod endpoint;
+/// Robustness harness for the fuzz targets and tests (not an API).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub use api::{
+    LocalAddr, MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions,
+    SubflowStats, SubflowStatus,
+};
+pub use conn::Connection;
+pub use endpoint::{MptcpCounters, MptcpEndpoint};
+
+use crate::pm::PmKind;
+use crate::sched::SchedulerKind;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use std::time::Duration;
+
+/// MP_TCPRST reason codes (RFC 8684 section 3.6).
+pub mod reset_reason {
+    pub const UNSPECIFIED: u8 = 0;
+    pub const MPTCP_ERROR: u8 = 1;
+    pub const LACK_OF_RESOURCES: u8 = 2;
+    pub const ADMIN_PROHIBITED: u8 = 3;
+    pub const TOO_MUCH_OUTSTANDING: u8 = 4;
+    pub const UNACCEPTABLE_PERFORMANCE: u8 = 5;
+    pub const MIDDLEBOX_INTERFERENCE: u8 = 6;
+}
+
+/// Values a replay test fixes in advance (keys, MP_JOIN nonces, ISNs),
+/// consumed in order; when a queue runs dry the CSPRNG takes over.
+/// Only for conformance tests replaying captures: compiled only for tests
+/// and fuzzing (feature `fuzzing`), so production builds cannot set it.
+#[cfg(any(test, feature = "fuzzing"))]
+#[derive(Clone, Debug, Default)]
+pub struct ReplayInjection {
+    pub keys: std::collections::VecDeque<u64>,
+    pub nonces: std::collections::VecDeque<u32>,
+    pub isns: std::collections::VecDeque<u32>,
+}
+
+/// Per-connection settings; every bound on memory is here.
+#[derive(Clone, Debug)]
+pub struct MptcpConfig {
+    /// Settings of each subflow.
+    pub tcp: crate::tcp::Config,
+    /// Ask for DSS checksums (the peer may ask too; either side wins).
+    pub checksum: bool,
+    /// Subflows per connection, the initial one included.
+    pub max_subflows: usize,
+    /// Data-level send buffer (bytes the application may queue).
+    pub send_buffer: usize,
+    /// Data-level receive buffer: the connection-level window.
+    pub recv_buffer: usize,
+    pub scheduler: SchedulerKind,
+    pub path_manager: PmKind,
+    /// Seed of the key/nonce generator (HMAC-SHA256 in counter mode); a
+    /// driver sets it from the OS ([`MptcpConfig::random_secret`]).
+    pub secret: [u8; 32],
+    /// Accept TCP checksums covering only the pseudo-header (Linux sends
+    /// CHECKSUM_PARTIAL over veth; captures hold such packets). Off by
+    /// default: such a packet is counted and dropped.
+    pub accept_partial_checksum: bool,
+    /// First ADD_ADDR retransmission interval (doubles each time).
+    pub add_addr_timeout: Duration,
+    pub add_addr_retries: u32,
+    /// Reinject a subflow's unacknowledged data elsewhere after its RTO.
+    pub reinject_on_rto: bool,
+    /// Deterministic keys/nonces/ISNs for replay tests.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub replay: Option<ReplayInjection>,
+}
+
+impl Default for MptcpConfig {
+    fn default() -> Self {
+        let tcp = crate::tcp::Config {
+            // A full DSS (64-bit DATA_ACK and DSN, checksum) is 28 bytes.
+            option_reserve: 28,
+            ..Default::default()
+        };
+        MptcpConfig {
+            tcp,
+            checksum: false,
+            max_subflows: 8,
+            send_buffer: 8 << 20,
+            recv_buffer: 8 << 20,
+            scheduler: SchedulerKind::default(),
+            path_manager: PmKind::default(),
+            secret: crate::secret::random(),
+            accept_partial_checksum: false,
+            add_addr_timeout: Duration::from_secs(2),
+            add_addr_retries: 4,
+            reinject_on_rto: true,
+            #[cfg(any(test, feature = "fuzzing"))]
+            replay: None,
+        }
+    }
+}
+
+/// Keys, nonces and ISNs: HMAC-SHA256(secret, counter), or replayed values.
+#[derive(Debug)]
+pub(crate) struct KeySource {
+    secret: [u8; 32],
+    counter: u64,
+    #[cfg(any(test, feature = "fuzzing"))]
+    replay: ReplayInjection,
+}
+
+impl KeySource {
+    pub(crate) fn from_config(cfg: &MptcpConfig) -> KeySource {
+        KeySource {
+            secret: cfg.secret,
+            counter: 0,
+            #[cfg(any(test, feature = "fuzzing"))]
+            replay: cfg.replay.clone().unwrap_or_default(),
+        }
+    }
+
+    fn next(&mut self) -> [u8; 8] {
+        self.counter += 1;
+        let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC takes any key length"),
+        };
+        mac.update(&self.counter.to_be_bytes());
+        let out = mac.finalize().into_bytes();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&out[..8]);
+        b
+    }
+
+    pub(crate) fn key(&mut self) -> u64 {
+        #[cfg(any(test, feature = "fuzzing"))]
+        if let Some(k) = self.replay.keys.pop_front() {
+            return k;
+        }
+        u64::from_be_bytes(self.next())
+    }
+
+    pub(crate) fn nonce(&mut self) -> u32 {
+        #[cfg(any(test, feature = "fuzzing"))]
+        if let Some(n) = self.replay.nonces.pop_front() {
+            return n;
+        }
+        let b = self.next();
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// Gives `sub` a replayed ISN (tests only; a no-op in production,
+    /// where ISNs come from `tcp::Config::isn_secret`).
+    pub(crate) fn replay_isn(&mut self, sub: &mut crate::tcp::Subflow) {
+        #[cfg(any(test, feature = "fuzzing"))]
+        if let Some(isn) = self.replay.isns.pop_front() {
+            sub.set_initial_send_seq_for_replay(isn);
+        }
+        #[cfg(not(any(test, feature = "fuzzing")))]
+        let _ = sub;
+    }
+}

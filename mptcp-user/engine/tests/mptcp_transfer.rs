@@ -1,0 +1,660 @@
+//! Byte-exact MPTCP transfers between two engines over simulated paths.
+
+mod mptcp_harness;
+
+use mptcp_engine::io::ByteStream;
+use mptcp_engine::mptcp::{MptcpConfig, MptcpEvent, SubflowStatus};
+use mptcp_harness::*;
+use std::time::Duration;
+
+fn cfg() -> MptcpConfig {
+    let mut c = MptcpConfig::default();
+    c.tcp.time_wait = Duration::from_millis(100);
+    c
+}
+
+#[test]
+fn two_paths_byte_exact_both_directions() {
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(10, 15, 0)],
+        cfg(),
+        cfg(),
+        true,
+        1,
+    );
+    let up = pattern(3 << 20, 1);
+    let down = pattern(1 << 20, 2);
+    let (gs, gc, ok) = transfer(&mut net, &up, &down, Duration::from_secs(60));
+    assert!(
+        ok,
+        "transfer did not finish: server got {} client got {}",
+        gs.len(),
+        gc.len()
+    );
+    assert!(
+        gs == up,
+        "server got different bytes ({} vs {})",
+        gs.len(),
+        up.len()
+    );
+    assert!(gc == down);
+    let c = net.client.connection().unwrap();
+    let subs: Vec<_> = c.subflows().collect();
+    assert!(subs.len() >= 2, "{subs:?}");
+    let mut used = 0;
+    for s in &subs {
+        let st = c.subflow_stats(s.id).unwrap();
+        if st.bytes_sent > 100_000 {
+            used += 1;
+        }
+    }
+    assert!(used >= 2, "both subflows should carry data");
+    let closed = net.run_until(Duration::from_secs(10), |n| {
+        n.client.is_closed() && n.server.is_closed()
+    });
+    for e in [&net.client, &net.server] {
+        let c = e.connection().unwrap();
+        eprintln!(
+            "acked {} {:?}",
+            c.data_acked(),
+            c.subflows().map(|s| s.status).collect::<Vec<_>>()
+        );
+    }
+    assert!(closed);
+    let _ = SubflowStatus::Closed;
+    let _ = MptcpEvent::Established;
+}
+
+fn check(net: &mut Net, up_len: usize, down_len: usize, seed: u64, limit: Duration) {
+    let up = pattern(up_len, seed);
+    let down = pattern(down_len, seed + 1000);
+    let (gs, gc, ok) = transfer(net, &up, &down, limit);
+    assert!(
+        ok,
+        "seed {seed}: not finished: server got {} of {}, client {} of {}",
+        gs.len(),
+        up.len(),
+        gc.len(),
+        down.len()
+    );
+    assert!(gs == up, "seed {seed}: server bytes differ");
+    assert!(gc == down, "seed {seed}: client bytes differ");
+}
+
+#[test]
+fn two_to_four_lossy_paths_many_seeds() {
+    for seed in 1..=12u64 {
+        let n = 2 + (seed % 3) as usize;
+        let paths: Vec<PathSpec> = (0..n)
+            .map(|p| {
+                PathSpec::new(
+                    5 + 10 * p as u64,
+                    5 + 7 * p as u64 + seed % 5,
+                    (seed as u32 % 4) * 5000,
+                )
+            })
+            .collect();
+        eprintln!("seed {seed}");
+        let mut net = Net::new(&paths, cfg(), cfg(), true, seed);
+        check(&mut net, 600_000, 200_000, seed, Duration::from_secs(120));
+        let c = net.client.connection().unwrap();
+        assert!(
+            c.subflows().count() >= n,
+            "seed {seed}: {} subflows",
+            c.subflows().count()
+        );
+    }
+}
+
+#[test]
+fn checksums_on_both_ways_many_seeds() {
+    for seed in 1..=6u64 {
+        let mut c = cfg();
+        c.checksum = seed % 2 == 0;
+        let mut s = cfg();
+        s.checksum = seed % 2 == 1;
+        let mut net = Net::new(
+            &[PathSpec::new(20, 5, 3000), PathSpec::new(10, 20, 0)],
+            c,
+            s,
+            true,
+            seed,
+        );
+        check(&mut net, 500_000, 100_000, seed, Duration::from_secs(60));
+        assert!(net.client.connection().unwrap().checksum_enabled());
+        assert!(net.server.connection().unwrap().checksum_enabled());
+        assert_eq!(net.server.connection().unwrap().checksum_failures(), 0);
+    }
+}
+
+#[test]
+fn path_down_mid_transfer_and_back() {
+    for seed in 1..=4u64 {
+        let mut net = Net::new(
+            &[PathSpec::new(20, 5, 0), PathSpec::new(20, 10, 0)],
+            cfg(),
+            cfg(),
+            true,
+            seed,
+        );
+        let up = pattern(4 << 20, seed);
+        let mut got = Vec::new();
+        let mut sent = 0;
+        let mut tmp = vec![0u8; 65536];
+        let mut phase = 0;
+        let ok = net.run_until(Duration::from_secs(120), |n| {
+            if n.client.is_established() {
+                sent += n.client.send(&up[sent..]);
+                if sent == up.len() {
+                    n.client.close();
+                }
+            }
+            loop {
+                let k = n.server.recv(&mut tmp);
+                if k == 0 {
+                    break;
+                }
+                got.extend_from_slice(&tmp[..k]);
+            }
+            if phase == 0 && got.len() > (1 << 20) {
+                n.set_up(1 + (seed as usize % 2) - (seed as usize % 2), false);
+                phase = 1;
+            } else if phase == 1 && got.len() > (3 << 20) {
+                n.set_up(1, true);
+                phase = 2;
+            }
+            n.server.is_read_closed()
+        });
+        assert!(ok, "seed {seed}: got {} of {}", got.len(), up.len());
+        assert!(got == up, "seed {seed}: bytes differ");
+    }
+}
+
+#[test]
+fn fallback_to_tcp_when_options_are_stripped() {
+    for seed in 1..=3u64 {
+        let mut net = Net::new(
+            &[PathSpec::new(20, 5, 2000), PathSpec::new(10, 10, 0)],
+            cfg(),
+            cfg(),
+            true,
+            seed,
+        );
+        // A middlebox strips MPTCP options from the SYN/ACK.
+        net.tamper = Some(Box::new(|_, to_server, p| {
+            if to_server {
+                return true;
+            }
+            let (ip, mut tcp) = mptcp_engine::wire::ip::parse_ip_tcp(p).unwrap();
+            if !tcp.flags.contains(mptcp_engine::wire::tcp::TcpFlags::SYN) {
+                return true;
+            }
+            tcp.options.mptcp.clear();
+            let ip = mptcp_engine::wire::ip::IpRepr::new_tcp(ip.src(), ip.dst()).unwrap();
+            let mut out = vec![0u8; 2048];
+            let n = mptcp_engine::wire::ip::emit_ip_tcp(&ip, &tcp, &mut out).unwrap();
+            out.truncate(n);
+            *p = out;
+            true
+        }));
+        check(&mut net, 300_000, 100_000, seed, Duration::from_secs(60));
+        let c = net.client.connection_mut().unwrap();
+        assert_eq!(c.subflows().count(), 1);
+        let mut fell_back = false;
+        while let Some(e) = c.poll_event() {
+            fell_back |= e == MptcpEvent::FellBackToTcp;
+        }
+        assert!(fell_back);
+    }
+}
+
+#[test]
+fn bad_join_hmac_is_refused_and_transfer_goes_on() {
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(10, 10, 0)],
+        cfg(),
+        cfg(),
+        true,
+        7,
+    );
+    // Corrupt the HMAC of every MP_JOIN SYN/ACK (a peer with a wrong key).
+    net.tamper = Some(Box::new(|_, to_server, p| {
+        if to_server {
+            return true;
+        }
+        let (ip, mut tcp) = mptcp_engine::wire::ip::parse_ip_tcp(p).unwrap();
+        let Some(&mptcp_engine::wire::mptcp::MpJoin::SynAck {
+            backup,
+            addr_id,
+            hmac,
+            nonce,
+        }) = tcp.options.mptcp.mp_join()
+        else {
+            return true;
+        };
+        tcp.options.mptcp.clear();
+        tcp.options
+            .mptcp
+            .push(mptcp_engine::wire::mptcp::MptcpOption::MpJoin(
+                mptcp_engine::wire::mptcp::MpJoin::SynAck {
+                    backup,
+                    addr_id,
+                    hmac: hmac ^ 1,
+                    nonce,
+                },
+            ))
+            .unwrap();
+        let ip = mptcp_engine::wire::ip::IpRepr::new_tcp(ip.src(), ip.dst()).unwrap();
+        let mut out = vec![0u8; 2048];
+        let n = mptcp_engine::wire::ip::emit_ip_tcp(&ip, &tcp, &mut out).unwrap();
+        out.truncate(n);
+        *p = out;
+        true
+    }));
+    check(&mut net, 400_000, 50_000, 7, Duration::from_secs(60));
+    let c = net.client.connection().unwrap();
+    assert!(c.bad_hmacs() >= 1);
+    let established = c
+        .subflows()
+        .filter(|s| s.id != 0 && c.subflow_stats(s.id).unwrap().bytes_sent > 0)
+        .count();
+    assert_eq!(established, 0, "no joined subflow carried data");
+    // The server saw RSTs for the half-open joins and kept only the initial subflow busy.
+    let s = net.server.connection().unwrap();
+    assert!(
+        s.subflows()
+            .filter(|f| f.status == SubflowStatus::Closed)
+            .count()
+            >= 1
+    );
+}
+
+/// Rewrites a packet through the codecs (fixing the TCP checksum).
+fn reemit(p: &mut Vec<u8>, edit: impl FnOnce(&mut mptcp_engine::wire::tcp::TcpRepr, &mut Vec<u8>)) {
+    let (ip, tcp) = mptcp_engine::wire::ip::parse_ip_tcp(p).unwrap();
+    let mut payload = tcp.payload.to_vec();
+    let mut tcp = tcp.clone();
+    let mut pl = std::mem::take(&mut payload);
+    edit(&mut tcp, &mut pl);
+    tcp.payload = &pl;
+    let ip = mptcp_engine::wire::ip::IpRepr::new_tcp(ip.src(), ip.dst()).unwrap();
+    let mut out = vec![0u8; 2048];
+    let n = mptcp_engine::wire::ip::emit_ip_tcp(&ip, &tcp, &mut out).unwrap();
+    out.truncate(n);
+    *p = out;
+}
+
+#[test]
+fn dss_checksum_catches_a_payload_rewriting_middlebox() {
+    let mut c = cfg();
+    c.checksum = true;
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(20, 8, 0)],
+        c.clone(),
+        c,
+        false,
+        11,
+    );
+    // Path 1 rewrites one payload byte of one data packet and fixes the TCP
+    // checksum, as a normalising middlebox would.
+    let mut done = false;
+    net.tamper = Some(Box::new(move |path, to_server, p| {
+        if path == 1 && to_server && !done && p.len() > 1000 {
+            done = true;
+            reemit(p, |_, pl| pl[100] ^= 0xff);
+        }
+        true
+    }));
+    check(&mut net, 2 << 20, 10_000, 11, Duration::from_secs(60));
+    let s = net.server.connection().unwrap();
+    assert_eq!(s.checksum_failures(), 1);
+    let c = net.client.connection().unwrap();
+    assert!(c.subflows().any(|f| f.status == SubflowStatus::Closed));
+}
+
+#[test]
+fn fastclose_aborts_every_subflow_with_the_key() {
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(20, 8, 0)],
+        cfg(),
+        cfg(),
+        true,
+        12,
+    );
+    let data = pattern(4 << 20, 12);
+    let mut sent = 0;
+    let mut got = 0usize;
+    let mut tmp = vec![0u8; 65536];
+    let ok = net.run_until(Duration::from_secs(30), |n| {
+        if n.client.is_established() {
+            sent += n.client.send(&data[sent..]);
+        }
+        loop {
+            let k = n.server.recv(&mut tmp);
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        if got > (1 << 20) {
+            n.server.connection_mut().unwrap().abort();
+        }
+        n.client.is_closed()
+    });
+    assert!(ok, "client saw the fast close");
+    let c = net.client.connection_mut().unwrap();
+    assert!(c.subflows().count() >= 2);
+    assert!(c.subflows().all(|f| f.status == SubflowStatus::Closed));
+    let mut fast = false;
+    let mut reasons = 0;
+    while let Some(e) = c.poll_event() {
+        match e {
+            MptcpEvent::FastClosed => fast = true,
+            MptcpEvent::SubflowClosed {
+                reason: mptcp_engine::mptcp::SubflowCloseReason::Reset(Some(0)),
+                ..
+            } => reasons += 1,
+            _ => {}
+        }
+    }
+    assert!(fast);
+    assert!(reasons >= 1, "MP_TCPRST reason reached the API");
+}
+
+#[test]
+fn lost_third_acks_are_recovered() {
+    for seed in 1..=3u64 {
+        let mut net = Net::new(
+            &[PathSpec::new(20, 5, 0), PathSpec::new(10, 10, 0)],
+            cfg(),
+            cfg(),
+            true,
+            seed,
+        );
+        // Drop the first MP_CAPABLE third ACK and the first MP_JOIN third ACK.
+        let (mut mpc_dropped, mut join_dropped) = (false, false);
+        net.tamper = Some(Box::new(move |_, to_server, p| {
+            if !to_server {
+                return true;
+            }
+            let (_, tcp) = mptcp_engine::wire::ip::parse_ip_tcp(p).unwrap();
+            if tcp.flags.contains(mptcp_engine::wire::tcp::TcpFlags::SYN) {
+                return true;
+            }
+            let third_mpc = tcp
+                .options
+                .mptcp
+                .mp_capable()
+                .is_some_and(|c| c.receiver_key.is_some());
+            let third_join = matches!(
+                tcp.options.mptcp.mp_join(),
+                Some(mptcp_engine::wire::mptcp::MpJoin::Ack { .. })
+            );
+            if third_mpc && !mpc_dropped && tcp.payload.is_empty() {
+                mpc_dropped = true;
+                return false;
+            }
+            if third_join && !join_dropped {
+                join_dropped = true;
+                return false;
+            }
+            true
+        }));
+        // Long enough for the server's SYN/ACK retransmission (1 s).
+        check(&mut net, 6 << 20, 300_000, seed, Duration::from_secs(60));
+        let server = net.server.connection().unwrap();
+        // Every server subflow, the one whose third ACK was lost included,
+        // received data.
+        assert!(server.subflows().count() >= 2);
+        for f in server.subflows() {
+            let st = server.subflow_stats(f.id).unwrap();
+            assert!(
+                st.bytes_received > 0,
+                "seed {seed}: subflow {} got nothing",
+                f.id
+            );
+        }
+    }
+}
+
+#[test]
+fn server_reaps_closed_connections_and_accepts_the_same_tuple_again() {
+    let mut net = Net::new(&[PathSpec::new(20, 5, 0)], cfg(), cfg(), false, 13);
+    check(&mut net, 100_000, 100_000, 13, Duration::from_secs(30));
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.server.is_closed()
+            && n.client.is_closed())
+    );
+    assert_eq!(net.server.reap_closed(), 1);
+    assert!(net.server.connection().is_none());
+    // The same client address and port connect again.
+    let locals = [mptcp_engine::mptcp::LocalAddr {
+        ip: client_ip(0),
+        path: 0,
+        signal: false,
+    }];
+    let mut c = cfg();
+    c.secret = [7; 32];
+    net.client = mptcp_engine::mptcp::MptcpEndpoint::client(
+        c,
+        &locals,
+        40000,
+        std::net::SocketAddr::new(server_ip(0), PORT),
+        net.now,
+    );
+    check(&mut net, 200_000, 50_000, 14, Duration::from_secs(30));
+    assert_eq!(net.server.connections().count(), 1);
+}
+
+#[test]
+fn ipv6_two_paths_byte_exact() {
+    use mptcp_engine::io::Engine;
+    use mptcp_engine::mptcp::{LocalAddr, MptcpEndpoint};
+    use mptcp_engine::time::Instant;
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    let clocals = [
+        LocalAddr {
+            ip: ip("fd00:0::1"),
+            path: 0,
+            signal: false,
+        },
+        LocalAddr {
+            ip: ip("fd00:1::1"),
+            path: 1,
+            signal: false,
+        },
+    ];
+    let slocals = [
+        LocalAddr {
+            ip: ip("fd00:0::2"),
+            path: 0,
+            signal: false,
+        },
+        LocalAddr {
+            ip: ip("fd00:1::2"),
+            path: 1,
+            signal: true,
+        },
+    ];
+    let mut now = Instant::ZERO;
+    let mut client = MptcpEndpoint::client(
+        cfg(),
+        &clocals,
+        40000,
+        "[fd00:0::2]:8080".parse().unwrap(),
+        now,
+    );
+    let mut server = MptcpEndpoint::server(cfg(), &slocals, 8080);
+    let up = pattern(1 << 20, 21);
+    let (mut sent, mut got, mut closed) = (0, Vec::new(), false);
+    let mut queue: std::collections::VecDeque<(Instant, bool, usize, Vec<u8>)> = Default::default();
+    let mut buf = vec![0u8; 2048];
+    let mut tmp = vec![0u8; 65536];
+    let delay = Duration::from_millis(3);
+    for _ in 0..2_000_000 {
+        if client.is_established() && !closed {
+            sent += client.send(&up[sent..]);
+            if sent == up.len() {
+                client.close();
+                closed = true;
+            }
+        }
+        while let Some((p, n)) = client.poll_transmit(now, &mut buf) {
+            queue.push_back((now + delay, true, p, buf[..n].to_vec()));
+        }
+        while let Some((p, n)) = server.poll_transmit(now, &mut buf) {
+            queue.push_back((now + delay, false, p, buf[..n].to_vec()));
+        }
+        loop {
+            let k = server.recv(&mut tmp);
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&tmp[..k]);
+        }
+        if server.is_read_closed() {
+            break;
+        }
+        let next = [
+            queue.front().map(|q| q.0),
+            client.poll_timeout(),
+            server.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("something to do");
+        now = now.max(next);
+        while queue.front().is_some_and(|q| q.0 <= now) {
+            let (_, to_server, p, pkt) = queue.pop_front().unwrap();
+            if to_server {
+                server.handle_packet(now, p, &pkt);
+            } else {
+                client.handle_packet(now, p, &pkt);
+            }
+        }
+        if client.poll_timeout().is_some_and(|t| t <= now) {
+            client.handle_timeout(now);
+        }
+        if server.poll_timeout().is_some_and(|t| t <= now) {
+            server.handle_timeout(now);
+        }
+    }
+    assert!(got == up, "got {} of {}", got.len(), up.len());
+    let c = client.connection().unwrap();
+    assert!(c.subflows().count() >= 2);
+    assert!(c.subflows().all(|s| s.tuple.local.is_ipv6()));
+}
+
+#[test]
+fn checksum_failure_on_the_only_subflow_falls_back_with_an_infinite_mapping() {
+    for seed in 1..=3u64 {
+        let mut c = cfg();
+        c.checksum = true;
+        c.path_manager = mptcp_engine::pm::PmKind::Manual;
+        let mut net = Net::new(&[PathSpec::new(20, 5, 0)], c.clone(), c, false, seed);
+        let mut n = 0;
+        let victim = 20 + seed as usize * 7;
+        net.tamper = Some(Box::new(move |_, to_server, p| {
+            if to_server && p.len() > 1000 {
+                n += 1;
+                if n == victim {
+                    reemit(p, |_, pl| pl[10] ^= 0x55);
+                }
+            }
+            true
+        }));
+        check(&mut net, 1 << 20, 200_000, seed, Duration::from_secs(60));
+        let s = net.server.connection_mut().unwrap();
+        assert_eq!(s.checksum_failures(), 1, "seed {seed}");
+        let mut fell_back = false;
+        while let Some(e) = s.poll_event() {
+            fell_back |= e == MptcpEvent::FellBackToTcp;
+        }
+        assert!(
+            fell_back,
+            "seed {seed}: the server followed the infinite mapping"
+        );
+        let c = net.client.connection_mut().unwrap();
+        let mut fell_back = false;
+        while let Some(e) = c.poll_event() {
+            fell_back |= e == MptcpEvent::FellBackToTcp;
+        }
+        assert!(
+            fell_back,
+            "seed {seed}: the client sent an infinite mapping"
+        );
+    }
+}
+
+#[test]
+fn data_on_the_third_ack_carries_mp_capable_with_data_len() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    for checksum in [false, true] {
+        let mut c = cfg();
+        c.checksum = checksum;
+        let mut net = Net::new(&[PathSpec::new(20, 5, 0)], c, cfg(), false, 3);
+        // Linux falls back to TCP on a data segment whose MP_CAPABLE has no
+        // data_len (it takes it for a bare third ACK).
+        let with_len = Arc::new(AtomicUsize::new(0));
+        let without_len = Arc::new(AtomicUsize::new(0));
+        let (w, wo) = (with_len.clone(), without_len.clone());
+        net.tamper = Some(Box::new(move |_, to_server, p| {
+            let Ok((_, tcp)) = mptcp_engine::wire::ip::parse_ip_tcp(p) else {
+                return true;
+            };
+            if to_server && !tcp.payload.is_empty() {
+                if let Some(mpc) = tcp.options.mptcp.mp_capable() {
+                    let n = if mpc.data_len.is_some() { &w } else { &wo };
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            true
+        }));
+        check(&mut net, 200_000, 10_000, 3, Duration::from_secs(30));
+        assert!(with_len.load(Ordering::Relaxed) >= 1);
+        assert_eq!(without_len.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[test]
+fn decode_verify_checks_an_mp_capable_mapping_spanning_segments() {
+    use std::sync::{Arc, Mutex};
+    let mut c = cfg();
+    c.checksum = true;
+    let mut net = Net::new(&[PathSpec::new(20, 5, 0)], c.clone(), c, false, 5);
+    let packets: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let log = packets.clone();
+    net.tamper = Some(Box::new(move |_, _, p| {
+        log.lock().unwrap().push(p.clone());
+        true
+    }));
+    check(&mut net, 100_000, 10_000, 5, Duration::from_secs(30));
+    let mut w = mptcp_engine::pcap::PcapWriter::new(Vec::new(), 101).unwrap();
+    let packets = packets.lock().unwrap();
+    let mut spanning = 0;
+    for (i, p) in packets.iter().enumerate() {
+        w.write(i as u64 * 1000, p).unwrap();
+        let (_, tcp) = mptcp_engine::wire::ip::parse_ip_tcp(p).unwrap();
+        if let Some(len) = tcp.options.mptcp.mp_capable().and_then(|m| m.data_len) {
+            spanning += usize::from(usize::from(len) > tcp.payload.len());
+        }
+    }
+    // The engine's first mapping rides on several segments, as Linux's does.
+    assert!(spanning >= 2, "{spanning}");
+    let mut out = Vec::new();
+    let report = mptcp_decode::decode_bytes(
+        &w.into_inner(),
+        mptcp_decode::Options {
+            json: false,
+            verify: true,
+        },
+        &mut out,
+    )
+    .unwrap();
+    let s = report.verify.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(s.mismatches(), 0, "{text}");
+    assert!(s.count("dss_checksum").0 > 10, "{text}");
+}

@@ -1,0 +1,369 @@
+//! `mptcp-user connect`: open one connection through XDP + AF_XDP and
+//! measure it like iperf3 (per-second lines per subflow, a summary, JSON).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::json;
+
+use mptcp_datapath::afxdp::XskConfig;
+use mptcp_datapath::signals::stop_on_signals;
+use mptcp_datapath::worker::Worker;
+use mptcp_datapath::xdp::Ownership;
+use mptcp_datapath::Datapath;
+use mptcp_engine::app::{PatternSink, Source, Transfer};
+use mptcp_engine::io::ByteStream;
+use mptcp_engine::tcp::{SubflowStats, TcpEndpoint};
+use mptcp_engine::time::Instant;
+
+use super::engine_opts::EngineOptions;
+use super::{
+    accept_partial, check_interfaces, instance_stats, mptcp_config, rate, require_root,
+    reserve_port, tcp_config, EngineKind, PartialChecksum, StatsFile,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct ConnectArgs {
+    /// The server.
+    pub remote: SocketAddr,
+    /// Interfaces to open subflows on; the first carries the connection.
+    #[arg(long = "iface", required = true)]
+    pub ifaces: Vec<String>,
+    /// Bytes to send.
+    #[arg(long, conflicts_with = "time")]
+    pub bytes: Option<u64>,
+    /// Seconds to send for.
+    #[arg(long)]
+    pub time: Option<f64>,
+    /// Receive from the server instead of sending (iperf3 -R): the server
+    /// must run `serve --mode source`; --bytes/--time then say how much to
+    /// receive.
+    #[arg(long)]
+    pub reverse: bool,
+    /// A JSON report in iperf3's layout.
+    #[arg(long)]
+    pub json: bool,
+    /// MPTCP by default (falls back to TCP against a plain TCP server).
+    #[arg(long, value_enum, default_value = "mptcp")]
+    pub engine: EngineKind,
+    /// Partial TCP checksums (MPTCP engine): accepted on veth by default.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub partial_checksum: PartialChecksum,
+    #[command(flatten)]
+    pub engine_opts: EngineOptions,
+}
+
+struct Interval {
+    start: f64,
+    end: f64,
+    sent: u64,
+    received: u64,
+}
+
+pub fn connect(args: &ConnectArgs) -> Result<()> {
+    require_root("connect")?;
+    let local_addrs = check_interfaces(&args.ifaces)?;
+    let route = mptcp_datapath::route::route_get(args.remote.ip())?;
+    let iface = &args.ifaces[0];
+    let ifindex = mptcp_datapath::iface::ifindex(iface)?;
+    if route.oif != ifindex {
+        bail!(
+            "the kernel routes {} out of interface #{} , not {iface}",
+            args.remote.ip(),
+            route.oif
+        );
+    }
+    let local_ip = route
+        .prefsrc
+        .filter(|a| local_addrs.contains(a))
+        .or_else(|| {
+            mptcp_datapath::xdp::interface_addresses(iface)
+                .ok()?
+                .into_iter()
+                .find(|a| a.is_ipv4() == args.remote.is_ipv4())
+        })
+        .ok_or_else(|| anyhow!("no address of {}'s family on {iface}", args.remote))?;
+    let next_hop = route.next_hop(args.remote.ip());
+    let mac = mptcp_datapath::route::resolve_neighbour(iface, next_hop, Duration::from_secs(3))?;
+    let (_reservation, port) = reserve_port(SocketAddr::new(local_ip, 0))?;
+    let local = SocketAddr::new(local_ip, port);
+    // One local address per interface (path); the first is the route's.
+    let mut locals = vec![local_ip];
+    for other in &args.ifaces[1..] {
+        if let Some(a) = mptcp_datapath::xdp::interface_addresses(other)?
+            .into_iter()
+            .find(|a| a.is_ipv4() == args.remote.is_ipv4())
+        {
+            locals.push(a);
+        }
+    }
+    // MP_JOIN subflows take the ports after the first.
+    let last_port = port.saturating_add(15);
+    let ownership = Ownership {
+        addresses: locals.clone(),
+        listen_ports: vec![],
+        client_ports: Some(port..=last_port),
+    };
+    let (datapath, mut paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
+    paths[0].neighbours.default = Some(mac);
+    match args.engine {
+        EngineKind::Tcp => {
+            let cfg = tcp_config(&paths, args.remote.is_ipv6());
+            let engine = TcpEndpoint::client(cfg, local, args.remote, Instant::ZERO);
+            run_connect(args, Worker::new(engine, paths), datapath, local)
+        }
+        EngineKind::Mptcp => {
+            let mut cfg = mptcp_config(&paths, args.remote.is_ipv6(), &args.engine_opts);
+            let (partial, why) = accept_partial(args.partial_checksum, &args.ifaces);
+            cfg.accept_partial_checksum = partial;
+            if !args.json {
+                println!("partial TCP checksums {why}");
+            }
+            let addrs: Vec<mptcp_engine::mptcp::LocalAddr> = locals
+                .iter()
+                .enumerate()
+                .map(|(path, ip)| mptcp_engine::mptcp::LocalAddr {
+                    ip: *ip,
+                    path,
+                    signal: false,
+                })
+                .collect();
+            let engine = mptcp_engine::mptcp::MptcpEndpoint::client(
+                cfg,
+                &addrs,
+                port,
+                args.remote,
+                Instant::ZERO,
+            );
+            run_connect(args, Worker::new(engine, paths), datapath, local)
+        }
+    }
+}
+
+/// One subflow in `connect`'s report: where it runs and the engine's figures.
+#[derive(Clone, Debug)]
+pub struct SubflowRow {
+    pub id: u32,
+    pub path: usize,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub stats: SubflowStats,
+}
+
+/// Per-subflow figures of an engine, for `connect`'s report.
+pub trait Measured {
+    fn subflow_report(&self) -> Vec<SubflowRow>;
+}
+
+impl Measured for TcpEndpoint {
+    fn subflow_report(&self) -> Vec<SubflowRow> {
+        let Some(sf) = self.subflow() else {
+            return Vec::new();
+        };
+        let t = sf.tuple();
+        vec![SubflowRow {
+            id: 0,
+            path: self.path(),
+            local: t.local,
+            remote: t.remote,
+            stats: sf.stats(),
+        }]
+    }
+}
+
+impl Measured for mptcp_engine::mptcp::MptcpEndpoint {
+    fn subflow_report(&self) -> Vec<SubflowRow> {
+        let Some(c) = self.connection() else {
+            return Vec::new();
+        };
+        c.subflows()
+            .map(|i| SubflowRow {
+                id: i.id,
+                path: i.path,
+                local: i.tuple.local,
+                remote: i.tuple.remote,
+                stats: c.subflow_stats(i.id).unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
+    args: &ConnectArgs,
+    mut worker: Worker<E>,
+    mut datapath: Datapath,
+    local: SocketAddr,
+) -> Result<()> {
+    let stop = stop_on_signals();
+    let total = args.bytes.unwrap_or(if args.time.is_some() {
+        u64::MAX
+    } else {
+        64 << 20
+    });
+    let deadline = args
+        .time
+        .map(|s| worker.now() + Duration::from_secs_f64(s.max(0.0)));
+    // Time-based runs send (or ask for) u64::MAX bytes: reverse::UNTIL_CLOSED.
+    let mut source = if args.reverse {
+        Transfer::Receive(PatternSink::new(total, deadline))
+    } else {
+        Transfer::Send(Source::new(total, deadline))
+    };
+    if !args.json {
+        println!(
+            "connecting {local} -> {} over {} ({:?} engine)",
+            args.remote,
+            args.ifaces.join(", "),
+            args.engine
+        );
+    }
+    let started = std::time::Instant::now();
+    let mut intervals: Vec<Interval> = Vec::new();
+    let mut mark = (0.0f64, 0u64, 0u64);
+    let stats_file = StatsFile::create();
+    let mut established_at = None;
+    let mut last_subflows: Vec<SubflowRow> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let (work, done) = worker.step(&mut source);
+        if established_at.is_none() && worker.engine.is_established() {
+            established_at = Some(started.elapsed().as_secs_f64());
+        }
+        let t = started.elapsed().as_secs_f64();
+        if t - mark.0 >= 1.0 || done {
+            let iv = Interval {
+                start: mark.0,
+                end: t,
+                sent: source.sent() - mark.1,
+                received: source.received() - mark.2,
+            };
+            if !args.json {
+                println!(
+                    "[{:>2}] {:6.2}-{:6.2} sec  sent {:>10} B {:7.3} Gbit/s  received {:>10} B {:7.3} Gbit/s",
+                    0,
+                    iv.start,
+                    iv.end,
+                    iv.sent,
+                    rate(iv.sent, iv.end - iv.start) / 1e9,
+                    iv.received,
+                    rate(iv.received, iv.end - iv.start) / 1e9
+                );
+            }
+            let subflows = worker.engine.subflow_report();
+            if !args.json {
+                for sf in &subflows {
+                    let before = last_subflows.iter().find(|p| p.id == sf.id);
+                    let (moved, verb) = if source.is_reverse() {
+                        let was = before.map_or(0, |p| p.stats.bytes_received);
+                        (sf.stats.bytes_received - was, "received")
+                    } else {
+                        (
+                            sf.stats.bytes_sent - before.map_or(0, |p| p.stats.bytes_sent),
+                            "sent",
+                        )
+                    };
+                    println!(
+                        "     subflow {} path {} {} -> {}: {verb} {:>10} B {:7.3} Gbit/s",
+                        sf.id,
+                        sf.path,
+                        sf.local,
+                        sf.remote,
+                        moved,
+                        rate(moved, iv.end - iv.start) / 1e9
+                    );
+                }
+            }
+            last_subflows = subflows;
+            mark = (t, source.sent(), source.received());
+            intervals.push(iv);
+            let engine = json!({"subflows": last_subflows.len()});
+            stats_file.write(&instance_stats("connect", &datapath, &worker, engine));
+        }
+        if done {
+            break;
+        }
+        if work == 0 {
+            worker.sleep();
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    datapath.detach_all()?;
+    let subflows = worker.engine.subflow_report();
+    let retransmits: u64 = subflows.iter().map(|s| s.stats.retransmits).sum();
+    let ok = source.finished() && source.mismatches() == 0;
+    if args.json {
+        // As iperf3 -R: streams and sum_sent describe the sender, the server
+        // (everything it sent arrived: the stream is reliable and finished).
+        let reverse = source.is_reverse();
+        let streams = |iv: &Interval| {
+            let bytes = if reverse { iv.received } else { iv.sent };
+            json!({"socket": 0, "start": iv.start, "end": iv.end, "seconds": iv.end - iv.start,
+                   "bytes": bytes, "bits_per_second": rate(bytes, iv.end - iv.start)})
+        };
+        let sender_bytes = source.measured();
+        let report = json!({
+            "start": {
+                "connected": [{"local_host": local.ip().to_string(), "local_port": local.port(),
+                               "remote_host": args.remote.ip().to_string(), "remote_port": args.remote.port()}],
+                "connect_seconds": established_at,
+                "test_start": {"protocol": "TCP", "num_streams": 1, "bytes": args.bytes, "duration": args.time,
+                               "reverse": u8::from(reverse)},
+            },
+            "intervals": intervals.iter().map(|iv| json!({
+                "streams": [streams(iv)],
+                "sum": streams(iv),
+            })).collect::<Vec<_>>(),
+            "end": {
+                "sum_sent": {"start": 0.0, "end": elapsed, "seconds": elapsed, "bytes": sender_bytes,
+                              "bits_per_second": rate(sender_bytes, elapsed), "retransmits": retransmits},
+                "sum_received": {"start": 0.0, "end": elapsed, "seconds": elapsed, "bytes": source.received(),
+                                  "bits_per_second": rate(source.received(), elapsed)},
+                "subflows": subflows.iter().map(|sf| {
+                    let st = &sf.stats;
+                    let moved = if reverse { st.bytes_received } else { st.bytes_sent };
+                    json!({
+                        "id": sf.id, "path": sf.path, "interface": args.ifaces.get(sf.path),
+                        "local": sf.local.to_string(), "remote": sf.remote.to_string(),
+                        "bytes_sent": st.bytes_sent, "bytes_received": st.bytes_received,
+                        "retransmits": st.retransmits, "bytes_reinjected": st.bytes_reinjected,
+                        "bits_per_second": rate(moved, elapsed),
+                    })
+                }).collect::<Vec<_>>(),
+                "byte_exact": ok,
+                "mismatched_bytes": source.mismatches(),
+            },
+        });
+        println!("{report}");
+    } else {
+        println!(
+            "sent {} B ({:.3} Gbit/s), received {} B ({:.3} Gbit/s) in {elapsed:.2} s; {} retransmits; {} check: {}",
+            source.sent(),
+            rate(source.sent(), elapsed) / 1e9,
+            source.received(),
+            rate(source.received(), elapsed) / 1e9,
+            retransmits,
+            if source.is_reverse() { "pattern" } else { "echo" },
+            if source.received() == 0 {
+                "nothing came back".to_string()
+            } else if source.mismatches() == 0 {
+                "byte-exact".to_string()
+            } else {
+                format!("{} bytes differ", source.mismatches())
+            }
+        );
+    }
+    if !source.finished() {
+        bail!("the connection did not finish (interrupted or reset)");
+    }
+    if source.mismatches() != 0 {
+        bail!(
+            "{} received bytes differ from what was sent",
+            source.mismatches()
+        );
+    }
+    if let Some((wanted, got)) = source.shortfall() {
+        bail!("asked the server for {wanted} bytes, received {got} (is it `serve --mode source`?)");
+    }
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! `mptcp-user serve`: terminate MPTCP (and plain TCP, by fallback) on
+//! interfaces through XDP + AF_XDP, with an application per connection.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use mptcp_datapath::afxdp::XskConfig;
+use mptcp_datapath::forward::Forward;
+use mptcp_datapath::signals::stop_on_signals;
+use mptcp_datapath::worker::Worker;
+use mptcp_datapath::xdp::Ownership;
+use mptcp_datapath::Datapath;
+use mptcp_engine::app::{App, Discard, Echo, PatternSource};
+use mptcp_engine::io::ByteStream;
+use mptcp_engine::mptcp::{Connection, LocalAddr, MptcpEndpoint};
+use mptcp_engine::tcp::TcpEndpoint;
+use mptcp_engine::time::Instant;
+
+use super::engine_opts::EngineOptions;
+use super::{
+    accept_partial, check_interfaces, instance_stats, mptcp_config, require_root, reserve_port,
+    tcp_config, EngineKind, PartialChecksum, StatsFile,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Send every byte back.
+    Echo,
+    /// Read and drop.
+    Discard,
+    /// Relay each connection to the TCP backend given by --to.
+    Forward,
+    /// Generate data, like an iperf3 server for `-R`: the client's first 8
+    /// bytes (big-endian) say how many bytes of the test pattern to send
+    /// (all ones: until the client closes its side); then the server closes.
+    /// This is what `connect --reverse` asks for.
+    Source,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Interfaces to serve on (repeat for several paths).
+    #[arg(long = "iface", required = true)]
+    pub ifaces: Vec<String>,
+    /// Address and port to accept connections on (0.0.0.0 or :: for every
+    /// address of the interfaces).
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Further local addresses to announce to MPTCP clients (ADD_ADDR).
+    #[arg(long)]
+    pub announce: Vec<IpAddr>,
+    #[arg(long, value_enum, default_value = "echo")]
+    pub mode: Mode,
+    /// Backend for --mode forward.
+    #[arg(long)]
+    pub to: Option<SocketAddr>,
+    #[command(flatten)]
+    pub engine_opts: EngineOptions,
+    /// MPTCP by default (plain TCP clients are served by fallback).
+    #[arg(long, value_enum, default_value = "mptcp")]
+    pub engine: EngineKind,
+    /// Partial TCP checksums (MPTCP engine): accepted on veth by default.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub partial_checksum: PartialChecksum,
+    /// Stop after this many connections (0 = serve until signalled).
+    #[arg(long, default_value_t = 0)]
+    pub connections: u64,
+}
+
+fn tcp_engine_stats(e: &TcpEndpoint, connections: u64) -> serde_json::Value {
+    let c = e.counters();
+    let s = e.subflow_stats().unwrap_or_default();
+    json!({
+        "connections": connections,
+        "malformed": c.malformed, "bad_checksum": c.bad_checksum, "unmatched": c.unmatched,
+        "resets_sent": c.resets_sent,
+        "current": { "bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
+                     "retransmits": s.retransmits },
+    })
+}
+
+enum ServeApp {
+    Echo(Echo),
+    Discard(Discard),
+    Forward(Box<Forward>),
+    Source(PatternSource),
+    /// The backend refused: the connection is closed at once.
+    Refused,
+}
+
+impl<E: ByteStream> App<E> for ServeApp {
+    fn poll(&mut self, now: Instant, engine: &mut E) -> (usize, bool) {
+        match self {
+            ServeApp::Echo(a) => a.poll(now, engine),
+            ServeApp::Discard(a) => a.poll(now, engine),
+            ServeApp::Forward(a) => a.poll(now, engine),
+            ServeApp::Source(a) => a.poll(now, engine),
+            ServeApp::Refused => {
+                engine.close();
+                (0, engine.is_closed())
+            }
+        }
+    }
+    fn wake_fds(&self, out: &mut Vec<(std::os::fd::RawFd, i16)>) {
+        if let ServeApp::Forward(a) = self {
+            App::<E>::wake_fds(a.as_ref(), out);
+        }
+    }
+}
+
+fn new_app(args: &ServeArgs) -> ServeApp {
+    match args.mode {
+        Mode::Echo => ServeApp::Echo(Echo::default()),
+        Mode::Discard => ServeApp::Discard(Discard::default()),
+        Mode::Source => ServeApp::Source(PatternSource::default()),
+        Mode::Forward => {
+            let Some(to) = args.to else {
+                return ServeApp::Refused;
+            };
+            match std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+                .and_then(Forward::new)
+            {
+                Ok(f) => ServeApp::Forward(Box::new(f)),
+                Err(e) => {
+                    eprintln!("backend {to}: {e}");
+                    ServeApp::Refused
+                }
+            }
+        }
+    }
+}
+
+pub fn serve(args: &ServeArgs) -> Result<()> {
+    require_root("serve")?;
+    if args.mode == Mode::Forward && args.to.is_none() {
+        bail!("--mode forward needs --to IP:PORT");
+    }
+    let local_addrs = check_interfaces(&args.ifaces)?;
+    let listen_ip = args.listen.ip();
+    let owned: Vec<IpAddr> = if listen_ip.is_unspecified() {
+        local_addrs
+            .iter()
+            .copied()
+            .filter(|a| a.is_ipv4() == listen_ip.is_ipv4())
+            .collect()
+    } else if local_addrs.contains(&listen_ip) {
+        let mut v = vec![listen_ip];
+        v.extend(args.announce.iter().copied());
+        v
+    } else {
+        bail!("address {listen_ip} is not on {}", args.ifaces.join(" or "));
+    };
+    for a in &args.announce {
+        if !local_addrs.contains(a) {
+            bail!(
+                "--announce {a}: address is not on {}",
+                args.ifaces.join(" or ")
+            );
+        }
+    }
+    if owned.is_empty() {
+        bail!("no address of that family on {}", args.ifaces.join(", "));
+    }
+    let (_reservation, _) = reserve_port(args.listen)?;
+    if args.engine == EngineKind::Mptcp {
+        return serve_mptcp(args, owned);
+    }
+    let ownership = Ownership {
+        addresses: owned,
+        listen_ports: vec![args.listen.port()],
+        client_ports: None,
+    };
+    let stop = stop_on_signals();
+    let (mut datapath, paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
+    for (p, m) in paths.iter().zip(&datapath.attach_modes) {
+        eprintln!(
+            "{}: XDP {:?} mode, AF_XDP {:?} mode, {} queue(s), MTU {}",
+            p.iface,
+            m,
+            p.socket.mode(),
+            1 + p.extra_rx.len(),
+            p.mtu
+        );
+    }
+    eprintln!(
+        "serving {} ({:?}) with the plain TCP engine; Ctrl-C to stop",
+        args.listen, args.mode
+    );
+    let cfg = tcp_config(&paths, args.listen.is_ipv6());
+    let mut worker = Worker::new(TcpEndpoint::listen(cfg.clone(), args.listen), paths);
+    let stats_file = StatsFile::create();
+    let mut connections = 0u64;
+    let mut app: Option<ServeApp> = None;
+    let mut last_dump = std::time::Instant::now() - Duration::from_secs(2);
+    let mut wake = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        // The backend is dialled when a client arrives, not before.
+        if app.is_none() && worker.engine.subflow().is_some() {
+            app = Some(new_app(args));
+        }
+        let (work, done) = match app.as_mut() {
+            Some(a) => worker.step(a),
+            None => worker.step(&mut Idle),
+        };
+        if done {
+            connections += 1;
+            let s = worker.engine.subflow_stats().unwrap_or_default();
+            eprintln!(
+                "connection {connections} closed: {} bytes in, {} bytes out, {} retransmits",
+                s.bytes_received, s.bytes_sent, s.retransmits
+            );
+            worker.replace_engine(TcpEndpoint::listen(cfg.clone(), args.listen));
+            app = None;
+            if args.connections != 0 && connections >= args.connections {
+                break;
+            }
+        }
+        if last_dump.elapsed() >= Duration::from_secs(1) {
+            last_dump = std::time::Instant::now();
+            let engine = tcp_engine_stats(&worker.engine, connections);
+            stats_file.write(&instance_stats("serve", &datapath, &worker, engine));
+        }
+        if work == 0 {
+            wake.clear();
+            if let Some(a) = app.as_ref() {
+                App::<TcpEndpoint>::wake_fds(a, &mut wake);
+            }
+            worker.sleep_with(&wake);
+        }
+    }
+    datapath.detach_all()?;
+    eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
+    Ok(())
+}
+
+/// No application yet (a listener waiting for its connection).
+struct Idle;
+
+impl<E> App<E> for Idle {
+    fn poll(&mut self, _now: Instant, _engine: &mut E) -> (usize, bool) {
+        (0, false)
+    }
+}
+
+/// One connection of the endpoint seen as a byte stream.
+struct ConnStream<'a>(&'a mut Connection);
+
+impl ByteStream for ConnStream<'_> {
+    fn send(&mut self, data: &[u8]) -> usize {
+        self.0.send(data)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        self.0.recv(buf)
+    }
+    fn close(&mut self) {
+        self.0.close()
+    }
+    fn is_established(&self) -> bool {
+        self.0.is_established()
+    }
+    fn is_read_closed(&self) -> bool {
+        self.0.is_read_closed()
+    }
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// What runs in one connection slot of the endpoint.
+enum Slot {
+    Free,
+    Active(ServeApp),
+    /// The application finished; the connection is closing and awaits reaping.
+    Done,
+}
+
+/// The applications of every connection of the endpoint, slot by slot.
+struct PerConnection<'a> {
+    args: &'a ServeArgs,
+    apps: Vec<Slot>,
+    closed: u64,
+}
+
+impl App<MptcpEndpoint> for PerConnection<'_> {
+    fn poll(&mut self, now: Instant, engine: &mut MptcpEndpoint) -> (usize, bool) {
+        let mut work = 0;
+        self.apps.resize_with(engine.slot_count(), || Slot::Free);
+        for (i, slot) in self.apps.iter_mut().enumerate() {
+            let Some(conn) = engine.connection_at_mut(i) else {
+                *slot = Slot::Free;
+                continue;
+            };
+            if matches!(slot, Slot::Free) {
+                *slot = Slot::Active(new_app(self.args));
+            }
+            let Slot::Active(app) = slot else { continue };
+            let (w, done) = app.poll(now, &mut ConnStream(conn));
+            work += w;
+            if done {
+                *slot = Slot::Done;
+                self.closed += 1;
+                eprintln!("connection {} closed", self.closed);
+            }
+        }
+        // Closed connections give their slots (and buffers) back. Mark the
+        // freed slots now: the engine may put a new connection there before
+        // the next poll.
+        if self.apps.iter().any(|s| matches!(s, Slot::Done)) && engine.reap_closed() > 0 {
+            for (i, slot) in self.apps.iter_mut().enumerate() {
+                if engine.connection_at(i).is_none() {
+                    *slot = Slot::Free;
+                }
+            }
+        }
+        let enough = self.args.connections != 0 && self.closed >= self.args.connections;
+        (work, enough)
+    }
+
+    /// Every forwarded connection's backend wakes the worker, not just the first.
+    fn wake_fds(&self, out: &mut Vec<(std::os::fd::RawFd, i16)>) {
+        for slot in &self.apps {
+            if let Slot::Active(app) = slot {
+                App::<ConnStream<'_>>::wake_fds(app, out);
+            }
+        }
+    }
+}
+
+pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
+    let ownership = Ownership {
+        addresses: owned.clone(),
+        listen_ports: vec![args.listen.port()],
+        client_ports: None,
+    };
+    let stop = stop_on_signals();
+    let (mut datapath, paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
+    let mut locals = Vec::new();
+    for ip in &owned {
+        let path = args
+            .ifaces
+            .iter()
+            .position(|i| mptcp_datapath::xdp::interface_addresses(i).is_ok_and(|a| a.contains(ip)))
+            .unwrap_or(0);
+        locals.push(LocalAddr {
+            ip: *ip,
+            path,
+            signal: args.announce.contains(ip),
+        });
+    }
+    let mut cfg = mptcp_config(&paths, args.listen.is_ipv6(), &args.engine_opts);
+    let (partial, partial_why) = accept_partial(args.partial_checksum, &args.ifaces);
+    cfg.accept_partial_checksum = partial;
+    let engine = MptcpEndpoint::server(cfg, &locals, args.listen.port());
+    for (p, m) in paths.iter().zip(&datapath.attach_modes) {
+        eprintln!(
+            "{}: XDP {:?} mode, AF_XDP {:?} mode, {} queue(s), MTU {}",
+            p.iface,
+            m,
+            p.socket.mode(),
+            1 + p.extra_rx.len(),
+            p.mtu
+        );
+    }
+    eprintln!(
+        "serving {} ({:?}) with the MPTCP engine, partial TCP checksums {partial_why}; Ctrl-C to stop",
+        args.listen, args.mode
+    );
+    let mut worker = Worker::new(engine, paths);
+    let mut app = PerConnection {
+        args,
+        apps: Vec::new(),
+        closed: 0,
+    };
+    let stats_file = StatsFile::create();
+    let mut last_dump = std::time::Instant::now() - Duration::from_secs(2);
+    let mut wake = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let (work, done) = worker.step(&mut app);
+        if done {
+            break;
+        }
+        if last_dump.elapsed() >= Duration::from_secs(1) {
+            last_dump = std::time::Instant::now();
+            let c = worker.engine.counters();
+            let engine = json!({
+                "connections": worker.engine.connections().count(), "closed": app.closed,
+                "partial_checksum": c.partial_checksum, "bad_checksum": c.bad_checksum,
+                "counters": {
+                    "malformed": c.malformed, "bad_checksum": c.bad_checksum,
+                    "partial_checksum": c.partial_checksum, "unmatched": c.unmatched,
+                    "join_refused": c.join_refused, "resets_sent": c.resets_sent,
+                },
+            });
+            stats_file.write(&instance_stats("serve", &datapath, &worker, engine));
+        }
+        if work == 0 {
+            wake.clear();
+            app.wake_fds(&mut wake);
+            worker.sleep_with(&wake);
+        }
+    }
+    datapath.detach_all()?;
+    eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
+    Ok(())
+}
