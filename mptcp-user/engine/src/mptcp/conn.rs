@@ -31,6 +31,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 const EVENT_QUEUE: usize = 64;
+/// Longest wait between retransmission probes of a stale subflow (its RTO
+/// backoff is capped): a path that comes back carries data again within it.
+pub(crate) const STALE_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -611,6 +614,9 @@ impl Connection {
                     SubflowEvent::RetransmissionTimeout => {
                         sf.stale = true;
                         sf.acked_at_rto = sf.sub.acked_offset();
+                        // Probe a stale path often: when it comes back, it
+                        // carries data again within a probe interval.
+                        sf.sub.set_backoff_cap(now, Some(STALE_PROBE_INTERVAL));
                         s.push_event(MptcpEvent::RetransmissionTimeout { id: sf.id });
                         reinject |= s.reinject_on_rto;
                     }

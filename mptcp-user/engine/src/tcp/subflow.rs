@@ -502,6 +502,15 @@ impl Subflow {
     /// Stream offset (0-based) up to which the peer acknowledged data; the
     /// bytes from here to `send_offset` may still need sending (reinjection
     /// on another subflow when this one fails).
+    /// Caps the backed-off retransmission timeout (see [`RttEstimator::set_backoff_cap`]);
+    /// a pending timer is pulled in to `now + cap` at most.
+    pub fn set_backoff_cap(&mut self, now: Instant, cap: Option<Duration>) {
+        self.rtt.set_backoff_cap(cap);
+        if let (Some(d), Some(c)) = (self.rtx_deadline, cap) {
+            self.rtx_deadline = Some(d.min(now + c.max(self.rtt.rto())));
+        }
+    }
+
     pub fn acked_offset(&self) -> u64 {
         self.acked_data()
     }

@@ -134,6 +134,7 @@ impl Connection {
             let acked = sf.sub.acked_offset();
             if sf.stale && acked > sf.acked_at_rto {
                 sf.stale = false;
+                sf.sub.set_backoff_cap(now, None);
             }
             while sf.tx.front().is_some_and(|m| m.off + m.len <= acked) {
                 sf.tx.pop_front();
