@@ -111,6 +111,10 @@ impl PacketSocket {
             .context("PACKET_IGNORE_OUTGOING (Linux 4.20+)")?;
         // No PACKET_QDISC_BYPASS: veth has no qdisc anyway, and the bypass
         // would hide the emulator's transmissions from tcpdump.
+        // Each frame's arrival time from the kernel: frames that queued while
+        // the emulator was not running keep their spacing (no false bursts).
+        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+            .context("SO_TIMESTAMPNS")?;
         for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
             let _ = setsockopt_int(&fd, libc::SOL_SOCKET, opt, 8 << 20);
         }
@@ -164,6 +168,10 @@ struct Batch {
     iov: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
     addrs: Vec<libc::sockaddr_ll>,
+    /// Control buffers (u64 for alignment) for each frame's kernel timestamp.
+    ctrl: Vec<[u64; 8]>,
+    /// Arrival time of each received frame, CLOCK_REALTIME ns (0: none).
+    stamps: [u64; BATCH],
 }
 
 impl Batch {
@@ -177,6 +185,8 @@ impl Batch {
             iov: vec![unsafe { std::mem::zeroed() }; BATCH],
             msgs: vec![unsafe { std::mem::zeroed() }; BATCH],
             addrs: vec![unsafe { std::mem::zeroed() }; BATCH],
+            ctrl: vec![[0u64; 8]; BATCH],
+            stamps: [0; BATCH],
         };
         b.link();
         b
@@ -230,6 +240,8 @@ fn receive(sock: &PacketSocket, rx: &mut Batch) -> std::io::Result<usize> {
         let h = &mut rx.msgs[i].msg_hdr;
         h.msg_name = &mut rx.addrs[i] as *mut libc::sockaddr_ll as *mut libc::c_void;
         h.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        h.msg_control = rx.ctrl[i].as_mut_ptr() as *mut libc::c_void;
+        h.msg_controllen = std::mem::size_of::<[u64; 8]>() as _;
         h.msg_flags = 0;
     }
     // SAFETY: every header points at live buffers of the lengths given.
@@ -248,6 +260,20 @@ fn receive(sock: &PacketSocket, rx: &mut Batch) -> std::io::Result<usize> {
     let n = n as usize;
     for i in 0..n {
         rx.lens[i] = rx.msgs[i].msg_len as usize;
+        rx.stamps[i] = 0;
+        let h = &rx.msgs[i].msg_hdr;
+        // SAFETY: the kernel filled msg_control up to msg_controllen; the
+        // CMSG macros stay within it.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_TIMESTAMPNS {
+                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                    rx.stamps[i] = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
     }
     rx.count = n;
     Ok(n)
@@ -290,6 +316,13 @@ fn flush(port: &mut Port) -> Result<()> {
     }
     tx.count = 0;
     Ok(())
+}
+
+/// CLOCK_REALTIME in nanoseconds (the clock of packet timestamps).
+fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A TCP segment with SYN and without ACK in an Ethernet frame (IPv4 or IPv6 without extension headers).
@@ -398,6 +431,7 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
     let mut emu = Emulator::new(&specs, args.seed);
     let mut rx = Batch::new();
     let mut start = std::time::Instant::now();
+    let mut realtime_at_start = realtime_ns();
     let mut started = !args.clock_from_syn;
     let clock = |start: std::time::Instant| Instant::from_nanos(start.elapsed().as_nanos() as u64);
     let mut stdout = std::io::stdout();
@@ -540,12 +574,18 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
                         }
                         started = true;
                         start = std::time::Instant::now();
+                        realtime_at_start = realtime_ns();
                         writeln!(stdout, "emulate: clock started by a TCP SYN")?;
                         stdout.flush()?;
                     }
                     let now = if started { clock(start) } else { now };
+                    // The kernel's arrival time, on the model's clock (never in the future).
+                    let at = match rx.stamps[k].checked_sub(realtime_at_start) {
+                        Some(ns) if rx.stamps[k] != 0 => Instant::from_nanos(ns.min(now.as_nanos())),
+                        _ => now,
+                    };
                     // Losses and queue drops are counted by the link model.
-                    let _: SendOutcome = emu.offer(now, path, direction, rx.frame(k));
+                    let _: SendOutcome = emu.offer(at, path, direction, rx.frame(k));
                 }
                 if n < BATCH {
                     break;
