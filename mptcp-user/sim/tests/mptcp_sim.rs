@@ -201,3 +201,47 @@ fn sim_three_and_four_paths_with_signalled_addresses() {
         );
     }
 }
+
+/// First time after `after_s` that `path` carried a data segment of the
+/// client (the data sender), from a trace's sequence.csv.
+fn first_data_on_path_after(dir: &std::path::Path, path: usize, after_s: f64) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join("sequence.csv")).expect("sequence.csv");
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split(',').collect();
+        let t: f64 = f[0].parse().ok()?;
+        let p: usize = f[2].parse().ok()?;
+        (p == path && t > after_s).then_some(t)
+    })
+}
+
+#[test]
+fn a_path_that_comes_back_after_a_long_outage_carries_data_within_a_probe_interval() {
+    // Path 0 is down from 1 s to 12 s: far longer than 15 retransmissions
+    // at the probe interval, and than the uncapped backoff's probes allow.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut trace = mptcp_sim::trace::Trace::create(dir.path()).expect("trace");
+    let paths = [
+        "rate=2mbit,delay=20ms;at=1s,down;at=12s,up",
+        "rate=2mbit,delay=20ms",
+    ]
+    .iter()
+    .map(|p| parse_path_spec(p).unwrap())
+    .collect();
+    let cfg = SimConfig::new(paths, 5 << 20, 1);
+    let r = run_with(
+        &cfg,
+        &mut MptcpFactory {
+            config: MptcpConfig::default(),
+            signal: false,
+        },
+        Hooks {
+            observer: Some(&mut trace),
+            ..Hooks::default()
+        },
+    );
+    trace.finish().expect("trace files");
+    assert_eq!(r.outcome, Outcome::Complete);
+    assert!(r.byte_exact);
+    let back = first_data_on_path_after(dir.path(), 0, 12.0).expect("no data on path 0 after 12 s");
+    assert!(back < 12.6, "path 0 carried data again only at {back:.3} s");
+}

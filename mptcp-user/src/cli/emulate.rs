@@ -113,8 +113,7 @@ impl PacketSocket {
         // would hide the emulator's transmissions from tcpdump.
         // Each frame's arrival time from the kernel: frames that queued while
         // the emulator was not running keep their spacing (no false bursts).
-        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
-            .context("SO_TIMESTAMPNS")?;
+        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).context("SO_TIMESTAMPNS")?;
         for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
             let _ = setsockopt_int(&fd, libc::SOL_SOCKET, opt, 8 << 20);
         }
@@ -581,7 +580,9 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
                     let now = if started { clock(start) } else { now };
                     // The kernel's arrival time, on the model's clock (never in the future).
                     let at = match rx.stamps[k].checked_sub(realtime_at_start) {
-                        Some(ns) if rx.stamps[k] != 0 => Instant::from_nanos(ns.min(now.as_nanos())),
+                        Some(ns) if rx.stamps[k] != 0 => {
+                            Instant::from_nanos(ns.min(now.as_nanos()))
+                        }
                         _ => now,
                     };
                     // Losses and queue drops are counted by the link model.

@@ -85,6 +85,10 @@ impl RttEstimator {
         rto
     }
 
+    pub fn backoff_capped(&self) -> bool {
+        self.backoff_cap.is_some()
+    }
+
     /// Caps backed-off timeouts at `cap` (never below the RTO); `None` lifts the cap.
     pub fn set_backoff_cap(&mut self, cap: Option<Duration>) {
         self.backoff_cap = cap;

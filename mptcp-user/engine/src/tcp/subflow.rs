@@ -1364,7 +1364,11 @@ impl Subflow {
                 self.rtx_deadline = Some(now + self.rtt.backed_off(self.backoff));
             }
             _ if self.snd_max > self.snd_una => {
-                self.retries += 1;
+                // Capped probes (a stale MPTCP subflow) do not use up the
+                // retries: the connection decides how long to keep probing.
+                if !self.rtt.backoff_capped() {
+                    self.retries += 1;
+                }
                 if self.retries > self.cfg.max_retransmissions {
                     self.abort();
                     self.close_reason = Some(CloseReason::TimedOut);
