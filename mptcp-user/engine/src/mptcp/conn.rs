@@ -34,6 +34,9 @@ const EVENT_QUEUE: usize = 64;
 /// Longest wait between retransmission probes of a stale subflow (its RTO
 /// backoff is capped): a path that comes back carries data again within it.
 pub(crate) const STALE_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// A subflow with data in flight and no acknowledgement for this long (or
+/// two RTOs, whichever first; never less than two smoothed RTTs) is stale.
+pub(crate) const STALE_AFTER: Duration = Duration::from_millis(250);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -689,8 +692,27 @@ impl Connection {
 
     // ---- timers ----
 
+    /// When `sf` becomes stale if nothing is acknowledged before.
+    fn stale_deadline(sf: &Sf) -> Option<Instant> {
+        if sf.stale || sf.close_reason.is_some() || !sf.fully {
+            return None;
+        }
+        let since = sf.sub.unacked_since()?;
+        let (rto, srtt) = sf.sub.rto_srtt();
+        Some(since + (rto * 2).min(STALE_AFTER.max(srtt * 2)))
+    }
+
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let sub = self.sfs.iter().filter_map(|f| f.sub.poll_timeout()).min();
+        let sub = self
+            .sfs
+            .iter()
+            .filter_map(|f| {
+                [f.sub.poll_timeout(), Self::stale_deadline(f)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            })
+            .min();
         let addr = self.s.add_addr.iter().map(|t| t.deadline).min();
         let fin = self.s.data_fin_deadline.filter(|_| !self.s.data_fin_acked);
         [sub, addr, fin].into_iter().flatten().min()
@@ -710,6 +732,17 @@ impl Connection {
             if self.sfs[i].sub.poll_timeout().is_some_and(|t| t <= now) {
                 self.sfs[i].sub.on_timeout(now);
                 self.handle_events(now, i);
+            }
+            if Self::stale_deadline(&self.sfs[i]).is_some_and(|t| t <= now) {
+                // No acknowledgement for a while: stop scheduling on it and
+                // reinject its data now, before its RTO says so.
+                let sf = &mut self.sfs[i];
+                sf.stale = true;
+                sf.acked_at_rto = sf.sub.acked_offset();
+                sf.sub.set_backoff_cap(now, Some(STALE_PROBE_INTERVAL));
+                if self.s.reinject_on_rto {
+                    self.reinject(i);
+                }
             }
         }
         self.run_pm(now, keys);

@@ -193,6 +193,8 @@ pub struct Subflow {
     backoff: u32,
     retries: u32,
     rtx_deadline: Option<Instant>,
+    /// When snd_una last advanced, or data went out with nothing in flight.
+    progress_at: Instant,
     delack_deadline: Option<Instant>,
     timewait_deadline: Option<Instant>,
     ack_now: bool,
@@ -299,6 +301,7 @@ impl Subflow {
             backoff: 0,
             retries: 0,
             rtx_deadline: None,
+            progress_at: Instant::ZERO,
             delack_deadline: None,
             timewait_deadline: None,
             ack_now: false,
@@ -509,6 +512,17 @@ impl Subflow {
         if let (Some(d), Some(c)) = (self.rtx_deadline, cap) {
             self.rtx_deadline = Some(d.min(now + c.max(self.rtt.rto())));
         }
+    }
+
+    /// Since when data has been in flight without any of it acknowledged
+    /// (`None` when nothing is in flight).
+    pub fn unacked_since(&self) -> Option<Instant> {
+        (self.snd_max > self.snd_una && self.is_synchronized()).then_some(self.progress_at)
+    }
+
+    /// The retransmission timeout before backoff, and the smoothed RTT.
+    pub fn rto_srtt(&self) -> (Duration, Duration) {
+        (self.rtt.rto(), self.rtt.srtt())
     }
 
     pub fn acked_offset(&self) -> u64 {
@@ -954,6 +968,7 @@ impl Subflow {
             self.stats.bytes_acked += acked_data;
             let newly = ack - self.snd_una;
             self.snd_una = ack;
+            self.progress_at = now;
             self.sacked.remove_below(ack);
             self.dupacks = 0;
             self.backoff = 0;
@@ -1660,6 +1675,9 @@ impl Subflow {
             self.stats.retransmits += 1;
             self.stats.bytes_retransmitted += len as u64;
         } else {
+            if self.snd_max == self.snd_una {
+                self.progress_at = now;
+            }
             self.snd_max = end;
             if self.send_times.len() < self.send_times.capacity() {
                 self.send_times.push_back(SendTime {
