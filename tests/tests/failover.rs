@@ -107,7 +107,7 @@ fn back_after(emulator_log: &str, path: usize, up_at: f64) -> Option<f64> {
     None
 }
 
-fn run(dead_path: usize) -> Figures {
+fn run(dead_path: usize, engine_client: bool) -> Figures {
     let dying = format!("rate=20mbit,delay=20ms;at={DOWN_AT}s,down;at={UP_AT}s,up");
     // The preferred (lower RTT) path 0 carries the answers while both work:
     // when path 1 is the one that died, path 0 dies for good a second after
@@ -126,36 +126,42 @@ fn run(dead_path: usize) -> Figures {
         .map(String::from)
         .to_vec();
     let lab = Lab::up(&cfg).expect("lab");
-    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 7601);
-    let _server = start_serve(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-        ],
-    );
-    let arrivals = request_response(&lab, listen);
-    let longest_gap = arrivals
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default();
+    let (longest_gap, answers) = if engine_client {
+        engine_request_response(&lab)
+    } else {
+        let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 7601);
+        let _server = start_serve(
+            &lab,
+            &[
+                "--iface",
+                "srv0",
+                "--iface",
+                "srv1",
+                "--listen",
+                &listen.to_string(),
+            ],
+        );
+        let arrivals = request_response(&lab, listen);
+        let gap = arrivals
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        (gap, arrivals.len())
+    };
     let log = lab.emulator.as_ref().expect("emulator").output();
     Figures {
         longest_gap,
-        answers: arrivals.len(),
+        answers,
         back_after: back_after(&log, dead_path, UP_AT),
     }
 }
 
-fn check(dead_path: usize) {
-    let f = run(dead_path);
+fn check(dead_path: usize, engine_client: bool) {
+    let f = run(dead_path, engine_client);
+    let client = if engine_client { "engine" } else { "kernel" };
     eprintln!(
-        "path {dead_path} down from {DOWN_AT} s to {UP_AT} s: {} answers, longest gap {:?} (goal 300 ms), data on it again {:?} s after it came back",
+        "{client} client, path {dead_path} down from {DOWN_AT} s to {UP_AT} s: {} answers, longest gap {:?} (goal 300 ms), data on it again {:?} s after it came back",
         f.answers, f.longest_gap, f.back_after
     );
     assert!(
@@ -177,7 +183,7 @@ fn kernel_client_survives_the_initial_path_dying() {
     if !require_root() {
         return;
     }
-    check(0);
+    check(0, false);
 }
 
 #[test]
@@ -185,5 +191,87 @@ fn kernel_client_survives_the_second_path_dying() {
     if !require_root() {
         return;
     }
-    check(1);
+    check(1, false);
+}
+
+#[test]
+fn engine_client_survives_the_initial_path_dying() {
+    if !require_root() {
+        return;
+    }
+    check(0, true);
+}
+
+#[test]
+fn engine_client_survives_the_second_path_dying() {
+    if !require_root() {
+        return;
+    }
+    check(1, true);
+}
+
+/// `mptcp-user connect --request-response 200` against a kernel MPTCP echo
+/// server that announces its second address; returns the longest gap and the answers.
+fn engine_request_response(lab: &Lab) -> (Duration, usize) {
+    let port = 7602;
+    lab.server
+        .ip(&[
+            "mptcp",
+            "endpoint",
+            "add",
+            &lab.paths[1].server_v4.to_string(),
+            "dev",
+            &lab.paths[1].server_if,
+            "signal",
+        ])
+        .expect("endpoint");
+    let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
+    let listener = lab
+        .server
+        .enter(|| mptcp_tests::mptcp_listen(any).expect("listen"))
+        .expect("server ns");
+    let echo = thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accept");
+        c.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if c.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = c.shutdown(std::net::Shutdown::Write);
+    });
+    let remote = SocketAddr::new(lab.paths[0].server_v4.into(), port);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.client.name(), "timeout", "60"])
+        .arg(mptcp_tests::cli::binary())
+        .args([
+            "connect",
+            &remote.to_string(),
+            "--iface",
+            "cli0",
+            "--iface",
+            "cli1",
+        ])
+        .args(["--request-response", "200", "--time"])
+        .arg(RUN.as_secs_f64().to_string())
+        .arg("--json")
+        .output()
+        .expect("connect");
+    echo.join().expect("echo");
+    assert!(
+        out.status.success(),
+        "{}",
+        mptcp_tests::cli::output_text(&out)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["answers"], v["requests"], "{v}");
+    let gap = Duration::from_secs_f64(v["longest_gap_ms"].as_f64().expect("gap") / 1e3);
+    (gap, v["answers"].as_u64().unwrap_or(0) as usize)
 }

@@ -42,6 +42,15 @@ pub struct ConnectArgs {
     /// receive.
     #[arg(long)]
     pub reverse: bool,
+    /// Request/response instead of a bulk transfer (mptcp_net-next #554): a
+    /// request of this many bytes every --interval for --time seconds (10 by
+    /// default), each answered by the server's echo (`serve --mode echo`);
+    /// reports the longest gap between two answers.
+    #[arg(long, value_name = "BYTES", conflicts_with_all = ["bytes", "reverse"])]
+    pub request_response: Option<usize>,
+    /// Interval between requests, in milliseconds (with --request-response).
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub interval: u64,
     /// A JSON report in iperf3's layout.
     #[arg(long)]
     pub json: bool,
@@ -112,7 +121,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
         EngineKind::Tcp => {
             let cfg = tcp_config(&paths, args.remote.is_ipv6());
             let engine = TcpEndpoint::client(cfg, local, args.remote, Instant::ZERO);
-            run_connect(args, Worker::new(engine, paths), datapath, local)
+            run_any(args, Worker::new(engine, paths), datapath, local)
         }
         EngineKind::Mptcp => {
             let mut cfg = mptcp_config(&paths, args.remote.is_ipv6(), &args.engine_opts);
@@ -137,7 +146,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
                 args.remote,
                 Instant::ZERO,
             );
-            run_connect(args, Worker::new(engine, paths), datapath, local)
+            run_any(args, Worker::new(engine, paths), datapath, local)
         }
     }
 }
@@ -187,6 +196,25 @@ impl Measured for mptcp_engine::mptcp::MptcpEndpoint {
                 stats: c.subflow_stats(i.id).unwrap_or_default(),
             })
             .collect()
+    }
+}
+
+fn run_any<E: mptcp_engine::io::Engine + ByteStream + Measured>(
+    args: &ConnectArgs,
+    worker: Worker<E>,
+    datapath: Datapath,
+    local: SocketAddr,
+) -> Result<()> {
+    match args.request_response {
+        Some(size) => {
+            let mut app = super::rr::RequestResponse::new(
+                size,
+                Duration::from_millis(args.interval.max(1)),
+                Duration::from_secs_f64(args.time.unwrap_or(10.0).max(0.0)),
+            )?;
+            super::rr::run(&mut app, args.json, worker, datapath)
+        }
+        None => run_connect(args, worker, datapath, local),
     }
 }
 

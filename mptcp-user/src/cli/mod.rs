@@ -6,6 +6,7 @@ pub mod connect;
 pub mod decode;
 pub mod emulate;
 pub mod engine_opts;
+pub mod rr;
 pub mod serve;
 pub mod sim;
 pub mod stats;
