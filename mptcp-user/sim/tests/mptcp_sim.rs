@@ -289,3 +289,41 @@ fn a_silent_subflow_is_stale_after_250_ms_before_its_inflated_rto() {
         "reinjection at {reinjected:.3} s, RTO at {rto:.3} s"
     );
 }
+
+#[test]
+fn a_join_that_failed_while_its_path_was_down_is_tried_again() {
+    // Path 1 is down for the first 10 s: the join's SYN gives up after its
+    // retries (two here: about 7 s); the path manager tries the pair again
+    // with a backoff, and once the path is back it carries data.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut trace = mptcp_sim::trace::Trace::create(dir.path()).expect("trace");
+    let paths = [
+        "rate=2mbit,delay=20ms",
+        "rate=2mbit,delay=20ms,down;at=10s,up",
+    ]
+    .iter()
+    .map(|p| parse_path_spec(p).unwrap())
+    .collect();
+    let mut config = MptcpConfig::default();
+    config.tcp.max_syn_retransmissions = 2;
+    let cfg = SimConfig::new(paths, 5 << 20, 1);
+    let r = run_with(
+        &cfg,
+        &mut MptcpFactory {
+            config,
+            signal: false,
+        },
+        Hooks {
+            observer: Some(&mut trace),
+            ..Hooks::default()
+        },
+    );
+    trace.finish().expect("trace files");
+    assert_eq!(r.outcome, Outcome::Complete);
+    assert!(r.byte_exact);
+    let back = first_data_on_path_after(dir.path(), 1, 0.0).expect("path 1 never carried data");
+    assert!(
+        (10.0..14.0).contains(&back),
+        "path 1 carried data first at {back:.3} s"
+    );
+}

@@ -715,7 +715,9 @@ impl Connection {
             .min();
         let addr = self.s.add_addr.iter().map(|t| t.deadline).min();
         let fin = self.s.data_fin_deadline.filter(|_| !self.s.data_fin_acked);
-        [sub, addr, fin].into_iter().flatten().min()
+        // A path manager's retry, while the connection may still open subflows.
+        let pm = self.pm.next_wakeup().filter(|_| self.pm_may_run());
+        [sub, addr, fin, pm].into_iter().flatten().min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, keys: &mut KeySource) {
@@ -728,6 +730,9 @@ impl Connection {
         }
         let retries = s.add_addr_retries;
         s.add_addr.retain(|t| t.tries <= retries);
+        if self.pm.next_wakeup().is_some_and(|t| t <= now) {
+            s.pm_dirty = true;
+        }
         for i in 0..self.sfs.len() {
             if self.sfs[i].sub.poll_timeout().is_some_and(|t| t <= now) {
                 self.sfs[i].sub.on_timeout(now);

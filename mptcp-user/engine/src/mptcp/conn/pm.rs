@@ -9,20 +9,23 @@ use crate::time::Instant;
 use std::net::{IpAddr, SocketAddr};
 
 impl Connection {
-    pub(super) fn run_pm(&mut self, now: Instant, keys: &mut KeySource) {
+    /// The path manager may open subflows now (client, established, not closing).
+    pub(super) fn pm_may_run(&self) -> bool {
         let s = &self.s;
-        if !s.pm_dirty
-            || s.role != Role::Client
-            || !s.established
-            || s.fallback
-            || s.subflows_closed
-            || (s.close_requested && s.snd_una == s.snd_written)
-            || s.reset
-            || !self
+        s.role == Role::Client
+            && s.established
+            && !s.fallback
+            && !s.subflows_closed
+            && !(s.close_requested && s.snd_una == s.snd_written)
+            && !s.reset
+            && self
                 .sfs
                 .iter()
                 .any(|f| f.kind == Kind::Capable && f.mpc_confirmed)
-        {
+    }
+
+    pub(super) fn run_pm(&mut self, now: Instant, keys: &mut KeySource) {
+        if !self.s.pm_dirty || !self.pm_may_run() {
             return;
         }
         self.s.pm_dirty = false;
@@ -34,12 +37,20 @@ impl Connection {
             .filter(|f| f.close_reason.is_none())
             .map(|f| (f.sub.tuple().local.ip(), f.sub.tuple().remote))
             .collect();
+        let working: Vec<(IpAddr, SocketAddr)> = self
+            .sfs
+            .iter()
+            .filter(|f| f.close_reason.is_none() && f.fully)
+            .map(|f| (f.sub.tuple().local.ip(), f.sub.tuple().remote))
+            .collect();
         self.pm_out.clear();
         self.pm.wanted(
             &PmView {
                 local: &local,
                 remote: &remote,
                 subflows: &live,
+                working: &working,
+                now,
             },
             &mut self.pm_out,
         );
