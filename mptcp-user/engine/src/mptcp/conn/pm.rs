@@ -31,10 +31,21 @@ impl Connection {
         self.s.pm_dirty = false;
         let local: Vec<IpAddr> = self.s.locals.iter().map(|l| l.ip).collect();
         let remote: Vec<SocketAddr> = self.s.remotes.iter().map(|r| r.1).collect();
+        // A pair the peer refused (a join limit, a bad HMAC, a removed
+        // address) stays as if live: the path manager does not try it again.
+        // Pairs lost otherwise (timed out, closed or reset after working) are
+        // tried again with a backoff.
+        let refused = |f: &super::subflow::Sf| match f.close_reason {
+            Some(SubflowCloseReason::Refused)
+            | Some(SubflowCloseReason::BadHmac)
+            | Some(SubflowCloseReason::AddressRemoved) => true,
+            Some(SubflowCloseReason::Reset(_)) => !f.fully,
+            _ => false,
+        };
         let live: Vec<(IpAddr, SocketAddr)> = self
             .sfs
             .iter()
-            .filter(|f| f.close_reason.is_none())
+            .filter(|f| f.close_reason.is_none() || refused(f))
             .map(|f| (f.sub.tuple().local.ip(), f.sub.tuple().remote))
             .collect();
         let working: Vec<(IpAddr, SocketAddr)> = self
