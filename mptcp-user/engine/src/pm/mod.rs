@@ -283,7 +283,7 @@ mod tests {
             assert_eq!(ask(&mut pm, &first, &first, at(t + 1)), 0);
             let next = pm.next_wakeup().unwrap();
             assert!(next <= at(t + 1 + 30));
-            t = (next.as_nanos() / 1_000_000_000) as u64;
+            t = next.as_nanos() / 1_000_000_000;
         }
     }
 

@@ -12,11 +12,12 @@ impl Connection {
     /// The path manager may open subflows now (client, established, not closing).
     pub(super) fn pm_may_run(&self) -> bool {
         let s = &self.s;
+        let closing = s.close_requested && s.snd_una == s.snd_written;
         s.role == Role::Client
             && s.established
             && !s.fallback
             && !s.subflows_closed
-            && !(s.close_requested && s.snd_una == s.snd_written)
+            && !closing
             && !s.reset
             && self
                 .sfs
