@@ -6,6 +6,7 @@ pub mod connect;
 pub mod decode;
 pub mod emulate;
 pub mod engine_opts;
+pub mod load;
 pub mod rr;
 pub mod serve;
 pub mod sim;
@@ -172,6 +173,15 @@ impl Drop for StatsFile {
     }
 }
 
+/// One XDP_STATISTICS counter summed over every socket of a path.
+fn xsk_stat(p: &mptcp_datapath::worker::Path, f: impl Fn(&libc::xdp_statistics) -> u64) -> u64 {
+    std::iter::once(&p.socket)
+        .chain(&p.extra_rx)
+        .filter_map(|s| s.kernel_stats().ok())
+        .map(|k| f(&k))
+        .sum()
+}
+
 pub(crate) fn instance_stats<E>(
     role: &str,
     datapath: &Datapath,
@@ -187,6 +197,12 @@ pub(crate) fn instance_stats<E>(
             "name": p.iface, "xdp": format!("{m:?}"), "af_xdp": format!("{:?}", p.socket.mode()),
             "rx_frames": p.socket.counters.rx_frames, "tx_frames": p.socket.counters.tx_frames,
             "kernel_rx_dropped": p.socket.kernel_stats().map(|k| k.rx_dropped).unwrap_or(0),
+            // XDP_STATISTICS summed over the interface's sockets: frames the
+            // kernel dropped because our RX ring was full or the fill ring empty.
+            "rx_dropped": xsk_stat(p, |k| k.rx_dropped),
+            "rx_ring_full": xsk_stat(p, |k| k.rx_ring_full),
+            "rx_fill_ring_empty": xsk_stat(p, |k| k.rx_fill_ring_empty_descs),
+            "rx_invalid_descs": xsk_stat(p, |k| k.rx_invalid_descs),
             "rx_frames_per_queue": std::iter::once(&p.socket).chain(&p.extra_rx)
                 .map(|s| s.counters.rx_frames).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
