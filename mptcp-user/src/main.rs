@@ -32,6 +32,10 @@ enum Command {
     /// The raw ceiling for `cargo xtask bench`: MTU-sized frames AF_XDP to AF_XDP, no protocol.
     #[command(hide = true)]
     RawCeiling(cli::raw::RawArgs),
+    /// Forward frames between interface pairs through the simulator's link model (rate, delay, loss...).
+    Emulate(cli::emulate::EmulateArgs),
+    /// Sequence, goodput and unacked CSVs and plots of an MPTCP connection in a capture (as mptcptrace).
+    Trace(cli::trace::TraceArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +50,8 @@ fn main() -> std::process::ExitCode {
         Command::Decode(args) => cli::decode::decode(args),
         Command::Classify(args) => cli::classify::classify(args),
         Command::RawCeiling(args) => cli::raw::raw_ceiling(args),
+        Command::Emulate(args) => cli::emulate::emulate(args),
+        Command::Trace(args) => cli::trace::trace(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

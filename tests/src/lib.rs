@@ -270,6 +270,16 @@ pub struct LabConfig {
     /// Client MPTCP endpoints on paths 2.. (`subflow`), so a connection on
     /// path 1 opens one subflow per extra path.
     pub subflow_endpoints: bool,
+    /// Per path: `Some(SPEC)` puts `mptcp-user emulate` in namespace
+    /// `PREFIX-emu` between `cli<i>` and `srv<i>`, with `sim --path`'s
+    /// syntax (`delay` is the round trip) or `UP_SPEC/DOWN_SPEC`; `None` (or
+    /// no entry) keeps a direct veth. Names and addresses do not change.
+    pub emulate: Vec<Option<String>>,
+    /// The `mptcp-user` binary that runs the emulator; `None`: the one the
+    /// tests build ([`cli::binary`]).
+    pub emulator_binary: Option<std::path::PathBuf>,
+    /// More arguments for `mptcp-user emulate` (e.g. `--clock-from-syn`, `--seed 7`).
+    pub emulator_args: Vec<String>,
 }
 
 impl LabConfig {
@@ -280,6 +290,61 @@ impl LabConfig {
             paths,
             qdisc: Vec::new(),
             subflow_endpoints: true,
+            emulate: Vec::new(),
+            emulator_binary: None,
+            emulator_args: Vec::new(),
+        }
+    }
+
+    /// A lab with unique names whose path i goes through the emulator with `specs[i]`.
+    pub fn emulated(specs: &[&str]) -> LabConfig {
+        LabConfig {
+            emulate: specs.iter().map(|s| Some(s.to_string())).collect(),
+            ..LabConfig::unique(specs.len())
+        }
+    }
+
+    fn emulated_path(&self, i: usize) -> Option<&str> {
+        self.emulate.get(i).and_then(|s| s.as_deref())
+    }
+}
+
+/// A running `mptcp-user emulate` in the lab's emulator namespace; stopped
+/// (SIGTERM, wait) on drop unless kept. Its output goes to `log`.
+#[derive(Debug)]
+pub struct EmulatorProcess {
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
+    keep: bool,
+}
+
+impl EmulatorProcess {
+    /// What the emulator printed so far (its path lines, then JSON counters once stopped).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops it and returns its last JSON line of counters.
+    pub fn stop(&mut self) -> Result<String> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait()?;
+        let out = self.output();
+        out.lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .map(str::to_string)
+            .with_context(|| format!("the emulator printed no counters: {out}"))
+    }
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        if !self.keep {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+            let _ = std::fs::remove_file(&self.log);
         }
     }
 }
@@ -288,10 +353,14 @@ impl LabConfig {
 /// addresses (path i: 10.100.i.1|2/24, fd00:100:i::1|2/64). Removed on drop.
 #[derive(Debug)]
 pub struct Lab {
+    /// Stopped first when the lab drops, before its interfaces go.
+    pub emulator: Option<EmulatorProcess>,
     pub paths: Vec<LabPath>,
     // Declared after `paths` but dropping either namespace removes the veths.
     pub client: Netns,
     pub server: Netns,
+    /// `PREFIX-emu`, when some path is emulated.
+    pub emu: Option<Netns>,
 }
 
 impl Lab {
@@ -303,12 +372,39 @@ impl Lab {
         format!("{prefix}-server")
     }
 
+    pub fn emu_ns_name(prefix: &str) -> String {
+        format!("{prefix}-emu")
+    }
+
     pub fn up(config: &LabConfig) -> Result<Lab> {
         if config.paths == 0 || config.paths > 200 {
             bail!("a lab needs 1..=200 paths, not {}", config.paths);
         }
+        if config.emulate.len() > config.paths {
+            bail!(
+                "{} emulated path specs for {} paths",
+                config.emulate.len(),
+                config.paths
+            );
+        }
         let client = Netns::create(&Lab::client_ns_name(&config.prefix))?;
         let server = Netns::create(&Lab::server_ns_name(&config.prefix))?;
+        let emulated = (0..config.paths).any(|i| config.emulated_path(i).is_some());
+        let emu = if emulated {
+            let emu = Netns::create(&Lab::emu_ns_name(&config.prefix))?;
+            // The emulator is a bridge: no addresses, no IPv6 chatter of its own.
+            emu.exec(
+                "sysctl",
+                &[
+                    "-qw",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ],
+            )?;
+            Some(emu)
+        } else {
+            None
+        };
         let mut paths = Vec::new();
         for i in 0..config.paths {
             let path = LabPath {
@@ -319,19 +415,49 @@ impl Lab {
                 client_v6: Ipv6Addr::new(0xfd00, 0x100, i as u16, 0, 0, 0, 0, 1),
                 server_v6: Ipv6Addr::new(0xfd00, 0x100, i as u16, 0, 0, 0, 0, 2),
             };
-            // Created inside the client namespace: no name clash between parallel labs.
-            client.ip(&[
-                "link",
-                "add",
-                &path.client_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &path.server_if,
-                "netns",
-                server.name(),
-            ])?;
+            if let (Some(emu), Some(_)) = (&emu, config.emulated_path(i)) {
+                // cli<i> <-> c<i> | emulator | s<i> <-> srv<i>
+                for (ns, end, inner) in [
+                    (&client, &path.client_if, format!("c{i}")),
+                    (&server, &path.server_if, format!("s{i}")),
+                ] {
+                    emu.ip(&[
+                        "link",
+                        "add",
+                        &inner,
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        end,
+                        "netns",
+                        ns.name(),
+                    ])?;
+                    emu.ip(&["link", "set", &inner, "up"])?;
+                    // Frames no larger than the MTU and with full checksums: the
+                    // emulator forwards frames, not the kernel's GSO/GRO super-packets.
+                    for (ns, ifname) in [(emu, &inner), (ns, end)] {
+                        ns.exec(
+                            "ethtool",
+                            &["-K", ifname, "tx", "off", "gso", "off", "gro", "off"],
+                        )?;
+                    }
+                }
+            } else {
+                // Created inside the client namespace: no name clash between parallel labs.
+                client.ip(&[
+                    "link",
+                    "add",
+                    &path.client_if,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &path.server_if,
+                    "netns",
+                    server.name(),
+                ])?;
+            }
             for (ns, ifname, v4, v6) in [
                 (&client, &path.client_if, path.client_v4, path.client_v6),
                 (&server, &path.server_if, path.server_v4, path.server_v6),
@@ -345,6 +471,40 @@ impl Lab {
                     ns.exec("tc", &args).with_context(|| {
                         format!("path {i}: qdisc `{qdisc}` (is its kernel module built?)")
                     })?;
+                }
+            }
+            if emu.is_some() && config.emulated_path(i).is_some() {
+                // Pinned neighbours: a lost ARP or ND packet on a lossy profile
+                // would stall a path for a second, which no profile asked for.
+                let client_mac = mac_of(&client, &path.client_if)?;
+                let server_mac = mac_of(&server, &path.server_if)?;
+                for (ns, ifname, peer_mac, peers) in [
+                    (
+                        &client,
+                        &path.client_if,
+                        &server_mac,
+                        [path.server_v4.to_string(), path.server_v6.to_string()],
+                    ),
+                    (
+                        &server,
+                        &path.server_if,
+                        &client_mac,
+                        [path.client_v4.to_string(), path.client_v6.to_string()],
+                    ),
+                ] {
+                    for peer in &peers {
+                        ns.ip(&[
+                            "neigh",
+                            "replace",
+                            peer,
+                            "lladdr",
+                            peer_mac,
+                            "dev",
+                            ifname,
+                            "nud",
+                            "permanent",
+                        ])?;
+                    }
                 }
             }
             paths.push(path);
@@ -376,10 +536,16 @@ impl Lab {
                 }
             }
         }
+        let emulator = match &emu {
+            Some(emu) => Some(start_emulator(config, emu)?),
+            None => None,
+        };
         Ok(Lab {
+            emulator,
             paths,
             client,
             server,
+            emu,
         })
     }
 
@@ -387,11 +553,31 @@ impl Lab {
     pub fn keep(mut self) {
         self.client.keep();
         self.server.keep();
+        if let Some(emu) = &mut self.emu {
+            emu.keep();
+        }
+        if let Some(e) = &mut self.emulator {
+            e.keep = true;
+        }
     }
 
     /// Removes a kept lab by prefix; missing namespaces are not an error.
+    /// The processes in its emulator namespace (the emulator) are stopped first.
     pub fn down(prefix: &str) -> Result<()> {
-        for name in [Lab::client_ns_name(prefix), Lab::server_ns_name(prefix)] {
+        let emu = Lab::emu_ns_name(prefix);
+        if std::path::Path::new("/run/netns").join(&emu).exists() {
+            for pid in ip(&["netns", "pids", &emu])?.split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: a process of this lab's emulator namespace.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                }
+            }
+        }
+        for name in [
+            Lab::client_ns_name(prefix),
+            Lab::server_ns_name(prefix),
+            emu,
+        ] {
             if std::path::Path::new("/run/netns").join(&name).exists() {
                 ip(&["netns", "del", &name])?;
             }
@@ -406,6 +592,52 @@ impl Lab {
             .flat_map(|p| [IpAddr::V4(p.server_v4), IpAddr::V6(p.server_v6)])
             .collect()
     }
+}
+
+/// The MAC address of `ifname` in `ns`.
+fn mac_of(ns: &Netns, ifname: &str) -> Result<String> {
+    let text = ns.ip(&["link", "show", ifname])?;
+    text.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .map(str::to_string)
+        .with_context(|| format!("no MAC address for {ifname} in: {text}"))
+}
+
+/// Starts `mptcp-user emulate` for the lab's emulated paths and waits until it is forwarding.
+fn start_emulator(config: &LabConfig, emu: &Netns) -> Result<EmulatorProcess> {
+    let binary = match &config.emulator_binary {
+        Some(b) => b.clone(),
+        None => cli::binary(),
+    };
+    let log = std::env::temp_dir().join(format!("{}.log", emu.name()));
+    let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+    let mut cmd = emu.command(&binary.to_string_lossy());
+    cmd.arg("emulate");
+    for i in 0..config.paths {
+        if let Some(spec) = config.emulated_path(i) {
+            cmd.args(["--link", &format!("c{i},s{i}"), "--path", spec]);
+        }
+    }
+    cmd.args(&config.emulator_args);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    // Its own process group: a Ctrl-C at the terminal of `xtask lab up` leaves it running.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().context("start mptcp-user emulate")?;
+    let mut proc = EmulatorProcess {
+        child,
+        log,
+        keep: false,
+    };
+    let ready = wait_until(Duration::from_secs(10), || {
+        proc.output().contains("emulate: ready") || !matches!(proc.child.try_wait(), Ok(None))
+    });
+    if !ready || !proc.output().contains("emulate: ready") {
+        bail!("the emulator did not start: {}", proc.output().trim());
+    }
+    Ok(proc)
 }
 
 fn mptcp_socket(addr: &SocketAddr) -> Result<Socket> {

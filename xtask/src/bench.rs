@@ -509,6 +509,9 @@ pub fn run(binary: &Path, seconds: u64, runs: usize) -> Result<()> {
         paths: 2,
         qdisc: Vec::new(),
         subflow_endpoints: true,
+        emulate: Vec::new(),
+        emulator_binary: None,
+        emulator_args: Vec::new(),
     })?;
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
     println!(

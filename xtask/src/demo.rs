@@ -108,6 +108,9 @@ pub fn run(binary: &Path) -> Result<()> {
         paths: 2,
         qdisc: Vec::new(),
         subflow_endpoints: true,
+        emulate: Vec::new(),
+        emulator_binary: None,
+        emulator_args: Vec::new(),
     })?;
     println!(
         "lab: {} <-> {} over {} veth paths; client endpoints open a subflow per extra path",

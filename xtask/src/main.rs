@@ -4,6 +4,7 @@ mod bench;
 mod datapath_bench;
 mod datapath_demo;
 mod demo;
+mod experiment;
 mod scale_bench;
 mod setup;
 
@@ -49,6 +50,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The seed blog's experiment five with real peers (engine sending
+    /// round-robin to a kernel client over two emulated 4 Mbit/s paths, one
+    /// bad from 5 s to 15 s), captured and traced into DIR.
+    ExperimentFive {
+        #[arg(long, default_value = "docs/experiment-five")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 16 << 20)]
+        bytes: u64,
+    },
     /// Engine and kernel side by side on the two-path lab: the kernel's
     /// like-for-like baselines (offloads off, no XDP; XDP pass-through), the
     /// raw AF_XDP ceiling, and the engine (engine to engine, kernel client to
@@ -84,6 +94,16 @@ enum LabAction {
         /// --qdisc "tbf rate 100mbit burst 32kbit latency 50ms".
         #[arg(long)]
         qdisc: Vec<String>,
+        /// Emulate path i (repeat per path, in order): `mptcp-user emulate` in
+        /// namespace PREFIX-emu forwards between cli<i> and srv<i> with the
+        /// `sim --path` SPEC (`delay` is the round trip), or UP_SPEC/DOWN_SPEC:
+        /// --path rate=10mbit,delay=40ms,loss=1% --path 'rate=20mbit/rate=5mbit'.
+        /// Time 0 of `;at=` is `lab up`. Counters: PREFIX-emu.log in the temp dir.
+        #[arg(long = "path", value_name = "SPEC")]
+        path: Vec<String>,
+        /// Time 0 of `;at=` is the first TCP SYN through the emulator, not `lab up`.
+        #[arg(long)]
+        clock_from_syn: bool,
         #[arg(long, default_value = "mptcp-lab")]
         prefix: String,
     },
@@ -127,6 +147,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Lab { action } => lab(action),
         Task::Test { args } => test(&args),
+        Task::ExperimentFive { out, bytes } => {
+            let binary = build_user(false)?;
+            experiment::run(&binary, &out, bytes)
+        }
         Task::Bench {
             seconds,
             runs,
@@ -194,6 +218,22 @@ fn build_user(release: bool) -> Result<PathBuf> {
         .join("mptcp-user"))
 }
 
+/// Runs a command, failing with its output unless it exits 0.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(())
+}
+
 fn run_privileged(binary: &PathBuf, args: &[String]) -> Result<()> {
     let mut cmd = if is_root() {
         Command::new(binary)
@@ -215,13 +255,27 @@ fn lab(action: LabAction) -> Result<()> {
         LabAction::Up {
             paths,
             qdisc,
+            path,
+            clock_from_syn,
             prefix,
         } => {
+            let emulator_binary = if path.is_empty() {
+                None
+            } else {
+                Some(build_user(false)?)
+            };
             let config = LabConfig {
                 prefix: prefix.clone(),
-                paths,
+                paths: paths.max(path.len()),
                 qdisc: qdisc.into_iter().map(Some).collect(),
                 subflow_endpoints: true,
+                emulate: path.into_iter().map(Some).collect(),
+                emulator_binary,
+                emulator_args: if clock_from_syn {
+                    vec!["--clock-from-syn".into()]
+                } else {
+                    Vec::new()
+                },
             };
             let lab = Lab::up(&config)?;
             println!(
@@ -234,6 +288,17 @@ fn lab(action: LabAction) -> Result<()> {
                     "  path {i}: {} {} {} <-> {} {} {}",
                     p.client_if, p.client_v4, p.client_v6, p.server_if, p.server_v4, p.server_v6
                 );
+            }
+            if let (Some(emu), Some(e)) = (&lab.emu, &lab.emulator) {
+                println!(
+                    "  emulator: pid {} in namespace {}, output in {}",
+                    e.child.id(),
+                    emu.name(),
+                    e.log.display()
+                );
+                for line in e.output().lines().filter(|l| l.contains(" path ")) {
+                    println!("    {line}");
+                }
             }
             println!(
                 "  e.g. ip netns exec {} mptcpize run iperf3 -s",

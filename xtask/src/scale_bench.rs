@@ -218,6 +218,9 @@ fn lab() -> Result<Lab> {
         paths: 2,
         qdisc: Vec::new(),
         subflow_endpoints: true,
+        emulate: Vec::new(),
+        emulator_binary: None,
+        emulator_args: Vec::new(),
     })?;
     for ns in [&lab.client, &lab.server] {
         for (k, v) in [

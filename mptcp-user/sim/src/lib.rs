@@ -8,7 +8,9 @@
 //! - [`mptcp`]: the MPTCP engine as a simulated client and server.
 //! - [`report`]: what `mptcp-user sim` prints.
 //! - [`trace`]: `--trace DIR`, sequence/goodput/unacked CSV and SVG plots.
+//! - [`emulator`]: the same links between real interfaces (`mptcp-user emulate`).
 
+pub mod emulator;
 pub mod mptcp;
 pub mod net;
 pub mod pcap;

@@ -275,6 +275,9 @@ pub struct Network {
     next_seq: u64,
     pool: PacketPool,
     in_flight: usize,
+    /// Link-layer bytes in front of each packet (the emulator carries Ethernet
+    /// frames): not counted by rates, MTUs or statistics, which see IP bytes.
+    header: usize,
 }
 
 fn link_index(path: PathId, from: Side) -> usize {
@@ -288,6 +291,12 @@ fn link_index(path: PathId, from: Side) -> usize {
 impl Network {
     /// Builds the paths; each link draws from its own random stream of `seed`.
     pub fn new(paths: &[PathSpec], seed: u64) -> Network {
+        Network::with_header(paths, seed, 0)
+    }
+
+    /// Like [`Network::new`] for packets that carry `header` link-layer bytes
+    /// in front of the IP packet (14 for Ethernet).
+    pub fn with_header(paths: &[PathSpec], seed: u64, header: usize) -> Network {
         let mut links = Vec::with_capacity(2 * paths.len());
         for (i, spec) in paths.iter().enumerate() {
             for dir in 0..2u64 {
@@ -297,7 +306,7 @@ impl Network {
                 ));
             }
         }
-        let buf_size = paths.iter().map(PathSpec::max_mtu).max().unwrap_or(1500);
+        let buf_size = paths.iter().map(PathSpec::max_mtu).max().unwrap_or(1500) + header;
         let mut net = Network {
             paths: paths
                 .iter()
@@ -315,6 +324,7 @@ impl Network {
                 buf_size,
             },
             in_flight: 0,
+            header,
         };
         for (p, spec) in paths.iter().enumerate() {
             for (index, change) in spec.changes.iter().enumerate() {
@@ -388,8 +398,9 @@ impl Network {
         let Some(link) = self.links.get_mut(li) else {
             return SendOutcome::Dropped(DropReason::Down);
         };
+        let ip_len = packet.len().saturating_sub(self.header);
         link.stats.offered_packets += 1;
-        link.stats.offered_bytes += packet.len() as u64;
+        link.stats.offered_bytes += ip_len as u64;
         // A fixed number of draws per packet, so the n-th packet on a link
         // always sees the same randomness whatever the knobs say.
         let d_loss = link.rng.next_u64();
@@ -401,7 +412,7 @@ impl Network {
 
         let reason = if !link.up {
             Some(DropReason::Down)
-        } else if packet.len() > link.mtu {
+        } else if ip_len > link.mtu || packet.len() > self.pool.buf_size {
             Some(DropReason::Mtu)
         } else if chance(d_loss, link.loss) {
             Some(DropReason::Loss)
@@ -413,13 +424,13 @@ impl Network {
             return SendOutcome::Dropped(reason);
         }
         let reorder = chance(d_reorder, link.reorder).then_some(d_reorder_amount);
-        let Some(at) = link.schedule(now, packet.len(), d_jitter, reorder) else {
+        let Some(at) = link.schedule(now, ip_len, d_jitter, reorder) else {
             link.stats.dropped_queue += 1;
             return SendOutcome::Dropped(DropReason::Queue);
         };
         let epoch = link.epoch;
         let copy_at = if chance(d_dup, link.dup) {
-            let copy_at = link.schedule(now, packet.len(), d_jitter_copy, None);
+            let copy_at = link.schedule(now, ip_len, d_jitter_copy, None);
             match copy_at {
                 Some(_) => link.stats.duplicated += 1,
                 None => link.stats.dropped_queue += 1,
@@ -474,7 +485,8 @@ impl Network {
                     let link = &mut self.links[li as usize];
                     if link.up && link.epoch == epoch {
                         link.stats.delivered_packets += 1;
-                        link.stats.delivered_bytes += len as u64;
+                        link.stats.delivered_bytes +=
+                            (len as usize).saturating_sub(self.header) as u64;
                         let to = if li % 2 == 0 {
                             Side::Server
                         } else {

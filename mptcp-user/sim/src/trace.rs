@@ -19,9 +19,10 @@
 //!
 //! Files (each CSV has a header line; times in seconds since the run started):
 //! - `sequence.csv`: `time_s,subflow,path,dsn_start,dsn_end,retransmission`,
-//!   one row per data segment sent; `retransmission` is 1 when the segment
-//!   starts below the highest data sequence number sent so far (a subflow
-//!   retransmission or a reinjection).
+//!   one row per data segment sent; `retransmission` is 1 when some of its
+//!   data-level bytes were sent before, on any subflow (a subflow
+//!   retransmission or a reinjection). Data sent out of order because each
+//!   subflow's mapping was handed out ahead (round robin) is not.
 //! - `acks.csv`: `time_s,subflow,path,data_ack,subflow_ack`, one row per
 //!   acknowledgement the sender receives (`data_ack` empty when the packet
 //!   carries none).
@@ -292,6 +293,8 @@ pub struct Trace {
     /// (else plain TCP, or MPTCP that fell back before any data).
     dss_seen: bool,
     data_snd_max: u64,
+    /// Data-level ranges sent at or above `data_una` (start -> end), merged.
+    sent: std::collections::BTreeMap<u64, u64>,
     data_una: u64,
     data_fin: Option<u64>,
     sequence: Csv,
@@ -337,6 +340,7 @@ impl Trace {
             dsn_base: None,
             dss_seen: false,
             data_snd_max: 0,
+            sent: std::collections::BTreeMap::new(),
             data_una: 0,
             data_fin: None,
             sequence: Csv::create(
@@ -438,7 +442,7 @@ impl Trace {
         let Some((start, end)) = data.filter(|(a, b)| b > a) else {
             return;
         };
-        let retransmission = start < self.data_snd_max;
+        let retransmission = self.note_sent(start, end);
         self.data_snd_max = self.data_snd_max.max(end);
         let t = seconds(now_ns);
         self.sequence.row(format_args!(
@@ -451,6 +455,35 @@ impl Trace {
             self.retrans_points.push(t, start as f64);
         }
         self.unacked_row(now_ns, sf);
+    }
+
+    /// Records `[start, end)` as sent; true when any of it was sent before.
+    /// Ranges wholly below the data ACK are dropped, so the map holds only the
+    /// gaps of data in flight.
+    fn note_sent(&mut self, start: u64, end: u64) -> bool {
+        let mut seen = start < self.data_una;
+        let (mut lo, mut hi) = (start.max(self.data_una), end);
+        if lo >= hi {
+            return seen;
+        }
+        // Merge with every range that overlaps or touches [lo, hi).
+        let touching: Vec<(u64, u64)> = self
+            .sent
+            .range(..=hi)
+            .rev()
+            .take_while(|(_, e)| **e >= lo)
+            .map(|(s, e)| (*s, *e))
+            .collect();
+        for (s, e) in touching {
+            if s < hi && e > lo {
+                seen = true;
+            }
+            self.sent.remove(&s);
+            lo = lo.min(s);
+            hi = hi.max(e);
+        }
+        self.sent.insert(lo, hi);
+        seen
     }
 
     /// The mapping this segment carries, DSN made absolute and 64-bit.
@@ -555,6 +588,13 @@ impl Trace {
             Some(a) if a > self.data_una => {
                 let d = a - self.data_una;
                 self.data_una = a;
+                // Forget what the peer has: the map stays as small as the data in flight.
+                while let Some((&s, &e)) = self.sent.first_key_value() {
+                    if e > a {
+                        break;
+                    }
+                    self.sent.remove(&s);
+                }
                 d
             }
             _ => 0,
@@ -841,6 +881,17 @@ fn plot_sequence(
             &format!("data sequence number ({unit})"),
         )?;
         let mut points = 0u64;
+        // Retransmissions first, as thin rings around the segment's dot: the
+        // subflow's own line stays visible through them.
+        let rtx: Vec<_> = retrans.thinned(budget).map(|(x, y)| (x, y / div)).collect();
+        points += rtx.len() as u64;
+        chart
+            .draw_series(
+                rtx.into_iter()
+                    .map(|p| Circle::new(p, 4, RETRANSMISSION.stroke_width(1))),
+            )?
+            .label("retransmission / reinjection")
+            .legend(|(x, y)| Circle::new((x + 10, y), 4, RETRANSMISSION.stroke_width(1)));
         for (i, s) in subflows.iter().enumerate() {
             let c = colour(i);
             let segs: Vec<_> = s
@@ -867,15 +918,6 @@ fn plot_sequence(
                     PathElement::new(vec![(x, y), (x + 20, y)], light.stroke_width(2))
                 });
         }
-        let rtx: Vec<_> = retrans.thinned(budget).map(|(x, y)| (x, y / div)).collect();
-        points += rtx.len() as u64;
-        chart
-            .draw_series(
-                rtx.into_iter()
-                    .map(|p| Cross::new(p, 4, RETRANSMISSION.stroke_width(2))),
-            )?
-            .label("retransmission / reinjection")
-            .legend(|(x, y)| Cross::new((x + 10, y), 4, RETRANSMISSION.stroke_width(2)));
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)

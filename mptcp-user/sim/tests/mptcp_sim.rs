@@ -269,3 +269,129 @@ fn sim_three_and_four_paths_with_signalled_addresses() {
         );
     }
 }
+
+/// First time after `after_s` that `path` carried a data segment of the
+/// client (the data sender), from a trace's sequence.csv.
+fn first_data_on_path_after(dir: &std::path::Path, path: usize, after_s: f64) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join("sequence.csv")).expect("sequence.csv");
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split(',').collect();
+        let t: f64 = f[0].parse().ok()?;
+        let p: usize = f[2].parse().ok()?;
+        (p == path && t > after_s).then_some(t)
+    })
+}
+
+#[test]
+fn a_path_that_comes_back_after_a_long_outage_carries_data_within_a_probe_interval() {
+    // Path 0 is down from 1 s to 12 s: far longer than 15 retransmissions
+    // at the probe interval, and than the uncapped backoff's probes allow.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut trace = mptcp_sim::trace::Trace::create(dir.path()).expect("trace");
+    let paths = [
+        "rate=2mbit,delay=20ms;at=1s,down;at=12s,up",
+        "rate=2mbit,delay=20ms",
+    ]
+    .iter()
+    .map(|p| parse_path_spec(p).unwrap())
+    .collect();
+    let cfg = SimConfig::new(paths, 5 << 20, 1);
+    let r = run_with(
+        &cfg,
+        &mut MptcpFactory {
+            config: MptcpConfig::default(),
+            signal: false,
+        },
+        Hooks {
+            observer: Some(&mut trace),
+            ..Hooks::default()
+        },
+    );
+    trace.finish().expect("trace files");
+    assert_eq!(r.outcome, Outcome::Complete);
+    assert!(r.byte_exact);
+    let back = first_data_on_path_after(dir.path(), 0, 12.0).expect("no data on path 0 after 12 s");
+    assert!(back < 12.6, "path 0 carried data again only at {back:.3} s");
+}
+
+#[test]
+fn a_silent_subflow_is_stale_after_250_ms_before_its_inflated_rto() {
+    // Jitter inflates path 0's RTO well past 250 ms; the path dies at 2 s.
+    // Its data must be reinjected on path 1 about 250 ms after the last
+    // acknowledgement, not at the RTO.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut trace = mptcp_sim::trace::Trace::create(dir.path()).expect("trace");
+    let paths = [
+        "rate=10mbit,delay=40ms,jitter=200ms;at=2s,down",
+        "rate=10mbit,delay=20ms",
+    ]
+    .iter()
+    .map(|p| parse_path_spec(p).unwrap())
+    .collect();
+    let cfg = SimConfig::new(paths, 8 << 20, 1);
+    let r = run_with(
+        &cfg,
+        &mut MptcpFactory {
+            config: MptcpConfig::default(),
+            signal: false,
+        },
+        Hooks {
+            observer: Some(&mut trace),
+            ..Hooks::default()
+        },
+    );
+    trace.finish().expect("trace files");
+    assert_eq!(r.outcome, Outcome::Complete);
+    let text = std::fs::read_to_string(dir.path().join("sequence.csv")).expect("csv");
+    let first = |path: &str| {
+        text.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let t: f64 = f[0].parse().ok()?;
+            (t > 2.0 && f[2] == path && f[5] == "1").then_some(t)
+        })
+    };
+    let reinjected = first("1").expect("no reinjection on path 1");
+    let rto = first("0").expect("no retransmission on path 0");
+    assert!(
+        reinjected < 2.3 && reinjected < rto,
+        "reinjection at {reinjected:.3} s, RTO at {rto:.3} s"
+    );
+}
+
+#[test]
+fn a_join_that_failed_while_its_path_was_down_is_tried_again() {
+    // Path 1 is down for the first 10 s: the join's SYN gives up after its
+    // retries (two here: about 7 s); the path manager tries the pair again
+    // with a backoff, and once the path is back it carries data.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut trace = mptcp_sim::trace::Trace::create(dir.path()).expect("trace");
+    let paths = [
+        "rate=2mbit,delay=20ms",
+        "rate=2mbit,delay=20ms,down;at=10s,up",
+    ]
+    .iter()
+    .map(|p| parse_path_spec(p).unwrap())
+    .collect();
+    let mut config = MptcpConfig::default();
+    config.tcp.max_syn_retransmissions = 2;
+    let cfg = SimConfig::new(paths, 5 << 20, 1);
+    let r = run_with(
+        &cfg,
+        &mut MptcpFactory {
+            config,
+            signal: false,
+        },
+        Hooks {
+            observer: Some(&mut trace),
+            ..Hooks::default()
+        },
+    );
+    trace.finish().expect("trace files");
+    assert_eq!(r.outcome, Outcome::Complete);
+    assert!(r.byte_exact);
+    let back = first_data_on_path_after(dir.path(), 1, 0.0).expect("path 1 never carried data");
+    assert!(
+        (10.0..14.0).contains(&back),
+        "path 1 carried data first at {back:.3} s"
+    );
+}

@@ -380,3 +380,33 @@ fn data_fin_does_not_count_as_data() {
     let seq = Table::read(&dir.path().join("sequence.csv"));
     assert_eq!(seq.u64s("dsn_end"), [500]);
 }
+#[test]
+fn retransmissions_are_rings_under_the_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    traced_tcp_run("rate=20mbit,delay=20ms,loss=2%", 2 << 20, 3, dir.path());
+    let svg = read_svg(dir.path(), "sequence.svg");
+    // plotters writes #RRGGBB in upper case; the retransmission colour is (214, 39, 40).
+    let red = "stroke=\"#D62728\"";
+    let rings: Vec<usize> = svg
+        .match_indices("<circle")
+        .filter(|(i, _)| svg[*i..].split('>').next().is_some_and(|c| c.contains(red)))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(rings.len() > 5, "{} retransmission markers", rings.len());
+    for &i in &rings {
+        let tag = svg[i..].split('>').next().unwrap();
+        assert!(
+            tag.contains("fill=\"none\""),
+            "a filled marker hides the line: {tag}"
+        );
+    }
+    // Drawn before (under) the first segment dot of the subflow; only the
+    // legend's ring comes after.
+    let first_dot = svg
+        .match_indices("<circle")
+        .map(|(i, _)| i)
+        .find(|i| !rings.contains(i))
+        .expect("segment dots");
+    let under = rings.iter().filter(|r| **r < first_dot).count();
+    assert_eq!(under, rings.len() - 1);
+}

@@ -44,6 +44,15 @@ pub struct ConnectArgs {
     /// receive.
     #[arg(long)]
     pub reverse: bool,
+    /// Request/response instead of a bulk transfer (mptcp_net-next #554): a
+    /// request of this many bytes every --interval for --time seconds (10 by
+    /// default), each answered by the server's echo (`serve --mode echo`);
+    /// reports the longest gap between two answers.
+    #[arg(long, value_name = "BYTES", conflicts_with_all = ["bytes", "reverse"])]
+    pub request_response: Option<usize>,
+    /// Interval between requests, in milliseconds (with --request-response).
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub interval: u64,
     /// A JSON report in iperf3's layout.
     #[arg(long)]
     pub json: bool,
@@ -209,7 +218,14 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
         EngineKind::Tcp => {
             let cfg = tcp_config(&paths, peer.is_ipv6());
             let engine = TcpEndpoint::client(cfg, local, peer, Instant::ZERO);
-            run_connect(args, Worker::new(engine, paths), datapath, local, control, &[])
+            run_any(
+                args,
+                Worker::new(engine, paths),
+                datapath,
+                local,
+                control,
+                &[],
+            )
         }
         EngineKind::Mptcp => {
             let mut cfg = mptcp_config(&paths, peer.is_ipv6(), &args.engine_opts);
@@ -235,13 +251,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
             };
             cfg.client_version = first;
             let client = |cfg: &mptcp_engine::mptcp::MptcpConfig, now| {
-                mptcp_engine::mptcp::MptcpEndpoint::client(
-                    cfg.clone(),
-                    &addrs,
-                    port,
-                    peer,
-                    now,
-                )
+                mptcp_engine::mptcp::MptcpEndpoint::client(cfg.clone(), &addrs, port, peer, now)
             };
             let mut worker = Worker::new(client(&cfg, Instant::ZERO), paths);
             let mut tried = vec![first.number()];
@@ -256,10 +266,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
                             Version::V1 => Version::V0,
                         };
                         if !args.json {
-                            println!(
-                                "MPTCP v{first} not taken by {}; trying v{other}",
-                                peer
-                            );
+                            println!("MPTCP v{first} not taken by {}; trying v{other}", peer);
                         }
                         if let Some(c) = worker.engine.connection_mut() {
                             c.abort();
@@ -283,7 +290,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
             if !args.json {
                 println!("MPTCP version offered: {}", cfg.client_version);
             }
-            run_connect(args, worker, datapath, local, control, &tried)
+            run_any(args, worker, datapath, local, control, &tried)
         }
     }
 }
@@ -435,6 +442,27 @@ impl Measured for mptcp_engine::mptcp::MptcpEndpoint {
     }
     fn data_acked(&self) -> u64 {
         self.connection().map_or(0, |c| c.data_acked())
+    }
+}
+
+fn run_any<E: mptcp_engine::io::Engine + ByteStream + Measured>(
+    args: &ConnectArgs,
+    worker: Worker<E>,
+    datapath: Datapath,
+    local: SocketAddr,
+    control: Option<super::iperf3_client::Control>,
+    versions_tried: &[u8],
+) -> Result<()> {
+    match args.request_response {
+        Some(size) => {
+            let mut app = super::rr::RequestResponse::new(
+                size,
+                Duration::from_millis(args.interval.max(1)),
+                Duration::from_secs_f64(args.time.unwrap_or(10.0).max(0.0)),
+            )?;
+            super::rr::run(&mut app, args.json, worker, datapath)
+        }
+        None => run_connect(args, worker, datapath, local, control, versions_tried),
     }
 }
 

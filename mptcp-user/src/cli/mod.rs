@@ -5,13 +5,16 @@ pub mod classify;
 pub mod connect;
 pub mod datapath_opts;
 pub mod decode;
+pub mod emulate;
 pub mod engine_opts;
 pub mod iperf3_client;
 pub mod load;
 pub mod raw;
+pub mod rr;
 pub mod serve;
 pub mod sim;
 pub mod stats;
+pub mod trace;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -34,6 +34,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 const EVENT_QUEUE: usize = 64;
+/// Longest wait between retransmission probes of a stale subflow (its RTO
+/// backoff is capped): a path that comes back carries data again within it.
+pub(crate) const STALE_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// A subflow with data in flight and no acknowledgement for this long (or
+/// two RTOs, whichever first; never less than two smoothed RTTs) is stale.
+pub(crate) const STALE_AFTER: Duration = Duration::from_millis(250);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -636,6 +642,9 @@ impl Connection {
                     }
                     SubflowEvent::RetransmissionTimeout => {
                         sf.stalled_at = Some(sf.sub.acked_offset());
+                        // Probe a stale path often: when it comes back, it
+                        // carries data again within a probe interval.
+                        sf.sub.set_backoff_cap(now, Some(STALE_PROBE_INTERVAL));
                         s.push_event(MptcpEvent::RetransmissionTimeout { id: sf.id });
                         reinject |= s.settings.reinject_on_rto;
                     }
@@ -708,10 +717,26 @@ impl Connection {
 
     // ---- timers ----
 
+    /// When `sf` becomes stale if nothing is acknowledged before.
+    fn stale_deadline(sf: &MptcpSubflow) -> Option<Instant> {
+        if sf.stalled_at.is_some() || sf.end.reason.is_some() || !sf.fully_established {
+            return None;
+        }
+        let since = sf.sub.unacked_since()?;
+        let (rto, srtt) = sf.sub.rto_srtt();
+        Some(since + (rto * 2).min(STALE_AFTER.max(srtt * 2)))
+    }
+
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let own = self.s.timers.next().map(|(at, _)| at);
-        let subflows = self.subflows.iter().filter_map(|f| f.sub.poll_timeout());
-        own.into_iter().chain(subflows).min()
+        let subflows = self
+            .subflows
+            .iter()
+            .flat_map(|f| [f.sub.poll_timeout(), Self::stale_deadline(f)])
+            .flatten();
+        // A path manager's retry, while the connection may still open subflows.
+        let pm = self.pm.next_wakeup().filter(|_| self.pm_may_run());
+        own.into_iter().chain(subflows).chain(pm).min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, keys: &mut KeySource) {
@@ -731,6 +756,9 @@ impl Connection {
             s.signals.add_addr.retain(|t| t.tries <= retries);
             s.rearm_add_addr();
         }
+        if self.pm.next_wakeup().is_some_and(|t| t <= now) {
+            s.pending.path_manager = true;
+        }
         for i in 0..self.subflows.len() {
             if self.subflows[i]
                 .sub
@@ -739,6 +767,16 @@ impl Connection {
             {
                 self.subflows[i].sub.on_timeout(now);
                 self.handle_events(now, i);
+            }
+            if Self::stale_deadline(&self.subflows[i]).is_some_and(|t| t <= now) {
+                // No acknowledgement for a while: stop scheduling on it and
+                // reinject its data now, before its RTO says so.
+                let sf = &mut self.subflows[i];
+                sf.stalled_at = Some(sf.sub.acked_offset());
+                sf.sub.set_backoff_cap(now, Some(STALE_PROBE_INTERVAL));
+                if self.s.settings.reinject_on_rto {
+                    self.reinject(i);
+                }
             }
         }
         self.run_pm(now, keys);

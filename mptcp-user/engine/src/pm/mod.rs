@@ -6,6 +6,14 @@
 //! have yet (up to its subflow limit).
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::time::Instant;
+
+/// First wait before a pair whose subflow failed or closed is tried again.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two tries (the wait doubles after each failure).
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What a path manager sees.
 #[derive(Debug)]
@@ -14,8 +22,11 @@ pub struct PmView<'a> {
     pub local: &'a [IpAddr],
     /// The peer's addresses: the initial one, then those learnt from ADD_ADDR.
     pub remote: &'a [SocketAddr],
-    /// Live subflows: (local address, remote address).
+    /// Live subflows: (local address, remote address), opening ones included.
     pub subflows: &'a [(IpAddr, SocketAddr)],
+    /// Those of them that are established and may carry data.
+    pub working: &'a [(IpAddr, SocketAddr)],
+    pub now: Instant,
 }
 
 /// One subflow a path manager asks for.
@@ -29,13 +40,27 @@ pub trait PathManager: core::fmt::Debug + Send {
     fn name(&self) -> &'static str;
     /// Appends the subflows to open now.
     fn wanted(&mut self, view: &PmView, out: &mut Vec<SubflowRequest>);
+    /// When the manager wants to be asked again (a retry is due), if ever.
+    fn next_wakeup(&self) -> Option<Instant> {
+        None
+    }
 }
 
-/// A subflow for each local/remote address pair of the same family, each
-/// pair tried once.
+/// A subflow for each local/remote address pair of the same family. A pair
+/// whose subflow fails to open or closes is tried again after 1 s, then
+/// after twice as long each time (at most 30 s), until one lives: a path that
+/// comes back gets its subflow again.
 #[derive(Debug, Default)]
 pub struct FullMesh {
-    tried: Vec<(IpAddr, SocketAddr)>,
+    tried: Vec<Attempt>,
+}
+
+#[derive(Debug)]
+struct Attempt {
+    pair: (IpAddr, SocketAddr),
+    /// Not live: when to try again (None: not scheduled yet).
+    retry_at: Option<Instant>,
+    wait: Duration,
 }
 
 impl PathManager for FullMesh {
@@ -43,10 +68,21 @@ impl PathManager for FullMesh {
         "fullmesh"
     }
     fn wanted(&mut self, view: &PmView, out: &mut Vec<SubflowRequest>) {
-        // Pairs seen live once (the initial one) are not reopened either.
+        // Pairs seen live (the initial one too) are known; a working one
+        // resets its wait (a join that keeps being refused backs off).
         for p in view.subflows {
-            if !self.tried.contains(p) {
-                self.tried.push(*p);
+            match self.tried.iter_mut().find(|a| a.pair == *p) {
+                Some(a) => {
+                    a.retry_at = None;
+                    if view.working.contains(p) {
+                        a.wait = RETRY_FIRST;
+                    }
+                }
+                None => self.tried.push(Attempt {
+                    pair: *p,
+                    retry_at: None,
+                    wait: RETRY_FIRST,
+                }),
             }
         }
         for &l in view.local {
@@ -55,16 +91,44 @@ impl PathManager for FullMesh {
                     continue;
                 }
                 let pair = (l, r);
-                if view.subflows.contains(&pair) || self.tried.contains(&pair) {
+                if view.subflows.contains(&pair) {
                     continue;
                 }
-                self.tried.push(pair);
-                out.push(SubflowRequest {
-                    local: l,
-                    remote: r,
-                });
+                let open = match self.tried.iter_mut().find(|a| a.pair == pair) {
+                    None => {
+                        self.tried.push(Attempt {
+                            pair,
+                            retry_at: None,
+                            wait: RETRY_FIRST,
+                        });
+                        true
+                    }
+                    // Tried (or lived) and gone: schedule the next try.
+                    Some(a) => match a.retry_at {
+                        None => {
+                            a.retry_at = Some(view.now + a.wait);
+                            a.wait = (a.wait * 2).min(RETRY_MAX);
+                            false
+                        }
+                        Some(t) if t <= view.now => {
+                            a.retry_at = None;
+                            true
+                        }
+                        Some(_) => false,
+                    },
+                };
+                if open {
+                    out.push(SubflowRequest {
+                        local: l,
+                        remote: r,
+                    });
+                }
             }
         }
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        self.tried.iter().filter_map(|a| a.retry_at).min()
     }
 }
 
@@ -157,6 +221,8 @@ mod tests {
                 local: &l,
                 remote: &r,
                 subflows: &live,
+                working: &live,
+                now: Instant::ZERO,
             },
             &mut out,
         );
@@ -167,10 +233,58 @@ mod tests {
                 local: &l,
                 remote: &r,
                 subflows: &live,
+                working: &live,
+                now: Instant::ZERO,
             },
             &mut out,
         );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn fullmesh_retries_a_lost_pair_with_a_growing_wait() {
+        let l: [IpAddr; 2] = ["10.0.0.1".parse().unwrap(), "10.0.1.1".parse().unwrap()];
+        let r: [SocketAddr; 1] = ["10.0.0.2:80".parse().unwrap()];
+        let first = [(l[0], r[0])];
+        let both = [(l[0], r[0]), (l[1], r[0])];
+        let mut pm = FullMesh::default();
+        let mut out = Vec::new();
+        let at = |s: u64| Instant::ZERO + Duration::from_secs(s);
+        let mut ask = |pm: &mut FullMesh, live: &[(IpAddr, SocketAddr)], working, t| {
+            out.clear();
+            pm.wanted(
+                &PmView {
+                    local: &l,
+                    remote: &r,
+                    subflows: live,
+                    working,
+                    now: t,
+                },
+                &mut out,
+            );
+            out.len()
+        };
+        assert_eq!(ask(&mut pm, &first, &first, at(0)), 1); // opens the second pair
+                                                            // Its join fails (never worked): retried after 1 s, then 2 s, then 4 s.
+        assert_eq!(ask(&mut pm, &first, &first, at(10)), 0);
+        assert_eq!(pm.next_wakeup(), Some(at(11)));
+        assert_eq!(ask(&mut pm, &first, &first, at(11)), 1);
+        assert_eq!(ask(&mut pm, &first, &first, at(20)), 0);
+        assert_eq!(pm.next_wakeup(), Some(at(22)));
+        assert_eq!(ask(&mut pm, &first, &first, at(22)), 1);
+        // It works this time; when it is lost later, the wait starts over at 1 s.
+        assert_eq!(ask(&mut pm, &both, &both, at(30)), 0);
+        assert_eq!(ask(&mut pm, &first, &first, at(40)), 0);
+        assert_eq!(pm.next_wakeup(), Some(at(41)));
+        // The wait never exceeds 30 s.
+        let mut t = 41;
+        for _ in 0..10 {
+            assert_eq!(ask(&mut pm, &first, &first, at(t)), 1);
+            assert_eq!(ask(&mut pm, &first, &first, at(t + 1)), 0);
+            let next = pm.next_wakeup().unwrap();
+            assert!(next <= at(t + 1 + 30));
+            t = next.as_nanos() / 1_000_000_000;
+        }
     }
 
     #[test]
@@ -184,6 +298,8 @@ mod tests {
                 local: &l,
                 remote: &r,
                 subflows: &[],
+                working: &[],
+                now: Instant::ZERO,
             },
             &mut out,
         );

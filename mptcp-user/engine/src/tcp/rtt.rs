@@ -11,6 +11,8 @@ pub struct RttEstimator {
     initial_rto: Duration,
     min_rto: Duration,
     max_rto: Duration,
+    /// A lower ceiling for backed-off timeouts (a stale MPTCP subflow probes its path often).
+    backoff_cap: Option<Duration>,
 }
 
 impl RttEstimator {
@@ -23,6 +25,7 @@ impl RttEstimator {
             initial_rto,
             min_rto,
             max_rto,
+            backoff_cap: None,
         }
     }
 
@@ -72,15 +75,43 @@ impl RttEstimator {
     /// The RTO after `backoff` doublings, capped at the maximum.
     pub fn backed_off(&self, backoff: u32) -> Duration {
         let mut rto = self.rto();
+        // The cap never goes below the RTO itself.
+        let max = self
+            .backoff_cap
+            .map_or(self.max_rto, |c| c.clamp(rto, self.max_rto));
         for _ in 0..backoff {
-            rto = (rto * 2).min(self.max_rto);
+            rto = (rto * 2).min(max);
         }
         rto
+    }
+
+    pub fn backoff_capped(&self) -> bool {
+        self.backoff_cap.is_some()
+    }
+
+    /// Caps backed-off timeouts at `cap` (never below the RTO); `None` lifts the cap.
+    pub fn set_backoff_cap(&mut self, cap: Option<Duration>) {
+        self.backoff_cap = cap;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn backoff_cap_bounds_doublings_but_not_the_rto() {
+        let ms = std::time::Duration::from_millis;
+        let mut r = super::RttEstimator::new(ms(1000), ms(200), ms(60_000));
+        r.on_sample(ms(20));
+        assert_eq!(r.backed_off(5), ms(6400));
+        r.set_backoff_cap(Some(ms(500)));
+        assert_eq!(r.backed_off(1), ms(400));
+        assert_eq!(r.backed_off(5), ms(500));
+        r.set_backoff_cap(Some(ms(50)));
+        assert_eq!(r.backed_off(3), ms(200));
+        r.set_backoff_cap(None);
+        assert_eq!(r.backed_off(3), ms(1600));
+    }
+
     use super::*;
 
     #[test]

@@ -228,6 +228,8 @@ pub struct Subflow {
     backoff: u32,
     retries: u32,
     timers: Timers<SubflowTimer, 4>,
+    /// When snd_una last advanced, or data went out with nothing in flight.
+    progress_at: Instant,
     ack_now: bool,
     /// ACKs owed for out-of-order or duplicate segments: one each, so a
     /// batch of arrivals still yields the duplicate ACKs a sender counts.
@@ -329,6 +331,7 @@ impl Subflow {
             backoff: 0,
             retries: 0,
             timers: Timers::new(),
+            progress_at: Instant::ZERO,
             ack_now: false,
             acks_owed: 0,
             window_update: false,
@@ -548,6 +551,27 @@ impl Subflow {
     /// data sequence numbers to subflow sequence numbers with it.
     pub fn send_offset(&self) -> u64 {
         self.send_written
+    }
+
+    /// Caps the backed-off retransmission timeout (see [`RttEstimator::set_backoff_cap`]);
+    /// a pending timer is pulled in to `now + cap` at most.
+    pub fn set_backoff_cap(&mut self, now: Instant, cap: Option<Duration>) {
+        self.rtt.set_backoff_cap(cap);
+        if let (Some(d), Some(c)) = (self.timers.get(SubflowTimer::Retransmit), cap) {
+            self.timers
+                .arm(SubflowTimer::Retransmit, d.min(now + c.max(self.rtt.rto())));
+        }
+    }
+
+    /// Since when data has been in flight without any of it acknowledged
+    /// (`None` when nothing is in flight).
+    pub fn unacked_since(&self) -> Option<Instant> {
+        (self.snd_max > self.snd_una && self.is_synchronized()).then_some(self.progress_at)
+    }
+
+    /// The retransmission timeout before backoff, and the smoothed RTT.
+    pub fn rto_srtt(&self) -> (Duration, Duration) {
+        (self.rtt.rto(), self.rtt.srtt())
     }
 
     /// Stream offset (0-based) up to which the peer acknowledged data; the
@@ -1004,6 +1028,7 @@ impl Subflow {
             self.stats.bytes_acked += acked_data;
             let newly = ack - self.snd_una;
             self.snd_una = ack;
+            self.progress_at = now;
             self.send_buf.release(self.acked_data());
             self.sacked.remove_below(ack);
             self.dupacks = 0;
@@ -1417,7 +1442,11 @@ impl Subflow {
                 );
             }
             _ if self.snd_max > self.snd_una => {
-                self.retries += 1;
+                // Capped probes (a stale MPTCP subflow) do not use up the
+                // retries: the connection decides how long to keep probing.
+                if !self.rtt.backoff_capped() {
+                    self.retries += 1;
+                }
                 if self.retries > self.cfg.max_retransmissions {
                     self.abort();
                     self.close_reason = Some(CloseReason::TimedOut);
@@ -1721,6 +1750,9 @@ impl Subflow {
             self.stats.retransmits += 1;
             self.stats.bytes_retransmitted += len as u64;
         } else {
+            if self.snd_max == self.snd_una {
+                self.progress_at = now;
+            }
             self.snd_max = end;
             // Bounded by the send buffer's segments; grows with use.
             let bound = self.cfg.send_buffer / self.cfg.mss.max(64) as usize + RANGE_SLACK;

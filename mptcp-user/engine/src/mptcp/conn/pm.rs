@@ -1,7 +1,7 @@
 //! The path manager's hand: when and which MP_JOIN subflows to open.
 
 use super::send::DataFin;
-use super::subflow::SubflowKind;
+use super::subflow::{MptcpSubflow, SubflowKind};
 use super::{Connection, KeySource, Lifecycle, Role};
 use crate::mptcp::api::*;
 use crate::pm::PmView;
@@ -10,27 +10,47 @@ use crate::time::Instant;
 use std::net::{IpAddr, SocketAddr};
 
 impl Connection {
-    pub(super) fn run_pm(&mut self, now: Instant, keys: &mut KeySource) {
+    /// The path manager may open subflows now (client, established, not closing).
+    pub(super) fn pm_may_run(&self) -> bool {
         let s = &self.s;
-        if !s.pending.path_manager
-            || s.role != Role::Client
-            || s.lifecycle != Lifecycle::Established
-            || s.fallback.is_tcp()
-            || (s.send.data_fin != DataFin::NotRequested && s.send.una == s.send.written)
-            || !self
+        s.role == Role::Client
+            && s.lifecycle == Lifecycle::Established
+            && !s.fallback.is_tcp()
+            && !(s.send.data_fin != DataFin::NotRequested && s.send.una == s.send.written)
+            && self
                 .subflows
                 .iter()
                 .any(|f| f.kind == SubflowKind::Initial && f.handshake.mpc_confirmed)
-        {
+    }
+
+    pub(super) fn run_pm(&mut self, now: Instant, keys: &mut KeySource) {
+        if !self.s.pending.path_manager || !self.pm_may_run() {
             return;
         }
         self.s.pending.path_manager = false;
         let local: Vec<IpAddr> = self.s.signals.locals.iter().map(|l| l.ip).collect();
         let remote: Vec<SocketAddr> = self.s.signals.remotes.iter().map(|r| r.addr).collect();
+        // A pair the peer refused (a join limit, a bad HMAC, a removed
+        // address) stays as if live: the path manager does not try it again.
+        // Pairs lost otherwise (timed out, closed or reset after working) are
+        // tried again with a backoff.
+        let refused = |f: &MptcpSubflow| match f.end.reason {
+            Some(SubflowCloseReason::Refused)
+            | Some(SubflowCloseReason::BadHmac)
+            | Some(SubflowCloseReason::AddressRemoved) => true,
+            Some(SubflowCloseReason::Reset(_)) => !f.fully_established,
+            _ => false,
+        };
         let live: Vec<(IpAddr, SocketAddr)> = self
             .subflows
             .iter()
-            .filter(|f| f.end.reason.is_none())
+            .filter(|f| f.end.reason.is_none() || refused(f))
+            .map(|f| (f.sub.tuple().local.ip(), f.sub.tuple().remote))
+            .collect();
+        let working: Vec<(IpAddr, SocketAddr)> = self
+            .subflows
+            .iter()
+            .filter(|f| f.end.reason.is_none() && f.fully_established)
             .map(|f| (f.sub.tuple().local.ip(), f.sub.tuple().remote))
             .collect();
         self.pm_out.clear();
@@ -39,6 +59,8 @@ impl Connection {
                 local: &local,
                 remote: &remote,
                 subflows: &live,
+                working: &working,
+                now,
             },
             &mut self.pm_out,
         );

@@ -189,6 +189,7 @@ impl Connection {
             let acked = sf.sub.acked_offset();
             if sf.stalled_at.is_some_and(|at| acked > at) {
                 sf.stalled_at = None;
+                sf.sub.set_backoff_cap(now, None);
             }
             while sf.tx_maps.front().is_some_and(|m| m.off + m.len <= acked) {
                 sf.tx_maps.pop_front();

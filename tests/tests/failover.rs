@@ -1,0 +1,285 @@
+//! Paths that die and come back (mptcp_net-next #554's scenario): a
+//! 200-byte request and its 200-byte answer every 100 ms over two emulated
+//! paths, the kernel's MPTCP as the client and `mptcp-user serve` echoing.
+//! One path goes down for a while (`;at=` in the emulator, counted from the
+//! connection's SYN) and comes back.
+//!
+//! Figures: the longest gap the application sees between two answers (goal
+//! 300 ms, limit 1 s), and how long after the path returns a subflow on it
+//! carries data again (limit 2 s), read from the emulator's per-path
+//! counters printed every 100 ms.
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mptcp_tests::cli::start_serve;
+use mptcp_tests::{require_root, Lab, LabConfig};
+
+const DOWN_AT: f64 = 3.0;
+const UP_AT: f64 = 7.0;
+const RUN: Duration = Duration::from_secs(11);
+
+struct Figures {
+    longest_gap: Duration,
+    answers: usize,
+    /// Seconds after UP_AT until the dead path carried a data packet again.
+    back_after: Option<f64>,
+}
+
+/// The kernel client's request/response loop; returns the answers' arrival times.
+fn request_response(lab: &Lab, listen: SocketAddr) -> Vec<Instant> {
+    lab.client
+        .enter(|| {
+            let s = mptcp_tests::mptcp_connect(listen, Duration::from_secs(10)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(15)))
+                .expect("timeout");
+            let mut w = s.try_clone().expect("clone");
+            let start = Instant::now();
+            let writer = thread::spawn(move || {
+                let req = [0x42u8; 200];
+                let mut k = 0u32;
+                while start.elapsed() < RUN {
+                    let due = start + Duration::from_millis(100) * k;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        thread::sleep(wait);
+                    }
+                    if w.write_all(&req).is_err() {
+                        break;
+                    }
+                    k += 1;
+                }
+                let _ = w.shutdown(std::net::Shutdown::Write);
+                k as usize
+            });
+            let mut r = s;
+            let mut arrivals = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut got = 0usize;
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let before = got / 200;
+                        got += n;
+                        for _ in before..got / 200 {
+                            arrivals.push(Instant::now());
+                        }
+                    }
+                }
+            }
+            let sent = writer.join().expect("writer");
+            assert_eq!(arrivals.len(), sent, "every request answered");
+            arrivals
+        })
+        .expect("client ns")
+}
+
+/// When, after `up_at` seconds of emulator time, `path` first delivered a
+/// data packet in either direction (an interval with more than ACK-sized traffic).
+fn back_after(emulator_log: &str, path: usize, up_at: f64) -> Option<f64> {
+    let mut last: Option<Vec<(u64, u64)>> = None;
+    for line in emulator_log.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let t = v["elapsed_s"].as_f64()?;
+        let p = &v["paths"][path];
+        let now: Vec<(u64, u64)> = ["up", "down"]
+            .iter()
+            .map(|d| {
+                (
+                    p[d]["delivered_bytes"].as_u64().unwrap_or(0),
+                    p[d]["delivered_packets"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        if let Some(before) = &last {
+            // An answer is 200 bytes of data in a packet of about 270 bytes; ACKs are under 100.
+            let data = now.iter().zip(before.iter()).any(|(n, b)| {
+                let (db, dp) = (n.0 - b.0, n.1 - b.1);
+                dp > 0 && db / dp > 150
+            });
+            if t > up_at && data {
+                return Some(t - up_at);
+            }
+        }
+        last = Some(now);
+    }
+    None
+}
+
+fn run(dead_path: usize, engine_client: bool) -> Figures {
+    let dying = format!("rate=20mbit,delay=20ms;at={DOWN_AT}s,down;at={UP_AT}s,up");
+    // The preferred (lower RTT) path 0 carries the answers while both work:
+    // when path 1 is the one that died, path 0 dies for good a second after
+    // path 1 came back, so path 1 must carry the data again.
+    let specs = if dead_path == 0 {
+        [dying, "rate=20mbit,delay=30ms".to_string()]
+    } else {
+        [
+            format!("rate=20mbit,delay=20ms;at={}s,down", UP_AT + 1.0),
+            dying.replace("delay=20ms", "delay=30ms"),
+        ]
+    };
+    let specs = [specs[0].as_str(), specs[1].as_str()];
+    let mut cfg = LabConfig::emulated(&specs);
+    cfg.emulator_args = ["--clock-from-syn", "--stats-interval", "0.1"]
+        .map(String::from)
+        .to_vec();
+    let lab = Lab::up(&cfg).expect("lab");
+    let (longest_gap, answers) = if engine_client {
+        engine_request_response(&lab)
+    } else {
+        let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 7601);
+        let _server = start_serve(
+            &lab,
+            &[
+                "--iface",
+                "srv0",
+                "--iface",
+                "srv1",
+                "--listen",
+                &listen.to_string(),
+            ],
+        );
+        let arrivals = request_response(&lab, listen);
+        let gap = arrivals
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        (gap, arrivals.len())
+    };
+    let log = lab.emulator.as_ref().expect("emulator").output();
+    Figures {
+        longest_gap,
+        answers,
+        back_after: back_after(&log, dead_path, UP_AT),
+    }
+}
+
+fn check(dead_path: usize, engine_client: bool) {
+    let f = run(dead_path, engine_client);
+    let client = if engine_client { "engine" } else { "kernel" };
+    eprintln!(
+        "{client} client, path {dead_path} down from {DOWN_AT} s to {UP_AT} s: {} answers, longest gap {:?} (goal 300 ms), data on it again {:?} s after it came back",
+        f.answers, f.longest_gap, f.back_after
+    );
+    // With the kernel as the server, its own answers on the dead path wait
+    // for the kernel's failover too: 0.5 to 1.5 s measured (docs/failover.md),
+    // so that role is held to 2 s; the kernel-client role to the 1 s.
+    let limit = if engine_client {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(1)
+    };
+    assert!(
+        f.longest_gap < limit,
+        "longest gap {:?} (limit {limit:?})",
+        f.longest_gap
+    );
+    let back = f
+        .back_after
+        .expect("no data on the path after it came back");
+    assert!(
+        back < 2.0,
+        "data on the path again only {back:.2} s after it came back"
+    );
+}
+
+#[test]
+fn kernel_client_survives_the_initial_path_dying() {
+    if !require_root() {
+        return;
+    }
+    check(0, false);
+}
+
+#[test]
+fn kernel_client_survives_the_second_path_dying() {
+    if !require_root() {
+        return;
+    }
+    check(1, false);
+}
+
+#[test]
+fn engine_client_survives_the_initial_path_dying() {
+    if !require_root() {
+        return;
+    }
+    check(0, true);
+}
+
+#[test]
+fn engine_client_survives_the_second_path_dying() {
+    if !require_root() {
+        return;
+    }
+    check(1, true);
+}
+
+/// `mptcp-user connect --request-response 200` against a kernel MPTCP echo
+/// server that announces its second address; returns the longest gap and the answers.
+fn engine_request_response(lab: &Lab) -> (Duration, usize) {
+    let port = 7602;
+    lab.server
+        .ip(&[
+            "mptcp",
+            "endpoint",
+            "add",
+            &lab.paths[1].server_v4.to_string(),
+            "dev",
+            &lab.paths[1].server_if,
+            "signal",
+        ])
+        .expect("endpoint");
+    let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
+    let listener = lab
+        .server
+        .enter(|| mptcp_tests::mptcp_listen(any).expect("listen"))
+        .expect("server ns");
+    let echo = thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accept");
+        c.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if c.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = c.shutdown(std::net::Shutdown::Write);
+    });
+    let remote = SocketAddr::new(lab.paths[0].server_v4.into(), port);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.client.name(), "timeout", "60"])
+        .arg(mptcp_tests::cli::binary())
+        .args([
+            "connect",
+            &remote.to_string(),
+            "--iface",
+            "cli0",
+            "--iface",
+            "cli1",
+        ])
+        .args(["--request-response", "200", "--time"])
+        .arg(RUN.as_secs_f64().to_string())
+        .arg("--json")
+        .output()
+        .expect("connect");
+    echo.join().expect("echo");
+    assert!(
+        out.status.success(),
+        "{}",
+        mptcp_tests::cli::output_text(&out)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["answers"], v["requests"], "{v}");
+    let gap = Duration::from_secs_f64(v["longest_gap_ms"].as_f64().expect("gap") / 1e3);
+    (gap, v["answers"].as_u64().unwrap_or(0) as usize)
+}
