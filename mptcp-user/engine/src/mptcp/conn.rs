@@ -106,6 +106,8 @@ struct Sf {
     announced: bool,
     /// SubflowClosed was reported (or must never be: a refused MP_JOIN).
     close_announced: bool,
+    /// SF_CLOSED went to the monitor.
+    monitor_closed: bool,
     bytes_reinjected: u64,
 }
 
@@ -239,8 +241,21 @@ struct Shared {
     pm_dirty: bool,
 
     events: VecDeque<MptcpEvent>,
+    /// What the endpoint's monitor stream has not taken yet (bounded).
+    monitor: VecDeque<Mon>,
+    fallback_reason: Option<FallbackReason>,
     bad_hmac: u64,
     checksum_failures: u64,
+}
+
+/// A monitor event before the endpoint adds addresses and flags.
+#[derive(Clone, Copy, Debug)]
+enum Mon {
+    Event(MptcpEvent),
+    Created,
+    Prio(SubflowId),
+    /// Closed from MPTCP's view (by us or the peer), before TIME_WAIT ends.
+    SfClosed(SubflowId, SubflowCloseReason),
 }
 
 impl Shared {
@@ -249,6 +264,26 @@ impl Shared {
             self.events.pop_front();
         }
         self.events.push_back(e);
+        self.push_monitor(Mon::Event(e));
+    }
+
+    /// For the application only (the monitor heard of it already).
+    fn push_app_event(&mut self, e: MptcpEvent) {
+        if self.events.len() == EVENT_QUEUE {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    fn push_monitor(&mut self, m: Mon) {
+        if self.monitor.len() == EVENT_QUEUE {
+            self.monitor.pop_front();
+        }
+        self.monitor.push_back(m);
+    }
+
+    fn fall_back(&mut self, why: FallbackReason) {
+        self.fallback_reason.get_or_insert(why);
     }
 
     fn set_remote_key(&mut self, key: u64) {
@@ -397,6 +432,8 @@ impl Connection {
                 next_port: 0,
                 pm_dirty: false,
                 events: VecDeque::with_capacity(EVENT_QUEUE),
+                monitor: VecDeque::from([Mon::Created]),
+                fallback_reason: None,
                 bad_hmac: 0,
                 checksum_failures: 0,
             },
@@ -458,6 +495,7 @@ impl Connection {
             closing: false,
             announced: false,
             close_announced: false,
+            monitor_closed: false,
             bytes_reinjected: 0,
         });
         self.sfs.len() - 1
@@ -515,7 +553,10 @@ impl Connection {
             Some(mpc) if mpc.version == 1 && mpc.sender_key.is_none() => {
                 c.s.checksum = cfg.checksum || mpc.checksum_required();
             }
-            _ => c.s.fallback = true,
+            _ => {
+                c.s.fallback = true;
+                c.s.fall_back(FallbackReason::SynWithoutMpCapable);
+            }
         }
         c.add_sf(sub, path, Kind::Capable, 0, 0);
         Some(c)
@@ -645,6 +686,7 @@ impl Connection {
                     _ => {
                         if !s.fallback {
                             s.fallback = true;
+                            s.fall_back(FallbackReason::SynAckWithoutMpCapable);
                             sf.sub.set_option_reserve(0);
                             s.push_event(MptcpEvent::FellBackToTcp);
                         }
@@ -713,6 +755,7 @@ impl Connection {
                     _ => {
                         // The third ACK lost its option: go on as plain TCP.
                         s.fallback = true;
+                        s.fall_back(FallbackReason::AckWithoutMpCapable);
                         sf.sub.set_option_reserve(0);
                         s.push_event(MptcpEvent::FellBackToTcp);
                     }
@@ -847,7 +890,12 @@ impl Connection {
                         }
                     }
                 }
-                MptcpOption::MpPrio { backup, .. } => sf.peer_backup = backup,
+                MptcpOption::MpPrio { backup, .. } => {
+                    if sf.peer_backup != backup {
+                        sf.peer_backup = backup;
+                        s.push_monitor(Mon::Prio(sf.id));
+                    }
+                }
                 MptcpOption::MpFail { .. } => {
                     // The peer found a bad checksum: with one subflow go on
                     // as plain TCP (infinite mapping), else drop this one.
@@ -887,6 +935,7 @@ impl Connection {
             if rel >= 1 && !s.fallback && s.rx_fb.is_none() {
                 s.rx_fb = Some((rel as u64 - 1, dsn));
                 s.fail_received = true;
+                s.fall_back(FallbackReason::InfiniteMappingReceived);
                 s.push_event(MptcpEvent::FellBackToTcp);
             }
             return;
@@ -936,6 +985,7 @@ impl Connection {
                 s.tx_fb = Some((i, sf.sub.send_offset(), s.snd_una));
                 s.snd_nxt = s.snd_una;
                 s.reinject.clear();
+                s.fall_back(FallbackReason::MpFailReceived);
                 if s.rx_fb.is_none() {
                     s.push_event(MptcpEvent::FellBackToTcp);
                 }
@@ -1039,6 +1089,7 @@ impl Connection {
 
     fn handle_events(&mut self, now: Instant, i: usize) {
         let mut reinject = false;
+        let mut peer_closed = false;
         {
             let s = &mut self.s;
             let Some(sf) = self.sfs.get_mut(i) else {
@@ -1069,7 +1120,17 @@ impl Connection {
                         s.push_event(MptcpEvent::RetransmissionTimeout { id: sf.id });
                         reinject |= s.reinject_on_rto;
                     }
-                    SubflowEvent::PeerClosed => {}
+                    // As Linux (since 5.19): a subflow the peer finished
+                    // while the connection goes on is closed on our side too.
+                    SubflowEvent::PeerClosed => {
+                        peer_closed = !s.fallback
+                            && s.rx_fb.is_none()
+                            && s.tx_fb.is_none()
+                            && s.peer_fin.is_none()
+                            && !s.reset
+                            && !sf.closing
+                            && sf.close_reason.is_none();
+                    }
                     SubflowEvent::Closed(r) => {
                         let reason = sf.close_reason.unwrap_or(match r {
                             CloseReason::Normal => SubflowCloseReason::Normal,
@@ -1082,7 +1143,12 @@ impl Connection {
                         reinject = true;
                         if !sf.close_announced {
                             sf.close_announced = true;
-                            s.push_event(MptcpEvent::SubflowClosed { id: sf.id, reason });
+                            let e = MptcpEvent::SubflowClosed { id: sf.id, reason };
+                            if std::mem::replace(&mut sf.monitor_closed, true) {
+                                s.push_app_event(e);
+                            } else {
+                                s.push_event(e);
+                            }
                         }
                         s.pm_dirty = true;
                     }
@@ -1095,6 +1161,10 @@ impl Connection {
         }
         if reinject {
             self.reinject(i);
+        }
+        if peer_closed {
+            let id = self.sfs[i].id;
+            self.close_subflow_because(id, SubflowCloseReason::Normal);
         }
     }
 
@@ -1924,12 +1994,19 @@ impl Connection {
 
     /// Closes one subflow (FIN); its unacknowledged data is reinjected.
     pub fn close_subflow(&mut self, id: SubflowId) -> bool {
+        self.close_subflow_because(id, SubflowCloseReason::Local)
+    }
+
+    fn close_subflow_because(&mut self, id: SubflowId, why: SubflowCloseReason) -> bool {
         let Some(i) = self.find(id) else {
             return false;
         };
         let sf = &mut self.sfs[i];
         if sf.closing || sf.close_reason.is_some() {
             return false;
+        }
+        if !std::mem::replace(&mut sf.monitor_closed, true) {
+            self.s.push_monitor(Mon::SfClosed(id, why));
         }
         sf.closing = true;
         sf.sub.close();
@@ -1954,6 +2031,7 @@ impl Connection {
                 sf.backup = b;
                 sf.prio_pending = true;
                 sf.sub.request_ack();
+                self.s.push_monitor(Mon::Prio(id));
             }
         }
         if let Some(d) = opts.dscp {
@@ -2004,6 +2082,180 @@ impl Connection {
         }
         if let Some(sf) = self.sfs.iter_mut().find(|f| f.usable()) {
             sf.sub.request_ack();
+        }
+    }
+
+    /// Announces one of our addresses (ADD_ADDR) on this connection; it
+    /// must be one the connection was given (the classifier owns it).
+    /// Returns its address id.
+    pub fn announce_address(&mut self, now: Instant, ip: IpAddr) -> Option<u8> {
+        if self.s.fallback {
+            return None;
+        }
+        let id = self.s.locals.iter().position(|l| l.ip == ip)?;
+        if id == 0 {
+            return None;
+        }
+        self.s.locals[id].signal = true;
+        self.s.add_addr.retain(|t| t.id != id as u8);
+        self.s.queue_signals(now);
+        if let Some(sf) = self.sfs.iter_mut().find(|f| f.usable()) {
+            sf.sub.request_ack();
+        }
+        Some(id as u8)
+    }
+
+    /// The id of one of our addresses on this connection.
+    pub fn local_address_id(&self, ip: IpAddr) -> Option<u8> {
+        self.s
+            .locals
+            .iter()
+            .position(|l| l.ip == ip)
+            .map(|i| i as u8)
+    }
+
+    /// Our token (as `ip mptcp monitor` shows it).
+    pub fn token(&self) -> u32 {
+        self.s.local_token
+    }
+
+    /// Why the connection fell back to plain TCP, if it did.
+    pub fn fallback_reason(&self) -> Option<FallbackReason> {
+        self.s.fallback_reason
+    }
+
+    /// What an operator lists about the connection.
+    pub fn info(&self) -> ConnectionInfo {
+        let s = &self.s;
+        let state = if s.reset || s.fast_closed {
+            ConnectionState::Reset
+        } else if self.is_closed() {
+            ConnectionState::Closed
+        } else if s.close_requested || s.peer_fin.is_some() {
+            ConnectionState::Closing
+        } else if s.established {
+            ConnectionState::Established
+        } else {
+            ConnectionState::Connecting
+        };
+        let (local, remote) = self.sfs.first().map_or_else(
+            || {
+                let any = SocketAddr::from(([0, 0, 0, 0], 0));
+                (any, s.remotes.first().map_or(any, |r| r.1))
+            },
+            |f| (f.sub.tuple().local, f.sub.tuple().remote),
+        );
+        let mut retx = 0;
+        let mut reinjected = 0;
+        for f in &self.sfs {
+            retx += f.sub.stats().bytes_retransmitted;
+            reinjected += f.bytes_reinjected;
+        }
+        ConnectionInfo {
+            token: s.local_token,
+            remote_token: s.remote_token,
+            local,
+            remote,
+            state,
+            fallback: s.fallback_reason,
+            bytes_acked: s.snd_una,
+            bytes_sent: s.snd_nxt.max(s.snd_una),
+            bytes_received: s.rcv_nxt,
+            subflows: self.live_subflows(),
+            subflows_total: self.sfs.len(),
+            bytes_retransmitted: retx,
+            bytes_reinjected: reinjected,
+        }
+    }
+
+    /// Moves the monitor events not yet taken to `out`, with addresses,
+    /// ids and flags filled in, as `ip mptcp monitor` shows them.
+    pub(crate) fn take_monitor(&mut self, mut out: impl FnMut(MonitorEvent)) {
+        while let Some(m) = self.s.monitor.pop_front() {
+            let token = self.s.local_token;
+            let mut ev = MonitorEvent {
+                kind: MonitorKind::Created,
+                token,
+                subflow: None,
+                local_id: None,
+                remote_id: None,
+                local: None,
+                remote: None,
+                backup: false,
+                close_reason: None,
+                reset_reason: None,
+            };
+            let sf_event = |ev: &mut MonitorEvent, kind, id: SubflowId| {
+                ev.kind = kind;
+                ev.subflow = Some(id);
+                if let Some(f) = self.sfs.iter().find(|f| f.id == id) {
+                    ev.local_id = Some(f.local_id);
+                    ev.remote_id = Some(f.remote_id);
+                    ev.local = Some(f.sub.tuple().local);
+                    ev.remote = Some(f.sub.tuple().remote);
+                    ev.backup = f.backup || f.peer_backup;
+                }
+            };
+            match m {
+                Mon::Created | Mon::Event(MptcpEvent::Established) => {
+                    if let Some(f) = self.sfs.first() {
+                        ev.local = Some(f.sub.tuple().local);
+                        ev.remote = Some(f.sub.tuple().remote);
+                        ev.local_id = Some(0);
+                        ev.remote_id = Some(0);
+                    }
+                    if !matches!(m, Mon::Created) {
+                        ev.kind = MonitorKind::Established;
+                    }
+                }
+                Mon::Prio(id) => sf_event(&mut ev, MonitorKind::SfPrio, id),
+                Mon::Event(MptcpEvent::SubflowEstablished { id }) => {
+                    sf_event(&mut ev, MonitorKind::SfEstablished, id)
+                }
+                Mon::Event(MptcpEvent::SubflowClosed { id, reason })
+                | Mon::SfClosed(id, reason) => {
+                    sf_event(&mut ev, MonitorKind::SfClosed, id);
+                    ev.close_reason = Some(reason);
+                    if let SubflowCloseReason::Reset(r) = reason {
+                        ev.reset_reason = r;
+                    }
+                }
+                Mon::Event(MptcpEvent::AddressAnnounced { addr_id, addr }) => {
+                    ev.kind = MonitorKind::Announced;
+                    ev.remote_id = Some(addr_id);
+                    ev.remote = Some(addr);
+                }
+                Mon::Event(MptcpEvent::AddressRemoved { addr_id }) => {
+                    ev.kind = MonitorKind::Removed;
+                    ev.remote_id = Some(addr_id);
+                }
+                Mon::Event(MptcpEvent::Closed) => ev.kind = MonitorKind::Closed,
+                // CLOSED comes when the endpoint frees the connection.
+                Mon::Event(
+                    MptcpEvent::FastClosed
+                    | MptcpEvent::FellBackToTcp
+                    | MptcpEvent::RetransmissionTimeout { .. },
+                ) => continue,
+            }
+            out(ev);
+        }
+    }
+
+    /// A CLOSED monitor event for this connection (the endpoint sends it
+    /// when it frees the connection).
+    pub(crate) fn closed_event(&self) -> MonitorEvent {
+        let i = self.info();
+        MonitorEvent {
+            kind: MonitorKind::Closed,
+            token: i.token,
+            subflow: None,
+            local_id: None,
+            remote_id: None,
+            local: Some(i.local),
+            remote: Some(i.remote),
+            backup: false,
+            close_reason: None,
+            reset_reason: None,
         }
     }
 

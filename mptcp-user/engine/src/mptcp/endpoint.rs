@@ -2,7 +2,7 @@
 //! packets by 4-tuple (and MP_JOIN SYNs by token), and answers what
 //! matches nothing with a RST.
 
-use super::api::LocalAddr;
+use super::api::{LocalAddr, MonitorEvent};
 use super::conn::Connection;
 use super::{reset_reason, KeySource, MptcpConfig};
 use crate::io::{ByteStream, Engine, PathId};
@@ -12,7 +12,7 @@ use crate::wire::ip::{emit_ip_tcp, parse_ip_tcp, IpRepr};
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::mptcp::{MpJoin, MptcpOption};
 use crate::wire::tcp::{ChecksumState, TcpFlags, TcpOptions, TcpPacket, TcpRepr};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// Packets the endpoint refused or could not place, by cause.
@@ -26,7 +26,13 @@ pub struct MptcpCounters {
     /// MP_JOIN SYNs with an unknown token or over the subflow limit.
     pub join_refused: u64,
     pub resets_sent: u64,
+    /// Monitor events dropped because nobody took them in time.
+    pub monitor_dropped: u64,
 }
+
+/// Monitor events kept for [`MptcpEndpoint::poll_monitor`]; older ones are
+/// dropped (and counted) when nobody takes them.
+const MONITOR_QUEUE: usize = 1024;
 
 /// The checksum verdict of the TCP segment inside `packet` (Bad when the
 /// IP lengths do not frame a TCP header).
@@ -78,6 +84,7 @@ pub struct MptcpEndpoint {
     new_tuples: Vec<(FourTuple, usize)>,
     tx_next: usize,
     counters: MptcpCounters,
+    monitor: VecDeque<MonitorEvent>,
 }
 
 impl MptcpEndpoint {
@@ -95,6 +102,7 @@ impl MptcpEndpoint {
             new_tuples: Vec::new(),
             tx_next: 0,
             counters: MptcpCounters::default(),
+            monitor: VecDeque::new(),
         }
     }
 
@@ -132,6 +140,8 @@ impl MptcpEndpoint {
     fn register(&mut self, ci: usize) {
         if let Some(Some(c)) = self.conns.get_mut(ci) {
             c.take_new_tuples(&mut self.new_tuples);
+            let (q, counters) = (&mut self.monitor, &mut self.counters);
+            c.take_monitor(|e| push_monitor(q, counters, e));
         }
         for (t, si) in self.new_tuples.drain(..) {
             self.by_tuple.insert(t, (ci, si));
@@ -177,7 +187,11 @@ impl MptcpEndpoint {
         let mut freed = 0;
         for ci in 0..self.conns.len() {
             if self.conns[ci].as_ref().is_some_and(Connection::is_closed) {
-                self.conns[ci] = None;
+                if let Some(mut c) = self.conns[ci].take() {
+                    let (q, counters) = (&mut self.monitor, &mut self.counters);
+                    c.take_monitor(|e| push_monitor(q, counters, e));
+                    push_monitor(q, counters, c.closed_event());
+                }
                 self.by_tuple.retain(|_, v| v.0 != ci);
                 self.by_token.retain(|_, v| *v != ci);
                 freed += 1;
@@ -188,6 +202,41 @@ impl MptcpEndpoint {
 
     pub fn counters(&self) -> &MptcpCounters {
         &self.counters
+    }
+
+    /// The next connection or subflow event of any connection, named as
+    /// `ip mptcp monitor` names them (bounded queue: the oldest go first
+    /// when nobody takes them, counted in `monitor_dropped`).
+    pub fn poll_monitor(&mut self) -> Option<MonitorEvent> {
+        self.monitor.pop_front()
+    }
+
+    /// The slot of the live connection with our token `token`.
+    pub fn slot_of_token(&self, token: u32) -> Option<usize> {
+        match self.by_token.get(&token) {
+            Some(&ci) if self.connection_at(ci).is_some() => Some(ci),
+            // Fallback connections are not in the token table.
+            _ => self
+                .conns
+                .iter()
+                .position(|c| c.as_ref().is_some_and(|c| c.token() == token)),
+        }
+    }
+
+    /// Opens a subflow by tuple on the connection in `slot` (client role:
+    /// Linux, like most peers, accepts MP_JOIN only on its listener; port 0
+    /// picks one). Returns its id.
+    pub fn open_subflow_at(
+        &mut self,
+        slot: usize,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<super::SubflowId> {
+        let c = self.conns.get_mut(slot)?.as_mut()?;
+        let id = c.open_join(now, &mut self.keys, local.ip(), Some(local.port()), remote)?;
+        self.register(slot);
+        Some(id)
     }
 
     /// Opens a subflow by tuple on the first connection (client role; port
@@ -447,4 +496,12 @@ impl ByteStream for MptcpEndpoint {
     fn is_closed(&self) -> bool {
         self.connection().is_some_and(Connection::is_closed)
     }
+}
+
+fn push_monitor(q: &mut VecDeque<MonitorEvent>, counters: &mut MptcpCounters, e: MonitorEvent) {
+    if q.len() == MONITOR_QUEUE {
+        q.pop_front();
+        counters.monitor_dropped += 1;
+    }
+    q.push_back(e);
 }

@@ -48,8 +48,9 @@ mod endpoint;
 pub mod fuzzing;
 
 pub use api::{
-    LocalAddr, MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions,
-    SubflowStatistics, SubflowStatus,
+    ConnectionInfo, ConnectionState, FallbackReason, LocalAddr, MonitorEvent, MonitorKind,
+    MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions, SubflowStatistics,
+    SubflowStatus,
 };
 pub use conn::Connection;
 pub use endpoint::{MptcpCounters, MptcpEndpoint};
