@@ -20,6 +20,8 @@ enum Command {
     Connect(cli::connect::ConnectArgs),
     /// Classifier, datapath and engine counters of running instances.
     Stats(cli::stats::StatsArgs),
+    /// See and steer the live connections of a running instance (control socket).
+    Ctl(cli::ctl::CtlArgs),
     /// Transfer bytes between two engines over simulated paths and report goodput.
     Sim(cli::sim::SimArgs),
     /// Print the TCP segments of a capture with every MPTCP suboption.
@@ -35,6 +37,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => cli::serve::serve(args),
         Command::Connect(args) => cli::connect::connect(args),
         Command::Stats(args) => cli::stats::stats(args),
+        Command::Ctl(args) => cli::ctl::ctl(args),
         Command::Sim(args) => cli::sim::main(args),
         Command::Decode(args) => cli::decode::decode(args),
         Command::Classify(args) => cli::classify::classify(args),

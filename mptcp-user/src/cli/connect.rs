@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use serde_json::json;
 
+use mptcp_control::{ControlOptions, ControlPlane, WorkerSide};
 use mptcp_datapath::afxdp::XskConfig;
 use mptcp_datapath::signals::stop_on_signals;
 use mptcp_datapath::worker::Worker;
@@ -15,6 +16,7 @@ use mptcp_datapath::xdp::Ownership;
 use mptcp_datapath::Datapath;
 use mptcp_engine::app::{PatternSink, Source, Transfer};
 use mptcp_engine::io::ByteStream;
+use mptcp_engine::mptcp::MptcpEndpoint;
 use mptcp_engine::tcp::TcpEndpoint;
 use mptcp_engine::time::Instant;
 
@@ -112,7 +114,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
         EngineKind::Tcp => {
             let cfg = tcp_config(&paths, args.remote.is_ipv6());
             let engine = TcpEndpoint::client(cfg, local, args.remote, Instant::ZERO);
-            run_connect(args, Worker::new(engine, paths), datapath, local)
+            run_connect(args, Worker::new(engine, paths), datapath, local, None)
         }
         EngineKind::Mptcp => {
             let mut cfg = mptcp_config(&paths, args.remote.is_ipv6(), &args.engine_opts);
@@ -137,7 +139,20 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
                 args.remote,
                 Instant::ZERO,
             );
-            run_connect(args, Worker::new(engine, paths), datapath, local)
+            // `ctl` steers this connection too (e.g. opens subflows by tuple).
+            let (side, plane) = ControlPlane::start("connect", &ControlOptions::default())?;
+            if !args.json {
+                println!("control socket {}", plane.socket().display());
+            }
+            let r = run_connect(
+                args,
+                Worker::new(engine, paths),
+                datapath,
+                local,
+                Some(Box::new(MptcpControl(side))),
+            );
+            drop(plane);
+            r
         }
     }
 }
@@ -189,11 +204,29 @@ impl Measured for mptcp_engine::mptcp::MptcpEndpoint {
     }
 }
 
+/// The control plane's share of a pass, for the engines that have one.
+pub trait Controlled<E> {
+    fn poll(&mut self, worker: &mut Worker<E>, datapath: &Datapath) -> usize;
+    fn wake_fd(&self) -> std::os::fd::RawFd;
+}
+
+struct MptcpControl(WorkerSide);
+
+impl Controlled<MptcpEndpoint> for MptcpControl {
+    fn poll(&mut self, worker: &mut Worker<MptcpEndpoint>, datapath: &Datapath) -> usize {
+        self.0.poll(worker, datapath, 0)
+    }
+    fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.0.wake_fd()
+    }
+}
+
 fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     args: &ConnectArgs,
     mut worker: Worker<E>,
     mut datapath: Datapath,
     local: SocketAddr,
+    mut control: Option<Box<dyn Controlled<E>>>,
 ) -> Result<()> {
     let stop = stop_on_signals();
     let total = args.bytes.unwrap_or(if args.time.is_some() {
@@ -221,11 +254,15 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     let started = std::time::Instant::now();
     let mut intervals: Vec<Interval> = Vec::new();
     let mut mark = (0.0f64, 0u64, 0u64);
-    let stats_file = StatsFile::create();
+    // Instances with a control socket answer `stats` through it.
+    let stats_file = control.is_none().then(StatsFile::create);
     let mut established_at = None;
     let mut last_subflows: Vec<(u32, usize, SocketAddr, SocketAddr, u64, u64, u64)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let (work, done) = worker.step(&mut source);
+        let (mut work, done) = worker.step(&mut source);
+        if let Some(c) = control.as_mut() {
+            work += c.poll(&mut worker, &datapath);
+        }
         if established_at.is_none() && worker.engine.is_established() {
             established_at = Some(started.elapsed().as_secs_f64());
         }
@@ -272,14 +309,19 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
             last_subflows = subflows;
             mark = (t, source.sent(), source.received());
             intervals.push(iv);
-            let engine = json!({"subflows": last_subflows.len()});
-            stats_file.write(&instance_stats("connect", &datapath, &worker, engine));
+            if let Some(f) = &stats_file {
+                let engine = json!({"subflows": last_subflows.len()});
+                f.write(&instance_stats("connect", &datapath, &worker, engine));
+            }
         }
         if done {
             break;
         }
         if work == 0 {
-            worker.sleep();
+            match &control {
+                Some(c) => worker.sleep_with(&[(c.wake_fd(), libc::POLLIN)]),
+                None => worker.sleep(),
+            }
         }
     }
     let elapsed = started.elapsed().as_secs_f64();

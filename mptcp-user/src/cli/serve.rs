@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde_json::json;
 
+use mptcp_control::{ControlOptions, ControlPlane};
 use mptcp_datapath::afxdp::XskConfig;
 use mptcp_datapath::forward::Forward;
 use mptcp_datapath::signals::stop_on_signals;
@@ -69,6 +70,10 @@ pub struct ServeArgs {
     /// Stop after this many connections (0 = serve until signalled).
     #[arg(long, default_value_t = 0)]
     pub connections: u64,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (MPTCP engine):
+    /// the counters of `stats`, plus connection and subflow gauges.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
 }
 
 fn tcp_engine_stats(e: &TcpEndpoint, connections: u64) -> serde_json::Value {
@@ -369,40 +374,40 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
         "serving {} ({:?}) with the MPTCP engine, partial TCP checksums {partial_why}; Ctrl-C to stop",
         args.listen, args.mode
     );
+    // The control socket answers `stats`, `ctl` and /metrics from the
+    // worker's own counters: no stats file for this instance.
+    let (mut control, plane) = ControlPlane::start(
+        "serve",
+        &ControlOptions {
+            socket: None,
+            metrics: args.metrics,
+        },
+    )?;
+    eprintln!("control socket {}", plane.socket().display());
+    if let Some(m) = plane.metrics_addr() {
+        eprintln!("metrics at http://{m}/metrics");
+    }
     let mut worker = Worker::new(engine, paths);
     let mut app = PerConnection {
         args,
         apps: Vec::new(),
         closed: 0,
     };
-    let stats_file = StatsFile::create();
-    let mut last_dump = std::time::Instant::now() - Duration::from_secs(2);
     let mut wake = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let (work, done) = worker.step(&mut app);
+        let (mut work, done) = worker.step(&mut app);
         if done {
             break;
         }
-        if last_dump.elapsed() >= Duration::from_secs(1) {
-            last_dump = std::time::Instant::now();
-            let c = worker.engine.counters();
-            let engine = json!({
-                "connections": worker.engine.connections().count(), "closed": app.closed,
-                "partial_checksum": c.partial_checksum, "bad_checksum": c.bad_checksum,
-                "counters": {
-                    "malformed": c.malformed, "bad_checksum": c.bad_checksum,
-                    "partial_checksum": c.partial_checksum, "unmatched": c.unmatched,
-                    "join_refused": c.join_refused, "resets_sent": c.resets_sent,
-                },
-            });
-            stats_file.write(&instance_stats("serve", &datapath, &worker, engine));
-        }
+        work += control.poll(&mut worker, &datapath, app.closed);
         if work == 0 {
             wake.clear();
             app.wake_fds(&mut wake);
+            wake.push((control.wake_fd(), libc::POLLIN));
             worker.sleep_with(&wake);
         }
     }
+    drop(plane);
     datapath.detach_all()?;
     eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
     Ok(())
