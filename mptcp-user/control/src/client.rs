@@ -36,12 +36,18 @@ pub fn pick_instance(pid: Option<u32>) -> Result<u32> {
         return Ok(p);
     }
     match instances().as_slice() {
-        [] => bail!("no running mptcp-user instance with a control socket in {}", crate::RUN_DIR),
+        [] => bail!(
+            "no running mptcp-user instance with a control socket in {}",
+            crate::RUN_DIR
+        ),
         [one] => Ok(*one),
         many => bail!(
             "{} instances run ({}): say which with --instance PID",
             many.len(),
-            many.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -72,8 +78,14 @@ pub fn request(pid: u32, req: &Request) -> Result<Value> {
     }
 }
 
-/// Streams monitor events to `each` until it returns false or the instance stops.
-pub fn monitor(pid: u32, mut each: impl FnMut(EventRow) -> bool) -> Result<()> {
+/// Streams monitor events to `each` until it returns false or the instance
+/// stops; `subscribed` runs once the instance confirmed the subscription
+/// (events from then on are not missed).
+pub fn monitor(
+    pid: u32,
+    subscribed: impl FnOnce(),
+    mut each: impl FnMut(EventRow) -> bool,
+) -> Result<()> {
     let (mut s, _) = open(pid)?;
     let mut line = serde_json::to_vec(&Request::Monitor)?;
     line.push(b'\n');
@@ -85,6 +97,7 @@ pub fn monitor(pid: u32, mut each: impl FnMut(EventRow) -> bool) -> Result<()> {
     if !reply.ok {
         bail!(reply.error.unwrap_or_default());
     }
+    subscribed();
     loop {
         text.clear();
         if r.read_line(&mut text)? == 0 {

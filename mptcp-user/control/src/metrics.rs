@@ -43,7 +43,8 @@ fn counter_family<'a>(
 ) {
     let f = Family::<Labels, Counter>::default();
     for (l, v) in values {
-        f.get_or_create(&vec![(label.to_string(), l.to_string())]).inc_by(v);
+        f.get_or_create(&vec![(label.to_string(), l.to_string())])
+            .inc_by(v);
     }
     reg.register(name, help, f);
 }
@@ -71,15 +72,45 @@ pub fn encode_stats(s: &InstanceStats<MptcpEngineStats>) -> String {
         let reg = root.sub_registry_with_prefix("classifier");
         let c = &s.classifier;
         counter(reg, "seen", "Frames the XDP classifier ran on", c.seen);
-        counter(reg, "redirected", "Frames redirected to AF_XDP", c.redirected);
-        counter(reg, "passed", "Frames left to the kernel (XDP_PASS)", c.passed);
-        counter(reg, "owned", "Segments to an owned address and port", c.owned);
-        counter(reg, "owned_no_socket", "Owned segments with no AF_XDP socket on their queue", c.owned_no_socket);
+        counter(
+            reg,
+            "redirected",
+            "Frames redirected to AF_XDP",
+            c.redirected,
+        );
+        counter(
+            reg,
+            "passed",
+            "Frames left to the kernel (XDP_PASS)",
+            c.passed,
+        );
+        counter(
+            reg,
+            "owned",
+            "Segments to an owned address and port",
+            c.owned,
+        );
+        counter(
+            reg,
+            "owned_no_socket",
+            "Owned segments with no AF_XDP socket on their queue",
+            c.owned_no_socket,
+        );
         counter(reg, "malformed", "Malformed frames", c.malformed);
-        counter(reg, "mp_capable_syn", "Owned MP_CAPABLE SYNs", c.mp_capable_syn);
+        counter(
+            reg,
+            "mp_capable_syn",
+            "Owned MP_CAPABLE SYNs",
+            c.mp_capable_syn,
+        );
         counter(reg, "mp_join_syn", "Owned MP_JOIN SYNs", c.mp_join_syn);
         counter(reg, "dss", "Owned segments with DSS", c.dss);
-        counter(reg, "other_mptcp", "Owned segments with other MPTCP options", c.other_mptcp);
+        counter(
+            reg,
+            "other_mptcp",
+            "Owned segments with other MPTCP options",
+            c.other_mptcp,
+        );
         counter(reg, "plain_tcp", "Owned plain TCP segments", c.plain_tcp);
     }
     {
@@ -87,48 +118,156 @@ pub fn encode_stats(s: &InstanceStats<MptcpEngineStats>) -> String {
         let w = &s.worker;
         counter(reg, "rx_frames", "Frames received", w.rx_frames);
         counter(reg, "tx_frames", "Frames sent", w.tx_frames);
-        counter(reg, "rx_not_ip", "Received frames that were not IP", w.rx_not_ip);
-        counter(reg, "no_neighbour", "Packets dropped for want of a neighbour MAC", w.no_neighbour);
-        counter(reg, "tx_ring_full", "Passes that found the TX ring full", w.tx_ring_full);
+        counter(
+            reg,
+            "rx_not_ip",
+            "Received frames that were not IP",
+            w.rx_not_ip,
+        );
+        counter(
+            reg,
+            "no_neighbour",
+            "Packets dropped for want of a neighbour MAC",
+            w.no_neighbour,
+        );
+        counter(
+            reg,
+            "tx_ring_full",
+            "Passes that found the TX ring full",
+            w.tx_ring_full,
+        );
         counter(reg, "passes", "Passes through the worker loop", w.passes);
-        counter(reg, "sleeps", "Passes that ended asleep in poll()", w.sleeps);
+        counter(
+            reg,
+            "sleeps",
+            "Passes that ended asleep in poll()",
+            w.sleeps,
+        );
     }
     {
         let reg = root.sub_registry_with_prefix("interface");
         let each = |f: fn(&crate::snapshot::InterfaceStats) -> u64| {
             s.interfaces.iter().map(move |i| (i.name.as_str(), f(i)))
         };
-        counter_family(reg, "rx_frames", "Frames received, per interface", "interface", each(|i| i.rx_frames));
-        counter_family(reg, "tx_frames", "Frames sent, per interface", "interface", each(|i| i.tx_frames));
-        counter_family(reg, "kernel_rx_dropped", "Frames the kernel dropped before our RX ring", "interface", each(|i| i.kernel_rx_dropped));
+        counter_family(
+            reg,
+            "rx_frames",
+            "Frames received, per interface",
+            "interface",
+            each(|i| i.rx_frames),
+        );
+        counter_family(
+            reg,
+            "tx_frames",
+            "Frames sent, per interface",
+            "interface",
+            each(|i| i.tx_frames),
+        );
+        counter_family(
+            reg,
+            "kernel_rx_dropped",
+            "Frames the kernel dropped before our RX ring",
+            "interface",
+            each(|i| i.kernel_rx_dropped),
+        );
     }
     {
         let reg = root.sub_registry_with_prefix("engine");
         let e = &s.engine;
         gauge(reg, "connections", "Live connections", e.connections);
-        gauge(reg, "fallbacks", "Live connections that fell back to TCP", e.fallbacks);
-        gauge(reg, "subflows", "Open subflows of the live connections", e.subflows);
-        gauge_family(reg, "connections_by_state", "Live connections by state", "state",
-            e.connections_by_state.iter().map(|(k, v)| (k.as_str(), *v)));
-        gauge_family(reg, "subflows_by_state", "Open subflows by state", "state",
-            e.subflows_by_state.iter().map(|(k, v)| (k.as_str(), *v)));
-        counter(reg, "closed", "Connections the application finished", e.closed);
-        counter_family(reg, "events", "Monitor events by name", "event",
-            e.events.iter().map(|(k, v)| (k.as_str(), *v)));
+        gauge(
+            reg,
+            "fallbacks",
+            "Live connections that fell back to TCP",
+            e.fallbacks,
+        );
+        gauge(
+            reg,
+            "subflows",
+            "Open subflows of the live connections",
+            e.subflows,
+        );
+        gauge_family(
+            reg,
+            "connections_by_state",
+            "Live connections by state",
+            "state",
+            e.connections_by_state.iter().map(|(k, v)| (k.as_str(), *v)),
+        );
+        gauge_family(
+            reg,
+            "subflows_by_state",
+            "Open subflows by state",
+            "state",
+            e.subflows_by_state.iter().map(|(k, v)| (k.as_str(), *v)),
+        );
+        counter(
+            reg,
+            "closed",
+            "Connections the application finished",
+            e.closed,
+        );
+        counter_family(
+            reg,
+            "events",
+            "Monitor events by name",
+            "event",
+            e.events.iter().map(|(k, v)| (k.as_str(), *v)),
+        );
         let reg = reg.sub_registry_with_prefix("counters");
         let c = &e.counters;
-        counter(reg, "malformed", "Packets the engine could not parse", c.malformed);
-        counter(reg, "bad_checksum", "Packets with a bad TCP checksum", c.bad_checksum);
-        counter(reg, "partial_checksum", "Packets accepted with a partial checksum", c.partial_checksum);
-        counter(reg, "unmatched", "Packets that matched no connection or listener", c.unmatched);
+        counter(
+            reg,
+            "malformed",
+            "Packets the engine could not parse",
+            c.malformed,
+        );
+        counter(
+            reg,
+            "bad_checksum",
+            "Packets with a bad TCP checksum",
+            c.bad_checksum,
+        );
+        counter(
+            reg,
+            "partial_checksum",
+            "Packets accepted with a partial checksum",
+            c.partial_checksum,
+        );
+        counter(
+            reg,
+            "unmatched",
+            "Packets that matched no connection or listener",
+            c.unmatched,
+        );
         counter(reg, "join_refused", "MP_JOIN SYNs refused", c.join_refused);
-        counter(reg, "resets_sent", "RSTs sent for unmatched segments", c.resets_sent);
-        counter(reg, "monitor_dropped", "Monitor events the engine dropped", c.monitor_dropped);
+        counter(
+            reg,
+            "resets_sent",
+            "RSTs sent for unmatched segments",
+            c.resets_sent,
+        );
+        counter(
+            reg,
+            "monitor_dropped",
+            "Monitor events the engine dropped",
+            c.monitor_dropped,
+        );
     }
     {
         let reg = root.sub_registry_with_prefix("control");
-        counter(reg, "commands", "Control commands answered", s.engine.control.commands);
-        counter(reg, "events_dropped", "Monitor events dropped on the way to clients", s.engine.control.events_dropped);
+        counter(
+            reg,
+            "commands",
+            "Control commands answered",
+            s.engine.control.commands,
+        );
+        counter(
+            reg,
+            "events_dropped",
+            "Monitor events dropped on the way to clients",
+            s.engine.control.events_dropped,
+        );
     }
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -161,18 +300,25 @@ async fn handle(ctx: Ctx, req: HttpRequest<Incoming>) -> Result<Response<Full<By
         Ok(r)
     };
     if req.method() != Method::GET || req.uri().path() != "/metrics" {
-        return reply(StatusCode::NOT_FOUND, "text/plain", "try GET /metrics\n".into());
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try GET /metrics\n".into(),
+        );
     }
-    let stats = ctx
-        .ask(Request::Stats)
-        .await
-        .and_then(|v| serde_json::from_value::<InstanceStats<MptcpEngineStats>>(v).map_err(|e| e.to_string()));
+    let stats = ctx.ask(Request::Stats).await.and_then(|v| {
+        serde_json::from_value::<InstanceStats<MptcpEngineStats>>(v).map_err(|e| e.to_string())
+    });
     match stats {
         Ok(s) => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             encode_stats(&s),
         ),
-        Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{e}\n")),
+        Err(e) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{e}\n"),
+        ),
     }
 }

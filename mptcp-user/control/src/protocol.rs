@@ -26,9 +26,9 @@ impl FromStr for Token {
     type Err = String;
     fn from_str(s: &str) -> Result<Token, String> {
         let hex = s.strip_prefix("0x").unwrap_or(s);
-        u32::from_str_radix(hex, 16)
-            .map(Token)
-            .map_err(|_| format!("token {s:?}: expected hex digits as `ctl connections` shows them"))
+        u32::from_str_radix(hex, 16).map(Token).map_err(|_| {
+            format!("token {s:?}: expected hex digits as `ctl connections` shows them")
+        })
     }
 }
 
@@ -256,7 +256,10 @@ mod tests {
             backup: true,
         };
         let s = serde_json::to_string(&r).unwrap();
-        assert_eq!(s, r#"{"cmd":"prio","token":"a1b2c3d4","id":1,"backup":true}"#);
+        assert_eq!(
+            s,
+            r#"{"cmd":"prio","token":"a1b2c3d4","id":1,"backup":true}"#
+        );
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
         assert_eq!("0x00000010".parse::<Token>(), Ok(Token(16)));
         assert!("zz".parse::<Token>().is_err());

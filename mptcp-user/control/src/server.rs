@@ -217,10 +217,18 @@ async fn client(ctx: Ctx, stream: tokio::net::UnixStream) {
     loop {
         line.clear();
         // Bounded: a peer cannot make us buffer without end.
-        match (&mut r).take(MAX_LINE as u64 + 1).read_line(&mut line).await {
+        match (&mut r)
+            .take(MAX_LINE as u64 + 1)
+            .read_line(&mut line)
+            .await
+        {
             Ok(0) | Err(_) => return,
             Ok(n) if n > MAX_LINE => {
-                let _ = write_line(&mut w, &Reply::from_result(Err("request line too long".into()))).await;
+                let _ = write_line(
+                    &mut w,
+                    &Reply::from_result(Err("request line too long".into())),
+                )
+                .await;
                 return;
             }
             Ok(_) => {}
@@ -228,7 +236,12 @@ async fn client(ctx: Ctx, stream: tokio::net::UnixStream) {
         let request = match serde_json::from_str::<Request>(line.trim()) {
             Ok(r) => r,
             Err(e) => {
-                if !write_line(&mut w, &Reply::from_result(Err(format!("bad request: {e}")))).await {
+                if !write_line(
+                    &mut w,
+                    &Reply::from_result(Err(format!("bad request: {e}"))),
+                )
+                .await
+                {
                     return;
                 }
                 continue;
@@ -253,7 +266,11 @@ async fn monitor<R: tokio::io::AsyncRead + Unpin>(
 ) {
     let mut rx = ctx.events.subscribe();
     ctx.shared.monitors.fetch_add(1, Ordering::AcqRel);
-    let ok = write_line(&mut w, &Reply::from_result(Ok(Value::String("monitoring".into())))).await;
+    let ok = write_line(
+        &mut w,
+        &Reply::from_result(Ok(Value::String("monitoring".into()))),
+    )
+    .await;
     let mut sink = [0u8; 256];
     while ok {
         tokio::select! {

@@ -100,7 +100,12 @@ pub struct ControlCounters {
 }
 
 /// Everything but the engine part, from the datapath and the worker.
-pub fn collect<E, X>(role: &str, datapath: &Datapath, worker: &Worker<E>, engine: X) -> InstanceStats<X> {
+pub fn collect<E, X>(
+    role: &str,
+    datapath: &Datapath,
+    worker: &Worker<E>,
+    engine: X,
+) -> InstanceStats<X> {
     let c = datapath.counters().unwrap_or_default();
     let s = &worker.stats;
     InstanceStats {
@@ -176,8 +181,7 @@ pub fn mptcp_engine_stats(engine: &MptcpEndpoint) -> MptcpEngineStats {
         let info = conn.info();
         st.connections += 1;
         st.fallbacks += u64::from(info.fallback.is_some());
-        *st
-            .connections_by_state
+        *st.connections_by_state
             .entry(info.state.name().into())
             .or_default() += 1;
         if info.state == ConnectionState::Closed {

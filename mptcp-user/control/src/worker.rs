@@ -96,7 +96,12 @@ impl WorkerSide {
     /// One pass: forward monitor events, answer queued commands. `closed`
     /// is the application's count of finished connections. Returns the
     /// work done (0: nothing waited).
-    pub fn poll(&mut self, worker: &mut Worker<MptcpEndpoint>, datapath: &Datapath, closed: u64) -> usize {
+    pub fn poll(
+        &mut self,
+        worker: &mut Worker<MptcpEndpoint>,
+        datapath: &Datapath,
+        closed: u64,
+    ) -> usize {
         let mut work = 0;
         let listening = self.shared.monitors.load(Ordering::Relaxed) > 0;
         while let Some(e) = worker.engine.poll_monitor() {
@@ -113,7 +118,13 @@ impl WorkerSide {
         }
         let mut buf = 0u64;
         // SAFETY: reading 8 bytes from our non-blocking eventfd.
-        unsafe { libc::read(self.shared.eventfd.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
+        unsafe {
+            libc::read(
+                self.shared.eventfd.as_raw_fd(),
+                (&mut buf as *mut u64).cast(),
+                8,
+            )
+        };
         for _ in 0..JOBS_PER_PASS {
             match self.jobs.try_recv() {
                 Ok(job) => {
@@ -170,7 +181,8 @@ impl WorkerSide {
             }
             Request::Subflows { token } => {
                 let c = conn(engine, slot(engine, token)?)?;
-                let rows: Vec<SubflowRow> = c.subflows().map(|s| subflow_row(c, s, &ifaces)).collect();
+                let rows: Vec<SubflowRow> =
+                    c.subflows().map(|s| subflow_row(c, s, &ifaces)).collect();
                 value(serde_json::to_value(rows))
             }
             Request::SubflowStats { token, id } => {
@@ -178,7 +190,11 @@ impl WorkerSide {
                 let s = find_subflow(c, token, id)?;
                 value(serde_json::to_value(subflow_row(c, s, &ifaces)))
             }
-            Request::Open { token, local, remote } => {
+            Request::Open {
+                token,
+                local,
+                remote,
+            } => {
                 let at = slot(engine, token)?;
                 match engine.open_subflow_at(at, now, local, remote) {
                     Some(id) => Ok(json!({ "id": id })),
@@ -200,14 +216,30 @@ impl WorkerSide {
                     Err(format!("subflow {id} of {token} is already closing"))
                 }
             }
-            Request::Prio { token, id, backup } => {
-                set_options(engine, slot(engine, token)?, token, id, SubflowOptions { backup: Some(backup), dscp: None })
-            }
+            Request::Prio { token, id, backup } => set_options(
+                engine,
+                slot(engine, token)?,
+                token,
+                id,
+                SubflowOptions {
+                    backup: Some(backup),
+                    dscp: None,
+                },
+            ),
             Request::Dscp { token, id, dscp } => {
                 if dscp > 63 {
                     return Err(format!("DSCP {dscp}: six bits (0..=63)"));
                 }
-                set_options(engine, slot(engine, token)?, token, id, SubflowOptions { backup: None, dscp: Some(dscp) })
+                set_options(
+                    engine,
+                    slot(engine, token)?,
+                    token,
+                    id,
+                    SubflowOptions {
+                        backup: None,
+                        dscp: Some(dscp),
+                    },
+                )
             }
             Request::Announce { token, addr } => {
                 let c = conn_mut(engine, slot(engine, token)?)?;
@@ -237,11 +269,15 @@ impl WorkerSide {
 }
 
 fn conn(engine: &MptcpEndpoint, slot: usize) -> Result<&Connection, String> {
-    engine.connection_at(slot).ok_or_else(|| "connection gone".into())
+    engine
+        .connection_at(slot)
+        .ok_or_else(|| "connection gone".into())
 }
 
 fn conn_mut(engine: &mut MptcpEndpoint, slot: usize) -> Result<&mut Connection, String> {
-    engine.connection_at_mut(slot).ok_or_else(|| "connection gone".into())
+    engine
+        .connection_at_mut(slot)
+        .ok_or_else(|| "connection gone".into())
 }
 
 fn find_subflow(c: &Connection, token: Token, id: SubflowId) -> Result<SubflowInfo, String> {

@@ -111,8 +111,21 @@ fn ms(us: u64) -> String {
 
 fn subflow_rows(rows: &[SubflowRow]) {
     let header = [
-        "ID", "LOCAL", "REMOTE", "IF", "STATE", "BACKUP", "CWND", "SRTT", "RTTVAR", "RTO", "SENT",
-        "ACKED", "RETRANS", "RECEIVED", "REINJECTED",
+        "ID",
+        "LOCAL",
+        "REMOTE",
+        "IF",
+        "STATE",
+        "BACKUP",
+        "CWND",
+        "SRTT",
+        "RTTVAR",
+        "RTO",
+        "SENT",
+        "ACKED",
+        "RETRANS",
+        "RECEIVED",
+        "REINJECTED",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -217,15 +230,20 @@ pub fn ctl(args: &CtlArgs) -> Result<()> {
                 .collect();
             table(
                 &[
-                    "TOKEN", "LOCAL", "REMOTE", "STATE", "FALLBACK", "SENT", "RECEIVED",
-                    "SUBFLOWS",
+                    "TOKEN", "LOCAL", "REMOTE", "STATE", "FALLBACK", "SENT", "RECEIVED", "SUBFLOWS",
                 ],
                 &cells,
             );
         }
-        CtlCommand::Subflows { .. } => subflow_rows(&serde_json::from_value::<Vec<SubflowRow>>(result)?),
-        CtlCommand::Stats { token: Some(_), .. } => subflow_rows(&[serde_json::from_value(result)?]),
-        CtlCommand::Stats { token: None, .. } => println!("{}", serde_json::to_string_pretty(&result)?),
+        CtlCommand::Subflows { .. } => {
+            subflow_rows(&serde_json::from_value::<Vec<SubflowRow>>(result)?)
+        }
+        CtlCommand::Stats { token: Some(_), .. } => {
+            subflow_rows(&[serde_json::from_value(result)?])
+        }
+        CtlCommand::Stats { token: None, .. } => {
+            println!("{}", serde_json::to_string_pretty(&result)?)
+        }
         CtlCommand::Open { .. } => println!("opened subflow {}", result["id"]),
         CtlCommand::Close { id, .. } => println!("closing subflow {id}"),
         CtlCommand::Prio { id, priority, .. } => {
@@ -246,7 +264,9 @@ pub fn ctl(args: &CtlArgs) -> Result<()> {
 fn monitor(pid: u32, json: bool, count: Option<u64>) -> Result<()> {
     let mut seen = 0u64;
     let mut out = std::io::stdout();
-    client::monitor(pid, |e| {
+    // On stderr, so scripts (and tests) know when events start to count.
+    let subscribed = || eprintln!("monitoring instance {pid}");
+    client::monitor(pid, subscribed, |e| {
         let line = if json {
             serde_json::to_string(&e).unwrap_or_default()
         } else {

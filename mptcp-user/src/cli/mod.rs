@@ -177,8 +177,10 @@ pub(crate) fn instance_stats<E>(
     worker: &Worker<E>,
     engine: serde_json::Value,
 ) -> serde_json::Value {
-    serde_json::to_value(mptcp_control::snapshot::collect(role, datapath, worker, engine))
-        .unwrap_or_default()
+    serde_json::to_value(mptcp_control::snapshot::collect(
+        role, datapath, worker, engine,
+    ))
+    .unwrap_or_default()
 }
 
 pub(crate) fn rate(bytes: u64, seconds: f64) -> f64 {
