@@ -322,3 +322,51 @@ async fn handle(ctx: Ctx, req: HttpRequest<Incoming>) -> Result<Response<Full<By
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{ClassifierStats, InterfaceStats, WorkerCounters};
+
+    #[test]
+    fn counters_gauges_and_bounded_labels() {
+        let mut engine = MptcpEngineStats {
+            connections: 3,
+            ..Default::default()
+        };
+        engine.events.insert("SF_CLOSED".into(), 7);
+        let s = InstanceStats {
+            pid: 1,
+            role: "serve".into(),
+            interfaces: vec![InterfaceStats {
+                name: "eth0".into(),
+                xdp: "Driver".into(),
+                af_xdp: "Copy".into(),
+                rx_frames: 11,
+                tx_frames: 12,
+                kernel_rx_dropped: 0,
+                rx_frames_per_queue: vec![11],
+            }],
+            classifier: ClassifierStats {
+                redirected: 42,
+                ..Default::default()
+            },
+            worker: WorkerCounters::default(),
+            engine,
+        };
+        let text = encode_stats(&s);
+        for line in [
+            "# TYPE mptcp_user_classifier_redirected counter",
+            "mptcp_user_classifier_redirected_total 42",
+            "# TYPE mptcp_user_engine_connections gauge",
+            "mptcp_user_engine_connections 3",
+            "mptcp_user_engine_events_total{event=\"SF_CLOSED\"} 7",
+            "mptcp_user_interface_rx_frames_total{interface=\"eth0\"} 11",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+        }
+        // No per-connection labels: the series count does not grow with connections.
+        assert!(!text.contains("token"));
+    }
+}

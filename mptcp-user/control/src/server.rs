@@ -266,23 +266,20 @@ async fn monitor<R: tokio::io::AsyncRead + Unpin>(
 ) {
     let mut rx = ctx.events.subscribe();
     ctx.shared.monitors.fetch_add(1, Ordering::AcqRel);
-    let ok = write_line(
-        &mut w,
-        &Reply::from_result(Ok(Value::String("monitoring".into()))),
-    )
-    .await;
+    let subscribed = Reply::from_result(Ok(Value::String("monitoring".into())));
     let mut sink = [0u8; 256];
+    let mut ok = write_line(&mut w, &subscribed).await;
     while ok {
         tokio::select! {
             e = rx.recv() => match e {
-                Ok(e) => if !write_line(&mut w, &e).await { break },
+                Ok(e) => ok = write_line(&mut w, &e).await,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    if !write_line(&mut w, &serde_json::json!({ "lagged": n })).await { break }
+                    ok = write_line(&mut w, &serde_json::json!({ "lagged": n })).await;
                 }
-                Err(broadcast::error::RecvError::Closed) => break,
+                Err(broadcast::error::RecvError::Closed) => ok = false,
             },
             n = r.read(&mut sink) => match n {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => ok = false,
                 Ok(_) => {}
             },
         }

@@ -890,11 +890,9 @@ impl Connection {
                         }
                     }
                 }
-                MptcpOption::MpPrio { backup, .. } => {
-                    if sf.peer_backup != backup {
-                        sf.peer_backup = backup;
-                        s.push_monitor(Mon::Prio(sf.id));
-                    }
+                MptcpOption::MpPrio { backup, .. } if sf.peer_backup != backup => {
+                    sf.peer_backup = backup;
+                    s.push_monitor(Mon::Prio(sf.id));
                 }
                 MptcpOption::MpFail { .. } => {
                     // The peer found a bad checksum: with one subflow go on
