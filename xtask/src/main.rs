@@ -29,11 +29,11 @@ enum Task {
     Setup,
     /// Build the XDP object; print its path, size and toolchain.
     BuildEbpf,
-    /// Build and run `mptcp-user ARGS` as root; without ARGS, a demo in a lab.
+    /// Build (release) and run `mptcp-user ARGS` as root; without ARGS, a demo in a lab.
     Run {
-        /// Build mptcp-user in release mode.
+        /// Build mptcp-user in debug mode instead (slower datapath, faster build).
         #[arg(long)]
-        release: bool,
+        debug: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -90,12 +90,20 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    setup::setup()?;
+    // Removing a lab needs nothing installed; every other task may.
+    if !matches!(
+        cli.command,
+        Task::Lab {
+            action: LabAction::Down { .. }
+        }
+    ) {
+        setup::setup()?;
+    }
     match cli.command {
         Task::Setup => Ok(()),
         Task::BuildEbpf => build_ebpf().map(|_| ()),
-        Task::Run { release, args } => {
-            let binary = build_user(release)?;
+        Task::Run { debug, args } => {
+            let binary = build_user(!debug)?;
             if args.is_empty() {
                 demo::run(&binary)
             } else {

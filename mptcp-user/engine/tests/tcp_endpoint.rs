@@ -78,14 +78,8 @@ impl Wire {
     }
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| {
-            (i as u8)
-                .wrapping_mul(31)
-                .wrapping_add(seed ^ (i >> 10) as u8)
-        })
-        .collect()
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    mptcp_engine::app::Pattern::new(seed).bytes(0, len)
 }
 
 fn cfg() -> Config {

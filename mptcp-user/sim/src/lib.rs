@@ -23,6 +23,6 @@ pub use mptcp_engine::app::Pattern;
 pub use net::{Delivery, DropReason, LinkStats, Network, SendOutcome, Side};
 pub use runner::{
     run, run_with, EndpointFactory, Hooks, Observer, Outcome, PathAddrs, PathReport, Progress,
-    SimConfig, SimEndpoint, SimReport, Simulation, SubflowStats, Topology,
+    SimConfig, SimEndpoint, SimReport, Simulation, SubflowReport, Topology,
 };
 pub use spec::{parse_path_spec, LinkProfile, PathSpec, ProfileChange, ProfilePatch, QueueLimit};

@@ -2,7 +2,7 @@
 //! with one local address per path and a server listening on every path.
 
 use crate::rng::mix64;
-use crate::{EndpointFactory, SimEndpoint, SubflowStats, Topology};
+use crate::{EndpointFactory, SimEndpoint, SubflowReport, Topology};
 use mptcp_engine::io::PathStats;
 use mptcp_engine::mptcp::{LocalAddr, MptcpConfig, MptcpEndpoint};
 use mptcp_engine::time::Instant;
@@ -33,17 +33,15 @@ impl SimEndpoint for MptcpEndpoint {
         out
     }
 
-    fn subflow_stats(&self) -> Vec<SubflowStats> {
+    fn subflow_stats(&self) -> Vec<SubflowReport> {
         let mut out = Vec::new();
         for c in self.connections() {
             for s in c.subflows() {
                 if let Some(st) = c.subflow_stats(s.id) {
-                    out.push(SubflowStats {
+                    out.push(SubflowReport {
                         id: s.id,
                         path: s.path,
-                        bytes: st.bytes_sent,
-                        retransmits: st.retransmits,
-                        reinjected: st.bytes_reinjected,
+                        stats: st,
                     });
                 }
             }

@@ -15,7 +15,7 @@ use mptcp_engine::io::PathId;
 use mptcp_engine::time::Instant;
 
 use super::rng::{chance, unit, SimRng};
-use super::spec::{LinkProfile, PathSpec};
+use super::spec::{LinkProfile, PathSpec, ProfilePatch};
 
 /// One end of every path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -362,6 +362,18 @@ impl Network {
     /// Packet buffers the network has allocated (constant once warm).
     pub fn pool_buffers(&self) -> usize {
         self.pool.bufs.len()
+    }
+
+    /// Changes `path`'s profile now (both directions), as a `;at=` change
+    /// would: a path taken down loses its queue and what is on the wire.
+    pub fn change_profile(&mut self, now: Instant, path: PathId, patch: &ProfilePatch) {
+        let Some(state) = self.paths.get_mut(path) else {
+            return;
+        };
+        state.profile.apply(patch);
+        for li in [2 * path, 2 * path + 1] {
+            self.links[li].configure(&state.profile, now);
+        }
     }
 
     /// When the next packet arrives or the next profile change happens.

@@ -94,9 +94,9 @@ impl SimReport {
                 json!({
                     "id": s.id,
                     "path": s.path,
-                    "bytes": s.bytes,
-                    "retransmits": s.retransmits,
-                    "reinjected": s.reinjected,
+                    "bytes": s.stats.bytes_sent,
+                    "retransmits": s.stats.retransmits,
+                    "reinjected": s.stats.bytes_reinjected,
                 })
             })
             .collect();
@@ -196,9 +196,9 @@ impl fmt::Display for SimReport {
                 "  subflow {} on path {}: sent {}, {} retransmits, {} reinjected",
                 s.id,
                 s.path,
-                human_bytes(s.bytes),
-                s.retransmits,
-                human_bytes(s.reinjected)
+                human_bytes(s.stats.bytes_sent),
+                s.stats.retransmits,
+                human_bytes(s.stats.bytes_reinjected)
             )?;
         }
         f.write_str(out.trim_end())

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use mptcp_engine::io::{ByteStream, Engine, PathId, PathStats};
+use mptcp_engine::tcp::SubflowStats;
 use mptcp_engine::time::Instant;
 
 use super::net::{Delivery, LinkStats, Network, SendOutcome, Side};
@@ -17,21 +18,18 @@ pub trait SimEndpoint: Engine + ByteStream {
     /// Figures per path this endpoint used (any order, at most one per path).
     fn path_stats(&self) -> Vec<PathStats>;
     /// Per-subflow figures for multipath engines; empty for plain TCP.
-    fn subflow_stats(&self) -> Vec<SubflowStats> {
+    fn subflow_stats(&self) -> Vec<SubflowReport> {
         Vec::new()
     }
 }
 
-/// One subflow's figures, for the per-subflow breakdown of a multipath run.
+/// One subflow's figures (the engine's own statistics type), for the
+/// per-subflow breakdown of a multipath run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SubflowStats {
+pub struct SubflowReport {
     pub id: u32,
     pub path: PathId,
-    /// Payload bytes sent, retransmissions and reinjections included.
-    pub bytes: u64,
-    pub retransmits: u64,
-    /// Bytes resent here after another subflow failed to deliver them.
-    pub reinjected: u64,
+    pub stats: SubflowStats,
 }
 
 /// The addresses of one path's two ends and the path MTU the engines should assume.
@@ -213,7 +211,7 @@ pub struct SimReport {
     /// Payload bits read by the server per second of `duration`.
     pub goodput_bps: f64,
     pub paths: Vec<PathReport>,
-    pub subflows: Vec<SubflowStats>,
+    pub subflows: Vec<SubflowReport>,
 }
 
 const APP_CHUNK: usize = 64 * 1024;

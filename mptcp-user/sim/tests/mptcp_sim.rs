@@ -35,7 +35,7 @@ fn sim_two_paths_byte_exact_many_seeds() {
         assert_eq!(r.outcome, Outcome::Complete, "seed {seed}");
         assert!(r.byte_exact, "seed {seed}");
         assert!(
-            r.subflows.len() >= 2 && r.subflows.iter().all(|s| s.bytes > 0),
+            r.subflows.len() >= 2 && r.subflows.iter().all(|s| s.stats.bytes_sent > 0),
             "seed {seed}: {:?}",
             r.subflows
         );
@@ -68,7 +68,7 @@ fn sim_thirty_two_subflows_ndiffports() {
     let r = run(&["rate=100mbit,delay=10ms,loss=0.2%"], 4 << 20, 3, config);
     assert!(r.byte_exact, "{:?}", r.outcome);
     assert_eq!(r.subflows.len(), 32);
-    assert!(r.subflows.iter().filter(|s| s.bytes > 0).count() >= 16);
+    assert!(r.subflows.iter().filter(|s| s.stats.bytes_sent > 0).count() >= 16);
 }
 
 fn goodput(sched: SchedulerKind, bytes: u64) -> SimReport {
@@ -112,7 +112,11 @@ fn sim_goodput_figures_per_scheduler() {
     ] {
         let r = goodput(s, 64 << 20);
         assert!(r.byte_exact);
-        let per: Vec<u64> = r.subflows.iter().map(|f| f.bytes >> 20).collect();
+        let per: Vec<u64> = r
+            .subflows
+            .iter()
+            .map(|f| f.stats.bytes_sent >> 20)
+            .collect();
         eprintln!(
             "{s:?}: goodput {:.1} Mbit/s ({:.1}% of 150), MiB sent per subflow {per:?}",
             r.goodput_bps / 1e6,
@@ -157,7 +161,10 @@ fn sim_coupled_congestion_control_lia_and_olia() {
                 config,
             );
             assert!(r.byte_exact, "{cc:?} seed {seed}: {:?}", r.outcome);
-            assert!(r.subflows.iter().all(|s| s.bytes > 0), "{cc:?} seed {seed}");
+            assert!(
+                r.subflows.iter().all(|s| s.stats.bytes_sent > 0),
+                "{cc:?} seed {seed}"
+            );
         }
     }
 }

@@ -17,7 +17,7 @@ use mptcp_datapath::Datapath;
 use mptcp_engine::app::{PatternSink, Source, Transfer};
 use mptcp_engine::io::ByteStream;
 use mptcp_engine::mptcp::MptcpEndpoint;
-use mptcp_engine::tcp::TcpEndpoint;
+use mptcp_engine::tcp::{SubflowStats, TcpEndpoint};
 use mptcp_engine::time::Instant;
 
 use super::engine_opts::EngineOptions;
@@ -157,48 +157,49 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
     }
 }
 
+/// One subflow in `connect`'s report: where it runs and the engine's figures.
+#[derive(Clone, Debug)]
+pub struct SubflowRow {
+    pub id: u32,
+    pub path: usize,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub stats: SubflowStats,
+}
+
 /// Per-subflow figures of an engine, for `connect`'s report.
 pub trait Measured {
-    /// (id, path, local, remote, bytes sent, bytes received, retransmits).
-    fn subflow_report(&self) -> Vec<(u32, usize, SocketAddr, SocketAddr, u64, u64, u64)>;
+    fn subflow_report(&self) -> Vec<SubflowRow>;
 }
 
 impl Measured for TcpEndpoint {
-    fn subflow_report(&self) -> Vec<(u32, usize, SocketAddr, SocketAddr, u64, u64, u64)> {
+    fn subflow_report(&self) -> Vec<SubflowRow> {
         let Some(sf) = self.subflow() else {
             return Vec::new();
         };
-        let s = sf.stats();
         let t = sf.tuple();
-        vec![(
-            0,
-            self.path(),
-            t.local,
-            t.remote,
-            s.bytes_sent,
-            s.bytes_received,
-            s.retransmits,
-        )]
+        vec![SubflowRow {
+            id: 0,
+            path: self.path(),
+            local: t.local,
+            remote: t.remote,
+            stats: sf.stats(),
+        }]
     }
 }
 
 impl Measured for mptcp_engine::mptcp::MptcpEndpoint {
-    fn subflow_report(&self) -> Vec<(u32, usize, SocketAddr, SocketAddr, u64, u64, u64)> {
+    fn subflow_report(&self) -> Vec<SubflowRow> {
         let Some(c) = self.connection() else {
             return Vec::new();
         };
         c.subflows()
-            .map(|i| {
-                let s = c.subflow_stats(i.id).unwrap_or_default();
-                (
-                    i.id,
-                    i.path,
-                    i.tuple.local,
-                    i.tuple.remote,
-                    s.bytes_sent,
-                    s.bytes_received,
-                    s.retransmits,
-                )
+            .map(|i| SubflowRow {
+                id: i.id,
+                path: i.path,
+                local: i.tuple.local,
+                remote: i.tuple.remote,
+                stats: c.subflow_stats(i.id).unwrap_or_default(),
             })
             .collect()
     }
@@ -257,7 +258,7 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     // Instances with a control socket answer `stats` through it.
     let stats_file = control.is_none().then(StatsFile::create);
     let mut established_at = None;
-    let mut last_subflows: Vec<(u32, usize, SocketAddr, SocketAddr, u64, u64, u64)> = Vec::new();
+    let mut last_subflows: Vec<SubflowRow> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let (mut work, done) = worker.step(&mut source);
         if let Some(c) = control.as_mut() {
@@ -289,18 +290,22 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
             let subflows = worker.engine.subflow_report();
             if !args.json {
                 for sf in &subflows {
-                    let before = last_subflows.iter().find(|p| p.0 == sf.0);
+                    let before = last_subflows.iter().find(|p| p.id == sf.id);
                     let (moved, verb) = if source.is_reverse() {
-                        (sf.5 - before.map_or(0, |p| p.5), "received")
+                        let was = before.map_or(0, |p| p.stats.bytes_received);
+                        (sf.stats.bytes_received - was, "received")
                     } else {
-                        (sf.4 - before.map_or(0, |p| p.4), "sent")
+                        (
+                            sf.stats.bytes_sent - before.map_or(0, |p| p.stats.bytes_sent),
+                            "sent",
+                        )
                     };
                     println!(
                         "     subflow {} path {} {} -> {}: {verb} {:>10} B {:7.3} Gbit/s",
-                        sf.0,
-                        sf.1,
-                        sf.2,
-                        sf.3,
+                        sf.id,
+                        sf.path,
+                        sf.local,
+                        sf.remote,
                         moved,
                         rate(moved, iv.end - iv.start) / 1e9
                     );
@@ -327,7 +332,7 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     let elapsed = started.elapsed().as_secs_f64();
     datapath.detach_all()?;
     let subflows = worker.engine.subflow_report();
-    let retransmits: u64 = subflows.iter().map(|s| s.6).sum();
+    let retransmits: u64 = subflows.iter().map(|s| s.stats.retransmits).sum();
     let ok = source.finished() && source.mismatches() == 0;
     if args.json {
         // As iperf3 -R: streams and sum_sent describe the sender, the server
@@ -356,11 +361,17 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
                               "bits_per_second": rate(sender_bytes, elapsed), "retransmits": retransmits},
                 "sum_received": {"start": 0.0, "end": elapsed, "seconds": elapsed, "bytes": source.received(),
                                   "bits_per_second": rate(source.received(), elapsed)},
-                "subflows": subflows.iter().map(|sf| json!({
-                    "id": sf.0, "path": sf.1, "interface": args.ifaces.get(sf.1),
-                    "local": sf.2.to_string(), "remote": sf.3.to_string(), "bytes_sent": sf.4,
-                    "bytes_received": sf.5, "retransmits": sf.6,
-                    "bits_per_second": rate(if reverse { sf.5 } else { sf.4 }, elapsed)})).collect::<Vec<_>>(),
+                "subflows": subflows.iter().map(|sf| {
+                    let st = &sf.stats;
+                    let moved = if reverse { st.bytes_received } else { st.bytes_sent };
+                    json!({
+                        "id": sf.id, "path": sf.path, "interface": args.ifaces.get(sf.path),
+                        "local": sf.local.to_string(), "remote": sf.remote.to_string(),
+                        "bytes_sent": st.bytes_sent, "bytes_received": st.bytes_received,
+                        "retransmits": st.retransmits, "bytes_reinjected": st.bytes_reinjected,
+                        "bits_per_second": rate(moved, elapsed),
+                    })
+                }).collect::<Vec<_>>(),
                 "byte_exact": ok,
                 "mismatched_bytes": source.mismatches(),
             },

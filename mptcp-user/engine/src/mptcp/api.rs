@@ -8,7 +8,6 @@
 use crate::io::PathId;
 use crate::tcp::FourTuple;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 /// Identifies a subflow within its connection (never reused).
 pub type SubflowId = u32;
@@ -42,23 +41,9 @@ pub struct SubflowInfo {
     pub dscp: u8,
 }
 
-/// Per-subflow statistics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SubflowStatistics {
-    pub cwnd: u64,
-    pub ssthresh: u64,
-    pub srtt: Duration,
-    pub rttvar: Duration,
-    pub rto: Duration,
-    pub bytes_sent: u64,
-    pub bytes_acked: u64,
-    pub bytes_retransmitted: u64,
-    pub bytes_received: u64,
-    pub retransmits: u64,
-    /// Data-level bytes this subflow carried for another one that failed
-    /// or stalled.
-    pub bytes_reinjected: u64,
-}
+/// Per-subflow statistics: the subflow's TCP figures (what `ss -i` shows)
+/// and the data it carried for other subflows (`bytes_reinjected`).
+pub use crate::tcp::SubflowStats;
 
 /// Per-subflow options.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

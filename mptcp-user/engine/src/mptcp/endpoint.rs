@@ -89,7 +89,7 @@ pub struct MptcpEndpoint {
 
 impl MptcpEndpoint {
     fn new(cfg: MptcpConfig, role: Role, locals: Vec<LocalAddr>) -> MptcpEndpoint {
-        let keys = KeySource::new(cfg.secret, cfg.replay.clone());
+        let keys = KeySource::from_config(&cfg);
         MptcpEndpoint {
             cfg,
             role,

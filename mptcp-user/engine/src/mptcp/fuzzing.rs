@@ -136,7 +136,7 @@ pub fn new_tcp_client(port: u16, now: Instant) -> TcpEndpoint {
 
 /// The payload byte at stream offset `i` (recognisable, not constant).
 pub fn pattern(i: usize) -> u8 {
-    (i.wrapping_mul(31) ^ (i >> 8)) as u8
+    crate::app::Pattern::STREAM.byte(i as u64)
 }
 
 /// The outcome of a lossless exchange: bytes each side read.

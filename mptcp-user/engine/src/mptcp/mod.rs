@@ -49,7 +49,7 @@ pub mod fuzzing;
 
 pub use api::{
     ConnectionInfo, ConnectionState, FallbackReason, LocalAddr, MonitorEvent, MonitorKind,
-    MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions, SubflowStatistics,
+    MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions, SubflowStats,
     SubflowStatus,
 };
 pub use conn::Connection;
@@ -59,7 +59,6 @@ use crate::pm::PmKind;
 use crate::sched::SchedulerKind;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use std::collections::VecDeque;
 use std::time::Duration;
 
 /// MP_TCPRST reason codes (RFC 8684 section 3.6).
@@ -75,12 +74,14 @@ pub mod reset_reason {
 
 /// Values a replay test fixes in advance (keys, MP_JOIN nonces, ISNs),
 /// consumed in order; when a queue runs dry the CSPRNG takes over.
-/// Only for conformance tests replaying captures; never set in production.
+/// Only for conformance tests replaying captures: compiled only for tests
+/// and fuzzing (feature `fuzzing`), so production builds cannot set it.
+#[cfg(any(test, feature = "fuzzing"))]
 #[derive(Clone, Debug, Default)]
 pub struct ReplayInjection {
-    pub keys: VecDeque<u64>,
-    pub nonces: VecDeque<u32>,
-    pub isns: VecDeque<u32>,
+    pub keys: std::collections::VecDeque<u64>,
+    pub nonces: std::collections::VecDeque<u32>,
+    pub isns: std::collections::VecDeque<u32>,
 }
 
 /// Per-connection settings; every bound on memory is here.
@@ -111,6 +112,7 @@ pub struct MptcpConfig {
     /// Reinject a subflow's unacknowledged data elsewhere after its RTO.
     pub reinject_on_rto: bool,
     /// Deterministic keys/nonces/ISNs for replay tests.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub replay: Option<ReplayInjection>,
 }
 
@@ -134,6 +136,7 @@ impl Default for MptcpConfig {
             add_addr_timeout: Duration::from_secs(2),
             add_addr_retries: 4,
             reinject_on_rto: true,
+            #[cfg(any(test, feature = "fuzzing"))]
             replay: None,
         }
     }
@@ -144,15 +147,17 @@ impl Default for MptcpConfig {
 pub(crate) struct KeySource {
     secret: [u8; 32],
     counter: u64,
+    #[cfg(any(test, feature = "fuzzing"))]
     replay: ReplayInjection,
 }
 
 impl KeySource {
-    pub(crate) fn new(secret: [u8; 32], replay: Option<ReplayInjection>) -> KeySource {
+    pub(crate) fn from_config(cfg: &MptcpConfig) -> KeySource {
         KeySource {
-            secret,
+            secret: cfg.secret,
             counter: 0,
-            replay: replay.unwrap_or_default(),
+            #[cfg(any(test, feature = "fuzzing"))]
+            replay: cfg.replay.clone().unwrap_or_default(),
         }
     }
 
@@ -170,6 +175,7 @@ impl KeySource {
     }
 
     pub(crate) fn key(&mut self) -> u64 {
+        #[cfg(any(test, feature = "fuzzing"))]
         if let Some(k) = self.replay.keys.pop_front() {
             return k;
         }
@@ -177,6 +183,7 @@ impl KeySource {
     }
 
     pub(crate) fn nonce(&mut self) -> u32 {
+        #[cfg(any(test, feature = "fuzzing"))]
         if let Some(n) = self.replay.nonces.pop_front() {
             return n;
         }
@@ -184,7 +191,14 @@ impl KeySource {
         u32::from_be_bytes([b[0], b[1], b[2], b[3]])
     }
 
-    pub(crate) fn replay_isn(&mut self) -> Option<u32> {
-        self.replay.isns.pop_front()
+    /// Gives `sub` a replayed ISN (tests only; a no-op in production,
+    /// where ISNs come from `tcp::Config::isn_secret`).
+    pub(crate) fn replay_isn(&mut self, sub: &mut crate::tcp::Subflow) {
+        #[cfg(any(test, feature = "fuzzing"))]
+        if let Some(isn) = self.replay.isns.pop_front() {
+            sub.set_initial_send_seq_for_replay(isn);
+        }
+        #[cfg(not(any(test, feature = "fuzzing")))]
+        let _ = sub;
     }
 }

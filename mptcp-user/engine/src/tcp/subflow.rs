@@ -86,6 +86,9 @@ pub struct SubflowStats {
     pub retransmits: u64,
     pub fast_recoveries: u64,
     pub timeouts: u64,
+    /// Data-level bytes this subflow carried for another one that failed or
+    /// stalled (set by the MPTCP connection; 0 for plain TCP).
+    pub bytes_reinjected: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -395,6 +398,7 @@ impl Subflow {
     /// SYN/ACK) goes out. Only for replaying captured conversations
     /// (conformance tests); production ISNs come from `Config::isn_secret`.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn set_initial_send_seq_for_replay(&mut self, iss: u32) {
         if self.snd_max == 0 {
             self.iss = iss;

@@ -1,12 +1,14 @@
-//! A deterministic multi-path network for two MptcpEndpoints: per path a
-//! rate, a one-way delay, a loss probability (seeded) and an up/down switch.
+//! Two MptcpEndpoints over the simulator's network (`mptcp_sim::Network`):
+//! per path a rate, a one-way delay, a loss probability (seeded) and an
+//! up/down switch, plus a hook that may rewrite or drop any packet.
 
 #![allow(dead_code)]
 
+use mptcp_engine::app::Pattern;
 use mptcp_engine::io::{ByteStream, Engine};
 use mptcp_engine::mptcp::{LocalAddr, MptcpConfig, MptcpEndpoint};
 use mptcp_engine::time::Instant;
-use std::collections::VecDeque;
+use mptcp_sim::{LinkProfile, Network, ProfilePatch, QueueLimit, SendOutcome, Side};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use std::time::Duration;
 pub struct PathSpec {
     /// Bits per second (0: unlimited).
     pub rate_bps: u64,
+    /// One-way delay.
     pub delay: Duration,
     /// Loss probability in parts per million.
     pub loss_ppm: u32,
@@ -30,15 +33,21 @@ impl PathSpec {
             queue: 1000,
         }
     }
-}
 
-struct Link {
-    spec: PathSpec,
-    up: bool,
-    /// When the transmitter is free again.
-    busy_until: Instant,
-    /// (arrival, packet)
-    flight: VecDeque<(Instant, Vec<u8>)>,
+    /// The simulator's description of this path (its `delay` is the round trip).
+    fn sim(&self) -> mptcp_sim::PathSpec {
+        mptcp_sim::PathSpec {
+            source: String::new(),
+            initial: LinkProfile {
+                rate_bps: (self.rate_bps > 0).then_some(self.rate_bps),
+                delay: self.delay * 2,
+                loss: self.loss_ppm as f64 / 1e6,
+                queue: QueueLimit::Packets(self.queue as u64),
+                ..LinkProfile::default()
+            },
+            changes: Vec::new(),
+        }
+    }
 }
 
 /// Rewrites or drops a packet: (path, to_server, packet) -> keep.
@@ -48,12 +57,11 @@ pub struct Net {
     pub now: Instant,
     pub client: MptcpEndpoint,
     pub server: MptcpEndpoint,
-    /// [path][0: to server, 1: to client]
-    links: Vec<[Link; 2]>,
-    rng: u64,
+    network: Network,
     buf: Vec<u8>,
     /// Optional hook that may rewrite or drop each packet: (path, to_server, packet) -> keep.
     pub tamper: Option<Tamper>,
+    /// Packets lost on the way (tampered away, lost, queue full, path down).
     pub dropped: u64,
     stuck: u32,
 }
@@ -99,24 +107,12 @@ impl Net {
             now,
         );
         let server = MptcpEndpoint::server(scfg, &slocals, PORT);
-        let links = paths
-            .iter()
-            .map(|&spec| {
-                let l = || Link {
-                    spec,
-                    up: true,
-                    busy_until: Instant::ZERO,
-                    flight: VecDeque::new(),
-                };
-                [l(), l()]
-            })
-            .collect();
+        let specs: Vec<mptcp_sim::PathSpec> = paths.iter().map(PathSpec::sim).collect();
         Net {
             now,
             client,
             server,
-            links,
-            rng: seed | 1,
+            network: Network::new(&specs, seed),
             buf: vec![0u8; 2048],
             tamper: None,
             dropped: 0,
@@ -124,48 +120,40 @@ impl Net {
         }
     }
 
-    fn rand_ppm(&mut self) -> u32 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng % 1_000_000) as u32
-    }
-
     pub fn set_up(&mut self, path: usize, up: bool) {
-        for l in self.links[path].iter_mut() {
-            l.up = up;
-            if !up {
-                l.flight.clear();
-            }
-        }
+        let patch = ProfilePatch {
+            up: Some(up),
+            ..ProfilePatch::default()
+        };
+        self.network.change_profile(self.now, path, &patch);
     }
 
-    fn send(&mut self, path: usize, to_server: bool, mut p: Vec<u8>) {
-        if path >= self.links.len() {
+    fn send(&mut self, path: usize, to_server: bool, len: usize) {
+        if path >= self.network.path_count() {
             self.dropped += 1;
             return;
         }
         if let Some(t) = self.tamper.as_mut() {
+            let mut p = self.buf[..len].to_vec();
             if !t(path, to_server, &mut p) {
                 self.dropped += 1;
                 return;
             }
+            self.buf[..p.len()].copy_from_slice(&p);
+            return self.send_untampered(path, to_server, p.len());
         }
-        let r = self.rand_ppm();
-        let now = self.now;
-        let l = &mut self.links[path][to_server as usize];
-        if !l.up || r < l.spec.loss_ppm || l.flight.len() >= l.spec.queue {
+        self.send_untampered(path, to_server, len)
+    }
+
+    fn send_untampered(&mut self, path: usize, to_server: bool, len: usize) {
+        let from = if to_server {
+            Side::Client
+        } else {
+            Side::Server
+        };
+        if let SendOutcome::Dropped(_) = self.network.send(self.now, from, path, &self.buf[..len]) {
             self.dropped += 1;
-            return;
         }
-        let start = l.busy_until.max(now);
-        let tx = Duration::from_nanos(
-            (p.len() as u64 * 8 * 1_000_000_000)
-                .checked_div(l.spec.rate_bps)
-                .unwrap_or(0),
-        );
-        l.busy_until = start + tx;
-        l.flight.push_back((start + tx + l.spec.delay, p));
     }
 
     /// Runs until `done` or `limit` of simulated time; returns whether done.
@@ -185,13 +173,11 @@ impl Net {
                 );
                 let mut any = false;
                 while let Some((path, n)) = self.client.poll_transmit(self.now, &mut self.buf) {
-                    let p = self.buf[..n].to_vec();
-                    self.send(path, true, p);
+                    self.send(path, true, n);
                     any = true;
                 }
                 while let Some((path, n)) = self.server.poll_transmit(self.now, &mut self.buf) {
-                    let p = self.buf[..n].to_vec();
-                    self.send(path, false, p);
+                    self.send(path, false, n);
                     any = true;
                 }
                 if !any {
@@ -201,17 +187,14 @@ impl Net {
             if done(self) {
                 return true;
             }
-            let mut next = [self.client.poll_timeout(), self.server.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            for pl in &self.links {
-                for l in pl {
-                    if let Some(f) = l.flight.front() {
-                        next = Some(next.map_or(f.0, |n: Instant| n.min(f.0)));
-                    }
-                }
-            }
+            let next = [
+                self.client.poll_timeout(),
+                self.server.poll_timeout(),
+                self.network.next_event_time(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let Some(next) = next else { return false };
             if next <= self.now {
                 self.stuck += 1;
@@ -228,22 +211,11 @@ impl Net {
             }
             self.now = self.now.max(next);
             let now = self.now;
-            for pi in 0..self.links.len() {
-                for dir in 0..2 {
-                    while self.links[pi][dir]
-                        .flight
-                        .front()
-                        .is_some_and(|f| f.0 <= now)
-                    {
-                        let (_, p) = self.links[pi][dir].flight.pop_front().unwrap();
-                        if dir == 1 {
-                            self.server.handle_packet(now, pi, &p);
-                        } else {
-                            self.client.handle_packet(now, pi, &p);
-                        }
-                    }
-                }
-            }
+            let (client, server) = (&mut self.client, &mut self.server);
+            self.network.process_until(now, |d| match d.to {
+                Side::Server => server.handle_packet(now, d.path, d.packet),
+                Side::Client => client.handle_packet(now, d.path, d.packet),
+            });
             if self.client.poll_timeout().is_some_and(|t| t <= now) {
                 self.client.handle_timeout(now);
             }
@@ -254,17 +226,9 @@ impl Net {
     }
 }
 
-/// Deterministic payload.
+/// Deterministic payload: the test pattern of `seed`.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    Pattern::new(seed).bytes(0, len)
 }
 
 /// Client sends `up` bytes, server echoes nothing but sends `down` bytes;

@@ -335,15 +335,7 @@ impl Pair {
 
 /// Deterministic test data.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    mptcp_engine::app::Pattern::new(seed).bytes(0, len)
 }
 
 /// Moves `a_to_b` from client to server and `b_to_a` back, both closing
