@@ -12,17 +12,25 @@
 //! - [`snapshot`]: one source of truth for counters: `stats`, `ctl stats`
 //!   and `/metrics` read the same [`snapshot::InstanceStats`].
 //! - [`client`]: the synchronous client `mptcp-user ctl` and `stats` use.
+//! - [`stream`], [`run`]: applications outside the worker: a tokio API
+//!   ([`MptcpListener::accept`] yields [`MptcpStream`]s, AsyncRead +
+//!   AsyncWrite, with subflow control and events) over bounded SPSC byte
+//!   rings between the worker and tokio tasks; [`run`] starts a worker
+//!   thread as a client or a server.
 //!
 //! Tokio lives here, never in the engine (sans-IO) or the datapath.
 
 pub mod client;
 pub mod metrics;
 pub mod protocol;
+pub mod run;
 pub mod server;
 pub mod snapshot;
+pub mod stream;
 pub mod worker;
 
-pub use server::{ControlOptions, ControlPlane};
+pub use server::{ControlHandle, ControlOptions, ControlPlane};
+pub use stream::{MptcpListener, MptcpStream};
 pub use worker::WorkerSide;
 
 /// Where running instances keep their control sockets (and, for instances

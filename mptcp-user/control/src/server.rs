@@ -39,6 +39,7 @@ pub struct ControlOptions {
 
 /// The running control plane; stopping it (drop) removes the socket.
 pub struct ControlPlane {
+    ctx: Ctx,
     socket: PathBuf,
     metrics: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
@@ -93,6 +94,7 @@ impl ControlPlane {
             shared,
             events: broadcast::channel(EVENT_QUEUE).0,
         };
+        let handle_ctx = ctx.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -103,6 +105,7 @@ impl ControlPlane {
         Ok((
             side,
             ControlPlane {
+                ctx: handle_ctx,
                 socket,
                 metrics,
                 stop: Some(stop_tx),
@@ -118,6 +121,33 @@ impl ControlPlane {
     /// The metrics listener's address (its port when 0 was asked).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics
+    }
+
+    /// Sends commands and watches events from tokio code in this process
+    /// (what the stream API uses), through the same queues as the socket.
+    pub fn handle(&self) -> ControlHandle {
+        ControlHandle(self.ctx.clone())
+    }
+}
+
+/// In-process access to the control plane (see [`ControlPlane::handle`]).
+#[derive(Clone)]
+pub struct ControlHandle(pub(crate) Ctx);
+
+impl ControlHandle {
+    /// Queues a command for the worker and waits (5 s at most) for its answer.
+    pub async fn request(&self, request: Request) -> Result<Value, String> {
+        self.0.ask(request).await
+    }
+
+    /// Wakes the worker (it then looks at its queues and rings at once).
+    pub(crate) fn kick(&self) {
+        self.0.shared.kick();
+    }
+
+    /// Every monitor event from now on, while the receiver lives.
+    pub(crate) fn subscribe(&self) -> crate::stream::Events {
+        crate::stream::Events::new(self.0.events.subscribe(), self.0.shared.clone())
     }
 }
 
@@ -137,8 +167,8 @@ impl Drop for ControlPlane {
 #[derive(Clone)]
 pub(crate) struct Ctx {
     jobs: SyncSender<Job>,
-    shared: Arc<Shared>,
-    events: broadcast::Sender<EventRow>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) events: broadcast::Sender<EventRow>,
 }
 
 impl Ctx {
