@@ -603,3 +603,88 @@ fn ctl_open_makes_a_kernel_server_see_a_join() {
     // The control socket went away with the process.
     assert!(!std::path::Path::new(&socket).exists());
 }
+
+/// `serve --mode forward` on the stream API: tokio relays each connection
+/// to its backend off the packet path. A refused backend closes the
+/// client's connection; with the backend up, a kernel MPTCP client's two
+/// subflows are relayed byte-exact, and `ctl` sees the connection.
+#[test]
+fn forward_mode_relays_through_the_stream_api() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(&LabConfig::unique(2)).expect("lab");
+    for p in &lab.paths {
+        lab.client
+            .exec("ethtool", &["-K", &p.client_if, "tx", "off"])
+            .expect("ethtool");
+    }
+    let backend: SocketAddr = "127.0.0.1:7011".parse().unwrap();
+    let addr = SocketAddr::new(lab.paths[0].server_v4.into(), 5342);
+    let server = start_serve(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--iface",
+            "srv1",
+            "--listen",
+            &addr.to_string(),
+            "--mode",
+            "forward",
+            "--to",
+            &backend.to_string(),
+        ],
+    );
+    let pid = server.0.id();
+    // Nobody listens at the backend yet: the connection ends, promptly.
+    let refused = lab
+        .client
+        .enter(|| {
+            let mut s = mptcp_tests::mptcp_connect(addr, Duration::from_secs(10)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let _ = s.write_all(b"hello");
+            let mut buf = [0u8; 16];
+            s.read(&mut buf)
+        })
+        .expect("client ns");
+    assert!(matches!(refused, Ok(0) | Err(_)), "{refused:?}");
+    // Backend up: a kernel TCP echo server.
+    let listener = lab
+        .server
+        .enter(|| std::net::TcpListener::bind(backend).expect("backend"))
+        .expect("server ns");
+    let echo = thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; 64 << 10];
+        let mut total = 0u64;
+        loop {
+            let n = c.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            c.write_all(&buf[..n]).expect("write");
+            total += n as u64;
+        }
+        c.shutdown(Shutdown::Write).expect("shutdown");
+        total
+    });
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let client = scope.spawn(|| echo_until(&lab, addr, &stop, 8 << 20));
+        let mut conns = serde_json::Value::Null;
+        assert!(
+            wait_until(Duration::from_secs(15), || {
+                conns = ctl_json(lab.server.name(), pid, &["connections"]);
+                conns
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["subflows"] == 2))
+            }),
+            "{conns}"
+        );
+        stop.store(true, Ordering::Relaxed);
+        let n = client.join().expect("client");
+        assert_eq!(echo.join().expect("backend"), n as u64);
+    });
+}

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde_json::json;
 
-use mptcp_control::{ControlOptions, ControlPlane};
+use mptcp_control::stream::{bridge, RING};
+use mptcp_control::{ControlOptions, ControlPlane, MptcpListener};
 use mptcp_datapath::afxdp::XskConfig;
 use mptcp_datapath::forward::Forward;
 use mptcp_datapath::signals::stop_on_signals;
@@ -388,6 +389,33 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
         eprintln!("metrics at http://{m}/metrics");
     }
     let mut worker = Worker::new(engine, paths);
+    if args.mode == Mode::Forward {
+        // Backends are tokio TCP connections on a thread of their own,
+        // never dialled or read inside the packet loop.
+        let (mut bridge, listener) = bridge(plane.handle(), RING);
+        let to = args
+            .to
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let relays = spawn_relays(listener, to)?;
+        let mut wake = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let (mut work, _) = worker.step(&mut bridge);
+            work += control.poll(&mut worker, &datapath, bridge.closed);
+            if args.connections != 0 && bridge.closed >= args.connections {
+                break;
+            }
+            if work == 0 {
+                wake.clear();
+                wake.push((control.wake_fd(), libc::POLLIN));
+                worker.sleep_with(&wake);
+            }
+        }
+        drop(plane);
+        drop(relays);
+        datapath.detach_all()?;
+        eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
+        return Ok(());
+    }
     let mut app = PerConnection {
         args,
         apps: Vec::new(),
@@ -411,4 +439,42 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
     datapath.detach_all()?;
     eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
     Ok(())
+}
+
+/// The tokio side of `--mode forward`: each accepted stream is relayed to
+/// a TCP connection to `to` (copy both ways, half-closes passed on); a
+/// refused backend closes the connection. Runs until the listener ends.
+fn spawn_relays(
+    mut listener: MptcpListener,
+    to: SocketAddr,
+) -> Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(std::thread::Builder::new()
+        .name("forward".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                while let Some(mut stream) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let dial = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            tokio::net::TcpStream::connect(to),
+                        );
+                        match dial.await {
+                            Ok(Ok(mut backend)) => {
+                                let _ = backend.set_nodelay(true);
+                                if let Err(e) =
+                                    tokio::io::copy_bidirectional(&mut stream, &mut backend).await
+                                {
+                                    eprintln!("connection {}: {e}", stream.token());
+                                }
+                            }
+                            Ok(Err(e)) => eprintln!("backend {to}: {e}"),
+                            Err(_) => eprintln!("backend {to}: no answer in 5 s"),
+                        }
+                    });
+                }
+            })
+        })?)
 }
