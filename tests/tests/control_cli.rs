@@ -48,6 +48,16 @@ fn echo_until(lab: &Lab, addr: SocketAddr, stop: &AtomicBool, min: usize) -> usi
         .expect("client ns")
 }
 
+/// Sets the flag when dropped: a failing assertion stops the client too
+/// (else the scope would wait for it forever).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Kernel MPTCP subflows of the connection to `port`, as `ss` lists them.
 fn kernel_subflows(lab: &Lab, port: u16) -> Vec<String> {
     lab.client
@@ -224,6 +234,7 @@ fn ctl_steers_a_kernel_clients_subflows() {
     let addr = SocketAddr::new(lab.paths[0].server_v4.into(), port);
     let stop = AtomicBool::new(false);
     thread::scope(|scope| {
+        let _stop_client = StopOnDrop(&stop);
         let client = scope.spawn(|| echo_until(&lab, addr, &stop, 4 << 20));
 
         // List: one connection; the kernel's endpoint on path 1 joins.
@@ -672,6 +683,7 @@ fn forward_mode_relays_through_the_stream_api() {
     });
     let stop = AtomicBool::new(false);
     thread::scope(|scope| {
+        let _stop_client = StopOnDrop(&stop);
         let client = scope.spawn(|| echo_until(&lab, addr, &stop, 8 << 20));
         let mut conns = serde_json::Value::Null;
         assert!(
