@@ -24,13 +24,17 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
     }
     for entry in std::fs::read_dir(STATS_DIR).into_iter().flatten().flatten() {
         let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+        let ext = path.extension().and_then(|e| e.to_str());
+        if ext != Some("json") && ext != Some("sock") {
             continue;
         }
         let pid: Option<u32> = path.file_stem().and_then(|s| s.to_str()?.parse().ok());
-        // A file left by a killed instance: its process is gone.
+        // A file or socket left by a killed instance (SIGKILL): its process is gone.
         if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
             let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        if ext != Some("json") {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(&path) else {
