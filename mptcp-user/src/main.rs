@@ -18,6 +18,9 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Open a connection through XDP + AF_XDP and measure it like iperf3.
     Connect(cli::connect::ConnectArgs),
+    /// The engine as a load generator: N concurrent MPTCP connections
+    /// echoing (or requesting) a size, at a rate, with latencies.
+    Load(cli::load::LoadArgs),
     /// Classifier, datapath and engine counters of running instances.
     Stats(cli::stats::StatsArgs),
     /// See and steer the live connections of a running instance (control socket).
@@ -36,6 +39,7 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Serve(args) => cli::serve::serve(args),
         Command::Connect(args) => cli::connect::connect(args),
+        Command::Load(args) => cli::load::load(args),
         Command::Stats(args) => cli::stats::stats(args),
         Command::Ctl(args) => cli::ctl::ctl(args),
         Command::Sim(args) => cli::sim::main(args),

@@ -8,21 +8,67 @@ use std::time::Duration;
 use crate::{wait_until, Lab, LabConfig};
 
 /// The `mptcp-user` binary, built once for this test run (the tests crate
-/// is not the binary's package, so Cargo does not build it for us).
+/// is not the binary's package, so Cargo does not build it for us) under
+/// the test binary's own profile: `cargo test --release` runs a release
+/// binary built now, never a stale or missing one of another profile.
 pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe");
+        // target/PROFILE_DIR/deps/THIS -> target/PROFILE_DIR/mptcp-user
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "mptcp-user", "--bin", "mptcp-user"])
+            .args(["--profile", &profile_name(&profile_dir)])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building mptcp-user failed");
+        let bin = profile_dir.join("mptcp-user");
+        assert!(bin.exists(), "cargo built no {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// The Cargo profile whose output directory is `dir` (`debug` holds `dev`).
+fn profile_name(dir: &std::path::Path) -> String {
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(name) => name.to_string(),
+    }
+}
+
+/// The `mptcp-user` binary built with `--release`, once per test run: scale
+/// tests measure a server, and a debug build is many times slower there
+/// (hashing, crypto), so it would drop under loads a release build carries.
+pub fn release_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "mptcp-user", "--bin", "mptcp-user"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "mptcp-user",
+                "--bin",
+                "mptcp-user",
+            ])
             .status()
-            .expect("cargo build");
-        assert!(status.success(), "building mptcp-user failed");
+            .expect("cargo build --release");
+        assert!(status.success(), "building mptcp-user --release failed");
         let exe = std::env::current_exe().expect("test exe");
-        // target/debug/deps/THIS -> target/debug/mptcp-user
+        // target/debug/deps/THIS -> target/release/mptcp-user
         exe.parent()
             .and_then(|d| d.parent())
+            .and_then(|d| d.parent())
             .expect("target dir")
+            .join("release")
             .join("mptcp-user")
     })
     .clone()
@@ -66,7 +112,18 @@ pub fn xdp_attached(lab: &Lab, iface: &str) -> bool {
 /// Starts `mptcp-user serve ARGS` in the lab's server namespace and waits
 /// until XDP is attached to every `--iface` it names.
 pub fn start_serve(lab: &Lab, args: &[&str]) -> Server {
-    let mut cmd = mptcp_user(lab.server.name());
+    start_serve_with(lab, args, mptcp_user(lab.server.name()))
+}
+
+/// Like [`start_serve`], with the release build.
+pub fn start_serve_release(lab: &Lab, args: &[&str]) -> Server {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", lab.server.name()])
+        .arg(release_binary());
+    start_serve_with(lab, args, cmd)
+}
+
+fn start_serve_with(lab: &Lab, args: &[&str], mut cmd: Command) -> Server {
     cmd.arg("serve").args(args).stdout(Stdio::null());
     let server = Server(cmd.spawn().expect("spawn serve"));
     let ifs: Vec<&str> = args

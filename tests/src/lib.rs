@@ -26,19 +26,61 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub const IPPROTO_MPTCP: i32 = 262;
 /// Set to `1` to skip (not fail) tests that need root.
 pub const SKIP_PRIVILEGED_ENV: &str = "MPTCP_SKIP_PRIVILEGED";
+/// A file to which each skipped privileged test appends its name (one line):
+/// `cargo xtask test` sets it and counts those tests as skipped, not passed.
+pub const SKIP_REPORT_ENV: &str = "MPTCP_SKIP_REPORT";
+/// The marker a skipped privileged test prints on stdout, before its name.
+pub const SKIP_MARKER: &str = "SKIPPED-PRIVILEGED: ";
 
 /// True when the caller may run a privileged test. Without root it panics,
-/// unless `MPTCP_SKIP_PRIVILEGED=1`, so a privileged test never passes silently.
+/// unless `MPTCP_SKIP_PRIVILEGED=1`, so a privileged test never passes
+/// silently: a skipped one prints `SKIPPED-PRIVILEGED: NAME` and appends
+/// NAME to the file `MPTCP_SKIP_REPORT` names, which `cargo xtask test`
+/// counts as skipped (and CI as a failure).
+#[track_caller]
 pub fn require_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
     if std::env::var(SKIP_PRIVILEGED_ENV).as_deref() == Ok("1") {
-        eprintln!("skipped: needs root ({SKIP_PRIVILEGED_ENV}=1)");
+        let name = skipped_test_name(std::panic::Location::caller());
+        println!("{SKIP_MARKER}{name}");
+        eprintln!("skipped: {name} needs root ({SKIP_PRIVILEGED_ENV}=1)");
+        if let Some(path) = std::env::var_os(SKIP_REPORT_ENV) {
+            // One write per line on an O_APPEND file: lines from parallel
+            // tests and test binaries do not interleave.
+            let line = format!("{name}\n");
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(line.as_bytes()));
+            if let Err(e) = written {
+                panic!("cannot record the skip in {path:?}: {e}");
+            }
+        }
         return false;
     }
     panic!("this test needs root (CAP_NET_ADMIN, CAP_BPF); set {SKIP_PRIVILEGED_ENV}=1 to skip it");
+}
+
+/// `BINARY::TEST` (libtest names each test's thread after the test), or
+/// the caller's file and line where the thread has no test name.
+fn skipped_test_name(caller: &std::panic::Location) -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| match s.rsplit_once('-') {
+            // target/debug/deps/NAME-HASH
+            Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+            _ => s,
+        })
+        .unwrap_or_default();
+    match std::thread::current().name() {
+        Some(test) if test != "main" => format!("{binary}::{test}"),
+        _ => format!("{binary}::{}:{}", caller.file(), caller.line()),
+    }
 }
 
 /// `PREFIX-PID-N`: unique across parallel tests and test binaries.
@@ -156,10 +198,11 @@ impl Netns {
 
     /// One kernel SNMP counter in `nstat` naming (e.g. `MPTcpExtMPJoinAckRx`,
     /// `TcpExtTCPSackRecovery`), read from `/proc/net/{netstat,snmp}`.
-    /// Missing counters read as 0.
+    /// A counter this kernel does not have (or a misspelt name) is an
+    /// error, never 0: a `== 0` check on it would hold whatever happened.
     pub fn nstat(&self, counter: &str) -> Result<u64> {
         let text = self.exec("cat", &["/proc/net/netstat", "/proc/net/snmp"])?;
-        Ok(parse_nstat(&text, counter).unwrap_or(0))
+        nstat_value(&text, counter)
     }
 
     /// Leaves the namespace in place when the guard drops.
@@ -176,6 +219,12 @@ impl Drop for Netns {
             }
         }
     }
+}
+
+/// [`parse_nstat`], with a missing counter an error.
+fn nstat_value(text: &str, counter: &str) -> Result<u64> {
+    parse_nstat(text, counter)
+        .with_context(|| format!("no counter {counter} in /proc/net/netstat or /proc/net/snmp"))
 }
 
 /// Finds `counter` (`PrefixName`) in `/proc/net/netstat`-style text, where
@@ -493,6 +542,15 @@ mod tests {
         assert_eq!(parse_nstat(text, "TcpExtEmbryonicRsts"), Some(4));
         assert_eq!(parse_nstat(text, "MPTcpExtNope"), None);
         assert_eq!(parse_nstat("", "MPTcpExtMPJoinAckRx"), None);
+    }
+
+    #[test]
+    fn a_missing_nstat_counter_is_an_error_not_zero() {
+        let text = "MPTcpExt: MPCapableSYNRX DataCsumErr\nMPTcpExt: 0 0\n";
+        assert_eq!(nstat_value(text, "MPTcpExtDataCsumErr").unwrap(), 0);
+        let err = nstat_value(text, "MPTcpExtDataCsumErrs").unwrap_err();
+        assert!(err.to_string().contains("MPTcpExtDataCsumErrs"), "{err}");
+        assert!(nstat_value("", "MPTcpExtDataCsumErr").is_err());
     }
 
     #[test]

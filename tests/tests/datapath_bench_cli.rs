@@ -75,9 +75,12 @@ fn connect_reverse_for_a_time_stops_the_server() {
     let report = connect_reverse(&lab, listen, &["--time", "1"]);
     let end = &report["end"];
     let received = end["sum_received"]["bytes"].as_u64().expect("bytes");
-    // A second at gigabit rates on veth moves far more than a few segments.
-    assert!(received > 1 << 20, "{report}");
+    // Conditions, not a rate: data came, byte-exact, and the run lasted the
+    // second it was asked for (it stopped by time, not by running dry).
+    assert!(received > 0, "{report}");
     assert_eq!(end["byte_exact"], true, "{report}");
+    let seconds = end["sum_received"]["seconds"].as_f64().expect("seconds");
+    assert!(seconds >= 1.0, "stopped after {seconds} s: {report}");
     assert!(!report["intervals"]
         .as_array()
         .expect("intervals")

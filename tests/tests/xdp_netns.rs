@@ -172,21 +172,32 @@ fn owned_segments_go_to_a_bound_af_xdp_socket_not_the_kernel() {
         .expect("enter server ns")
         .expect("attach and bind AF_XDP");
     classifier.register_xsk(0, &xsk).expect("XSKMAP entry");
+    // A kernel MPTCP listener on the owned port: a SYN that reached the
+    // server's kernel would move MPCapableSYNRX (counted by the listener;
+    // with nothing listening the kernel answers RST and counts nothing)
+    // and be answered.
+    let addr = SocketAddr::new(IpAddr::V4(path.server_v4), OWNED_PORT);
+    let _listener = lab
+        .server
+        .enter(|| mptcp_listen(addr))
+        .expect("enter server ns")
+        .expect("kernel MPTCP listener");
     let server_syns = || lab.server.nstat("MPTcpExtMPCapableSYNRX").expect("nstat");
     assert_eq!(server_syns(), 0);
 
-    // The kernel client retransmits its SYN until something answers; nothing will.
-    let addr = SocketAddr::new(IpAddr::V4(path.server_v4), OWNED_PORT);
-    let _client = lab
+    // The kernel client retransmits its SYN until something answers; only
+    // the kernel listener could, and the SYNs must never reach it.
+    let client = lab
         .client
         .enter(|| mptcp_connect_start(addr))
         .expect("enter client ns")
         .expect("connect");
+    // The first SYN and its first retransmission (1 s later) both diverted.
     assert!(
         wait_until(Duration::from_secs(5), || classifier
             .counters()
-            .is_ok_and(|c| c.redirected >= 1)),
-        "no SYN was redirected: {:?}",
+            .is_ok_and(|c| c.redirected >= 2)),
+        "no SYN retransmission was redirected: {:?}",
         classifier.counters()
     );
     let c = classifier.counters().expect("counters");
@@ -197,4 +208,9 @@ fn owned_segments_go_to_a_bound_af_xdp_socket_not_the_kernel() {
     // the SYN did not.
     assert!(c.passed >= 1, "{c:?}");
     assert_eq!(server_syns(), 0, "the server's kernel saw an owned SYN");
+    // And so the connection never completed.
+    assert!(
+        client.peer_addr().is_err(),
+        "the kernel listener answered an owned SYN"
+    );
 }

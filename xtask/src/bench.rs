@@ -192,7 +192,7 @@ fn kernel_to_kernel(lab: &Lab, mptcp: bool, seconds: u64) -> Result<Figure> {
     })
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())

@@ -20,6 +20,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "tshark",
     "ethtool",
+    // The tests' middleboxes: TCPOPTSTRIP strips MPTCP options, nft
+    // rewrites a payload byte (fixing the TCP checksum).
+    "iptables",
+    "nftables",
 ];
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -170,6 +170,20 @@ pub fn encode_stats(s: &InstanceStats<MptcpEngineStats>) -> String {
             "interface",
             each(|i| i.kernel_rx_dropped),
         );
+        counter_family(
+            reg,
+            "rx_ring_full",
+            "Frames the kernel dropped because our RX ring was full",
+            "interface",
+            each(|i| i.rx_ring_full),
+        );
+        counter_family(
+            reg,
+            "rx_fill_ring_empty",
+            "Times the kernel found our fill ring empty",
+            "interface",
+            each(|i| i.rx_fill_ring_empty),
+        );
     }
     {
         let reg = root.sub_registry_with_prefix("engine");
@@ -186,6 +200,18 @@ pub fn encode_stats(s: &InstanceStats<MptcpEngineStats>) -> String {
             "subflows",
             "Open subflows of the live connections",
             e.subflows,
+        );
+        gauge(
+            reg,
+            "half_open",
+            "Accepted connections whose handshake is not complete",
+            e.half_open,
+        );
+        gauge(
+            reg,
+            "buffer_bytes_in_use",
+            "Pooled buffer bytes held by connections",
+            e.buffers.in_use,
         );
         gauge_family(
             reg,
@@ -241,6 +267,49 @@ pub fn encode_stats(s: &InstanceStats<MptcpEngineStats>) -> String {
             c.unmatched,
         );
         counter(reg, "join_refused", "MP_JOIN SYNs refused", c.join_refused);
+        counter(reg, "accepted", "Connections accepted", c.accepted);
+        counter(
+            reg,
+            "join_accepted",
+            "MP_JOIN SYNs accepted",
+            c.join_accepted,
+        );
+        counter(
+            reg,
+            "resets_dropped",
+            "RSTs not sent (queue full or rate limit)",
+            c.resets_dropped,
+        );
+        counter(
+            reg,
+            "refused_max_connections",
+            "SYNs refused at the connection limit",
+            c.refused_max_connections,
+        );
+        counter(
+            reg,
+            "syn_dropped",
+            "SYNs dropped with the half-open queue full",
+            c.syn_dropped,
+        );
+        counter(
+            reg,
+            "syn_cookies_sent",
+            "SYN/ACKs sent with a SYN cookie",
+            c.syn_cookies_sent,
+        );
+        counter(
+            reg,
+            "syn_cookies_accepted",
+            "Connections made from a SYN cookie",
+            c.syn_cookies_accepted,
+        );
+        counter(
+            reg,
+            "syn_cookies_invalid",
+            "ACKs whose SYN cookie did not check",
+            c.syn_cookies_invalid,
+        );
         counter(
             reg,
             "resets_sent",
@@ -345,6 +414,10 @@ mod tests {
                 rx_frames: 11,
                 tx_frames: 12,
                 kernel_rx_dropped: 0,
+                rx_dropped: 0,
+                rx_ring_full: 0,
+                rx_fill_ring_empty: 0,
+                rx_invalid_descs: 0,
                 rx_frames_per_queue: vec![11],
             }],
             classifier: ClassifierStats {

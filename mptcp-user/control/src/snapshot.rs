@@ -27,6 +27,12 @@ pub struct InterfaceStats {
     pub rx_frames: u64,
     pub tx_frames: u64,
     pub kernel_rx_dropped: u64,
+    /// XDP_STATISTICS summed over the interface's sockets: frames the
+    /// kernel dropped because our RX ring was full or the fill ring empty.
+    pub rx_dropped: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty: u64,
+    pub rx_invalid_descs: u64,
     pub rx_frames_per_queue: Vec<u64>,
 }
 
@@ -63,6 +69,10 @@ pub struct WorkerCounters {
 pub struct MptcpEngineStats {
     /// Live connections (a gauge), by state, and how many fell back to TCP.
     pub connections: u64,
+    /// Accepted connections whose handshake is not complete (a gauge).
+    pub half_open: u64,
+    /// Connection slots, live or free (a gauge).
+    pub slots: u64,
     pub connections_by_state: BTreeMap<String, u64>,
     pub fallbacks: u64,
     /// Connections the application finished with (a counter).
@@ -74,6 +84,10 @@ pub struct MptcpEngineStats {
     pub partial_checksum: u64,
     pub bad_checksum: u64,
     pub counters: EngineCounters,
+    /// Connections the endpoint visited (it visits only those with work).
+    pub work: EngineWork,
+    /// The worker's pooled buffer memory.
+    pub buffers: BufferStats,
     /// Monitor events by name (counters, since the instance started).
     pub events: BTreeMap<String, u64>,
     pub control: ControlCounters,
@@ -85,9 +99,36 @@ pub struct EngineCounters {
     pub bad_checksum: u64,
     pub partial_checksum: u64,
     pub unmatched: u64,
+    pub accepted: u64,
+    pub join_accepted: u64,
     pub join_refused: u64,
     pub resets_sent: u64,
+    pub resets_dropped: u64,
+    pub refused_max_connections: u64,
+    pub syn_dropped: u64,
+    pub syn_cookies_sent: u64,
+    pub syn_cookies_accepted: u64,
+    pub syn_cookies_invalid: u64,
     pub monitor_dropped: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineWork {
+    pub transmit_calls: u64,
+    pub transmit_visits: u64,
+    pub timeout_calls: u64,
+    pub timeout_visits: u64,
+}
+
+/// The buffer pool of the worker's thread, in bytes (chunks: a count).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BufferStats {
+    pub in_use: u64,
+    pub peak: u64,
+    pub free: u64,
+    pub chunks_allocated: u64,
+    pub over_limit: u64,
+    pub limit: u64,
 }
 
 /// The control plane's own counters.
@@ -97,6 +138,15 @@ pub struct ControlCounters {
     pub commands: u64,
     /// Monitor events dropped because the monitor queue was full.
     pub events_dropped: u64,
+}
+
+/// One XDP_STATISTICS counter summed over every socket of a path.
+fn xsk_stat(p: &mptcp_datapath::worker::Path, f: impl Fn(&libc::xdp_statistics) -> u64) -> u64 {
+    std::iter::once(&p.socket)
+        .chain(&p.extra_rx)
+        .filter_map(|s| s.kernel_stats().ok())
+        .map(|k| f(&k))
+        .sum()
 }
 
 /// Everything but the engine part, from the datapath and the worker.
@@ -122,6 +172,10 @@ pub fn collect<E, X>(
                 rx_frames: p.socket.counters.rx_frames,
                 tx_frames: p.socket.counters.tx_frames,
                 kernel_rx_dropped: p.socket.kernel_stats().map(|k| k.rx_dropped).unwrap_or(0),
+                rx_dropped: xsk_stat(p, |k| k.rx_dropped),
+                rx_ring_full: xsk_stat(p, |k| k.rx_ring_full),
+                rx_fill_ring_empty: xsk_stat(p, |k| k.rx_fill_ring_empty_descs),
+                rx_invalid_descs: xsk_stat(p, |k| k.rx_invalid_descs),
                 rx_frames_per_queue: std::iter::once(&p.socket)
                     .chain(&p.extra_rx)
                     .map(|s| s.counters.rx_frames)
@@ -154,10 +208,29 @@ pub fn collect<E, X>(
     }
 }
 
-/// The MPTCP engine's part (walks the live connections: only on request).
+/// The MPTCP engine's part (walks the live connections: only on request;
+/// on the worker's thread, whose buffer pool it reports).
 pub fn mptcp_engine_stats(engine: &MptcpEndpoint) -> MptcpEngineStats {
     let c = engine.counters();
+    let w = engine.work();
+    let p = mptcp_engine::tcp::pool::stats();
     let mut st = MptcpEngineStats {
+        half_open: engine.half_open_count() as u64,
+        slots: engine.slot_count() as u64,
+        work: EngineWork {
+            transmit_calls: w.transmit_calls,
+            transmit_visits: w.transmit_visits,
+            timeout_calls: w.timeout_calls,
+            timeout_visits: w.timeout_visits,
+        },
+        buffers: BufferStats {
+            in_use: p.in_use,
+            peak: p.peak,
+            free: p.free,
+            chunks_allocated: p.allocated,
+            over_limit: p.over_limit,
+            limit: p.limit,
+        },
         partial_checksum: c.partial_checksum,
         bad_checksum: c.bad_checksum,
         counters: EngineCounters {
@@ -165,8 +238,16 @@ pub fn mptcp_engine_stats(engine: &MptcpEndpoint) -> MptcpEngineStats {
             bad_checksum: c.bad_checksum,
             partial_checksum: c.partial_checksum,
             unmatched: c.unmatched,
+            accepted: c.accepted,
+            join_accepted: c.join_accepted,
             join_refused: c.join_refused,
             resets_sent: c.resets_sent,
+            resets_dropped: c.resets_dropped,
+            refused_max_connections: c.refused_max_connections,
+            syn_dropped: c.syn_dropped,
+            syn_cookies_sent: c.syn_cookies_sent,
+            syn_cookies_accepted: c.syn_cookies_accepted,
+            syn_cookies_invalid: c.syn_cookies_invalid,
             monitor_dropped: c.monitor_dropped,
         },
         ..Default::default()

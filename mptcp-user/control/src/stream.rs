@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use atomic_waker::AtomicWaker;
 use mptcp_engine::app::App;
-use mptcp_engine::mptcp::{ConnectionState, MptcpEndpoint, SubflowId};
+use mptcp_engine::mptcp::{ConnHandle, ConnectionState, MptcpEndpoint, SubflowId};
 use mptcp_engine::time::Instant;
 use rtrb::{Consumer, Producer, RingBuffer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -48,7 +48,8 @@ struct StreamShared {
 
 /// The worker's end of one connection.
 struct Port {
-    token: u32,
+    /// Generation of the connection's slot (a reused slot is a new connection).
+    gen: u32,
     rx: Producer<u8>,
     tx: Consumer<u8>,
     shared: Arc<StreamShared>,
@@ -57,6 +58,8 @@ struct Port {
     closed_sent: bool,
     /// The task dropped its stream: received bytes are discarded.
     detached: bool,
+    /// The receive ring was full when the worker last looked.
+    rx_blocked: bool,
 }
 
 /// Runs in the worker loop; see the module docs.
@@ -66,6 +69,8 @@ pub struct Bridge {
     ring: usize,
     scratch: Box<[u8]>,
     control: ControlHandle,
+    /// A closed connection's stream is gone: its slot can be freed.
+    reap: bool,
     /// Connections refused because the application did not accept in time.
     pub refused: u64,
     /// Connections that ended.
@@ -95,6 +100,7 @@ pub fn bridge(control: ControlHandle, ring: usize) -> (Bridge, MptcpListener) {
             ring: ring.max(4096),
             scratch: vec![0u8; 64 << 10].into_boxed_slice(),
             control,
+            reap: false,
             refused: 0,
             closed: 0,
         },
@@ -103,7 +109,7 @@ pub fn bridge(control: ControlHandle, ring: usize) -> (Bridge, MptcpListener) {
 }
 
 impl Bridge {
-    fn open(&self, token: u32) -> (Port, MptcpStream) {
+    fn open(&self, token: u32, gen: u32) -> (Port, MptcpStream) {
         let (rx_p, rx_c) = RingBuffer::new(self.ring);
         let (tx_p, tx_c) = RingBuffer::new(self.ring);
         let shared = Arc::new(StreamShared {
@@ -116,7 +122,7 @@ impl Bridge {
             writer: AtomicWaker::new(),
         });
         let port = Port {
-            token,
+            gen,
             rx: rx_p,
             tx: tx_c,
             shared: shared.clone(),
@@ -124,6 +130,7 @@ impl Bridge {
             eof_sent: false,
             closed_sent: false,
             detached: false,
+            rx_blocked: false,
         };
         let stream = MptcpStream {
             token: Token(token),
@@ -136,114 +143,159 @@ impl Bridge {
     }
 }
 
+impl Port {
+    /// Work the task side left for the worker: bytes written, room made
+    /// in a ring the worker found full, a shutdown, a dropped stream.
+    fn task_pending(&self) -> bool {
+        self.tx.slots() > 0
+            || (self.rx_blocked && self.rx.slots() > 0)
+            || (!self.fin_sent && self.shared.write_shutdown.load(Ordering::Acquire))
+            || (!self.detached && self.rx.is_abandoned())
+            || (!self.fin_sent && self.tx.is_abandoned())
+    }
+}
+
+impl Bridge {
+    /// One connection: bytes both ways, establishment, end of stream and
+    /// close. A new handle (or a slot's new tenant) gets a new stream.
+    fn visit(&mut self, engine: &mut MptcpEndpoint, h: ConnHandle) -> usize {
+        let i = h.slot as usize;
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, || None);
+        }
+        let mut work = 0;
+        let Some(conn) = engine.get_mut(h) else {
+            // Reaped: the stream keeps what is left in its ring.
+            if self.ports[i].as_ref().is_some_and(|p| p.gen == h.gen) {
+                self.ports[i] = None;
+            }
+            return 0;
+        };
+        if self.ports[i].as_ref().is_none_or(|p| p.gen != h.gen) {
+            let (mut port, stream) = self.open(conn.token(), h.gen);
+            if self.accept.try_send(stream).is_err() {
+                // Nobody takes connections: refuse rather than queue without end.
+                self.refused += 1;
+                port.detached = true;
+                conn.abort();
+            }
+            self.ports[i] = Some(port);
+            work += 1;
+        }
+        let Some(p) = self.ports[i].as_mut() else {
+            return work;
+        };
+        let sh = &p.shared;
+        if !sh.established.load(Ordering::Relaxed) && conn.is_established() {
+            sh.established.store(true, Ordering::Release);
+            sh.writer.wake();
+        }
+        if !p.detached && p.rx.is_abandoned() {
+            p.detached = true;
+        }
+        // Engine to task.
+        let mut moved = false;
+        p.rx_blocked = false;
+        loop {
+            let room = if p.detached {
+                self.scratch.len()
+            } else {
+                p.rx.slots().min(self.scratch.len())
+            };
+            if room == 0 {
+                p.rx_blocked = true;
+                break;
+            }
+            let n = conn.recv(&mut self.scratch[..room]);
+            if n == 0 {
+                break;
+            }
+            if !p.detached {
+                // Fits: `room` is at most the free slots.
+                let _ = p.rx.write_all(&self.scratch[..n]);
+            }
+            moved = true;
+        }
+        if moved {
+            sh.reader.wake();
+            work += 1;
+        }
+        if !p.eof_sent && conn.is_read_closed() {
+            p.eof_sent = true;
+            sh.read_closed.store(true, Ordering::Release);
+            sh.reader.wake();
+        }
+        // Task to engine.
+        let waiting = p.tx.slots();
+        if waiting > 0 {
+            if let Ok(chunk) = p.tx.read_chunk(waiting) {
+                let (a, b) = chunk.as_slices();
+                let mut sent = conn.send(a);
+                if sent == a.len() && !b.is_empty() {
+                    sent += conn.send(b);
+                }
+                chunk.commit(sent);
+                if sent > 0 {
+                    sh.writer.wake();
+                    work += 1;
+                }
+            }
+        }
+        let shut = sh.write_shutdown.load(Ordering::Acquire) || p.tx.is_abandoned();
+        if !p.fin_sent && shut && p.tx.slots() == 0 {
+            p.fin_sent = true;
+            conn.close();
+            work += 1;
+        }
+        if !p.closed_sent && conn.is_closed() {
+            p.closed_sent = true;
+            self.closed += 1;
+            if conn.info().state == ConnectionState::Reset {
+                sh.reset.store(true, Ordering::Release);
+            }
+            sh.closed.store(true, Ordering::Release);
+            sh.reader.wake();
+            sh.writer.wake();
+        }
+        // A stream still held keeps its connection (and its figures).
+        self.reap |= p.closed_sent && p.detached;
+        work
+    }
+}
+
 impl App<MptcpEndpoint> for Bridge {
     fn poll(&mut self, _now: Instant, engine: &mut MptcpEndpoint) -> (usize, bool) {
         let mut work = 0;
-        let mut reap = false;
-        let slots = engine.slot_count();
-        if self.ports.len() < slots {
-            self.ports.resize_with(slots, || None);
+        // Connections the engine reports as changed (new ones included).
+        while let Some(h) = engine.poll_app_ready() {
+            work += self.visit(engine, h);
         }
-        for slot in 0..slots {
-            let Some(conn) = engine.connection_at_mut(slot) else {
-                self.ports[slot] = None;
+        // Connections whose task did something (no engine access to find them).
+        for i in 0..self.ports.len() {
+            let Some(p) = self.ports[i].as_ref() else {
                 continue;
             };
-            if self.ports[slot]
-                .as_ref()
-                .is_none_or(|p| p.token != conn.token())
-            {
-                let (mut port, stream) = self.open(conn.token());
-                if self.accept.try_send(stream).is_err() {
-                    // Nobody takes connections: refuse rather than queue without end.
-                    self.refused += 1;
-                    port.detached = true;
-                    conn.abort();
-                }
-                self.ports[slot] = Some(port);
-                work += 1;
-            }
-            let Some(p) = self.ports[slot].as_mut() else {
-                continue;
-            };
-            let sh = &p.shared;
-            if !sh.established.load(Ordering::Relaxed) && conn.is_established() {
-                sh.established.store(true, Ordering::Release);
-                sh.writer.wake();
-            }
-            if !p.detached && p.rx.is_abandoned() {
-                p.detached = true;
-            }
-            // Engine to task.
-            let mut moved = false;
-            loop {
-                let room = if p.detached {
-                    self.scratch.len()
-                } else {
-                    p.rx.slots().min(self.scratch.len())
+            if p.task_pending() {
+                let h = ConnHandle {
+                    slot: i as u32,
+                    gen: p.gen,
                 };
-                if room == 0 {
-                    break;
-                }
-                let n = conn.recv(&mut self.scratch[..room]);
-                if n == 0 {
-                    break;
-                }
-                if !p.detached {
-                    // Fits: `room` is at most the free slots.
-                    let _ = p.rx.write_all(&self.scratch[..n]);
-                }
-                moved = true;
+                work += self.visit(engine, h);
             }
-            if moved {
-                sh.reader.wake();
-                work += 1;
-            }
-            if !p.eof_sent && conn.is_read_closed() {
-                p.eof_sent = true;
-                sh.read_closed.store(true, Ordering::Release);
-                sh.reader.wake();
-            }
-            // Task to engine.
-            let waiting = p.tx.slots();
-            if waiting > 0 {
-                if let Ok(chunk) = p.tx.read_chunk(waiting) {
-                    let (a, b) = chunk.as_slices();
-                    let mut sent = conn.send(a);
-                    if sent == a.len() && !b.is_empty() {
-                        sent += conn.send(b);
-                    }
-                    chunk.commit(sent);
-                    if sent > 0 {
-                        sh.writer.wake();
-                        work += 1;
-                    }
-                }
-            }
-            let shut = sh.write_shutdown.load(Ordering::Acquire) || p.tx.is_abandoned();
-            if !p.fin_sent && shut && p.tx.slots() == 0 {
-                p.fin_sent = true;
-                conn.close();
-                work += 1;
-            }
-            if !p.closed_sent && conn.is_closed() {
-                p.closed_sent = true;
-                self.closed += 1;
-                if conn.info().state == ConnectionState::Reset {
-                    sh.reset.store(true, Ordering::Release);
-                }
-                sh.closed.store(true, Ordering::Release);
-                sh.reader.wake();
-                sh.writer.wake();
-            }
-            // A stream still held keeps its connection (and its figures).
-            reap |= p.closed_sent && p.detached;
         }
         // Closed connections give their slots back; their streams keep what
         // is left in their rings.
-        if reap && engine.reap_closed() > 0 {
+        if std::mem::take(&mut self.reap) && engine.reap_closed() > 0 {
             for (slot, port) in self.ports.iter_mut().enumerate() {
-                if engine.connection_at(slot).is_none() {
+                let gone = port.as_ref().is_some_and(|p| {
+                    engine
+                        .get(ConnHandle {
+                            slot: slot as u32,
+                            gen: p.gen,
+                        })
+                        .is_none()
+                });
+                if gone {
                     *port = None;
                 }
             }

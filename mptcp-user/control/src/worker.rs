@@ -10,7 +10,7 @@ use std::sync::Arc;
 use mptcp_datapath::worker::Worker;
 use mptcp_datapath::Datapath;
 use mptcp_engine::mptcp::{
-    Connection, MonitorKind, MptcpEndpoint, SubflowId, SubflowInfo, SubflowOptions,
+    ConnHandle, Connection, MonitorKind, MptcpEndpoint, SubflowId, SubflowInfo, SubflowOptions,
 };
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -170,7 +170,7 @@ impl WorkerSide {
         let engine = &mut worker.engine;
         let slot = |engine: &MptcpEndpoint, token: Token| {
             engine
-                .slot_of_token(token.0)
+                .handle_of_token(token.0)
                 .ok_or_else(|| format!("no connection with token {token}"))
         };
         let value = |v: Result<Value, serde_json::Error>| v.map_err(|e| e.to_string());
@@ -268,16 +268,12 @@ impl WorkerSide {
     }
 }
 
-fn conn(engine: &MptcpEndpoint, slot: usize) -> Result<&Connection, String> {
-    engine
-        .connection_at(slot)
-        .ok_or_else(|| "connection gone".into())
+fn conn(engine: &MptcpEndpoint, h: ConnHandle) -> Result<&Connection, String> {
+    engine.get(h).ok_or_else(|| "connection gone".into())
 }
 
-fn conn_mut(engine: &mut MptcpEndpoint, slot: usize) -> Result<&mut Connection, String> {
-    engine
-        .connection_at_mut(slot)
-        .ok_or_else(|| "connection gone".into())
+fn conn_mut(engine: &mut MptcpEndpoint, h: ConnHandle) -> Result<&mut Connection, String> {
+    engine.get_mut(h).ok_or_else(|| "connection gone".into())
 }
 
 fn find_subflow(c: &Connection, token: Token, id: SubflowId) -> Result<SubflowInfo, String> {
@@ -288,12 +284,12 @@ fn find_subflow(c: &Connection, token: Token, id: SubflowId) -> Result<SubflowIn
 
 fn set_options(
     engine: &mut MptcpEndpoint,
-    slot: usize,
+    h: ConnHandle,
     token: Token,
     id: SubflowId,
     opts: SubflowOptions,
 ) -> Result<Value, String> {
-    let c = conn_mut(engine, slot)?;
+    let c = conn_mut(engine, h)?;
     find_subflow(c, token, id)?;
     c.set_subflow_options(id, opts);
     Ok(json!({ "id": id }))

@@ -2,18 +2,23 @@
 //! frame (weak host model: replies go back to the neighbour a subflow came
 //! from) and from the kernel's tables (netlink) for connections we open.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use mptcp_engine::wire::ethernet::MacAddr;
 
-/// Neighbours remembered per path; beyond that the oldest is overwritten.
-const NEIGHBOURS: usize = 64;
+/// Neighbours remembered per generation. A server hears from thousands of
+/// clients (and a SYN flood from thousands of spoofed sources): lookups are
+/// O(1), and the table is bounded by two generations: when the current one
+/// fills, it becomes the previous one and the oldest is forgotten, so a
+/// neighbour heard from recently is always found.
+const NEIGHBOURS: usize = 4096;
 
 /// IP -> MAC for one path, learnt from received frames and netlink.
 #[derive(Clone, Debug, Default)]
 pub struct NeighbourTable {
-    entries: Vec<(IpAddr, MacAddr)>,
-    next_victim: usize,
+    current: HashMap<IpAddr, MacAddr>,
+    previous: HashMap<IpAddr, MacAddr>,
     /// Used when a destination was never heard from (the resolved next hop).
     pub default: Option<MacAddr>,
     /// A destination we had a packet for but no MAC (resolved off the fast path).
@@ -24,8 +29,8 @@ pub struct NeighbourTable {
 impl NeighbourTable {
     pub fn new() -> NeighbourTable {
         NeighbourTable {
-            entries: Vec::with_capacity(NEIGHBOURS),
-            next_victim: 0,
+            current: HashMap::with_capacity(NEIGHBOURS),
+            previous: HashMap::with_capacity(NEIGHBOURS),
             default: None,
             missing: None,
             last_resolution: None,
@@ -33,21 +38,23 @@ impl NeighbourTable {
     }
 
     pub fn learn(&mut self, ip: IpAddr, mac: MacAddr) {
-        if let Some(e) = self.entries.iter_mut().find(|(i, _)| *i == ip) {
-            e.1 = mac;
-        } else if self.entries.len() < NEIGHBOURS {
-            self.entries.push((ip, mac));
-        } else {
-            self.entries[self.next_victim] = (ip, mac);
-            self.next_victim = (self.next_victim + 1) % NEIGHBOURS;
+        if let Some(m) = self.current.get_mut(&ip) {
+            *m = mac;
+            return;
         }
+        if self.current.len() >= NEIGHBOURS {
+            // Capacities are kept: no allocation once both are warm.
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
+        }
+        self.current.insert(ip, mac);
     }
 
     pub fn lookup(&self, ip: IpAddr) -> Option<MacAddr> {
-        self.entries
-            .iter()
-            .find(|(i, _)| *i == ip)
-            .map(|(_, m)| *m)
+        self.current
+            .get(&ip)
+            .or_else(|| self.previous.get(&ip))
+            .copied()
             .or(self.default)
     }
 }
@@ -68,11 +75,17 @@ mod tests {
         assert_eq!(t.lookup(a), Some(MacAddr([1; 6])));
         t.learn(a, MacAddr([2; 6]));
         assert_eq!(t.lookup(a), Some(MacAddr([2; 6])));
-        for i in 0..NEIGHBOURS as u32 {
+        // A full generation later it is still known (previous generation)...
+        for i in 0..NEIGHBOURS as u32 - 1 {
             t.learn(IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i)), MacAddr([3; 6]));
         }
-        assert_eq!(t.entries.len(), NEIGHBOURS);
-        // The first entry was overwritten: falls back to the default.
+        assert_eq!(t.lookup(a), Some(MacAddr([2; 6])));
+        // ...heard from again, it is current; never heard from, forgotten.
+        t.learn(a, MacAddr([4; 6]));
+        for i in 0..2 * NEIGHBOURS as u32 {
+            t.learn(IpAddr::V4(Ipv4Addr::from(0x0c00_0000 + i)), MacAddr([3; 6]));
+        }
         assert_eq!(t.lookup(a), Some(MacAddr([9; 6])));
+        assert!(t.current.len() <= NEIGHBOURS && t.previous.len() <= NEIGHBOURS);
     }
 }

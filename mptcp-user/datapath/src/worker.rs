@@ -27,8 +27,10 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// Frames taken from one RX ring per pass.
 const RX_BATCH: u32 = 64;
+/// RX batches taken per socket and pass while the ring stays full.
+const RX_BATCHES_PER_PASS: u32 = 64;
 /// Packets pulled from the engine per pass before receiving again.
-const TX_BATCH: usize = 64;
+const TX_BATCH: usize = 256;
 /// Longest sleep, so a stop request or a stats dump is never far away.
 const MAX_SLEEP: Duration = Duration::from_millis(200);
 
@@ -196,9 +198,23 @@ impl<E: Engine> Worker<E> {
                 }
                 engine.handle_packet(now, id, packet);
             };
-            total += path.socket.recv_batch(RX_BATCH, &mut on_frame) as usize;
+            // Receive before transmitting: drain the ring (a bounded number
+            // of batches) so a burst does not overflow it while we send.
+            for _ in 0..RX_BATCHES_PER_PASS {
+                let n = path.socket.recv_batch(RX_BATCH, &mut on_frame);
+                total += n as usize;
+                if n < RX_BATCH {
+                    break;
+                }
+            }
             for socket in &mut path.extra_rx {
-                total += socket.recv_batch(RX_BATCH, &mut on_frame) as usize;
+                for _ in 0..RX_BATCHES_PER_PASS {
+                    let n = socket.recv_batch(RX_BATCH, &mut on_frame);
+                    total += n as usize;
+                    if n < RX_BATCH {
+                        break;
+                    }
+                }
             }
         }
         self.stats.rx_frames += total as u64;

@@ -172,13 +172,62 @@ mod tests {
         assert_eq!(truncate64(&out), 0x5bdcc146bf60754e);
     }
 
+    /// Values Linux 6.18 put on the wire in the shared fixture
+    /// handshake-join-addaddr.pcap (read with tshark: `tcp.options.mptcp.*`).
+    /// Client A 10.1.1.1, server B 10.1.1.2; keys from the MP_CAPABLE ACK.
+    const KEY_A: u64 = 10946790433821942513;
+    const KEY_B: u64 = 11119721905219461173;
+
+    fn hex20(s: &str) -> [u8; 20] {
+        let mut out = [0u8; 20];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+        }
+        out
+    }
+
     #[test]
-    fn join_directions_differ() {
-        let (ka, kb, ra, rb) = (1u64, 2u64, 3u32, 4u32);
-        let b = join_synack_hmac(kb, ka, rb, ra);
-        let a = join_ack_hmac(ka, kb, ra, rb);
-        assert_ne!(b.to_be_bytes()[..], a[..8]);
-        assert_eq!(truncate64(&join_hmac(kb, ka, rb, ra)), b);
+    fn tokens_and_idsns_match_linux() {
+        // Frame 6's MP_JOIN SYN carries B's token; tshark's expected token of A.
+        assert_eq!(token(KEY_B), 2914099435);
+        assert_eq!(token(KEY_A), 1749565944);
+        // Frame 14: A's first mapping starts at IDSN(A) + 1; its 32-bit
+        // DATA_ACK acknowledges B's IDSN + 1.
+        assert_eq!(idsn(KEY_A), 7537480983703206041);
+        assert_eq!(idsn(KEY_B) as u32, 4201329994);
+    }
+
+    #[test]
+    fn join_hmacs_match_linux() {
+        // (RA from the SYN, RB and truncated HMAC-B from the SYN/ACK,
+        // HMAC-A from the third ACK): frames 6-8 and 10-12.
+        for (ra, rb, synack, ack) in [
+            (
+                2091223804u32,
+                1820067546u32,
+                11651746532590373875u64,
+                "5be526a77354e87e2c9261b580361eb49585f077",
+            ),
+            (
+                146933198,
+                147588127,
+                11410597288376680374,
+                "4e8cf0440b31d5ebcb31e2df9151b3542b0dfd3e",
+            ),
+        ] {
+            assert_eq!(join_synack_hmac(KEY_B, KEY_A, rb, ra), synack);
+            assert_eq!(join_ack_hmac(KEY_A, KEY_B, ra, rb), hex20(ack));
+        }
+    }
+
+    #[test]
+    fn add_addr_hmac_matches_linux() {
+        // Frame 4: B announces 10.1.2.2 as address id 1, no port.
+        let addr = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 2));
+        assert_eq!(
+            add_addr_hmac(KEY_B, KEY_A, 1, addr, None),
+            3216388657184113872
+        );
     }
 
     #[test]

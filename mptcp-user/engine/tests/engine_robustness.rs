@@ -50,7 +50,20 @@ fn replaying_the_recordings_reaches_the_recorded_end() {
     let c = server.connection().expect("accepted");
     assert!(c.is_read_closed());
     assert!(c.subflows().count() >= 2, "the join replays too");
-    assert_eq!(server.counters(), &MptcpCounters::default());
+    // Nothing refused or dropped: one connection accepted, its joins too.
+    let sc = server.counters();
+    assert_eq!(
+        (sc.accepted, sc.join_accepted),
+        (1, c.subflows().count() as u64 - 1)
+    );
+    assert_eq!(
+        sc,
+        &MptcpCounters {
+            accepted: sc.accepted,
+            join_accepted: sc.join_accepted,
+            ..Default::default()
+        }
+    );
     let client = fuzzing::fuzz_mptcp_client(&[]);
     assert!(client.is_read_closed());
     assert_eq!(client.counters(), &MptcpCounters::default());
@@ -158,14 +171,59 @@ proptest! {
         fresh_client_transfers(&mut server, 41000, st.now + Duration::from_secs(1), 20_000);
     }
 
-    /// Any program against a client: no panic (the client's own
-    /// connection may be dead; its counters only grow).
+    /// Any program against a client: no panic, and afterwards (its own
+    /// connection may be dead) it still counts and drops garbage: a
+    /// recorded server packet with a byte changed and its checksum left
+    /// stale moves bad_checksum (or malformed) by one, a packet too short
+    /// for IP + TCP moves malformed by one, and nothing else moves.
     #[test]
-    fn client_survives_garbage(prog in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let client = fuzzing::fuzz_mptcp_client(&prog);
-        let _ = client.counters();
-        let tcp = fuzzing::fuzz_tcp_endpoint(&prog);
-        let _ = tcp.counters();
+    fn client_survives_garbage(
+        prog in proptest::collection::vec(any::<u8>(), 0..300),
+        k in 0usize..64,
+        at in any::<u16>(),
+        x in 1u8..=255,
+        cut in 0usize..40,
+    ) {
+        let mut client = fuzzing::fuzz_mptcp_client(&prog);
+        let rec = if prog.first().is_some_and(|b| b & 1 == 1) {
+            &fuzzing::mptcp_checksum_recording().to_client
+        } else {
+            &fuzzing::mptcp_recording().to_client
+        };
+        let r = &rec[k % rec.len()];
+        let now = Instant::from_nanos(3_600_000_000_000);
+        let mut flipped = r.bytes.clone();
+        let tcp_len = flipped.len() - 20;
+        flipped[20 + at as usize % tcp_len] ^= x;
+        let before = client.counters().clone();
+        client.handle_packet(now, r.path, &flipped);
+        let after = client.counters().clone();
+        prop_assert_eq!(
+            after.bad_checksum + after.malformed,
+            before.bad_checksum + before.malformed + 1,
+            "{:?} -> {:?}", before, after
+        );
+        prop_assert_eq!(drops(&after), drops(&before) + 1);
+        client.handle_packet(now, r.path, &r.bytes[..cut]);
+        prop_assert_eq!(
+            client.counters(),
+            &MptcpCounters { malformed: after.malformed + 1, ..after.clone() }
+        );
+        let mut buf = [0u8; 2048];
+        for _ in 0..256 {
+            if client.poll_transmit(now, &mut buf).is_none() {
+                break;
+            }
+        }
+
+        let mut tcp = fuzzing::fuzz_tcp_endpoint(&prog);
+        let before = tcp.counters().clone();
+        tcp.handle_packet(now, 0, &r.bytes[..cut]);
+        prop_assert_eq!(tcp.counters().malformed, before.malformed + 1);
+        prop_assert_eq!(
+            (tcp.counters().bad_checksum, tcp.counters().unmatched),
+            (before.bad_checksum, before.unmatched)
+        );
     }
 
     /// Garbage is counted: a recorded packet with a byte of its segment

@@ -196,8 +196,18 @@ fn backup_subflow_carries_nothing_while_the_regular_one_works() {
     let data = pattern(3 << 20, 2);
     let mut marked = false;
     let mut failed = false;
+    // Checked at every step from the marking to the failover, not just at both ends.
+    let mut steps_watched = 0u64;
     let got = upload(&mut net, &data, Duration::from_secs(120), |n, read| {
         let c = n.client.connection_mut().unwrap();
+        if marked && !failed {
+            assert_eq!(
+                c.subflow_stats(1).unwrap().bytes_sent,
+                0,
+                "the backup carried data while the regular subflow worked ({read} bytes read)"
+            );
+            steps_watched += 1;
+        }
         if !marked {
             let second = c
                 .subflows()
@@ -222,6 +232,10 @@ fn backup_subflow_carries_nothing_while_the_regular_one_works() {
         }
     });
     assert!(got == data);
+    assert!(
+        failed && steps_watched > 100,
+        "{steps_watched} steps watched"
+    );
     let c = net.client.connection().unwrap();
     let b = c.subflows().find(|s| s.id == 1).unwrap();
     assert!(b.backup && b.dscp == 10);
@@ -279,7 +293,10 @@ fn remove_addr_closes_the_subflow_and_data_moves_over() {
     assert!(to_removed
         .iter()
         .all(|s| matches!(s.status, SubflowStatus::Closed | SubflowStatus::Closing)));
-    let _ = closed_by_remove;
+    assert!(
+        closed_by_remove,
+        "no SubflowClosed {{ reason: AddressRemoved }} event"
+    );
 }
 
 #[test]
@@ -382,5 +399,6 @@ fn monitor_events_and_connection_info() {
     assert_eq!(info.fallback, None);
     assert_ne!(info.state, ConnectionState::Connecting);
     let token = info.token;
-    assert_eq!(net.server.slot_of_token(token), Some(0));
+    let h = net.server.handle_of_token(token).unwrap();
+    assert_eq!(net.server.get(h).map(|c| c.token()), Some(token));
 }

@@ -1,15 +1,20 @@
-//! Conformance with Linux 6.18: the engine's server side is driven with the
-//! client packets of handshake-join-addaddr.pcap, with its key, MP_JOIN
-//! nonces and ISNs fixed to the kernel server's; every token, HMAC and
-//! DATA_ACK it produces must equal what the kernel sent.
+//! Conformance with Linux 6.18, in both roles. The engine's server side is
+//! driven with the client packets of the fixtures, with its key, MP_JOIN
+//! nonces and ISNs fixed to the kernel server's; its client side with the
+//! server packets, with the kernel client's key, nonces, ISNs and ports,
+//! and the kernel client's application and path-manager actions (data,
+//! joins, MP_PRIO, close) at the moments the capture shows them. Every
+//! key, token, HMAC, mapping and DATA_ACK it produces must equal what the
+//! kernel sent.
 
 use mptcp_engine::io::{ByteStream, Engine};
-use mptcp_engine::mptcp::{LocalAddr, MptcpConfig, MptcpEndpoint, ReplayInjection};
+use mptcp_engine::mptcp::{LocalAddr, MptcpConfig, MptcpEndpoint, ReplayInjection, SubflowOptions};
 use mptcp_engine::pcap::PcapReader;
+use mptcp_engine::pm::PmKind;
 use mptcp_engine::time::Instant;
 use mptcp_engine::wire::ip::parse_ip_tcp;
 use mptcp_engine::wire::mptcp::{MpJoin, MptcpOption};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -44,6 +49,20 @@ enum Signal {
     TcpRst(u8),
     /// A RST's sequence and acknowledgment numbers.
     Rst(u32, u32),
+    /// Client side: the MP_CAPABLE third ACK's two keys and its flags.
+    CapableKeys(u64, u64, u8),
+    JoinSyn {
+        addr_id: u8,
+        token: u32,
+        nonce: u32,
+        backup: bool,
+    },
+    JoinAck([u8; 20]),
+    AddAddrEcho {
+        addr_id: u8,
+        addr: IpAddr,
+    },
+    Prio(bool),
 }
 
 fn signals(packet: &[u8], out: &mut Vec<Signal>) {
@@ -57,10 +76,28 @@ fn signals(packet: &[u8], out: &mut Vec<Signal>) {
         let s = match *o {
             MptcpOption::MpFastclose { receiver_key } => Signal::Fastclose(receiver_key),
             MptcpOption::MpTcpRst { reason, .. } => Signal::TcpRst(reason),
-            MptcpOption::MpCapable(c) => match c.sender_key {
-                Some(k) if c.receiver_key.is_none() => Signal::CapableKey(k),
+            MptcpOption::MpCapable(c) => match (c.sender_key, c.receiver_key) {
+                (Some(k), None) => Signal::CapableKey(k),
+                (Some(a), Some(b)) => Signal::CapableKeys(a, b, c.flags),
                 _ => continue,
             },
+            MptcpOption::MpJoin(MpJoin::Syn {
+                addr_id,
+                token,
+                nonce,
+                backup,
+            }) => Signal::JoinSyn {
+                addr_id,
+                token,
+                nonce,
+                backup,
+            },
+            MptcpOption::MpJoin(MpJoin::Ack { hmac }) => Signal::JoinAck(hmac),
+            MptcpOption::AddAddr(a) if a.echo => Signal::AddAddrEcho {
+                addr_id: a.addr_id,
+                addr: a.addr,
+            },
+            MptcpOption::MpPrio { backup, .. } => Signal::Prio(backup),
             MptcpOption::MpJoin(MpJoin::SynAck {
                 addr_id,
                 hmac,
@@ -347,4 +384,267 @@ fn fastclose_matches_linux() {
         (other, acks)
     };
     assert_eq!(rest(&ours), rest(&kernel));
+}
+
+/// The client role: replays `fixture`'s server packets to the engine's
+/// client, which has the kernel client's key, MP_JOIN nonces, ISNs and
+/// ports. The test plays the kernel client's application and path manager
+/// at the capture's times: it opens each MP_JOIN the kernel opened, sends
+/// the data the kernel sent, marks a subflow backup where the kernel sent
+/// MP_PRIO, and closes where the kernel sent DATA_FIN. Returns the kernel
+/// client's signals, ours, and the client.
+fn replay_client(fixture: &str) -> (Vec<Signal>, Vec<Signal>, MptcpEndpoint) {
+    let file = std::fs::read(format!("{FIXTURES}{fixture}")).expect("fixture");
+    let mut packets = Vec::new();
+    for r in PcapReader::new(&file).unwrap() {
+        let r = r.unwrap();
+        let (_, ip) = r.network().unwrap();
+        packets.push((r.ts_nanos, ip.to_vec()));
+    }
+    let first_ts = packets[0].0;
+    // The kernel client's values.
+    let mut kernel = Vec::new();
+    let mut replay = ReplayInjection::default();
+    let mut checksum = false;
+    let mut first_syn = None;
+    for (_, p) in &packets {
+        let (ip, tcp) = parse_ip_tcp(p).unwrap();
+        if is_server(ip.src()) {
+            continue;
+        }
+        signals(p, &mut kernel);
+        let syn = tcp.flags.contains(mptcp_engine::wire::tcp::TcpFlags::SYN);
+        if syn {
+            replay.isns.push_back(tcp.seq);
+            first_syn.get_or_insert((
+                SocketAddr::new(ip.src(), tcp.src_port),
+                ip.dst(),
+                tcp.dst_port,
+            ));
+        }
+        for o in &tcp.options.mptcp {
+            match *o {
+                MptcpOption::MpCapable(c) if syn => checksum = c.flags & 0x80 != 0,
+                MptcpOption::MpCapable(c) if replay.keys.is_empty() => {
+                    replay.keys.extend(c.sender_key)
+                }
+                MptcpOption::MpJoin(MpJoin::Syn { nonce, .. }) => replay.nonces.push_back(nonce),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(replay.keys.len(), 1);
+    let (local, server_ip, server_port) = first_syn.expect("a client SYN");
+
+    let cfg = MptcpConfig {
+        accept_partial_checksum: true,
+        checksum,
+        path_manager: PmKind::Manual,
+        replay: Some(replay),
+        ..Default::default()
+    };
+    let locals = [
+        LocalAddr {
+            ip: "10.1.1.1".parse().unwrap(),
+            path: 0,
+            signal: false,
+        },
+        LocalAddr {
+            ip: "10.1.2.1".parse().unwrap(),
+            path: 1,
+            signal: false,
+        },
+    ];
+    let start = Instant::from_nanos(1_000_000);
+    let mut client = MptcpEndpoint::client(
+        cfg,
+        &locals,
+        local.port(),
+        SocketAddr::new(server_ip, server_port),
+        start,
+    );
+    assert_eq!(local.ip(), locals[0].ip);
+    let mut ours = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let mut tmp = [0u8; 4096];
+    // The kernel client's data stream, by offset from its first byte.
+    let mut stream: Vec<u8> = Vec::new();
+    let mut data_start = None;
+    let mut sent = 0usize;
+    let mut closed = false;
+    let drain =
+        |client: &mut MptcpEndpoint, now: Instant, ours: &mut Vec<Signal>, buf: &mut [u8]| {
+            while let Some((_, n)) = client.poll_transmit(now, buf) {
+                signals(&buf[..n], ours);
+            }
+        };
+    for (ts, p) in &packets {
+        let (ip, tcp) = parse_ip_tcp(p).unwrap();
+        let now = Instant::from_nanos(ts - first_ts + 1_000_000);
+        if client.poll_timeout().is_some_and(|t| t <= now) {
+            client.handle_timeout(now);
+        }
+        drain(&mut client, now, &mut ours, &mut buf);
+        if is_server(ip.src()) {
+            let path = if ip.dst() == locals[0].ip { 0 } else { 1 };
+            client.handle_packet(now, path, p);
+            while client.recv(&mut tmp) > 0 {}
+            drain(&mut client, now, &mut ours, &mut buf);
+            continue;
+        }
+        // What the kernel client's application and path manager did here.
+        let src = SocketAddr::new(ip.src(), tcp.src_port);
+        let dst = SocketAddr::new(ip.dst(), tcp.dst_port);
+        for o in &tcp.options.mptcp {
+            match *o {
+                MptcpOption::MpJoin(MpJoin::Syn { .. }) => {
+                    assert!(
+                        client.open_subflow(now, src, dst).is_some(),
+                        "join {src} -> {dst}"
+                    );
+                }
+                MptcpOption::MpPrio { backup, .. } => {
+                    let c = client.connection_mut().unwrap();
+                    let id = c
+                        .subflows()
+                        .find(|s| s.tuple.local == src && s.tuple.remote == dst)
+                        .map(|s| s.id)
+                        .expect("the MP_PRIO's subflow");
+                    c.set_subflow_options(
+                        id,
+                        SubflowOptions {
+                            backup: Some(backup),
+                            dscp: None,
+                        },
+                    );
+                }
+                MptcpOption::Dss(d) => {
+                    if let Some(m) = d.mapping {
+                        let payload = tcp.payload;
+                        if !payload.is_empty() {
+                            let start = *data_start.get_or_insert(m.dsn);
+                            let at = (m.dsn.wrapping_sub(start)) as usize;
+                            if stream.len() < at + payload.len() {
+                                stream.resize(at + payload.len(), 0);
+                            }
+                            stream[at..at + payload.len()].copy_from_slice(payload);
+                        }
+                    }
+                    if d.data_fin && !closed {
+                        // Everything before the DATA_FIN first.
+                        sent += client.send(&stream[sent..]);
+                        client.close();
+                        closed = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if sent < stream.len() {
+            sent += client.send(&stream[sent..]);
+        }
+        drain(&mut client, now, &mut ours, &mut buf);
+    }
+    (kernel, ours, client)
+}
+
+/// DATA_ACKs deduplicated at the end, everything else in order (ACK timing
+/// may add or merge pure ACKs, never change a value).
+fn acks_last(v: &[Signal]) -> Vec<Signal> {
+    let mut acks: Vec<Signal> = v
+        .iter()
+        .filter(|s| matches!(s, Signal::DataAck(_)))
+        .cloned()
+        .collect();
+    acks.dedup();
+    let mut rest: Vec<Signal> = v
+        .iter()
+        .filter(|s| !matches!(s, Signal::DataAck(_)))
+        .cloned()
+        .collect();
+    rest.append(&mut acks);
+    rest
+}
+
+#[test]
+fn client_side_matches_linux() {
+    let (kernel, ours, client) = replay_client("handshake-join-addaddr.pcap");
+    let conn = client.connection().expect("connection");
+    assert_eq!(conn.bad_hmacs(), 0, "server HMACs verify");
+    assert_eq!(conn.subflows().count(), 3);
+    assert!(kernel.iter().any(|s| matches!(s, Signal::CapableKeys(..))));
+    assert_eq!(
+        kernel
+            .iter()
+            .filter(|s| matches!(s, Signal::JoinAck(_)))
+            .count(),
+        2
+    );
+    assert!(kernel
+        .iter()
+        .any(|s| matches!(s, Signal::AddAddrEcho { .. })));
+    assert_eq!(acks_last(&ours), acks_last(&kernel));
+}
+
+/// DSS checksums, MP_PRIO from the client, REMOVE_ADDR from the server:
+/// keys, HMACs, checksums, mappings, MP_PRIO and DATA_ACKs as Linux, RSTs
+/// aside (see the next test).
+#[test]
+fn client_checksums_prio_and_remove_addr_match_linux() {
+    let (kernel, ours, client) = replay_client("checksum-prio-rmaddr.pcap");
+    let conn = client.connection().expect("connection");
+    assert!(conn.checksum_enabled());
+    assert_eq!(
+        conn.checksum_failures(),
+        0,
+        "the kernel's DSS checksums verify"
+    );
+    assert_eq!(conn.bad_hmacs(), 0);
+    assert!(kernel.iter().any(|s| matches!(s, Signal::Prio(true))));
+    assert!(kernel
+        .iter()
+        .any(|s| matches!(s, Signal::Mapping { csum: Some(_), .. })));
+    assert!(!kernel.iter().any(|s| matches!(s, Signal::Rst(..))));
+    assert_eq!(acks_last(&without_resets(&ours)), acks_last(&kernel));
+}
+
+/// Linux answers the server's REMOVE_ADDR by shutting the subflow to that
+/// address down with a FIN exchange (frames 23-28); the engine's client
+/// resets it instead. Kept visible as an ignored (skipped) test until the
+/// engine's reaction is decided.
+#[test]
+#[ignore = "the engine resets a subflow whose address was removed; Linux closes it with FIN"]
+fn client_closes_a_removed_subflow_like_linux() {
+    let (kernel, ours, _) = replay_client("checksum-prio-rmaddr.pcap");
+    assert_eq!(acks_last(&ours), acks_last(&kernel));
+}
+
+/// Signals other than RSTs (and their MP_TCPRST).
+fn without_resets(v: &[Signal]) -> Vec<Signal> {
+    v.iter()
+        .filter(|s| !matches!(s, Signal::Rst(..) | Signal::TcpRst(_)))
+        .cloned()
+        .collect()
+}
+
+/// The server aborts (MP_FASTCLOSE with the client's key, MP_TCPRST, on
+/// a RST on every subflow): up to there the client matches Linux, RSTs
+/// aside (see the next test).
+#[test]
+fn client_side_of_a_fastclose_matches_linux() {
+    let (kernel, ours, client) = replay_client("fastclose.pcap");
+    assert_eq!(client.connection().map_or(0, |c| c.bad_hmacs()), 0);
+    assert!(kernel.iter().any(|s| matches!(s, Signal::JoinAck(_))));
+    assert!(!kernel.iter().any(|s| matches!(s, Signal::Rst(..))));
+    assert_eq!(acks_last(&without_resets(&ours)), acks_last(&kernel));
+}
+
+/// Linux's client takes the server's RSTs (MP_FASTCLOSE) in silence; the
+/// engine's client answers with RST + MP_TCPRST on the subflows whose RST
+/// has not arrived yet. Visible as an ignored (skipped) test until decided.
+#[test]
+#[ignore = "the engine resets the other subflows on MP_FASTCLOSE; Linux sends nothing"]
+fn client_takes_a_fastclose_in_silence_like_linux() {
+    let (kernel, ours, _) = replay_client("fastclose.pcap");
+    assert_eq!(acks_last(&ours), acks_last(&kernel));
 }

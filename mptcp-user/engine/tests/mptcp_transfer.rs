@@ -129,6 +129,20 @@ fn checksums_on_both_ways_many_seeds() {
 
 #[test]
 fn path_down_mid_transfer_and_back() {
+    path_down_and_back(4 << 20, 3 << 20);
+}
+
+/// Bytes the client's subflows on `path` have had acknowledged.
+fn acked_on_path(net: &Net, path: usize) -> u64 {
+    let c = net.client.connection().unwrap();
+    c.subflows()
+        .filter(|s| s.path == path)
+        .map(|s| c.subflow_stats(s.id).unwrap().bytes_acked)
+        .sum()
+}
+
+/// Sends `total`; path 1 goes down after 1 MiB arrived, comes back after `back_at`.
+fn path_down_and_back(total: usize, back_at: usize) {
     for seed in 1..=4u64 {
         let mut net = Net::new(
             &[PathSpec::new(20, 5, 0), PathSpec::new(20, 10, 0)],
@@ -137,11 +151,13 @@ fn path_down_mid_transfer_and_back() {
             true,
             seed,
         );
-        let up = pattern(4 << 20, seed);
+        let up = pattern(total, seed);
         let mut got = Vec::new();
         let mut sent = 0;
         let mut tmp = vec![0u8; 65536];
         let mut phase = 0;
+        // Bytes path 1's subflows had carried (acknowledged) when it came back.
+        let mut acked_at_up = 0;
         let ok = net.run_until(Duration::from_secs(120), |n| {
             if n.client.is_established() {
                 sent += n.client.send(&up[sent..]);
@@ -157,16 +173,20 @@ fn path_down_mid_transfer_and_back() {
                 got.extend_from_slice(&tmp[..k]);
             }
             if phase == 0 && got.len() > (1 << 20) {
-                n.set_up(1 + (seed as usize % 2) - (seed as usize % 2), false);
+                n.set_up(1, false);
                 phase = 1;
-            } else if phase == 1 && got.len() > (3 << 20) {
+            } else if phase == 1 && got.len() > back_at {
                 n.set_up(1, true);
+                acked_at_up = acked_on_path(n, 1);
                 phase = 2;
             }
             n.server.is_read_closed()
         });
         assert!(ok, "seed {seed}: got {} of {}", got.len(), up.len());
         assert!(got == up, "seed {seed}: bytes differ");
+        // "and back": path 1 carried data again after it came up.
+        let after = acked_on_path(&net, 1) - acked_at_up;
+        assert!(after > 0, "seed {seed}: path 1 unused after it came back");
     }
 }
 

@@ -127,6 +127,18 @@ fn lossy_reordering_duplicating_many_seeds() {
     }
 }
 
+/// `TCP_STRESS_SEEDS` (a soak run) or `default`. Zero or garbage is an
+/// error: an empty seed loop would pass having checked nothing.
+fn stress_seeds(default: u64) -> u64 {
+    match std::env::var("TCP_STRESS_SEEDS") {
+        Err(_) => default,
+        Ok(s) => match s.parse() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("TCP_STRESS_SEEDS={s:?}: want a seed count of at least 1"),
+        },
+    }
+}
+
 #[test]
 fn heavy_loss_with_bottleneck_many_seeds() {
     let link = Link {
@@ -137,10 +149,7 @@ fn heavy_loss_with_bottleneck_many_seeds() {
         rate: Some(50_000_000),
         queue: 200_000,
     };
-    let seeds: u64 = std::env::var("TCP_STRESS_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
+    let seeds = stress_seeds(12);
     for seed in 100..100 + seeds {
         run_lossy(seed, link, CcAlgorithm::Cubic, 1 << 20);
     }
@@ -637,10 +646,7 @@ fn small_buffers_small_mss_heavy_reordering_and_loss() {
         dup: 0.05,
         ..Default::default()
     };
-    let seeds: u64 = std::env::var("TCP_STRESS_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
+    let seeds = stress_seeds(6);
     for seed in 300..300 + seeds {
         let mut p = Pair::new(&tiny, &tiny, link, seed);
         let a = pattern(100 << 10, seed);

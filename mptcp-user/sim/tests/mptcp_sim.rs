@@ -4,8 +4,12 @@
 use mptcp_engine::mptcp::MptcpConfig;
 use mptcp_engine::pm::PmKind;
 use mptcp_engine::sched::SchedulerKind;
+use mptcp_engine::time::Instant;
+use mptcp_engine::wire::ip::parse_ip_tcp;
 use mptcp_sim::MptcpFactory;
-use mptcp_sim::{parse_path_spec, run_with, Hooks, Outcome, SimConfig, SimReport};
+use mptcp_sim::{
+    parse_path_spec, run_with, Hooks, Observer, Outcome, SendOutcome, Side, SimConfig, SimReport,
+};
 
 fn run(paths: &[&str], bytes: u64, seed: u64, config: MptcpConfig) -> SimReport {
     let paths = paths.iter().map(|p| parse_path_spec(p).unwrap()).collect();
@@ -42,19 +46,83 @@ fn sim_two_paths_byte_exact_many_seeds() {
     }
 }
 
+/// Client payload bytes handed to path 1 while it was down and after it came back.
+#[derive(Default)]
+struct PathOneTimeline {
+    down_at: u64,
+    up_at: u64,
+    while_down: u64,
+    after_up: u64,
+}
+
+impl Observer for PathOneTimeline {
+    fn on_send(
+        &mut self,
+        now: Instant,
+        from: Side,
+        path: usize,
+        packet: &[u8],
+        outcome: SendOutcome,
+    ) {
+        if from != Side::Client || path != 1 || !matches!(outcome, SendOutcome::Queued { .. }) {
+            return;
+        }
+        let Ok((_, tcp)) = parse_ip_tcp(packet) else {
+            return;
+        };
+        let t = now.as_nanos();
+        let len = tcp.payload.len() as u64;
+        if t >= self.up_at {
+            self.after_up += len;
+        } else if t >= self.down_at {
+            self.while_down += len;
+        }
+    }
+}
+
 #[test]
 fn sim_path_down_and_back_reinjects() {
     for seed in 1..=4 {
-        let r = run(
-            &[
-                "rate=20mbit,delay=10ms",
-                "rate=20mbit,delay=20ms;at=300ms,down;at=2s,up",
-            ],
-            6 << 20,
-            seed,
-            MptcpConfig::default(),
+        let paths = [
+            "rate=20mbit,delay=10ms",
+            "rate=20mbit,delay=20ms;at=300ms,down;at=2s,up",
+        ]
+        .iter()
+        .map(|p| parse_path_spec(p).unwrap())
+        .collect();
+        // Long enough that path 1, back at 2 s, has time to be used again.
+        let cfg = SimConfig::new(paths, 10 << 20, seed);
+        let mut timeline = PathOneTimeline {
+            down_at: 300_000_000,
+            up_at: 2_000_000_000,
+            ..Default::default()
+        };
+        let r = run_with(
+            &cfg,
+            &mut MptcpFactory {
+                config: MptcpConfig::default(),
+                signal: false,
+            },
+            Hooks {
+                observer: Some(&mut timeline),
+                ..Hooks::default()
+            },
         );
         assert!(r.byte_exact, "seed {seed}: {:?}", r.outcome);
+        // What path 1 held when it went down was sent again on path 0.
+        let on_path = |p: usize| r.subflows.iter().filter(move |s| s.path == p);
+        let reinjected: u64 = on_path(0).map(|s| s.stats.bytes_reinjected).sum();
+        assert!(reinjected > 0, "seed {seed}: {:?}", r.subflows);
+        // Path 1 is used again once it is back.
+        assert!(
+            timeline.after_up > 100_000,
+            "seed {seed}: {} bytes on path 1 after it came back",
+            timeline.after_up
+        );
+        eprintln!(
+            "seed {seed}: path 1 while down {} (lost), after up {}; reinjected on path 0 {reinjected}",
+            timeline.while_down, timeline.after_up
+        );
     }
 }
 

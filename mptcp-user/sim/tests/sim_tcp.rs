@@ -9,11 +9,14 @@ const MIB: u64 = 1 << 20;
 
 /// Seeds per adverse profile: 3, or `SIM_SEEDS` for a soak run.
 fn seeds() -> std::ops::RangeInclusive<u64> {
-    let n = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3u64);
-    1..=n.max(1)
+    let n = match std::env::var("SIM_SEEDS") {
+        Err(_) => 3,
+        Ok(s) => match s.parse::<u64>() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("SIM_SEEDS={s:?}: want a seed count of at least 1"),
+        },
+    };
+    1..=n
 }
 
 fn transfer(spec: &str, bytes: u64, seed: u64) -> SimReport {

@@ -50,6 +50,10 @@ pub struct ConnectArgs {
     /// MPTCP by default (falls back to TCP against a plain TCP server).
     #[arg(long, value_enum, default_value = "mptcp")]
     pub engine: EngineKind,
+    /// Hold the data until N subflows can carry it (at most 10 s, then send
+    /// anyway and say so), so the transfer is multipath from its first byte.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub wait_subflows: usize,
     /// Partial TCP checksums (MPTCP engine): accepted on veth by default.
     #[arg(long, value_enum, default_value = "auto")]
     pub partial_checksum: PartialChecksum,
@@ -170,6 +174,39 @@ pub struct SubflowRow {
 /// Per-subflow figures of an engine, for `connect`'s report.
 pub trait Measured {
     fn subflow_report(&self) -> Vec<SubflowRow>;
+    /// Subflows that can carry data now.
+    fn usable_subflows(&self) -> usize {
+        usize::from(!self.subflow_report().is_empty())
+    }
+}
+
+/// `connect --wait-subflows N`: runs the engine with no application data
+/// until `n` subflows can carry it, for at most 10 s.
+fn wait_for_subflows<E: mptcp_engine::io::Engine + ByteStream + Measured>(
+    worker: &mut Worker<E>,
+    n: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    struct Hold;
+    impl<E> mptcp_engine::app::App<E> for Hold {
+        fn poll(&mut self, _: Instant, _: &mut E) -> (usize, bool) {
+            (0, false)
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while worker.engine.usable_subflows() < n && !stop.load(Ordering::Relaxed) {
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "connect: {} of {n} subflows usable after 10 s; sending anyway",
+                worker.engine.usable_subflows()
+            );
+            return;
+        }
+        let (work, _) = worker.step(&mut Hold);
+        if work == 0 {
+            worker.sleep();
+        }
+    }
 }
 
 impl Measured for TcpEndpoint {
@@ -189,6 +226,14 @@ impl Measured for TcpEndpoint {
 }
 
 impl Measured for mptcp_engine::mptcp::MptcpEndpoint {
+    fn usable_subflows(&self) -> usize {
+        self.connection().map_or(0, |c| {
+            c.subflows()
+                .filter(|i| i.status == mptcp_engine::mptcp::SubflowStatus::FullyEstablished)
+                .count()
+        })
+    }
+
     fn subflow_report(&self) -> Vec<SubflowRow> {
         let Some(c) = self.connection() else {
             return Vec::new();
@@ -251,6 +296,9 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
             args.ifaces.join(", "),
             args.engine
         );
+    }
+    if args.wait_subflows > 1 {
+        wait_for_subflows(&mut worker, args.wait_subflows, stop);
     }
     let started = std::time::Instant::now();
     let mut intervals: Vec<Interval> = Vec::new();

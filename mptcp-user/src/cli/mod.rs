@@ -6,6 +6,7 @@ pub mod connect;
 pub mod ctl;
 pub mod decode;
 pub mod engine_opts;
+pub mod load;
 pub mod serve;
 pub mod sim;
 pub mod stats;

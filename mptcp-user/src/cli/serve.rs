@@ -18,7 +18,7 @@ use mptcp_datapath::xdp::Ownership;
 use mptcp_datapath::Datapath;
 use mptcp_engine::app::{App, Discard, Echo, PatternSource};
 use mptcp_engine::io::ByteStream;
-use mptcp_engine::mptcp::{Connection, LocalAddr, MptcpEndpoint};
+use mptcp_engine::mptcp::{ConnHandle, Connection, LocalAddr, MptcpEndpoint};
 use mptcp_engine::tcp::TcpEndpoint;
 use mptcp_engine::time::Instant;
 
@@ -48,10 +48,12 @@ pub struct ServeArgs {
     /// Interfaces to serve on (repeat for several paths).
     #[arg(long = "iface", required = true)]
     pub ifaces: Vec<String>,
-    /// Address and port to accept connections on (0.0.0.0 or :: for every
-    /// address of the interfaces).
-    #[arg(long)]
-    pub listen: SocketAddr,
+    /// Address and port to accept connections on; repeat for several.
+    /// `[::]:PORT` takes IPv4 and IPv6 clients on every address of the
+    /// interfaces (as a Linux socket bound to :: does), `0.0.0.0:PORT`
+    /// IPv4 ones only, a specific address only itself.
+    #[arg(long, required = true, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
     /// Further local addresses to announce to MPTCP clients (ADD_ADDR).
     #[arg(long)]
     pub announce: Vec<IpAddr>,
@@ -75,6 +77,35 @@ pub struct ServeArgs {
     /// the counters of `stats`, plus connection and subflow gauges.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
+    /// Connections held at most (MPTCP engine); SYNs beyond are answered
+    /// with a RST (MP_TCPRST "lack of resources") and counted.
+    #[arg(long, default_value_t = 1 << 20, value_name = "N")]
+    pub max_connections: usize,
+    /// Buffer memory (send and receive data) of the worker, e.g. 512M or
+    /// 2G (MPTCP engine; 0 = no limit). Near the limit, advertised windows
+    /// shrink so peers send less; nothing fails.
+    #[arg(long, default_value = "0", value_parser = parse_size, value_name = "BYTES")]
+    pub max_memory: u64,
+    /// Handshakes in progress at most (MPTCP engine); beyond, SYNs are
+    /// answered with SYN cookies. MP_JOIN SYNs never count.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_half_open: usize,
+}
+
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 65536, 512K, 64M or 2G)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn tcp_engine_stats(e: &TcpEndpoint, connections: u64) -> serde_json::Value {
@@ -146,20 +177,24 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         bail!("--mode forward needs --to IP:PORT");
     }
     let local_addrs = check_interfaces(&args.ifaces)?;
-    let listen_ip = args.listen.ip();
-    let owned: Vec<IpAddr> = if listen_ip.is_unspecified() {
-        local_addrs
-            .iter()
-            .copied()
-            .filter(|a| a.is_ipv4() == listen_ip.is_ipv4())
-            .collect()
-    } else if local_addrs.contains(&listen_ip) {
-        let mut v = vec![listen_ip];
-        v.extend(args.announce.iter().copied());
-        v
-    } else {
-        bail!("address {listen_ip} is not on {}", args.ifaces.join(" or "));
-    };
+    let mut owned: Vec<IpAddr> = Vec::new();
+    for l in &args.listen {
+        let ip = l.ip();
+        if ip.is_unspecified() {
+            // [::] is dual stack; 0.0.0.0 is IPv4 only.
+            owned.extend(local_addrs.iter().filter(|a| ip.is_ipv6() || a.is_ipv4()));
+        } else if local_addrs.contains(&ip) {
+            owned.push(ip);
+            owned.extend(args.announce.iter().copied());
+        } else {
+            bail!(
+                "--listen {l}: address {ip} is not on {}",
+                args.ifaces.join(" or ")
+            );
+        }
+    }
+    owned.sort();
+    owned.dedup();
     for a in &args.announce {
         if !local_addrs.contains(a) {
             bail!(
@@ -171,13 +206,22 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     if owned.is_empty() {
         bail!("no address of that family on {}", args.ifaces.join(", "));
     }
-    let (_reservation, _) = reserve_port(args.listen)?;
+    // Each listener's port is kept from the kernel's own sockets meanwhile
+    // (a socket bound to :: holds the IPv4 port too).
+    let _reservations = args
+        .listen
+        .iter()
+        .map(|l| reserve_port(*l))
+        .collect::<Result<Vec<_>>>()?;
     if args.engine == EngineKind::Mptcp {
         return serve_mptcp(args, owned);
     }
+    let [listen] = args.listen[..] else {
+        bail!("the plain TCP engine serves one --listen (the MPTCP engine serves several)");
+    };
     let ownership = Ownership {
         addresses: owned,
-        listen_ports: vec![args.listen.port()],
+        listen_ports: vec![listen.port()],
         client_ports: None,
     };
     let stop = stop_on_signals();
@@ -194,10 +238,10 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     }
     eprintln!(
         "serving {} ({:?}) with the plain TCP engine; Ctrl-C to stop",
-        args.listen, args.mode
+        listen, args.mode
     );
-    let cfg = tcp_config(&paths, args.listen.is_ipv6());
-    let mut worker = Worker::new(TcpEndpoint::listen(cfg.clone(), args.listen), paths);
+    let cfg = tcp_config(&paths, listen.is_ipv6());
+    let mut worker = Worker::new(TcpEndpoint::listen(cfg.clone(), listen), paths);
     let stats_file = StatsFile::create();
     let mut connections = 0u64;
     let mut app: Option<ServeApp> = None;
@@ -219,7 +263,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
                 "connection {connections} closed: {} bytes in, {} bytes out, {} retransmits",
                 s.bytes_received, s.bytes_sent, s.retransmits
             );
-            worker.replace_engine(TcpEndpoint::listen(cfg.clone(), args.listen));
+            worker.replace_engine(TcpEndpoint::listen(cfg.clone(), listen));
             app = None;
             if args.connections != 0 && connections >= args.connections {
                 break;
@@ -276,70 +320,111 @@ impl ByteStream for ConnStream<'_> {
     }
 }
 
-/// What runs in one connection slot of the endpoint.
-enum Slot {
-    Free,
-    Active(ServeApp),
-    /// The application finished; the connection is closing and awaits reaping.
-    Done,
+/// The application of one connection, under the generation of its slot.
+struct Slot {
+    gen: u32,
+    app: ServeApp,
+    done: bool,
 }
 
-/// The applications of every connection of the endpoint, slot by slot.
+/// The applications of the endpoint's connections, by slot; only the
+/// connections the endpoint reports as changed are polled (and those whose
+/// application waits on a descriptor of its own, such as a backend socket).
 struct PerConnection<'a> {
     args: &'a ServeArgs,
-    apps: Vec<Slot>,
+    apps: Vec<Option<Slot>>,
+    /// Connections whose application has a descriptor to watch (forward).
+    with_fd: Vec<ConnHandle>,
     closed: u64,
+}
+
+impl PerConnection<'_> {
+    fn poll_one(&mut self, now: Instant, engine: &mut MptcpEndpoint, h: ConnHandle) -> usize {
+        let i = h.slot as usize;
+        if self.apps.len() <= i {
+            self.apps.resize_with(i + 1, || None);
+        }
+        let Some(conn) = engine.get_mut(h) else {
+            // Gone (reaped after a reset) before its application saw it.
+            if let Some(s) = self.apps[i].take_if(|s| s.gen == h.gen) {
+                self.closed += u64::from(!s.done);
+            }
+            return 0;
+        };
+        let slot = match &mut self.apps[i] {
+            Some(s) if s.gen == h.gen => s,
+            other => {
+                if other.as_ref().is_some_and(|s| !s.done) {
+                    self.closed += 1;
+                }
+                let app = new_app(self.args);
+                if matches!(app, ServeApp::Forward(_)) {
+                    self.with_fd.push(h);
+                }
+                other.insert(Slot {
+                    gen: h.gen,
+                    app,
+                    done: false,
+                })
+            }
+        };
+        if slot.done {
+            return 0;
+        }
+        let (w, done) = slot.app.poll(now, &mut ConnStream(conn));
+        if done {
+            slot.done = true;
+            self.closed += 1;
+            eprintln!("connection {} closed", self.closed);
+        }
+        w
+    }
 }
 
 impl App<MptcpEndpoint> for PerConnection<'_> {
     fn poll(&mut self, now: Instant, engine: &mut MptcpEndpoint) -> (usize, bool) {
         let mut work = 0;
-        self.apps.resize_with(engine.slot_count(), || Slot::Free);
-        for (i, slot) in self.apps.iter_mut().enumerate() {
-            let Some(conn) = engine.connection_at_mut(i) else {
-                *slot = Slot::Free;
-                continue;
-            };
-            if matches!(slot, Slot::Free) {
-                *slot = Slot::Active(new_app(self.args));
-            }
-            let Slot::Active(app) = slot else { continue };
-            let (w, done) = app.poll(now, &mut ConnStream(conn));
-            work += w;
-            if done {
-                *slot = Slot::Done;
-                self.closed += 1;
-                eprintln!("connection {} closed", self.closed);
-            }
+        let mut with_fd = std::mem::take(&mut self.with_fd);
+        with_fd.retain(|h| engine.get(*h).is_some());
+        for &h in &with_fd {
+            work += self.poll_one(now, engine, h);
         }
-        // Closed connections give their slots (and buffers) back. Mark the
-        // freed slots now: the engine may put a new connection there before
-        // the next poll.
-        if self.apps.iter().any(|s| matches!(s, Slot::Done)) && engine.reap_closed() > 0 {
-            for (i, slot) in self.apps.iter_mut().enumerate() {
-                if engine.connection_at(i).is_none() {
-                    *slot = Slot::Free;
-                }
-            }
+        self.with_fd.append(&mut with_fd);
+        while let Some(h) = engine.poll_app_ready() {
+            work += self.poll_one(now, engine, h);
         }
+        // Closed connections give their slots (and buffers) back; a reused
+        // slot has a new generation, so its new application starts fresh.
+        engine.reap_closed();
         let enough = self.args.connections != 0 && self.closed >= self.args.connections;
         (work, enough)
     }
 
     /// Every forwarded connection's backend wakes the worker, not just the first.
     fn wake_fds(&self, out: &mut Vec<(std::os::fd::RawFd, i16)>) {
-        for slot in &self.apps {
-            if let Slot::Active(app) = slot {
-                App::<ConnStream<'_>>::wake_fds(app, out);
+        for h in &self.with_fd {
+            if let Some(Some(slot)) = self.apps.get(h.slot as usize) {
+                App::<ConnStream<'_>>::wake_fds(&slot.app, out);
             }
         }
     }
 }
 
+/// The listeners for messages: `10.0.0.1:80, [::]:8080`.
+fn listeners(l: &[SocketAddr]) -> String {
+    l.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
+    let mut ports: Vec<u16> = args.listen.iter().map(|l| l.port()).collect();
+    ports.sort();
+    ports.dedup();
     let ownership = Ownership {
         addresses: owned.clone(),
-        listen_ports: vec![args.listen.port()],
+        listen_ports: ports,
         client_ports: None,
     };
     let stop = stop_on_signals();
@@ -357,10 +442,21 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
             signal: args.announce.contains(ip),
         });
     }
-    let mut cfg = mptcp_config(&paths, args.listen.is_ipv6(), &args.engine_opts);
+    let mut cfg = mptcp_config(
+        &paths,
+        args.listen.iter().any(|l| l.is_ipv6()),
+        &args.engine_opts,
+    );
     let (partial, partial_why) = accept_partial(args.partial_checksum, &args.ifaces);
     cfg.accept_partial_checksum = partial;
-    let engine = MptcpEndpoint::server(cfg, &locals, args.listen.port());
+    cfg.max_connections = args.max_connections;
+    cfg.max_half_open = args.max_half_open;
+    // The engine runs on this thread: its buffer pool is this thread's.
+    mptcp_engine::tcp::pool::configure(args.max_memory, 16 << 10);
+    let mut engine = MptcpEndpoint::new(cfg, &locals);
+    for l in &args.listen {
+        engine.listen(*l);
+    }
     for (p, m) in paths.iter().zip(&datapath.attach_modes) {
         eprintln!(
             "{}: XDP {:?} mode, AF_XDP {:?} mode, {} queue(s), MTU {}",
@@ -373,7 +469,8 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
     }
     eprintln!(
         "serving {} ({:?}) with the MPTCP engine, partial TCP checksums {partial_why}; Ctrl-C to stop",
-        args.listen, args.mode
+        listeners(&args.listen),
+        args.mode
     );
     // The control socket answers `stats`, `ctl` and /metrics from the
     // worker's own counters: no stats file for this instance.
@@ -419,8 +516,10 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
     let mut app = PerConnection {
         args,
         apps: Vec::new(),
+        with_fd: Vec::new(),
         closed: 0,
     };
+    let mut last_trim = std::time::Instant::now();
     let mut wake = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let (mut work, done) = worker.step(&mut app);
@@ -428,6 +527,13 @@ pub fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>) -> Result<()> {
             break;
         }
         work += control.poll(&mut worker, &datapath, app.closed);
+        if last_trim.elapsed() >= Duration::from_secs(1) {
+            last_trim = std::time::Instant::now();
+            // Give freed buffer memory back to the system (a burst of
+            // connections may have taken much more than the pool keeps).
+            // SAFETY: malloc_trim has no preconditions.
+            unsafe { libc::malloc_trim(0) };
+        }
         if work == 0 {
             wake.clear();
             app.wake_fds(&mut wake);

@@ -28,48 +28,50 @@ pub trait App<E> {
     fn wake_fds(&self, _out: &mut Vec<(std::os::fd::RawFd, i16)>) {}
 }
 
-/// Sends every byte back.
-pub struct Echo {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-    pub bytes: u64,
-    closing: bool,
+thread_local! {
+    /// One staging buffer per thread (one engine per worker thread) for
+    /// the echo and discard applications, so a quiet connection costs none.
+    static APP_SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; 64 << 10].into_boxed_slice());
 }
 
-impl Default for Echo {
-    fn default() -> Echo {
-        Echo {
-            buf: vec![0u8; 256 << 10].into_boxed_slice(),
-            start: 0,
-            end: 0,
-            bytes: 0,
-            closing: false,
-        }
-    }
+/// Sends every byte back. Bytes the engine cannot take yet wait in a
+/// buffer of the connection's own, freed once sent.
+#[derive(Default)]
+pub struct Echo {
+    pending: Vec<u8>,
+    start: usize,
+    pub bytes: u64,
+    closing: bool,
 }
 
 impl<E: ByteStream> App<E> for Echo {
     fn poll(&mut self, _now: Instant, engine: &mut E) -> (usize, bool) {
         let mut work = 0;
-        loop {
-            if self.start < self.end {
-                let n = engine.send(&self.buf[self.start..self.end]);
-                self.start += n;
-                work += n;
-                if self.start < self.end {
-                    break;
-                }
+        if self.start < self.pending.len() {
+            let n = engine.send(&self.pending[self.start..]);
+            self.start += n;
+            work += n;
+            if self.start < self.pending.len() {
+                return (work, engine.is_closed());
             }
+            self.pending = Vec::new();
             self.start = 0;
-            self.end = engine.recv(&mut self.buf);
-            self.bytes += self.end as u64;
-            work += self.end;
-            if self.end == 0 {
+        }
+        APP_SCRATCH.with_borrow_mut(|buf| loop {
+            let n = engine.recv(buf);
+            self.bytes += n as u64;
+            work += n;
+            if n == 0 {
                 break;
             }
-        }
-        if self.start >= self.end && engine.is_read_closed() && !self.closing {
+            let sent = engine.send(&buf[..n]);
+            if sent < n {
+                self.pending.extend_from_slice(&buf[sent..n]);
+                break;
+            }
+        });
+        if self.pending.is_empty() && engine.is_read_closed() && !self.closing {
             engine.close();
             self.closing = true;
             work += 1;
@@ -79,33 +81,23 @@ impl<E: ByteStream> App<E> for Echo {
 }
 
 /// Reads and drops every byte.
+#[derive(Default)]
 pub struct Discard {
-    buf: Box<[u8]>,
     pub bytes: u64,
     closing: bool,
-}
-
-impl Default for Discard {
-    fn default() -> Discard {
-        Discard {
-            buf: vec![0u8; 256 << 10].into_boxed_slice(),
-            bytes: 0,
-            closing: false,
-        }
-    }
 }
 
 impl<E: ByteStream> App<E> for Discard {
     fn poll(&mut self, _now: Instant, engine: &mut E) -> (usize, bool) {
         let mut work = 0;
-        loop {
-            let n = engine.recv(&mut self.buf);
+        APP_SCRATCH.with_borrow_mut(|buf| loop {
+            let n = engine.recv(buf);
             if n == 0 {
                 break;
             }
             self.bytes += n as u64;
             work += n;
-        }
+        });
         if engine.is_read_closed() && !self.closing {
             engine.close();
             self.closing = true;

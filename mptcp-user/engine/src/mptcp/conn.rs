@@ -9,20 +9,22 @@ mod send;
 mod signals;
 mod subflow;
 
+use self::keys::Keys;
 use self::options::MAX_OPTIONS;
-use self::recv::RxMap;
-use self::send::MAX_MAPPING;
-use self::signals::AddAddrTx;
-use self::subflow::{Kind, Sf};
+use self::recv::RecvState;
+use self::send::{DataFin, SendState, MAX_MAPPING};
+/// Size of the staging buffer an endpoint lends its connections.
+pub(crate) const SCRATCH_LEN: usize = MAX_MAPPING as usize + 1024;
+use self::signals::{RemoteAddr, Signals};
+use self::subflow::{MptcpSubflow, SubflowKind};
 
 use super::api::*;
 use super::{reset_reason, KeySource, MptcpConfig};
-use crate::crypto;
 use crate::io::PathId;
 use crate::pm::{PathManager, SubflowRequest};
 use crate::sched::{Scheduler, SubflowView};
-use crate::tcp::{CloseReason, FourTuple, RangeSet, Ring, State, Subflow, SubflowEvent};
-use crate::time::Instant;
+use crate::tcp::{CloseReason, FourTuple, State, Subflow, SubflowEvent};
+use crate::time::{Instant, TimerName, Timers};
 use crate::wire::ip::{emit_ip_tcp, IpRepr};
 use crate::wire::mptcp::{MpJoin, MptcpOption};
 use crate::wire::tcp::{TcpFlags, TcpRepr};
@@ -38,66 +40,150 @@ pub(crate) enum Role {
     Server,
 }
 
-/// Everything but the subflows, so both can be borrowed at once.
+/// Settings copied from [`MptcpConfig`] that the connection reads later.
 #[derive(Debug)]
-struct Shared {
-    role: Role,
+struct Settings {
     tcp: crate::tcp::Config,
     checksum_wanted: bool,
     max_subflows: usize,
     reinject_on_rto: bool,
     add_addr_timeout: Duration,
     add_addr_retries: u32,
+}
 
-    local_key: u64,
-    remote_key: u64,
-    remote_key_known: bool,
-    local_token: u32,
-    remote_token: u32,
-    local_idsn: u64,
-    remote_idsn: u64,
-    checksum: bool,
-    fallback: bool,
-    /// After an infinite mapping (RFC 8684 3.7), per direction: from this
-    /// subflow offset on, data follows linearly from this data offset.
-    /// Sending: (subflow index, subflow offset, data offset).
-    tx_fb: Option<(usize, u64, u64)>,
-    rx_fb: Option<(u64, u64)>,
+/// Work that incoming options leave for the connection to do.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Something the path manager looks at changed (addresses, subflows).
+    path_manager: bool,
     /// MP_FAIL received, or the peer's infinite mapping: fall back our
     /// sending direction too.
-    fail_received: bool,
-    established: bool,
+    fall_back_send: bool,
+}
 
-    snd_buf: Ring,
-    snd_written: u64,
-    snd_una: u64,
-    snd_nxt: u64,
-    reinject: VecDeque<(u64, u64)>,
-    peer_wnd_edge: u64,
-    close_requested: bool,
-    data_fin_acked: bool,
-    data_fin_deadline: Option<Instant>,
-    data_fin_backoff: u32,
-    subflows_closed: bool,
+/// Where the connection is in its life. Our DATA_FIN has its own state
+/// ([`DataFin`]): `close()` may come at any point of this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    /// The initial subflow's handshake is under way.
+    Connecting,
+    /// The initial subflow is established: data flows, subflows join.
+    Established,
+    /// Both DATA_FINs are acknowledged (or, fallen back to TCP, every byte
+    /// is sent after `close()`): the subflows were told to close.
+    SubflowsClosed,
+    /// Aborted: by `abort()` (our RSTs then carry MP_FASTCLOSE), or by the
+    /// peer's MP_FASTCLOSE (`by_peer`, also when it came after ours).
+    Reset { by_peer: bool },
+}
 
-    rcv_buf: Ring,
-    rcv_nxt: u64,
-    rcv_read: u64,
-    ooo: RangeSet,
-    peer_fin: Option<u64>,
-    peer_dsn64: bool,
+impl Lifecycle {
+    /// The subflows were told to close. Before the handshake completes the
+    /// connection stays `Connecting` (the subflows, closing, still report
+    /// it), and a reset one stays reset.
+    fn subflows_closed(&mut self) {
+        if *self == Lifecycle::Established {
+            *self = Lifecycle::SubflowsClosed;
+        }
+    }
+}
 
-    locals: Vec<LocalAddr>,
-    remotes: Vec<(u8, SocketAddr)>,
-    add_addr: Vec<AddAddrTx>,
-    echo_pending: Vec<(u8, IpAddr, Option<u16>)>,
-    remove_pending: Option<u8>,
-    /// Address ids the peer removed, whose subflows are still to close.
-    peer_removed: Vec<u8>,
-    reset: bool,
-    fast_closed: bool,
+/// From where on a direction carries data linearly, without mappings:
+/// after an infinite mapping (RFC 8684 3.7), or from the start when the
+/// handshake fell back to TCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Linear {
+    /// The subflow carrying the data (sending side; 0 when receiving).
+    subflow: usize,
+    /// Subflow stream offset where the linear part starts.
+    subflow_off: u64,
+    /// Data-level offset of that byte.
+    data_off: u64,
+}
+
+impl Linear {
+    const FROM_START: Linear = Linear {
+        subflow: 0,
+        subflow_off: 0,
+        data_off: 0,
+    };
+}
+
+/// How far the connection fell back to plain TCP (RFC 8684 3.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fallback {
+    /// MPTCP; after MP_FAIL or an infinite mapping, a direction may go on
+    /// linearly (DATA_ACKs still flow while the other direction is mapped).
+    Mptcp {
+        send: Option<Linear>,
+        recv: Option<Linear>,
+    },
+    /// The handshake fell back: plain TCP on the one subflow, no options.
+    Tcp,
+}
+
+impl Fallback {
+    const NONE: Fallback = Fallback::Mptcp {
+        send: None,
+        recv: None,
+    };
+
+    fn is_tcp(self) -> bool {
+        self == Fallback::Tcp
+    }
+
+    /// Where our data starts to go out linearly, if it does.
+    fn linear_send(self) -> Option<Linear> {
+        match self {
+            Fallback::Mptcp { send, .. } => send,
+            Fallback::Tcp => Some(Linear::FROM_START),
+        }
+    }
+
+    /// Where the peer's data starts to come in linearly, if it does.
+    fn linear_recv(self) -> Option<Linear> {
+        match self {
+            Fallback::Mptcp { recv, .. } => recv,
+            Fallback::Tcp => Some(Linear::FROM_START),
+        }
+    }
+}
+
+/// The connection's own timers (each subflow has its own table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConnTimer {
+    /// The earliest retransmission of an ADD_ADDR the peer has not echoed.
+    AddAddr,
+    /// DATA_FIN (re)transmission.
+    DataFin,
+}
+
+impl TimerName for ConnTimer {
+    const ALL: &'static [ConnTimer] = &[ConnTimer::AddAddr, ConnTimer::DataFin];
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// Everything but the subflows, so both can be borrowed at once.
+#[derive(Debug)]
+struct ConnState {
+    role: Role,
+    settings: Settings,
+    keys: Keys,
+    /// DSS checksums in use (we or the peer asked).
+    checksum: bool,
+    fallback: Fallback,
+    lifecycle: Lifecycle,
+    /// ADD_ADDR retransmission and DATA_FIN timers.
+    timers: Timers<ConnTimer, 2>,
+
+    send: SendState,
+    recv: RecvState,
+    signals: Signals,
+    pending: Pending,
+    /// Local port of the next MP_JOIN subflow we open.
     next_port: u16,
-    pm_dirty: bool,
 
     events: VecDeque<MptcpEvent>,
     /// What the endpoint's monitor stream has not taken yet (bounded).
@@ -117,7 +203,7 @@ enum Mon {
     SfClosed(SubflowId, SubflowCloseReason),
 }
 
-impl Shared {
+impl ConnState {
     fn push_event(&mut self, e: MptcpEvent) {
         self.push_app_event(e);
         self.push_monitor(Mon::Event(e));
@@ -146,8 +232,8 @@ impl Shared {
 /// One MPTCP connection (or one that fell back to plain TCP).
 #[derive(Debug)]
 pub struct Connection {
-    s: Shared,
-    sfs: Vec<Sf>,
+    s: ConnState,
+    subflows: Vec<MptcpSubflow>,
     next_id: SubflowId,
     sched: Box<dyn Scheduler>,
     pm: Box<dyn PathManager>,
@@ -156,129 +242,73 @@ pub struct Connection {
     pm_out: Vec<SubflowRequest>,
     /// Tuples of subflows created since the endpoint last looked.
     new_tuples: Vec<(FourTuple, usize)>,
-    tx_next: usize,
+    /// The subflow `poll_transmit` asks first (each in turn).
+    next_to_poll: usize,
 }
 
 impl Connection {
     fn new(cfg: &MptcpConfig, role: Role, local_key: u64, locals: Vec<LocalAddr>) -> Connection {
-        let mss = cfg.tcp.mss.max(64) as usize;
         Connection {
-            s: Shared {
+            s: ConnState {
                 role,
-                tcp: cfg.tcp.clone(),
-                checksum_wanted: cfg.checksum,
-                max_subflows: cfg.max_subflows.max(1),
-                reinject_on_rto: cfg.reinject_on_rto,
-                add_addr_timeout: cfg.add_addr_timeout,
-                add_addr_retries: cfg.add_addr_retries,
-                local_key,
-                remote_key: 0,
-                remote_key_known: false,
-                local_token: crypto::token(local_key),
-                remote_token: 0,
-                local_idsn: crypto::idsn(local_key),
-                remote_idsn: 0,
+                settings: Settings {
+                    tcp: cfg.tcp.clone(),
+                    checksum_wanted: cfg.checksum,
+                    max_subflows: cfg.max_subflows.max(1),
+                    reinject_on_rto: cfg.reinject_on_rto,
+                    add_addr_timeout: cfg.add_addr_timeout,
+                    add_addr_retries: cfg.add_addr_retries,
+                },
+                keys: Keys::new(local_key),
                 checksum: cfg.checksum,
-                fallback: false,
-                tx_fb: None,
-                rx_fb: None,
-                fail_received: false,
-                established: false,
-                snd_buf: Ring::new(cfg.send_buffer),
-                snd_written: 0,
-                snd_una: 0,
-                snd_nxt: 0,
-                reinject: VecDeque::with_capacity(64),
-                peer_wnd_edge: 65535,
-                close_requested: false,
-                data_fin_acked: false,
-                data_fin_deadline: None,
-                data_fin_backoff: 0,
-                subflows_closed: false,
-                rcv_buf: Ring::new(cfg.recv_buffer),
-                rcv_nxt: 0,
-                rcv_read: 0,
-                ooo: RangeSet::with_capacity(cfg.recv_buffer / (2 * mss) + 16),
-                peer_fin: None,
-                peer_dsn64: false,
-                locals,
-                remotes: Vec::new(),
-                add_addr: Vec::new(),
-                echo_pending: Vec::new(),
-                remove_pending: None,
-                peer_removed: Vec::new(),
-                reset: false,
-                fast_closed: false,
+                fallback: Fallback::NONE,
+                lifecycle: Lifecycle::Connecting,
+                timers: Timers::new(),
+                send: SendState::new(cfg.send_buffer),
+                recv: RecvState::new(cfg.recv_buffer, cfg.tcp.mss),
+                signals: Signals::new(locals),
+                pending: Pending::default(),
                 next_port: 0,
-                pm_dirty: false,
-                events: VecDeque::with_capacity(EVENT_QUEUE),
+                events: VecDeque::new(),
                 monitor: VecDeque::from([Mon::Created]),
                 fallback_reason: None,
                 bad_hmac: 0,
                 checksum_failures: 0,
             },
-            sfs: Vec::with_capacity(cfg.max_subflows.max(1)),
+            subflows: Vec::new(),
             next_id: 0,
             sched: cfg.scheduler.build(),
             pm: cfg.path_manager.build(),
-            scratch: vec![0u8; MAX_MAPPING as usize + 1024].into_boxed_slice(),
-            views: Vec::with_capacity(cfg.max_subflows.max(1)),
+            // Lent by the endpoint for each call (one per endpoint).
+            scratch: Box::default(),
+            views: Vec::new(),
             pm_out: Vec::new(),
             new_tuples: Vec::new(),
-            tx_next: 0,
+            next_to_poll: 0,
         }
     }
 
-    fn add_sf(
+    fn add_subflow(
         &mut self,
         sub: Subflow,
         path: PathId,
-        kind: Kind,
+        kind: SubflowKind,
         local_id: u8,
         remote_id: u8,
     ) -> usize {
         let id = self.next_id;
         self.next_id += 1;
         let mut sub = sub;
-        if self.s.fallback {
+        if self.s.fallback.is_tcp() {
             sub.set_option_reserve(0);
         } else {
             // A DATA_ACK alone: 4 + 8 bytes.
             sub.set_ack_option_reserve(12);
         }
-        self.new_tuples.push((sub.tuple(), self.sfs.len()));
-        self.sfs.push(Sf {
-            id,
-            sub,
-            path,
-            local_id,
-            remote_id,
-            backup: false,
-            peer_backup: false,
-            dscp: 0,
-            kind,
-            fully: false,
-            third_ack_pending: false,
-            join_ack_sent: false,
-            mpc_confirmed: false,
-            red_next: 0,
-            stale: false,
-            acked_at_rto: 0,
-            tx: VecDeque::new(),
-            rx: VecDeque::new(),
-            prio_pending: false,
-            data_fin_pending: false,
-            fail_pending: None,
-            rst_reason: None,
-            peer_rst_reason: None,
-            close_reason: None,
-            closing: false,
-            announced: false,
-            close_announced: false,
-            monitor_closed: false,
-            bytes_reinjected: 0,
-        });
-        self.sfs.len() - 1
+        self.new_tuples.push((sub.tuple(), self.subflows.len()));
+        self.subflows
+            .push(MptcpSubflow::new(id, sub, path, kind, local_id, remote_id));
+        self.subflows.len() - 1
     }
 
     /// Client side: the initial subflow to `remote` from `locals[0]`.
@@ -295,9 +325,13 @@ impl Connection {
         let path = locals[0].path;
         let mut c = Connection::new(cfg, Role::Client, key, locals);
         c.s.next_port = local_port.wrapping_add(1).max(1024);
-        c.s.remotes.push((0, remote));
-        let sub = Subflow::connect(&cfg.tcp, FourTuple { local, remote }, now);
-        c.add_sf(sub, path, Kind::Capable, 0, 0);
+        c.s.signals.remotes.push(RemoteAddr {
+            id: 0,
+            addr: remote,
+        });
+        let mut sub = Subflow::connect(&cfg.tcp, FourTuple { local, remote }, now);
+        keys.replay_isn(&mut sub);
+        c.add_subflow(sub, path, SubflowKind::Initial, 0, 0);
         c
     }
 
@@ -326,17 +360,20 @@ impl Connection {
             },
         );
         let mut c = Connection::new(cfg, Role::Server, key, locals);
-        c.s.remotes.push((0, tuple.remote));
+        c.s.signals.remotes.push(RemoteAddr {
+            id: 0,
+            addr: tuple.remote,
+        });
         match syn.options.mptcp.mp_capable() {
             Some(mpc) if mpc.version == 1 && mpc.sender_key.is_none() => {
                 c.s.checksum = cfg.checksum || mpc.checksum_required();
             }
             _ => {
-                c.s.fallback = true;
+                c.s.fallback = Fallback::Tcp;
                 c.s.fall_back(FallbackReason::SynWithoutMpCapable);
             }
         }
-        c.add_sf(sub, path, Kind::Capable, 0, 0);
+        c.add_subflow(sub, path, SubflowKind::Initial, 0, 0);
         Some(c)
     }
 
@@ -359,33 +396,52 @@ impl Connection {
         else {
             return false;
         };
-        if self.s.fallback
-            || !self.s.remote_key_known
-            || self.live_subflows() >= self.s.max_subflows
+        if self.s.fallback.is_tcp()
+            || self.s.keys.remote.is_none()
+            || self.live_subflows() >= self.s.settings.max_subflows
         {
             return false;
         }
-        let Some(mut sub) = Subflow::accept(&self.s.tcp, tuple, now, syn) else {
+        let Some(mut sub) = Subflow::accept(&self.s.settings.tcp, tuple, now, syn) else {
             return false;
         };
         keys.replay_isn(&mut sub);
         let local_id = self
             .s
+            .signals
             .locals
             .iter()
             .position(|l| l.ip == tuple.local.ip())
             .unwrap_or(0) as u8;
-        let kind = Kind::Join {
+        let kind = SubflowKind::Join {
             local_nonce: keys.nonce(),
             remote_nonce: nonce,
         };
-        let i = self.add_sf(sub, path, kind, local_id, addr_id);
-        self.sfs[i].peer_backup = backup;
+        let i = self.add_subflow(sub, path, kind, local_id, addr_id);
+        self.subflows[i].peer_backup = backup;
         true
     }
 
     fn live_subflows(&self) -> usize {
-        self.sfs.iter().filter(|f| f.close_reason.is_none()).count()
+        self.subflows
+            .iter()
+            .filter(|f| f.end.reason.is_none())
+            .count()
+    }
+
+    /// Swaps in the staging buffer for one call into the connection (and
+    /// back out after it): the endpoint owns one for all its connections,
+    /// so an idle connection holds none.
+    pub(crate) fn lend_scratch(&mut self, scratch: &mut Box<[u8]>) {
+        std::mem::swap(&mut self.scratch, scratch);
+    }
+
+    /// The initial sequence number of the initial subflow, before its
+    /// SYN/ACK goes out (a SYN cookie).
+    pub(crate) fn set_initial_send_seq(&mut self, isn: u32) {
+        if let Some(sf) = self.subflows.first_mut() {
+            sf.sub.set_initial_send_seq(isn);
+        }
     }
 
     pub(crate) fn take_new_tuples(&mut self, out: &mut Vec<(FourTuple, usize)>) {
@@ -394,17 +450,17 @@ impl Connection {
 
     /// Subflow `i` is closed or in TIME_WAIT.
     pub(crate) fn subflow_finished(&self, i: usize) -> bool {
-        self.sfs
+        self.subflows
             .get(i)
             .is_none_or(|f| f.sub.is_closed() || f.sub.state() == State::TimeWait)
     }
 
     pub(crate) fn local_token(&self) -> u32 {
-        self.s.local_token
+        self.s.keys.local.token
     }
 
     pub(crate) fn is_fallback(&self) -> bool {
-        self.s.fallback
+        self.s.fallback.is_tcp()
     }
 
     // ---- incoming ----
@@ -417,30 +473,36 @@ impl Connection {
         seg: &TcpRepr,
         keys: &mut KeySource,
     ) {
-        let Some(sf) = self.sfs.get_mut(i) else {
+        let Some(sf) = self.subflows.get_mut(i) else {
             return;
         };
         let s = &mut self.s;
         let f = seg.flags;
         let opts = &seg.options.mptcp;
         if f.contains(TcpFlags::RST) {
+            let mut fast_close = false;
             for o in opts {
                 match *o {
-                    MptcpOption::MpTcpRst { reason, .. } => sf.peer_rst_reason = Some(reason),
-                    MptcpOption::MpFastclose { receiver_key } if receiver_key == s.local_key => {
-                        s.fast_closed = true;
+                    MptcpOption::MpTcpRst { reason, .. } => sf.end.peer_rst_reason = Some(reason),
+                    MptcpOption::MpFastclose { receiver_key }
+                        if receiver_key == s.keys.local.key =>
+                    {
+                        fast_close = true;
                     }
                     _ => {}
                 }
             }
             sf.sub.on_segment(now, seg);
-            if s.fast_closed && !s.reset {
-                s.reset = true;
+            if let Lifecycle::Reset { by_peer } = &mut s.lifecycle {
+                // We aborted first: stop sending MP_FASTCLOSE.
+                *by_peer |= fast_close;
+            } else if fast_close {
+                s.lifecycle = Lifecycle::Reset { by_peer: true };
                 s.push_event(MptcpEvent::FastClosed);
-                for o in self.sfs.iter_mut() {
+                for o in self.subflows.iter_mut() {
                     o.sub.abort();
                 }
-                for j in 0..self.sfs.len() {
+                for j in 0..self.subflows.len() {
                     if j != i {
                         self.handle_events(now, j);
                     }
@@ -449,128 +511,10 @@ impl Connection {
             self.after_segment(now, i, keys);
             return;
         }
-        let state = sf.sub.state();
-        let mut feed = true;
-        match (state, sf.kind) {
-            (State::SynSent, Kind::Capable) if f.contains(TcpFlags::SYN | TcpFlags::ACK) => {
-                match opts.mp_capable() {
-                    Some(mpc) if mpc.version == 1 && mpc.sender_key.is_some() && !s.fallback => {
-                        s.set_remote_key(mpc.sender_key.unwrap_or(0));
-                        s.checksum = s.checksum_wanted || mpc.checksum_required();
-                        sf.third_ack_pending = true;
-                    }
-                    _ => {
-                        if !s.fallback {
-                            s.fallback = true;
-                            s.fall_back(FallbackReason::SynAckWithoutMpCapable);
-                            sf.sub.set_option_reserve(0);
-                            s.push_event(MptcpEvent::FellBackToTcp);
-                        }
-                    }
-                }
-            }
-            (State::SynSent, Kind::Join { local_nonce, .. })
-                if f.contains(TcpFlags::SYN | TcpFlags::ACK) =>
-            {
-                let ok = match opts.mp_join() {
-                    Some(&MpJoin::SynAck {
-                        backup,
-                        addr_id,
-                        hmac,
-                        nonce,
-                    }) => {
-                        let want =
-                            crypto::join_synack_hmac(s.remote_key, s.local_key, nonce, local_nonce);
-                        if want == hmac {
-                            sf.kind = Kind::Join {
-                                local_nonce,
-                                remote_nonce: nonce,
-                            };
-                            sf.peer_backup = backup;
-                            sf.remote_id = addr_id;
-                            sf.third_ack_pending = true;
-                            true
-                        } else {
-                            false
-                        }
-                    }
-                    _ => false,
-                };
-                if !ok {
-                    s.bad_hmac += 1;
-                    sf.sub.on_segment(now, seg);
-                    sf.rst_reason = Some(reset_reason::MPTCP_ERROR);
-                    sf.close_reason = Some(SubflowCloseReason::BadHmac);
-                    sf.sub.abort();
-                    feed = false;
-                }
-            }
-            (State::SynReceived, Kind::Capable) if f.contains(TcpFlags::ACK) && !s.fallback => {
-                match opts.mp_capable() {
-                    Some(mpc)
-                        if mpc.sender_key.is_some() && mpc.receiver_key == Some(s.local_key) =>
-                    {
-                        s.set_remote_key(mpc.sender_key.unwrap_or(0));
-                        sf.fully = true;
-                        if let Some(len) = mpc.data_len.filter(|&l| l > 0) {
-                            // MP_CAPABLE with data: DSN IDSN+1, SSN 1.
-                            sf.rx.push_back(RxMap {
-                                off: 0,
-                                dsn: 0,
-                                len: len as u64,
-                                csum: mpc.checksum,
-                                fin: false,
-                            });
-                        }
-                    }
-                    // The third ACK was lost and this segment is not the
-                    // first data one: wait for that one's retransmission.
-                    _ if !opts.is_empty() => {
-                        feed = false;
-                    }
-                    _ => {
-                        // The third ACK lost its option: go on as plain TCP.
-                        s.fallback = true;
-                        s.fall_back(FallbackReason::AckWithoutMpCapable);
-                        sf.sub.set_option_reserve(0);
-                        s.push_event(MptcpEvent::FellBackToTcp);
-                    }
-                }
-            }
-            (
-                State::SynReceived,
-                Kind::Join {
-                    local_nonce,
-                    remote_nonce,
-                },
-            ) if f.contains(TcpFlags::ACK) => {
-                let want =
-                    crypto::join_ack_hmac(s.remote_key, s.local_key, remote_nonce, local_nonce);
-                match opts.mp_join() {
-                    Some(MpJoin::Ack { hmac }) if *hmac == want => {
-                        sf.sub.on_segment(now, seg);
-                        // RFC 8684 3.2: the third ACK is acknowledged.
-                        sf.sub.request_ack();
-                        sf.fully = true;
-                        feed = false;
-                    }
-                    _ => {
-                        s.bad_hmac += 1;
-                        sf.sub.on_segment(now, seg);
-                        sf.rst_reason = Some(reset_reason::MPTCP_ERROR);
-                        sf.close_reason = Some(SubflowCloseReason::BadHmac);
-                        sf.announced = true;
-                        sf.close_announced = true;
-                        sf.sub.abort();
-                        feed = false;
-                    }
-                }
-            }
-            _ => {}
-        }
-        if !s.fallback && sf.close_reason.is_none() && !f.contains(TcpFlags::SYN) {
-            if sf.join_ack_sent && !sf.fully {
-                sf.fully = true;
+        let feed = Self::handshake_in(s, sf, seg, now);
+        if !s.fallback.is_tcp() && sf.end.reason.is_none() && !f.contains(TcpFlags::SYN) {
+            if sf.handshake.join_ack_sent && !sf.fully_established {
+                sf.fully_established = true;
             }
             Self::options_in(s, sf, seg, now);
         }
@@ -582,37 +526,48 @@ impl Connection {
 
     /// Moves subflow data to the connection and handles subflow events.
     fn after_segment(&mut self, now: Instant, i: usize, keys: &mut KeySource) {
-        if std::mem::take(&mut self.s.fail_received) && !self.s.fallback && self.s.tx_fb.is_none() {
+        if std::mem::take(&mut self.s.pending.fall_back_send)
+            && matches!(self.s.fallback, Fallback::Mptcp { send: None, .. })
+        {
             let others = self
-                .sfs
+                .subflows
                 .iter()
                 .enumerate()
                 .any(|(j, f)| j != i && f.usable());
             let s = &mut self.s;
-            let sf = &mut self.sfs[i];
+            let sf = &mut self.subflows[i];
             if others {
-                sf.rst_reason = Some(reset_reason::MIDDLEBOX_INTERFERENCE);
-                sf.close_reason = Some(SubflowCloseReason::Local);
+                sf.end.rst_reason = Some(reset_reason::MIDDLEBOX_INTERFERENCE);
+                sf.end.reason = Some(SubflowCloseReason::Local);
                 sf.sub.abort();
             } else {
                 // Infinite mapping: resend everything not acknowledged at
                 // the data level after what the subflow already holds.
-                s.tx_fb = Some((i, sf.sub.send_offset(), s.snd_una));
-                s.snd_nxt = s.snd_una;
-                s.reinject.clear();
+                let linear = Linear {
+                    subflow: i,
+                    subflow_off: sf.sub.send_offset(),
+                    data_off: s.send.una,
+                };
+                let Fallback::Mptcp { send, recv } = &mut s.fallback else {
+                    unreachable!("checked above")
+                };
+                *send = Some(linear);
+                s.send.nxt = s.send.una;
+                s.send.reinject.clear();
+                let recv_linear = recv.is_some();
                 s.fall_back(FallbackReason::MpFailReceived);
-                if s.rx_fb.is_none() {
+                if !recv_linear {
                     s.push_event(MptcpEvent::FellBackToTcp);
                 }
             }
         }
         self.drain(i);
         self.handle_events(now, i);
-        while let Some(id) = self.s.peer_removed.pop() {
-            for j in 0..self.sfs.len() {
-                let sf = &mut self.sfs[j];
-                if sf.remote_id == id && sf.close_reason.is_none() {
-                    sf.close_reason = Some(SubflowCloseReason::AddressRemoved);
+        while let Some(id) = self.s.signals.peer_removed.pop() {
+            for j in 0..self.subflows.len() {
+                let sf = &mut self.subflows[j];
+                if sf.remote_addr_id == id && sf.end.reason.is_none() {
+                    sf.end.reason = Some(SubflowCloseReason::AddressRemoved);
                     sf.sub.abort();
                     self.handle_events(now, j);
                 }
@@ -626,70 +581,67 @@ impl Connection {
         let mut peer_closed = false;
         {
             let s = &mut self.s;
-            let Some(sf) = self.sfs.get_mut(i) else {
+            let Some(sf) = self.subflows.get_mut(i) else {
                 return;
             };
             while let Some(e) = sf.sub.poll_event() {
                 match e {
                     SubflowEvent::Established => {
-                        if sf.kind == Kind::Capable && !s.established {
-                            s.established = true;
+                        if sf.kind == SubflowKind::Initial && s.lifecycle == Lifecycle::Connecting {
+                            s.lifecycle = Lifecycle::Established;
                             s.push_event(MptcpEvent::Established);
                             if s.role == Role::Client {
                                 // Data may follow the third ACK (RFC 8684 3.1).
-                                sf.fully = true;
+                                sf.fully_established = true;
                             }
-                            s.pm_dirty = true;
+                            s.pending.path_manager = true;
                             if s.role == Role::Server {
                                 s.queue_signals(now);
-                                if !s.add_addr.is_empty() {
+                                if !s.signals.add_addr.is_empty() {
                                     sf.sub.request_ack();
                                 }
                             }
                         }
                     }
                     SubflowEvent::RetransmissionTimeout => {
-                        sf.stale = true;
-                        sf.acked_at_rto = sf.sub.acked_offset();
+                        sf.stalled_at = Some(sf.sub.acked_offset());
                         s.push_event(MptcpEvent::RetransmissionTimeout { id: sf.id });
-                        reinject |= s.reinject_on_rto;
+                        reinject |= s.settings.reinject_on_rto;
                     }
                     // As Linux (since 5.19): a subflow the peer finished
                     // while the connection goes on is closed on our side too.
                     SubflowEvent::PeerClosed => {
-                        peer_closed = !s.fallback
-                            && s.rx_fb.is_none()
-                            && s.tx_fb.is_none()
-                            && s.peer_fin.is_none()
-                            && !s.reset
-                            && !sf.closing
-                            && sf.close_reason.is_none();
+                        peer_closed = s.fallback == Fallback::NONE
+                            && s.recv.peer_fin.is_none()
+                            && !matches!(s.lifecycle, Lifecycle::Reset { .. })
+                            && !sf.end.closing
+                            && sf.end.reason.is_none();
                     }
                     SubflowEvent::Closed(r) => {
-                        let reason = sf.close_reason.unwrap_or(match r {
+                        let reason = sf.end.reason.unwrap_or(match r {
                             CloseReason::Normal => SubflowCloseReason::Normal,
-                            CloseReason::Reset => SubflowCloseReason::Reset(sf.peer_rst_reason),
+                            CloseReason::Reset => SubflowCloseReason::Reset(sf.end.peer_rst_reason),
                             CloseReason::Refused => SubflowCloseReason::Refused,
                             CloseReason::TimedOut => SubflowCloseReason::TimedOut,
                             CloseReason::Aborted => SubflowCloseReason::Local,
                         });
-                        sf.close_reason = Some(reason);
+                        sf.end.reason = Some(reason);
                         reinject = true;
-                        if !sf.close_announced {
-                            sf.close_announced = true;
+                        if !sf.end.announced_closed {
+                            sf.end.announced_closed = true;
                             let e = MptcpEvent::SubflowClosed { id: sf.id, reason };
-                            if std::mem::replace(&mut sf.monitor_closed, true) {
+                            if std::mem::replace(&mut sf.end.monitor_closed, true) {
                                 s.push_app_event(e);
                             } else {
                                 s.push_event(e);
                             }
                         }
-                        s.pm_dirty = true;
+                        s.pending.path_manager = true;
                     }
                 }
             }
-            if sf.fully && !sf.announced && sf.close_reason.is_none() {
-                sf.announced = true;
+            if sf.fully_established && !sf.end.announced_established && sf.end.reason.is_none() {
+                sf.end.announced_established = true;
                 s.push_event(MptcpEvent::SubflowEstablished { id: sf.id });
             }
         }
@@ -697,7 +649,7 @@ impl Connection {
             self.reinject(i);
         }
         if peer_closed {
-            let id = self.sfs[i].id;
+            let id = self.subflows[i].id;
             self.close_subflow_because(id, SubflowCloseReason::Normal);
         }
     }
@@ -711,10 +663,10 @@ impl Connection {
         buf: &mut [u8],
     ) -> Option<(PathId, usize)> {
         self.schedule(now);
-        let n = self.sfs.len();
+        let n = self.subflows.len();
         for k in 0..n {
-            let i = (self.tx_next + k) % n;
-            let sf = &mut self.sfs[i];
+            let i = (self.next_to_poll + k) % n;
+            let sf = &mut self.subflows[i];
             let tuple = sf.sub.tuple();
             let ip_header = if tuple.local.is_ipv4() { 20 } else { 40 };
             let room = buf
@@ -733,7 +685,7 @@ impl Connection {
                 IpRepr::V6(r) => r.traffic_class = sf.dscp << 2,
             }
             if let Ok(len) = emit_ip_tcp(&ip, &seg, buf) {
-                self.tx_next = (i + 1) % n;
+                self.next_to_poll = (i + 1) % n;
                 return Some((sf.path, len));
             }
         }
@@ -743,25 +695,31 @@ impl Connection {
     // ---- timers ----
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let sub = self.sfs.iter().filter_map(|f| f.sub.poll_timeout()).min();
-        let addr = self.s.add_addr.iter().map(|t| t.deadline).min();
-        let fin = self.s.data_fin_deadline.filter(|_| !self.s.data_fin_acked);
-        [sub, addr, fin].into_iter().flatten().min()
+        let own = self.s.timers.next().map(|(at, _)| at);
+        let subflows = self.subflows.iter().filter_map(|f| f.sub.poll_timeout());
+        own.into_iter().chain(subflows).min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, keys: &mut KeySource) {
         // ADD_ADDR not echoed in time: send it again, a few times.
         let s = &mut self.s;
-        for t in s.add_addr.iter_mut().filter(|t| t.deadline <= now) {
-            t.tries += 1;
-            t.due = true;
-            t.deadline = now + s.add_addr_timeout * (1 << t.tries.min(8));
+        if s.timers.is_due(ConnTimer::AddAddr, now) {
+            for t in s.signals.add_addr.iter_mut().filter(|t| t.deadline <= now) {
+                t.tries += 1;
+                t.due = true;
+                t.deadline = now + s.settings.add_addr_timeout * (1 << t.tries.min(8));
+            }
+            let retries = s.settings.add_addr_retries;
+            s.signals.add_addr.retain(|t| t.tries <= retries);
+            s.rearm_add_addr();
         }
-        let retries = s.add_addr_retries;
-        s.add_addr.retain(|t| t.tries <= retries);
-        for i in 0..self.sfs.len() {
-            if self.sfs[i].sub.poll_timeout().is_some_and(|t| t <= now) {
-                self.sfs[i].sub.on_timeout(now);
+        for i in 0..self.subflows.len() {
+            if self.subflows[i]
+                .sub
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
+                self.subflows[i].sub.on_timeout(now);
                 self.handle_events(now, i);
             }
         }
@@ -771,39 +729,47 @@ impl Connection {
     // ---- application ----
 
     pub fn close(&mut self) {
-        self.s.close_requested = true;
+        if self.s.send.data_fin == DataFin::NotRequested {
+            self.s.send.data_fin = DataFin::Pending;
+        }
     }
 
     pub fn is_established(&self) -> bool {
-        self.s.established && !self.s.reset
+        matches!(
+            self.s.lifecycle,
+            Lifecycle::Established | Lifecycle::SubflowsClosed
+        )
     }
 
     pub fn is_read_closed(&self) -> bool {
-        self.s.peer_fin.is_some_and(|f| self.s.rcv_nxt >= f) && self.s.rcv_read == self.s.rcv_nxt
+        self.s.recv.peer_fin.is_some_and(|f| self.s.recv.nxt >= f)
+            && self.s.recv.read == self.s.recv.nxt
     }
 
     pub fn is_closed(&self) -> bool {
         let subs_done = self
-            .sfs
+            .subflows
             .iter()
             .all(|f| f.sub.is_closed() || f.sub.state() == State::TimeWait);
-        if self.s.reset {
+        if let Lifecycle::Reset { .. } = self.s.lifecycle {
             return subs_done;
         }
-        subs_done && (self.s.subflows_closed || self.sfs.iter().all(|f| f.close_reason.is_some()))
+        subs_done
+            && (self.s.lifecycle == Lifecycle::SubflowsClosed
+                || self.subflows.iter().all(|f| f.end.reason.is_some()))
     }
 
     // ---- subflow-control API ----
 
     /// Every subflow, closed ones included.
     pub fn subflows(&self) -> impl Iterator<Item = SubflowInfo> + '_ {
-        self.sfs.iter().map(|f| SubflowInfo {
+        self.subflows.iter().map(|f| SubflowInfo {
             id: f.id,
             tuple: f.sub.tuple(),
             path: f.path,
             status: f.status(),
-            local_addr_id: f.local_id,
-            remote_addr_id: f.remote_id,
+            local_addr_id: f.local_addr_id,
+            remote_addr_id: f.remote_addr_id,
             backup: f.backup,
             peer_backup: f.peer_backup,
             dscp: f.dscp,
@@ -811,15 +777,15 @@ impl Connection {
     }
 
     fn find(&self, id: SubflowId) -> Option<usize> {
-        self.sfs.iter().position(|f| f.id == id)
+        self.subflows.iter().position(|f| f.id == id)
     }
 
     pub fn subflow_tuple(&self, id: SubflowId) -> Option<FourTuple> {
-        self.find(id).map(|i| self.sfs[i].sub.tuple())
+        self.find(id).map(|i| self.subflows[i].sub.tuple())
     }
 
     pub fn subflow_stats(&self, id: SubflowId) -> Option<SubflowStats> {
-        let f = &self.sfs[self.find(id)?];
+        let f = &self.subflows[self.find(id)?];
         let mut st = f.sub.stats();
         st.bytes_reinjected = f.bytes_reinjected;
         Some(st)
@@ -834,22 +800,22 @@ impl Connection {
         let Some(i) = self.find(id) else {
             return false;
         };
-        let sf = &mut self.sfs[i];
-        if sf.closing || sf.close_reason.is_some() {
+        let sf = &mut self.subflows[i];
+        if sf.end.closing || sf.end.reason.is_some() {
             return false;
         }
-        if !std::mem::replace(&mut sf.monitor_closed, true) {
+        if !std::mem::replace(&mut sf.end.monitor_closed, true) {
             self.s.push_monitor(Mon::SfClosed(id, why));
         }
-        sf.closing = true;
+        sf.end.closing = true;
         sf.sub.close();
-        for m in sf.tx.iter_mut() {
+        for m in sf.tx_maps.iter_mut() {
             m.reinjected = false;
         }
-        let end = sf.close_reason;
-        sf.close_reason = Some(SubflowCloseReason::Local);
+        let end = sf.end.reason;
+        sf.end.reason = Some(SubflowCloseReason::Local);
         self.reinject(i);
-        self.sfs[i].close_reason = end;
+        self.subflows[i].end.reason = end;
         true
     }
 
@@ -858,11 +824,11 @@ impl Connection {
         let Some(i) = self.find(id) else {
             return false;
         };
-        let sf = &mut self.sfs[i];
+        let sf = &mut self.subflows[i];
         if let Some(b) = opts.backup {
             if b != sf.backup {
                 sf.backup = b;
-                sf.prio_pending = true;
+                sf.signals.mp_prio = true;
                 sf.sub.request_ack();
                 self.s.push_monitor(Mon::Prio(id));
             }
@@ -879,7 +845,7 @@ impl Connection {
 
     /// Local and remote keys (for tests and tracing).
     pub fn keys(&self) -> (u64, u64) {
-        (self.s.local_key, self.s.remote_key)
+        (self.s.keys.local.key, self.s.keys.remote().key)
     }
 
     pub fn checksum_enabled(&self) -> bool {
@@ -897,23 +863,24 @@ impl Connection {
 
     /// Bytes acknowledged at the data level.
     pub fn data_acked(&self) -> u64 {
-        self.s.snd_una
+        self.s.send.una
     }
 
     /// Removes a local address: REMOVE_ADDR to the peer and its subflows close.
     pub fn remove_local_address(&mut self, addr_id: u8) {
-        self.s.remove_pending = Some(addr_id);
-        self.s.add_addr.retain(|t| t.id != addr_id);
+        self.s.signals.remove_pending = Some(addr_id);
+        self.s.signals.add_addr.retain(|t| t.id != addr_id);
+        self.s.rearm_add_addr();
         let ids: Vec<SubflowId> = self
-            .sfs
+            .subflows
             .iter()
-            .filter(|f| f.local_id == addr_id && f.close_reason.is_none())
+            .filter(|f| f.local_addr_id == addr_id && f.end.reason.is_none())
             .map(|f| f.id)
             .collect();
         for id in ids {
             self.close_subflow(id);
         }
-        if let Some(sf) = self.sfs.iter_mut().find(|f| f.usable()) {
+        if let Some(sf) = self.subflows.iter_mut().find(|f| f.usable()) {
             sf.sub.request_ack();
         }
     }
@@ -922,17 +889,17 @@ impl Connection {
     /// must be one the connection was given (the classifier owns it).
     /// Returns its address id.
     pub fn announce_address(&mut self, now: Instant, ip: IpAddr) -> Option<u8> {
-        if self.s.fallback {
+        if self.s.fallback.is_tcp() {
             return None;
         }
-        let id = self.s.locals.iter().position(|l| l.ip == ip)?;
+        let id = self.s.signals.locals.iter().position(|l| l.ip == ip)?;
         if id == 0 {
             return None;
         }
-        self.s.locals[id].signal = true;
-        self.s.add_addr.retain(|t| t.id != id as u8);
+        self.s.signals.locals[id].signal = true;
+        self.s.signals.add_addr.retain(|t| t.id != id as u8);
         self.s.queue_signals(now);
-        if let Some(sf) = self.sfs.iter_mut().find(|f| f.usable()) {
+        if let Some(sf) = self.subflows.iter_mut().find(|f| f.usable()) {
             sf.sub.request_ack();
         }
         Some(id as u8)
@@ -941,6 +908,7 @@ impl Connection {
     /// The id of one of our addresses on this connection.
     pub fn local_address_id(&self, ip: IpAddr) -> Option<u8> {
         self.s
+            .signals
             .locals
             .iter()
             .position(|l| l.ip == ip)
@@ -949,7 +917,7 @@ impl Connection {
 
     /// Our token (as `ip mptcp monitor` shows it).
     pub fn token(&self) -> u32 {
-        self.s.local_token
+        self.s.keys.local.token
     }
 
     /// Why the connection fell back to plain TCP, if it did.
@@ -960,42 +928,42 @@ impl Connection {
     /// What an operator lists about the connection.
     pub fn info(&self) -> ConnectionInfo {
         let s = &self.s;
-        let state = if s.reset || s.fast_closed {
+        let state = if matches!(s.lifecycle, Lifecycle::Reset { .. }) {
             ConnectionState::Reset
         } else if self.is_closed() {
             ConnectionState::Closed
-        } else if s.close_requested || s.peer_fin.is_some() {
+        } else if s.send.data_fin != DataFin::NotRequested || s.recv.peer_fin.is_some() {
             ConnectionState::Closing
-        } else if s.established {
+        } else if s.lifecycle != Lifecycle::Connecting {
             ConnectionState::Established
         } else {
             ConnectionState::Connecting
         };
-        let (local, remote) = self.sfs.first().map_or_else(
+        let (local, remote) = self.subflows.first().map_or_else(
             || {
                 let any = SocketAddr::from(([0, 0, 0, 0], 0));
-                (any, s.remotes.first().map_or(any, |r| r.1))
+                (any, s.signals.remotes.first().map_or(any, |r| r.addr))
             },
             |f| (f.sub.tuple().local, f.sub.tuple().remote),
         );
         let mut retx = 0;
         let mut reinjected = 0;
-        for f in &self.sfs {
+        for f in &self.subflows {
             retx += f.sub.stats().bytes_retransmitted;
             reinjected += f.bytes_reinjected;
         }
         ConnectionInfo {
-            token: s.local_token,
-            remote_token: s.remote_token,
+            token: s.keys.local.token,
+            remote_token: s.keys.remote.map_or(0, |k| k.token),
             local,
             remote,
             state,
             fallback: s.fallback_reason,
-            bytes_acked: s.snd_una,
-            bytes_sent: s.snd_nxt.max(s.snd_una),
-            bytes_received: s.rcv_nxt,
+            bytes_acked: s.send.una,
+            bytes_sent: s.send.nxt.max(s.send.una),
+            bytes_received: s.recv.nxt,
             subflows: self.live_subflows(),
-            subflows_total: self.sfs.len(),
+            subflows_total: self.subflows.len(),
             bytes_retransmitted: retx,
             bytes_reinjected: reinjected,
         }
@@ -1005,7 +973,7 @@ impl Connection {
     /// ids and flags filled in, as `ip mptcp monitor` shows them.
     pub(crate) fn take_monitor(&mut self, mut out: impl FnMut(MonitorEvent)) {
         while let Some(m) = self.s.monitor.pop_front() {
-            let token = self.s.local_token;
+            let token = self.s.keys.local.token;
             let mut ev = MonitorEvent {
                 kind: MonitorKind::Created,
                 token,
@@ -1021,9 +989,9 @@ impl Connection {
             let sf_event = |ev: &mut MonitorEvent, kind, id: SubflowId| {
                 ev.kind = kind;
                 ev.subflow = Some(id);
-                if let Some(f) = self.sfs.iter().find(|f| f.id == id) {
-                    ev.local_id = Some(f.local_id);
-                    ev.remote_id = Some(f.remote_id);
+                if let Some(f) = self.subflows.iter().find(|f| f.id == id) {
+                    ev.local_id = Some(f.local_addr_id);
+                    ev.remote_id = Some(f.remote_addr_id);
                     ev.local = Some(f.sub.tuple().local);
                     ev.remote = Some(f.sub.tuple().remote);
                     ev.backup = f.backup || f.peer_backup;
@@ -1031,7 +999,7 @@ impl Connection {
             };
             match m {
                 Mon::Created | Mon::Event(MptcpEvent::Established) => {
-                    if let Some(f) = self.sfs.first() {
+                    if let Some(f) = self.subflows.first() {
                         ev.local = Some(f.sub.tuple().local);
                         ev.remote = Some(f.sub.tuple().remote);
                         ev.local_id = Some(0);
@@ -1094,8 +1062,10 @@ impl Connection {
 
     /// Aborts the connection: MP_FASTCLOSE with RST on every subflow.
     pub fn abort(&mut self) {
-        self.s.reset = true;
-        for sf in self.sfs.iter_mut() {
+        if !matches!(self.s.lifecycle, Lifecycle::Reset { .. }) {
+            self.s.lifecycle = Lifecycle::Reset { by_peer: false };
+        }
+        for sf in self.subflows.iter_mut() {
             sf.sub.abort();
         }
     }

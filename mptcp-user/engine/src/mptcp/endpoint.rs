@@ -1,9 +1,25 @@
 //! The MPTCP endpoint: owns connections and listeners, demultiplexes
 //! packets by 4-tuple (and MP_JOIN SYNs by token), and answers what
 //! matches nothing with a RST.
+//!
+//! Event-driven, with quinn-proto's `Endpoint` as the model, so that the
+//! work per packet and per timer does not grow with the number of
+//! connections:
+//! - connections live in a slab; a [`ConnHandle`] (slot and generation)
+//!   names one, and a freed slot's old handles never reach its next tenant;
+//! - a transmit queue holds the connections that may have something to send
+//!   (fed by packet arrival, application access and fired timers) and is
+//!   drained by `poll_transmit`; an idle connection is never visited;
+//! - a binary heap with lazy deletion holds each connection once under its
+//!   earliest deadline (entries whose deadline or generation no longer
+//!   match are dropped when they surface, and the heap is rebuilt when
+//!   stale entries outnumber live ones, so its size stays O(connections));
+//! - an application queue tells the application which connections changed;
+//! - a closed connection's tuples and token are removed directly.
 
 use super::api::{LocalAddr, MonitorEvent};
-use super::conn::Connection;
+use super::conn::{Connection, SCRATCH_LEN};
+use super::syncookie::{self, PendingCookie};
 use super::{reset_reason, KeySource, MptcpConfig};
 use crate::io::{ByteStream, Engine, PathId};
 use crate::tcp::FourTuple;
@@ -12,10 +28,12 @@ use crate::wire::ip::{emit_ip_tcp, parse_ip_tcp, IpRepr};
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::mptcp::{MpJoin, MptcpOption};
 use crate::wire::tcp::{ChecksumState, TcpFlags, TcpOptions, TcpPacket, TcpRepr};
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
-/// Packets the endpoint refused or could not place, by cause.
+/// Packets the endpoint refused or could not place, by cause, and what its
+/// limits did. Every field is a count since the endpoint was created.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MptcpCounters {
     pub malformed: u64,
@@ -25,9 +43,49 @@ pub struct MptcpCounters {
     pub unmatched: u64,
     /// MP_JOIN SYNs with an unknown token or over the subflow limit.
     pub join_refused: u64,
+    /// MP_JOIN SYNs accepted (they never count against the half-open queue).
+    pub join_accepted: u64,
     pub resets_sent: u64,
+    /// RSTs not sent: the RST queue was full or the rate limit was reached.
+    pub resets_dropped: u64,
+    /// Connections accepted (a SYN that made a connection).
+    pub accepted: u64,
+    /// SYNs refused with a RST because `max_connections` were open.
+    pub refused_max_connections: u64,
+    /// SYNs dropped because the half-open queue was full and SYN cookies
+    /// are off (or their queue was full).
+    pub syn_dropped: u64,
+    /// SYN/ACKs sent with a SYN cookie (the half-open queue was full).
+    pub syn_cookies_sent: u64,
+    /// Connections made from a valid cookie in a third ACK.
+    pub syn_cookies_accepted: u64,
+    /// ACKs for no connection whose cookie did not check (answered by RST).
+    pub syn_cookies_invalid: u64,
     /// Monitor events dropped because nobody took them in time.
     pub monitor_dropped: u64,
+}
+
+/// Work the endpoint did, for tests and profiles: how many connections
+/// each entry point visited. With thousands of idle connections these
+/// stay proportional to the traffic, not to the connection count.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointWork {
+    /// Calls of `poll_transmit` and connections they visited.
+    pub transmit_calls: u64,
+    pub transmit_visits: u64,
+    /// Calls of `handle_timeout` and connections whose timers they fired.
+    pub timeout_calls: u64,
+    pub timeout_visits: u64,
+    /// Timer heap entries pushed, and heap rebuilds (stale entries dropped).
+    pub timer_pushes: u64,
+    pub timer_rebuilds: u64,
+}
+
+/// A connection of the endpoint: its slot and the slot's generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnHandle {
+    pub slot: u32,
+    pub gen: u32,
 }
 
 /// Monitor events kept for [`MptcpEndpoint::poll_monitor`]; older ones are
@@ -61,47 +119,128 @@ struct PendingReset {
     path: PathId,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Client,
-    Server { port: u16 },
+/// A token bucket: `rate` tokens per second, at most `burst` saved up.
+#[derive(Debug)]
+struct RateLimit {
+    rate: u64,
+    burst: u64,
+    tokens: u64,
+    last: Instant,
 }
 
-/// An MPTCP endpoint in the client role (one connection) or the server role
-/// (a listener accepting any number of connections). See the module docs of
-/// [`crate::mptcp`].
+impl RateLimit {
+    fn new(rate: u64, burst: u64) -> RateLimit {
+        RateLimit {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::ZERO,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_nanos() as u64;
+        let earned = elapsed.saturating_mul(self.rate) / 1_000_000_000;
+        if earned > 0 {
+            self.tokens = (self.tokens + earned).min(self.burst);
+            self.last = now;
+        } else if now < self.last {
+            self.last = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+/// One slab entry.
+#[derive(Debug, Default)]
+struct Slot {
+    conn: Option<Connection>,
+    gen: u32,
+    /// The deadline this slot is filed under in the timer heap.
+    deadline: Option<Instant>,
+    tx_queued: bool,
+    app_queued: bool,
+    /// In the list of closed connections awaiting `reap_closed`.
+    closed: bool,
+    /// Counted in the half-open queue (accepted, not yet established).
+    half_open: bool,
+    /// Every tuple ever registered for this connection, and its token.
+    tuples: Vec<FourTuple>,
+    token: Option<u32>,
+}
+
+/// An MPTCP endpoint: any number of client connections and listeners. See
+/// the module docs of [`crate::mptcp`].
 #[derive(Debug)]
 pub struct MptcpEndpoint {
     cfg: MptcpConfig,
-    role: Role,
+    /// Listening sockets: `[::]:port` takes IPv4 and IPv6, `0.0.0.0:port`
+    /// IPv4 only, a specific address only itself.
+    listeners: Vec<SocketAddr>,
     locals: Vec<LocalAddr>,
     keys: KeySource,
-    /// Connection slots; indices stay valid until `reap_closed` frees one.
-    conns: Vec<Option<Connection>>,
-    by_tuple: HashMap<FourTuple, (usize, usize)>,
-    by_token: HashMap<u32, usize>,
-    pending_reset: Option<PendingReset>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+    half_open: usize,
+    by_tuple: HashMap<FourTuple, (u32, usize)>,
+    by_token: HashMap<u32, u32>,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    tx_ready: VecDeque<u32>,
+    app_ready: VecDeque<u32>,
+    closed: Vec<u32>,
+    due: Vec<u32>,
+    resets: VecDeque<PendingReset>,
+    reset_limit: RateLimit,
+    cookies: VecDeque<PendingCookie>,
+    cookie_secret: [u8; 32],
+    /// Where the SYN/ACK of a connection rebuilt from a cookie goes (it
+    /// was sent already, statelessly).
+    discard: Box<[u8]>,
     new_tuples: Vec<(FourTuple, usize)>,
-    tx_next: usize,
+    /// The staging buffer lent to whichever connection is working.
+    scratch: Box<[u8]>,
     counters: MptcpCounters,
+    work: EndpointWork,
     monitor: VecDeque<MonitorEvent>,
 }
 
 impl MptcpEndpoint {
-    fn new(cfg: MptcpConfig, role: Role, locals: Vec<LocalAddr>) -> MptcpEndpoint {
+    /// An endpoint with no connection and no listener; `locals` are the
+    /// addresses it owns (the path manager's and the listeners').
+    pub fn new(cfg: MptcpConfig, locals: &[LocalAddr]) -> MptcpEndpoint {
         let keys = KeySource::from_config(&cfg);
+        let reset_limit = RateLimit::new(cfg.resets_per_second, cfg.reset_queue as u64);
+        let cookie_secret = syncookie::secret(&cfg.secret);
         MptcpEndpoint {
             cfg,
-            role,
-            locals,
+            listeners: Vec::new(),
+            locals: locals.to_vec(),
             keys,
-            conns: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            half_open: 0,
             by_tuple: HashMap::new(),
             by_token: HashMap::new(),
-            pending_reset: None,
+            timers: BinaryHeap::new(),
+            tx_ready: VecDeque::new(),
+            app_ready: VecDeque::new(),
+            closed: Vec::new(),
+            due: Vec::new(),
+            resets: VecDeque::new(),
+            reset_limit,
+            cookies: VecDeque::new(),
+            cookie_secret,
+            discard: vec![0u8; 2048].into_boxed_slice(),
             new_tuples: Vec::new(),
-            tx_next: 0,
+            scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
             counters: MptcpCounters::default(),
+            work: EndpointWork::default(),
             monitor: VecDeque::new(),
         }
     }
@@ -116,92 +255,289 @@ impl MptcpEndpoint {
         remote: SocketAddr,
         now: Instant,
     ) -> MptcpEndpoint {
-        let mut ep = MptcpEndpoint::new(cfg, Role::Client, locals.to_vec());
-        let conn = Connection::connect(
-            &ep.cfg,
-            &mut ep.keys,
-            locals.to_vec(),
-            local_port,
-            remote,
-            now,
-        );
-        ep.by_token.insert(conn.local_token(), 0);
-        ep.conns.push(Some(conn));
-        ep.register(0);
+        let mut ep = MptcpEndpoint::new(cfg, locals);
+        ep.connect(local_port, remote, now);
         ep
     }
 
     /// A server listening on `port` of every address in `locals` (those
     /// marked `signal` are announced with ADD_ADDR).
     pub fn server(cfg: MptcpConfig, locals: &[LocalAddr], port: u16) -> MptcpEndpoint {
-        MptcpEndpoint::new(cfg, Role::Server { port }, locals.to_vec())
+        let mut ep = MptcpEndpoint::new(cfg, locals);
+        for l in locals {
+            ep.listen(SocketAddr::new(l.ip, port));
+        }
+        ep
     }
 
-    fn register(&mut self, ci: usize) {
-        if let Some(Some(c)) = self.conns.get_mut(ci) {
+    /// Accepts connections to `addr` (its address must be one of the
+    /// endpoint's, or unspecified: `[::]` for IPv4 and IPv6 alike).
+    pub fn listen(&mut self, addr: SocketAddr) {
+        if !self.listeners.contains(&addr) {
+            self.listeners.push(addr);
+        }
+    }
+
+    /// Opens a connection from `locals[0].ip:local_port` to `remote` (the
+    /// caller picks a port no other connection of this endpoint uses).
+    pub fn connect(&mut self, local_port: u16, remote: SocketAddr, now: Instant) -> ConnHandle {
+        let locals = self.locals.clone();
+        let conn = Connection::connect(&self.cfg, &mut self.keys, locals, local_port, remote, now);
+        let token = conn.local_token();
+        let h = self.insert(conn, Some(token), false);
+        self.mark_tx(h.slot);
+        self.touch(h.slot);
+        h
+    }
+
+    fn insert(&mut self, conn: Connection, token: Option<u32>, half_open: bool) -> ConnHandle {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let s = &mut self.slots[slot as usize];
+        s.conn = Some(conn);
+        s.gen = s.gen.wrapping_add(1);
+        s.deadline = None;
+        s.closed = false;
+        s.half_open = half_open;
+        s.tuples.clear();
+        s.token = token;
+        if let Some(t) = token {
+            self.by_token.insert(t, slot);
+        }
+        let gen = s.gen;
+        self.live += 1;
+        self.half_open += half_open as usize;
+        self.register(slot);
+        ConnHandle { slot, gen }
+    }
+
+    /// Files the tuples of the connection's new subflows.
+    fn register(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if let Some(c) = s.conn.as_mut() {
             c.take_new_tuples(&mut self.new_tuples);
             let (q, counters) = (&mut self.monitor, &mut self.counters);
             c.take_monitor(|e| push_monitor(q, counters, e));
         }
         for (t, si) in self.new_tuples.drain(..) {
-            self.by_tuple.insert(t, (ci, si));
+            self.by_tuple.insert(t, (slot, si));
+            if !s.tuples.contains(&t) {
+                s.tuples.push(t);
+            }
         }
     }
 
-    /// The first live connection (the client's, or the oldest accepted).
-    pub fn connection(&self) -> Option<&Connection> {
-        self.conns.iter().flatten().next()
+    fn mark_tx(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if !s.tx_queued && s.conn.is_some() {
+            s.tx_queued = true;
+            self.tx_ready.push_back(slot);
+        }
     }
 
+    fn mark_app(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if !s.app_queued && s.conn.is_some() {
+            s.app_queued = true;
+            self.app_ready.push_back(slot);
+        }
+    }
+
+    /// After anything happened to a connection: new tuples, its deadline
+    /// in the heap, the half-open count, and whether it closed.
+    fn touch(&mut self, slot: u32) {
+        self.register(slot);
+        let s = &mut self.slots[slot as usize];
+        let Some(c) = s.conn.as_ref() else {
+            return;
+        };
+        let deadline = c.poll_timeout();
+        if deadline != s.deadline {
+            s.deadline = deadline;
+            if let Some(t) = deadline {
+                self.timers.push(Reverse((t, slot, s.gen)));
+                self.work.timer_pushes += 1;
+            }
+        }
+        let closed = c.is_closed();
+        if s.half_open && (closed || c.is_established()) {
+            s.half_open = false;
+            self.half_open -= 1;
+        }
+        if closed && !s.closed {
+            s.closed = true;
+            self.closed.push(slot);
+            self.mark_app(slot);
+        }
+        self.clean_timers();
+    }
+
+    fn timer_valid(&self, t: Instant, slot: u32, gen: u32) -> bool {
+        let s = &self.slots[slot as usize];
+        s.gen == gen && s.conn.is_some() && s.deadline == Some(t)
+    }
+
+    /// Drops stale entries from the top of the heap, and rebuilds it when
+    /// stale entries outnumber the connections (amortised O(1) per push).
+    fn clean_timers(&mut self) {
+        while let Some(&Reverse((t, slot, gen))) = self.timers.peek() {
+            if self.timer_valid(t, slot, gen) {
+                break;
+            }
+            self.timers.pop();
+        }
+        if self.timers.len() > 2 * self.live + 64 {
+            self.work.timer_rebuilds += 1;
+            let mut v = std::mem::take(&mut self.timers).into_vec();
+            v.retain(|&Reverse((t, slot, gen))| self.timer_valid(t, slot, gen));
+            self.timers = BinaryHeap::from(v);
+        }
+    }
+
+    fn handle(&self, slot: u32) -> ConnHandle {
+        ConnHandle {
+            slot,
+            gen: self.slots[slot as usize].gen,
+        }
+    }
+
+    fn slot_of(&self, h: ConnHandle) -> Option<&Slot> {
+        self.slots
+            .get(h.slot as usize)
+            .filter(|s| s.gen == h.gen && s.conn.is_some())
+    }
+
+    /// The connection behind `h`, if it still exists.
+    pub fn get(&self, h: ConnHandle) -> Option<&Connection> {
+        self.slot_of(h).and_then(|s| s.conn.as_ref())
+    }
+
+    /// The connection behind `h`, to send, receive or close: it is queued
+    /// for transmission, since the application may have given it work.
+    pub fn get_mut(&mut self, h: ConnHandle) -> Option<&mut Connection> {
+        self.slot_of(h)?;
+        self.mark_tx(h.slot);
+        self.slots[h.slot as usize].conn.as_mut()
+    }
+
+    /// The next connection whose state changed for the application (data,
+    /// window, establishment, close) since it was last returned. Each
+    /// connection is queued at most once.
+    pub fn poll_app_ready(&mut self) -> Option<ConnHandle> {
+        while let Some(slot) = self.app_ready.pop_front() {
+            let s = &mut self.slots[slot as usize];
+            s.app_queued = false;
+            if s.conn.is_some() {
+                return Some(self.handle(slot));
+            }
+        }
+        None
+    }
+
+    /// The first live connection (the client's, or the oldest slot).
+    pub fn connection(&self) -> Option<&Connection> {
+        self.slots.iter().find_map(|s| s.conn.as_ref())
+    }
+
+    /// The first live connection, queued for transmission.
     pub fn connection_mut(&mut self) -> Option<&mut Connection> {
-        self.conns.iter_mut().flatten().next()
+        let slot = self.slots.iter().position(|s| s.conn.is_some())? as u32;
+        self.mark_tx(slot);
+        self.slots[slot as usize].conn.as_mut()
     }
 
     /// Every live connection.
     pub fn connections(&self) -> impl Iterator<Item = &Connection> {
-        self.conns.iter().flatten()
+        self.slots.iter().filter_map(|s| s.conn.as_ref())
     }
 
+    /// Every live connection with its handle.
+    pub fn handles(&self) -> impl Iterator<Item = ConnHandle> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.conn.is_some())
+            .map(|(i, s)| ConnHandle {
+                slot: i as u32,
+                gen: s.gen,
+            })
+    }
+
+    /// Every live connection, mutable: all of them are queued for
+    /// transmission (O(connections); for tests and tools).
     pub fn connections_mut(&mut self) -> impl Iterator<Item = &mut Connection> {
-        self.conns.iter_mut().flatten()
+        for slot in 0..self.slots.len() as u32 {
+            self.mark_tx(slot);
+        }
+        self.slots.iter_mut().filter_map(|s| s.conn.as_mut())
     }
 
-    /// How many connection slots exist (live or awaiting `reap_closed`).
+    /// Live connections (closed ones awaiting `reap_closed` included).
+    pub fn connection_count(&self) -> usize {
+        self.live
+    }
+
+    /// Connections accepted whose handshake is not complete.
+    pub fn half_open_count(&self) -> usize {
+        self.half_open
+    }
+
+    /// How many connection slots exist (live or free).
     pub fn slot_count(&self) -> usize {
-        self.conns.len()
+        self.slots.len()
     }
 
-    /// The connection in slot `slot` (slots are stable until reaped).
-    pub fn connection_at(&self, slot: usize) -> Option<&Connection> {
-        self.conns.get(slot).and_then(Option::as_ref)
-    }
-
-    pub fn connection_at_mut(&mut self, slot: usize) -> Option<&mut Connection> {
-        self.conns.get_mut(slot).and_then(Option::as_mut)
-    }
-
-    /// Frees the slots of fully closed connections and forgets their
-    /// tuples and tokens; a long-running driver calls it now and then.
-    /// Returns how many were freed.
+    /// Frees the slots of closed connections and forgets their tuples and
+    /// tokens (directly, by the lists kept per connection); a driver calls
+    /// it now and then. Returns how many were freed.
     pub fn reap_closed(&mut self) -> usize {
         let mut freed = 0;
-        for ci in 0..self.conns.len() {
-            if self.conns[ci].as_ref().is_some_and(Connection::is_closed) {
-                if let Some(mut c) = self.conns[ci].take() {
-                    let (q, counters) = (&mut self.monitor, &mut self.counters);
-                    c.take_monitor(|e| push_monitor(q, counters, e));
-                    push_monitor(q, counters, c.closed_event());
-                }
-                self.by_tuple.retain(|_, v| v.0 != ci);
-                self.by_token.retain(|_, v| *v != ci);
-                freed += 1;
+        while let Some(slot) = self.closed.pop() {
+            let s = &mut self.slots[slot as usize];
+            if !s.closed || s.conn.is_none() {
+                continue;
             }
+            if let Some(mut c) = s.conn.take() {
+                let (q, counters) = (&mut self.monitor, &mut self.counters);
+                c.take_monitor(|e| push_monitor(q, counters, e));
+                push_monitor(q, counters, c.closed_event());
+            }
+            s.closed = false;
+            s.deadline = None;
+            if s.half_open {
+                s.half_open = false;
+                self.half_open -= 1;
+            }
+            for t in s.tuples.drain(..) {
+                if self.by_tuple.get(&t).is_some_and(|v| v.0 == slot) {
+                    self.by_tuple.remove(&t);
+                }
+            }
+            s.tuples.shrink_to(4);
+            if let Some(t) = s.token.take() {
+                if self.by_token.get(&t) == Some(&slot) {
+                    self.by_token.remove(&t);
+                }
+            }
+            self.live -= 1;
+            self.free.push(slot);
+            freed += 1;
         }
+        self.clean_timers();
         freed
     }
 
     pub fn counters(&self) -> &MptcpCounters {
         &self.counters
+    }
+
+    pub fn work(&self) -> &EndpointWork {
+        &self.work
     }
 
     /// The next connection or subflow event of any connection, named as
@@ -211,31 +547,36 @@ impl MptcpEndpoint {
         self.monitor.pop_front()
     }
 
-    /// The slot of the live connection with our token `token`.
-    pub fn slot_of_token(&self, token: u32) -> Option<usize> {
+    /// The live connection with our token `token`.
+    pub fn handle_of_token(&self, token: u32) -> Option<ConnHandle> {
         match self.by_token.get(&token) {
-            Some(&ci) if self.connection_at(ci).is_some() => Some(ci),
+            Some(&slot) if self.slots[slot as usize].conn.is_some() => Some(self.handle(slot)),
             // Fallback connections are not in the token table.
-            _ => self
-                .conns
-                .iter()
-                .position(|c| c.as_ref().is_some_and(|c| c.token() == token)),
+            _ => {
+                let slot = self
+                    .slots
+                    .iter()
+                    .position(|s| s.conn.as_ref().is_some_and(|c| c.token() == token))?;
+                Some(self.handle(slot as u32))
+            }
         }
     }
 
-    /// Opens a subflow by tuple on the connection in `slot` (client role:
-    /// Linux, like most peers, accepts MP_JOIN only on its listener; port 0
-    /// picks one). Returns its id.
+    /// Opens a subflow by tuple on the connection `h` (client role: Linux,
+    /// like most peers, accepts MP_JOIN only on its listener; port 0 picks
+    /// one). Returns its id.
     pub fn open_subflow_at(
         &mut self,
-        slot: usize,
+        h: ConnHandle,
         now: Instant,
         local: SocketAddr,
         remote: SocketAddr,
     ) -> Option<super::SubflowId> {
-        let c = self.conns.get_mut(slot)?.as_mut()?;
+        self.slot_of(h)?;
+        let c = self.slots[h.slot as usize].conn.as_mut()?;
         let id = c.open_join(now, &mut self.keys, local.ip(), Some(local.port()), remote)?;
-        self.register(slot);
+        self.mark_tx(h.slot);
+        self.touch(h.slot);
         Some(id)
     }
 
@@ -247,35 +588,52 @@ impl MptcpEndpoint {
         local: SocketAddr,
         remote: SocketAddr,
     ) -> Option<super::SubflowId> {
-        let c = self.conns.first_mut()?.as_mut()?;
+        let slot = self.slots.iter().position(|s| s.conn.is_some())? as u32;
+        let c = self.slots[slot as usize].conn.as_mut()?;
         let id = c.open_join(now, &mut self.keys, local.ip(), Some(local.port()), remote)?;
-        self.register(0);
+        self.mark_tx(slot);
+        self.touch(slot);
         Some(id)
     }
 
-    fn listening(&self, dst: SocketAddr) -> bool {
-        match self.role {
-            Role::Server { port } => {
-                port == dst.port()
-                    && self.locals.iter().any(|l| {
-                        l.ip == dst.ip()
-                            || (l.ip.is_unspecified() && l.ip.is_ipv4() == dst.is_ipv4())
-                    })
-            }
-            Role::Client => false,
-        }
+    fn ours(&self, ip: std::net::IpAddr) -> bool {
+        self.locals
+            .iter()
+            .any(|l| l.ip == ip || (l.ip.is_unspecified() && (l.ip.is_ipv6() || ip.is_ipv4())))
     }
 
+    /// MP_JOIN SYNs may come to any of our addresses (the client's other
+    /// paths reach our initial address, announced ones theirs) on a port
+    /// we listen on; the token then names the connection.
+    fn join_listening(&self, dst: SocketAddr) -> bool {
+        self.ours(dst.ip()) && self.listeners.iter().any(|l| l.port() == dst.port())
+    }
+
+    fn listening(&self, dst: SocketAddr) -> bool {
+        self.ours(dst.ip())
+            && self.listeners.iter().any(|l| {
+                l.port() == dst.port()
+                    && (l.ip() == dst.ip()
+                        || (l.ip().is_unspecified() && (l.ip().is_ipv6() || dst.is_ipv4())))
+            })
+    }
+
+    /// Queues a RST answering `seg` (bounded and rate-limited; what does
+    /// not fit is counted, never silently lost).
     fn refuse(
         &mut self,
+        now: Instant,
         path: PathId,
         src: SocketAddr,
         dst: SocketAddr,
         seg: &TcpRepr,
         reason: Option<u8>,
     ) {
-        self.counters.unmatched += 1;
-        if seg.flags.contains(TcpFlags::RST) || self.pending_reset.is_some() {
+        if seg.flags.contains(TcpFlags::RST) {
+            return;
+        }
+        if self.resets.len() >= self.cfg.reset_queue || !self.reset_limit.take(now) {
+            self.counters.resets_dropped += 1;
             return;
         }
         let (seq, ack, with_ack) = if seg.flags.contains(TcpFlags::ACK) {
@@ -283,7 +641,7 @@ impl MptcpEndpoint {
         } else {
             (0, seg.seq.wrapping_add(seg.segment_len() as u32), true)
         };
-        self.pending_reset = Some(PendingReset {
+        self.resets.push_back(PendingReset {
             from: dst,
             to: src,
             seq,
@@ -302,6 +660,185 @@ impl MptcpEndpoint {
                 return k;
             }
         }
+    }
+
+    /// The SYN/ACK for a SYN answered with a cookie: a throwaway
+    /// connection writes it (same options, keys and checksums as any),
+    /// then is dropped; nothing is kept.
+    fn emit_cookie(
+        &mut self,
+        now: Instant,
+        pc: PendingCookie,
+        buf: &mut [u8],
+    ) -> Option<(PathId, usize)> {
+        let syn = pc.syn();
+        let isn = syncookie::make(&self.cookie_secret, &pc.tuple, pc.seq, &pc.options, now);
+        let key = self.new_key();
+        let locals = self.locals.clone();
+        let mut c = Connection::accept(
+            &self.cfg,
+            &mut self.keys,
+            key,
+            locals,
+            pc.path,
+            pc.tuple,
+            &syn,
+            now,
+        )?;
+        c.set_initial_send_seq(isn);
+        c.lend_scratch(&mut self.scratch);
+        let out = c.poll_transmit(now, buf);
+        c.lend_scratch(&mut self.scratch);
+        if out.is_some() {
+            self.counters.syn_cookies_sent += 1;
+        }
+        out
+    }
+
+    /// An ACK that matched no connection, to a listener: a connection if it
+    /// acknowledges a valid cookie (true), else false.
+    fn accept_cookie(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        tuple: FourTuple,
+        seg: &TcpRepr,
+    ) -> bool {
+        let Some(cs) = syncookie::check(&self.cookie_secret, &tuple, seg, now) else {
+            self.counters.syn_cookies_invalid += 1;
+            return false;
+        };
+        let (src, dst) = (tuple.remote, tuple.local);
+        if self.live >= self.cfg.max_connections {
+            self.counters.refused_max_connections += 1;
+            self.refuse(
+                now,
+                path,
+                src,
+                dst,
+                seg,
+                Some(reset_reason::LACK_OF_RESOURCES),
+            );
+            return true;
+        }
+        let syn = syncookie::rebuild_syn(seg, cs);
+        let key = match seg.options.mptcp.mp_capable() {
+            Some(m) if syn.options.mptcp.mp_capable().is_some() => {
+                let key = m.receiver_key.unwrap_or(0);
+                if self.by_token.contains_key(&crate::crypto::token(key)) {
+                    self.counters.syn_cookies_invalid += 1;
+                    self.refuse(now, path, src, dst, seg, Some(reset_reason::MPTCP_ERROR));
+                    return true;
+                }
+                key
+            }
+            _ => self.new_key(),
+        };
+        let locals = self.locals.clone();
+        let Some(mut c) = Connection::accept(
+            &self.cfg,
+            &mut self.keys,
+            key,
+            locals,
+            path,
+            tuple,
+            &syn,
+            now,
+        ) else {
+            return false;
+        };
+        c.set_initial_send_seq(seg.ack.wrapping_sub(1));
+        c.lend_scratch(&mut self.scratch);
+        // The SYN/ACK went out already (statelessly): this one is dropped,
+        // and the subflow is where it would be after sending it.
+        let _ = c.poll_transmit(now, &mut self.discard);
+        c.on_segment(now, 0, seg, &mut self.keys);
+        c.lend_scratch(&mut self.scratch);
+        let token = (!c.is_fallback()).then(|| c.local_token());
+        self.counters.syn_cookies_accepted += 1;
+        self.counters.accepted += 1;
+        let h = self.insert(c, token, false);
+        self.mark_tx(h.slot);
+        self.mark_app(h.slot);
+        self.touch(h.slot);
+        true
+    }
+
+    fn emit_reset(&mut self, r: PendingReset, buf: &mut [u8]) -> Option<(PathId, usize)> {
+        let mut options = TcpOptions::default();
+        if let Some(reason) = r.reason {
+            let _ = options
+                .mptcp
+                .push(MptcpOption::MpTcpRst { flags: 0, reason });
+        }
+        let rst = TcpRepr {
+            src_port: r.from.port(),
+            dst_port: r.to.port(),
+            seq: r.seq,
+            ack: r.ack,
+            flags: if r.with_ack {
+                TcpFlags::RST | TcpFlags::ACK
+            } else {
+                TcpFlags::RST
+            },
+            window: 0,
+            urgent: 0,
+            options,
+            payload: &[],
+        };
+        let ip = IpRepr::new_tcp(r.from.ip(), r.to.ip())?;
+        let n = emit_ip_tcp(&ip, &rst, buf).ok()?;
+        self.counters.resets_sent += 1;
+        Some((r.path, n))
+    }
+
+    /// A SYN for a listener (not MP_JOIN): a new connection, or a refusal.
+    #[allow(clippy::too_many_arguments)]
+    fn on_listen_syn(&mut self, now: Instant, path: PathId, tuple: FourTuple, seg: &TcpRepr) {
+        let (src, dst) = (tuple.remote, tuple.local);
+        if self.live >= self.cfg.max_connections {
+            self.counters.refused_max_connections += 1;
+            self.refuse(
+                now,
+                path,
+                src,
+                dst,
+                seg,
+                Some(reset_reason::LACK_OF_RESOURCES),
+            );
+            return;
+        }
+        if self.half_open >= self.cfg.max_half_open {
+            if self.cfg.syn_cookies && self.cookies.len() < self.cfg.syn_cookie_queue {
+                self.cookies
+                    .push_back(PendingCookie::from_syn(path, tuple, seg));
+            } else {
+                self.counters.syn_dropped += 1;
+            }
+            return;
+        }
+        let key = self.new_key();
+        let locals = self.locals.clone();
+        let Some(c) = Connection::accept(
+            &self.cfg,
+            &mut self.keys,
+            key,
+            locals,
+            path,
+            tuple,
+            seg,
+            now,
+        ) else {
+            self.counters.unmatched += 1;
+            self.refuse(now, path, src, dst, seg, None);
+            return;
+        };
+        let token = (!c.is_fallback()).then(|| c.local_token());
+        self.counters.accepted += 1;
+        let h = self.insert(c, token, true);
+        self.mark_tx(h.slot);
+        self.mark_app(h.slot);
+        self.touch(h.slot);
     }
 }
 
@@ -330,124 +867,108 @@ impl Engine for MptcpEndpoint {
         let f = seg.flags;
         let is_syn =
             f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK) && !f.contains(TcpFlags::RST);
-        if let Some(&(ci, si)) = self.by_tuple.get(&tuple) {
-            match self.conns.get_mut(ci) {
+        if let Some(&(slot, si)) = self.by_tuple.get(&tuple) {
+            match self.slots[slot as usize].conn.as_mut() {
                 // A new SYN on the tuple of a finished subflow starts afresh.
-                Some(Some(c)) if is_syn && c.subflow_finished(si) => {
+                Some(c) if is_syn && c.subflow_finished(si) => {
                     self.by_tuple.remove(&tuple);
                 }
-                Some(Some(c)) => {
+                Some(c) => {
+                    c.lend_scratch(&mut self.scratch);
                     c.on_segment(now, si, &seg, &mut self.keys);
-                    self.register(ci);
+                    c.lend_scratch(&mut self.scratch);
+                    self.mark_tx(slot);
+                    self.mark_app(slot);
+                    self.touch(slot);
                     return;
                 }
-                _ => {
+                None => {
                     self.by_tuple.remove(&tuple);
                 }
             }
         }
-        if is_syn && self.listening(dst) {
-            if let Some(MpJoin::Syn { token, .. }) = seg.options.mptcp.mp_join() {
-                let ci = self.by_token.get(token).copied();
-                let ok = ci.is_some_and(|ci| {
-                    self.conns[ci]
-                        .as_mut()
-                        .is_some_and(|c| c.accept_join(&mut self.keys, path, tuple, &seg, now))
-                });
-                match ci {
-                    Some(ci) if ok => self.register(ci),
-                    _ => {
-                        self.counters.join_refused += 1;
-                        let reason = if ci.is_some() {
-                            reset_reason::LACK_OF_RESOURCES
-                        } else {
-                            reset_reason::MPTCP_ERROR
-                        };
-                        self.refuse(path, src, dst, &seg, Some(reason));
-                    }
+        let join = seg.options.mptcp.mp_join().and_then(|j| match j {
+            MpJoin::Syn { token, .. } => Some(*token),
+            _ => None,
+        });
+        if let (true, Some(token)) = (is_syn && self.join_listening(dst), join) {
+            let slot = self.by_token.get(&token).copied();
+            let ok = slot.is_some_and(|slot| {
+                self.slots[slot as usize]
+                    .conn
+                    .as_mut()
+                    .is_some_and(|c| c.accept_join(&mut self.keys, path, tuple, &seg, now))
+            });
+            match slot {
+                Some(slot) if ok => {
+                    self.counters.join_accepted += 1;
+                    self.mark_tx(slot);
+                    self.mark_app(slot);
+                    self.touch(slot);
                 }
-                return;
+                _ => {
+                    self.counters.join_refused += 1;
+                    let reason = if slot.is_some() {
+                        reset_reason::LACK_OF_RESOURCES
+                    } else {
+                        reset_reason::MPTCP_ERROR
+                    };
+                    self.counters.unmatched += 1;
+                    self.refuse(now, path, src, dst, &seg, Some(reason));
+                }
             }
-            let key = self.new_key();
-            if let Some(c) = Connection::accept(
-                &self.cfg,
-                &mut self.keys,
-                key,
-                self.locals.clone(),
-                path,
-                tuple,
-                &seg,
-                now,
-            ) {
-                let ci = self
-                    .conns
-                    .iter()
-                    .position(Option::is_none)
-                    .unwrap_or(self.conns.len());
-                if !c.is_fallback() {
-                    self.by_token.insert(c.local_token(), ci);
-                }
-                if ci == self.conns.len() {
-                    self.conns.push(Some(c));
-                } else {
-                    self.conns[ci] = Some(c);
-                }
-                self.register(ci);
-                return;
-            }
+            return;
         }
-        self.refuse(path, src, dst, &seg, None);
+        if is_syn && join.is_none() && self.listening(dst) {
+            self.on_listen_syn(now, path, tuple, &seg);
+            return;
+        }
+        let plain_ack =
+            f.contains(TcpFlags::ACK) && !f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::RST);
+        if plain_ack
+            && self.cfg.syn_cookies
+            && self.listening(dst)
+            && self.accept_cookie(now, path, tuple, &seg)
+        {
+            return;
+        }
+        self.counters.unmatched += 1;
+        self.refuse(now, path, src, dst, &seg, None);
     }
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(PathId, usize)> {
-        if let Some(PendingReset {
-            from,
-            to,
-            seq,
-            ack,
-            with_ack,
-            reason,
-            path,
-        }) = self.pending_reset.take()
-        {
-            let mut options = TcpOptions::default();
-            if let Some(reason) = reason {
-                let _ = options
-                    .mptcp
-                    .push(MptcpOption::MpTcpRst { flags: 0, reason });
-            }
-            let rst = TcpRepr {
-                src_port: from.port(),
-                dst_port: to.port(),
-                seq,
-                ack,
-                flags: if with_ack {
-                    TcpFlags::RST | TcpFlags::ACK
-                } else {
-                    TcpFlags::RST
-                },
-                window: 0,
-                urgent: 0,
-                options,
-                payload: &[],
-            };
-            if let Some(ip) = IpRepr::new_tcp(from.ip(), to.ip()) {
-                if let Ok(n) = emit_ip_tcp(&ip, &rst, buf) {
-                    self.counters.resets_sent += 1;
-                    return Some((path, n));
-                }
+        self.work.transmit_calls += 1;
+        while let Some(r) = self.resets.pop_front() {
+            if let Some(out) = self.emit_reset(r, buf) {
+                return Some(out);
             }
         }
-        let n = self.conns.len();
-        for k in 0..n {
-            let ci = (self.tx_next + k) % n;
-            let Some(c) = self.conns[ci].as_mut() else {
+        while let Some(pc) = self.cookies.pop_front() {
+            if let Some(out) = self.emit_cookie(now, pc, buf) {
+                return Some(out);
+            }
+        }
+        while let Some(&slot) = self.tx_ready.front() {
+            self.work.transmit_visits += 1;
+            let s = &mut self.slots[slot as usize];
+            let Some(c) = s.conn.as_mut() else {
+                s.tx_queued = false;
+                self.tx_ready.pop_front();
                 continue;
             };
+            c.lend_scratch(&mut self.scratch);
             let out = c.poll_transmit(now, buf);
-            self.register(ci);
+            c.lend_scratch(&mut self.scratch);
             if out.is_some() {
-                self.tx_next = (ci + 1) % n;
+                // To the back: connections with much to send take turns.
+                self.tx_ready.pop_front();
+                self.tx_ready.push_back(slot);
+            } else {
+                s.tx_queued = false;
+                self.tx_ready.pop_front();
+            }
+            self.touch(slot);
+            if out.is_some() {
                 return out;
             }
         }
@@ -455,22 +976,36 @@ impl Engine for MptcpEndpoint {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.conns
-            .iter()
-            .flatten()
-            .filter_map(Connection::poll_timeout)
-            .min()
+        self.timers.peek().map(|Reverse((t, _, _))| *t)
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        for ci in 0..self.conns.len() {
-            if let Some(c) = self.conns[ci].as_mut() {
-                if c.poll_timeout().is_some_and(|t| t <= now) {
-                    c.handle_timeout(now, &mut self.keys);
-                    self.register(ci);
-                }
+        self.work.timeout_calls += 1;
+        // Collect first: a connection re-armed at or before `now` waits
+        // for the next call instead of looping here.
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(&Reverse((t, slot, gen))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.timer_valid(t, slot, gen) {
+                self.slots[slot as usize].deadline = None;
+                due.push(slot);
             }
         }
+        for slot in due.drain(..) {
+            self.work.timeout_visits += 1;
+            if let Some(c) = self.slots[slot as usize].conn.as_mut() {
+                c.lend_scratch(&mut self.scratch);
+                c.handle_timeout(now, &mut self.keys);
+                c.lend_scratch(&mut self.scratch);
+            }
+            self.mark_tx(slot);
+            self.mark_app(slot);
+            self.touch(slot);
+        }
+        self.due = due;
     }
 }
 

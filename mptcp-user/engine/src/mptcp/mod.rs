@@ -1,11 +1,27 @@
 //! The MPTCP v1 connection layer (RFC 8684) over the sans-IO subflow engine.
 //!
 //! - [`MptcpEndpoint`]: the driver seam ([`Engine`](crate::io::Engine)) and
-//!   the application seam ([`ByteStream`](crate::io::ByteStream)); client or
-//!   server; demultiplexes by 4-tuple and by token for MP_JOIN SYNs.
-//! - [`Connection`]: keys, tokens, IDSNs, MP_CAPABLE, MP_JOIN, DSS mappings,
-//!   data-level reassembly, DATA_ACK/DATA_FIN, address signalling, fallback,
-//!   reinjection; the subflow-control API ([`api`]).
+//!   the application seam ([`ByteStream`](crate::io::ByteStream)); any
+//!   number of connections (`connect`) and listeners (`listen`, `[::]` dual
+//!   stack); demultiplexes by 4-tuple and by token for MP_JOIN SYNs.
+//!   Event-driven (`endpoint.rs`): a slab of connections named by
+//!   [`ConnHandle`], transmit and application ready queues, one timer heap
+//!   entry per connection; bounded half-open queue, SYN cookies
+//!   (`syncookie.rs`), queued and rate-limited RSTs, a connection limit.
+//!   Buffers come from a per-thread pool of 4 KiB chunks
+//!   ([`crate::tcp::pool`]) and go back when drained.
+//! - [`Connection`] (`conn.rs`: lifecycle, fallback, segment dispatch,
+//!   events, timers, the application and subflow-control API ([`api`])),
+//!   split by concern as Linux's net/mptcp:
+//!   - `conn/keys.rs`: keys, tokens, IDSNs; MP_CAPABLE and MP_JOIN (HMACs);
+//!   - `conn/options.rs`: the parser of incoming options, one builder per
+//!     outgoing suboption;
+//!   - `conn/send.rs`: send buffer, mappings, scheduler hand-off,
+//!     reinjection, DATA_FIN;
+//!   - `conn/recv.rs`: received mappings, reassembly, DATA_ACK, window;
+//!   - `conn/signals.rs`: ADD_ADDR (and retransmission), REMOVE_ADDR;
+//!   - `conn/pm.rs`: when the path manager opens MP_JOIN subflows;
+//!   - `conn/subflow.rs`: the MPTCP state of one subflow.
 //!
 //! Data sequence numbers are kept as 64-bit offsets from IDSN + 1 (the
 //! first data byte at 0), converted where options enter and leave.
@@ -28,10 +44,12 @@
 //! while let Some((path, len)) = server.poll_transmit(now, &mut buf) { ... }
 //! // timers:
 //! if server.poll_timeout().is_some_and(|t| t <= now) { server.handle_timeout(now) }
-//! // the application (ByteStream on the first connection, or per slot):
+//! // the application (ByteStream on the first connection, or by handle):
 //! server.send(bytes); server.recv(&mut out); server.close();
-//! for c in server.connections_mut() { c.send(..); c.recv(..); c.poll_event(); }
-//! server.reap_closed();                                 // now and then
+//! while let Some(h) = server.poll_app_ready() {         // only those that changed
+//!     let c = server.get_mut(h).unwrap(); c.recv(..); c.send(..); c.poll_event();
+//! }
+//! server.reap_closed();                                 // frees closed connections
 //! ```
 //!
 //! Options go out as Linux 6.18 puts them (checked against its captures in
@@ -46,6 +64,7 @@ mod endpoint;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod syncookie;
 
 pub use api::{
     ConnectionInfo, ConnectionState, FallbackReason, LocalAddr, MonitorEvent, MonitorKind,
@@ -53,7 +72,7 @@ pub use api::{
     SubflowStatus,
 };
 pub use conn::Connection;
-pub use endpoint::{MptcpCounters, MptcpEndpoint};
+pub use endpoint::{ConnHandle, EndpointWork, MptcpCounters, MptcpEndpoint};
 
 use crate::pm::PmKind;
 use crate::sched::SchedulerKind;
@@ -99,8 +118,9 @@ pub struct MptcpConfig {
     pub recv_buffer: usize,
     pub scheduler: SchedulerKind,
     pub path_manager: PmKind,
-    /// Seed of the key/nonce generator (HMAC-SHA256 in counter mode); a
-    /// driver sets it from the OS ([`MptcpConfig::random_secret`]).
+    /// Seed of the key/nonce generator (HMAC-SHA256 in counter mode):
+    /// random by default ([`crate::secret::random`]); a test or the
+    /// simulator sets it from a seed.
     pub secret: [u8; 32],
     /// Accept TCP checksums covering only the pseudo-header (Linux sends
     /// CHECKSUM_PARTIAL over veth; captures hold such packets). Off by
@@ -114,6 +134,23 @@ pub struct MptcpConfig {
     /// Deterministic keys/nonces/ISNs for replay tests.
     #[cfg(any(test, feature = "fuzzing"))]
     pub replay: Option<ReplayInjection>,
+    /// Connections an endpoint holds at most; SYNs beyond are refused with
+    /// a RST (MP_TCPRST "lack of resources") and counted.
+    pub max_connections: usize,
+    /// Accepted connections whose handshake is not complete, at most
+    /// (MP_JOIN subflows do not count: they are bounded per connection).
+    pub max_half_open: usize,
+    /// RSTs queued at most, and sent per second at most (a token bucket
+    /// with the queue's size as its burst); the rest are counted.
+    pub reset_queue: usize,
+    pub resets_per_second: u64,
+    /// Answer SYNs with SYN cookies when the half-open queue is full
+    /// (MP_CAPABLE too: the third ACK echoes both keys, as in Linux's
+    /// net/mptcp/syncookies.c); off, such SYNs are dropped and counted.
+    pub syn_cookies: bool,
+    /// SYNs waiting for their cookie SYN/ACK at most (they are answered at
+    /// the next `poll_transmit`); beyond, dropped and counted.
+    pub syn_cookie_queue: usize,
 }
 
 impl Default for MptcpConfig {
@@ -138,6 +175,12 @@ impl Default for MptcpConfig {
             reinject_on_rto: true,
             #[cfg(any(test, feature = "fuzzing"))]
             replay: None,
+            max_connections: 1 << 20,
+            max_half_open: 4096,
+            reset_queue: 256,
+            resets_per_second: 10_000,
+            syn_cookies: true,
+            syn_cookie_queue: 4096,
         }
     }
 }

@@ -33,9 +33,11 @@ mod subflow;
 pub use endpoint::{EndpointCounters, TcpEndpoint};
 pub use isn::initial_sequence;
 pub use ranges::RangeSet;
-pub use ring::Ring;
+pub use ring::{pool, Ring};
 pub use rtt::RttEstimator;
-pub use subflow::{CloseReason, Subflow, SubflowEvent, SubflowStats, Verdict};
+pub use subflow::{
+    CloseReason, Subflow, SubflowEvent, SubflowStats, SubflowTimer, Verdict, WindowScale,
+};
 
 use crate::cc::CcAlgorithm;
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
 //! A sorted set of disjoint half-open `u64` intervals with a fixed capacity:
 //! the receive side's out-of-order map and the send side's SACK scoreboard.
-//! Storage is allocated once; when full, an insert that would need a new
+//! Storage grows on demand up to the capacity (an idle connection holds
+//! none); when full, an insert that would need a new
 //! slot is refused and the caller drops that information (never wrong, only
 //! less informed). Most inserts land at or near the end and most removals
 //! at the front, which a ring makes cheap.
@@ -19,7 +20,7 @@ impl RangeSet {
     pub fn with_capacity(capacity: usize) -> RangeSet {
         let capacity = capacity.max(1);
         RangeSet {
-            ranges: VecDeque::with_capacity(capacity),
+            ranges: VecDeque::new(),
             capacity,
             covered: 0,
         }

@@ -5,7 +5,7 @@
 
 use super::{initial_sequence, Config, FourTuple, RangeSet, Ring, RttEstimator, State};
 use crate::cc::{AckEvent, CongestionControl};
-use crate::time::Instant;
+use crate::time::{Instant, TimerName, Timers};
 use crate::wire::tcp::{TcpFlags, TcpOptions, TcpRepr, Timestamps};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -59,6 +59,41 @@ pub enum Verdict {
     /// Discarded (out of window, PAWS, bad ACK, no connection); an ACK or
     /// RST may have been queued in answer.
     Dropped,
+}
+
+/// The subflow's timers, one deadline each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubflowTimer {
+    /// Retransmission (RFC 6298), or, with a zero window and nothing in
+    /// flight, the persist probe: one slot, as in Linux, since the two
+    /// never run at once and share the backoff.
+    Retransmit,
+    /// Delayed ACK.
+    DelayedAck,
+    /// TIME_WAIT's end.
+    TimeWait,
+    /// Loss held back by the reordering window (RACK-style).
+    Reorder,
+}
+
+impl TimerName for SubflowTimer {
+    const ALL: &'static [SubflowTimer] = &[
+        SubflowTimer::Retransmit,
+        SubflowTimer::DelayedAck,
+        SubflowTimer::TimeWait,
+        SubflowTimer::Reorder,
+    ];
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// Window scale shifts (RFC 7323): the peer's windows are shifted left by
+/// `send`, ours right by `recv`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowScale {
+    pub send: u8,
+    pub recv: u8,
 }
 
 /// Per-subflow statistics (what `ss -i` shows, and what the MPTCP
@@ -142,9 +177,9 @@ pub struct Subflow {
     high_rxt: u64,
     recovery: Option<(Recovery, u64)>,
     dupacks: u64,
-    /// Loss edge held back by the reordering window, and when it applies.
+    /// Loss edge held back by the reordering window (applied when the
+    /// Reorder timer fires).
     pending_lost_edge: u64,
-    reorder_deadline: Option<Instant>,
     // Proportional rate reduction (RFC 6937) during fast recovery.
     prr_delivered: u64,
     prr_out: u64,
@@ -192,9 +227,7 @@ pub struct Subflow {
     rtt: RttEstimator,
     backoff: u32,
     retries: u32,
-    rtx_deadline: Option<Instant>,
-    delack_deadline: Option<Instant>,
-    timewait_deadline: Option<Instant>,
+    timers: Timers<SubflowTimer, 4>,
     ack_now: bool,
     /// ACKs owed for out-of-order or duplicate segments: one each, so a
     /// batch of arrivals still yields the duplicate ACKs a sender counts.
@@ -262,17 +295,14 @@ impl Subflow {
             recovery: None,
             dupacks: 0,
             pending_lost_edge: 0,
-            reorder_deadline: None,
             prr_delivered: 0,
             prr_out: 0,
             prr_recover_fs: 0,
             prr_budget: 0,
             rtx_high: 0,
-            rtx_log: VecDeque::with_capacity(RTX_LOG),
+            rtx_log: VecDeque::new(),
             relost: RangeSet::with_capacity(RTX_LOG),
-            send_times: VecDeque::with_capacity(
-                cfg.send_buffer / mss.max(64) as usize + RANGE_SLACK,
-            ),
+            send_times: VecDeque::new(),
             cwnd_blocked_at: None,
             round: 0,
             round_end: 0,
@@ -298,9 +328,7 @@ impl Subflow {
             rtt: RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto),
             backoff: 0,
             retries: 0,
-            rtx_deadline: None,
-            delack_deadline: None,
-            timewait_deadline: None,
+            timers: Timers::new(),
             ack_now: false,
             acks_owed: 0,
             window_update: false,
@@ -314,7 +342,7 @@ impl Subflow {
                 .congestion_control
                 .build(mss, cfg.initial_window_segments),
             stats: SubflowStats::default(),
-            events: VecDeque::with_capacity(EVENT_QUEUE),
+            events: VecDeque::new(),
         }
     }
 
@@ -398,6 +426,14 @@ impl Subflow {
     /// SYN/ACK) goes out. Only for replaying captured conversations
     /// (conformance tests); production ISNs come from `Config::isn_secret`.
     #[doc(hidden)]
+    /// Our initial sequence number chosen from outside (a SYN cookie),
+    /// before anything was sent.
+    pub(crate) fn set_initial_send_seq(&mut self, iss: u32) {
+        if self.snd_max == 0 {
+            self.iss = iss;
+        }
+    }
+
     #[cfg(any(test, feature = "fuzzing"))]
     pub fn set_initial_send_seq_for_replay(&mut self, iss: u32) {
         if self.snd_max == 0 {
@@ -431,6 +467,13 @@ impl Subflow {
     pub fn negotiated(&self) -> (bool, bool, Option<(u8, u8)>) {
         let ws = self.wscale_ok.then_some((self.snd_wscale, self.rcv_wscale));
         (self.sack_ok, self.ts_ok, ws)
+    }
+    /// The window scale shifts, when negotiated (RFC 7323).
+    pub fn window_scale(&self) -> Option<WindowScale> {
+        self.wscale_ok.then_some(WindowScale {
+            send: self.snd_wscale,
+            recv: self.rcv_wscale,
+        })
     }
     pub fn initial_send_seq(&self) -> u32 {
         self.iss
@@ -536,7 +579,7 @@ impl Subflow {
         if n == 0 {
             return 0;
         }
-        self.recv_buf.read_at(self.read_pos, &mut buf[..n]);
+        self.recv_buf.consume(self.read_pos, &mut buf[..n]);
         self.read_pos += n as u64;
         // Tell a sender we throttled that room opened up.
         let cap = self.recv_buf.capacity();
@@ -584,17 +627,15 @@ impl Subflow {
         }
         self.state = State::Closed;
         self.close_reason = Some(reason);
-        self.rtx_deadline = None;
-        self.delack_deadline = None;
-        self.timewait_deadline = None;
-        self.reorder_deadline = None;
+        self.timers.stop_all();
         self.push_event(SubflowEvent::Closed(reason));
     }
 
     fn enter_time_wait(&mut self, now: Instant) {
         self.state = State::TimeWait;
-        self.rtx_deadline = None;
-        self.timewait_deadline = Some(now + self.cfg.time_wait);
+        self.timers.stop(SubflowTimer::Retransmit);
+        self.timers
+            .arm(SubflowTimer::TimeWait, now + self.cfg.time_wait);
     }
 
     // ---- sequence helpers ----
@@ -773,7 +814,7 @@ impl Subflow {
         if let (Some(at), false) = (self.syn_sent_at, self.syn_retransmitted) {
             self.rtt.on_sample(now.saturating_duration_since(at));
         }
-        self.rtx_deadline = None;
+        self.timers.stop(SubflowTimer::Retransmit);
         self.become_established();
         self.ack_now = true;
         Verdict::Accepted
@@ -873,7 +914,7 @@ impl Subflow {
             if let (Some(at), false) = (self.syn_sent_at, self.syn_retransmitted) {
                 self.rtt.on_sample(now.saturating_duration_since(at));
             }
-            self.rtx_deadline = None;
+            self.timers.stop(SubflowTimer::Retransmit);
             self.become_established();
         } else {
             self.process_ack(now, seg, seq);
@@ -911,7 +952,7 @@ impl Subflow {
             window_changed = wnd != self.snd_wnd;
             if self.snd_wnd == 0 && wnd > 0 && self.snd_max == self.snd_una {
                 // The window opened: the persist timer and its backoff end.
-                self.rtx_deadline = None;
+                self.timers.stop(SubflowTimer::Retransmit);
                 self.backoff = 0;
             }
             self.snd_wnd = wnd;
@@ -945,6 +986,7 @@ impl Subflow {
             self.stats.bytes_acked += acked_data;
             let newly = ack - self.snd_una;
             self.snd_una = ack;
+            self.send_buf.release(self.acked_data());
             self.sacked.remove_below(ack);
             self.dupacks = 0;
             self.backoff = 0;
@@ -958,7 +1000,10 @@ impl Subflow {
                 self.rtt.on_sample(r);
             }
             // Restart the retransmission timer (RFC 6298 rule 5.3).
-            self.rtx_deadline = (self.snd_max > self.snd_una).then(|| now + self.rtt.rto());
+            self.timers.set(
+                SubflowTimer::Retransmit,
+                (self.snd_max > self.snd_una).then(|| now + self.rtt.rto()),
+            );
 
             let mut grow = true;
             if let Some((kind, point)) = self.recovery {
@@ -1065,8 +1110,9 @@ impl Subflow {
                 self.lost_edge = self.lost_edge.max(settled);
                 if edge > self.lost_edge {
                     self.pending_lost_edge = self.pending_lost_edge.max(edge);
-                    if self.reorder_deadline.is_none() {
-                        self.reorder_deadline = Some(now + self.reorder_window());
+                    if !self.timers.is_armed(SubflowTimer::Reorder) {
+                        self.timers
+                            .arm(SubflowTimer::Reorder, now + self.reorder_window());
                     }
                 }
             }
@@ -1208,7 +1254,8 @@ impl Subflow {
             if fin || !seg.payload.is_empty() {
                 self.ack_now = true;
                 if self.state == State::TimeWait {
-                    self.timewait_deadline = Some(now + self.cfg.time_wait);
+                    self.timers
+                        .arm(SubflowTimer::TimeWait, now + self.cfg.time_wait);
                 }
             }
             return;
@@ -1260,8 +1307,9 @@ impl Subflow {
                     self.ack_now = true;
                 } else if self.rcv_nxt - self.last_ack_sent >= 2 * self.rcv_mss {
                     self.ack_now = true;
-                } else if self.delack_deadline.is_none() {
-                    self.delack_deadline = Some(now + self.cfg.delayed_ack);
+                } else if !self.timers.is_armed(SubflowTimer::DelayedAck) {
+                    self.timers
+                        .arm(SubflowTimer::DelayedAck, now + self.cfg.delayed_ack);
                 }
             } else {
                 // Out of order: keep it if the range set has room.
@@ -1302,30 +1350,24 @@ impl Subflow {
 
     /// The next instant at which `on_timeout` must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [
-            self.rtx_deadline,
-            self.delack_deadline,
-            self.timewait_deadline,
-            self.reorder_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        self.timers.next().map(|(at, _)| at)
+    }
+
+    /// The earliest armed timer and its deadline.
+    pub fn next_timer(&self) -> Option<(Instant, SubflowTimer)> {
+        self.timers.next()
     }
 
     /// Fires every timer due at `now`.
     pub fn on_timeout(&mut self, now: Instant) {
-        if self.delack_deadline.is_some_and(|d| d <= now) {
-            self.delack_deadline = None;
+        if self.timers.take_due(SubflowTimer::DelayedAck, now) {
             self.ack_now = true;
         }
-        if self.timewait_deadline.is_some_and(|d| d <= now) {
-            self.timewait_deadline = None;
+        if self.timers.take_due(SubflowTimer::TimeWait, now) {
             self.enter_closed(CloseReason::Normal);
             return;
         }
-        if self.reorder_deadline.is_some_and(|d| d <= now) {
-            self.reorder_deadline = None;
+        if self.timers.take_due(SubflowTimer::Reorder, now) {
             if self.is_synchronized() && self.snd_max > self.snd_una {
                 // Whatever is still missing below the held-back edge did
                 // not merely arrive late.
@@ -1334,8 +1376,7 @@ impl Subflow {
             }
             self.pending_lost_edge = 0;
         }
-        if self.rtx_deadline.is_some_and(|d| d <= now) {
-            self.rtx_deadline = None;
+        if self.timers.take_due(SubflowTimer::Retransmit, now) {
             self.on_retransmission_timer(now);
         }
     }
@@ -1352,7 +1393,10 @@ impl Subflow {
                 self.backoff += 1;
                 self.syn_pending = true;
                 self.syn_retransmitted = true;
-                self.rtx_deadline = Some(now + self.rtt.backed_off(self.backoff));
+                self.timers.arm(
+                    SubflowTimer::Retransmit,
+                    now + self.rtt.backed_off(self.backoff),
+                );
             }
             _ if self.snd_max > self.snd_una => {
                 self.retries += 1;
@@ -1375,20 +1419,26 @@ impl Subflow {
                 }
                 self.rtx_log.clear();
                 self.relost.clear();
-                self.reorder_deadline = None;
+                self.timers.stop(SubflowTimer::Reorder);
                 self.pending_lost_edge = 0;
                 self.recovery = Some((Recovery::Timeout, self.snd_max));
                 self.lost_edge = self.snd_max;
                 self.high_rxt = self.snd_una;
                 self.dupacks = 0;
                 self.backoff += 1;
-                self.rtx_deadline = Some(now + self.rtt.backed_off(self.backoff));
+                self.timers.arm(
+                    SubflowTimer::Retransmit,
+                    now + self.rtt.backed_off(self.backoff),
+                );
             }
             _ => {
                 if self.needs_persist() {
                     self.probe_pending = true;
                     self.backoff += 1;
-                    self.rtx_deadline = Some(now + self.rtt.backed_off(self.backoff));
+                    self.timers.arm(
+                        SubflowTimer::Retransmit,
+                        now + self.rtt.backed_off(self.backoff),
+                    );
                 }
             }
         }
@@ -1400,11 +1450,14 @@ impl Subflow {
 
     /// Arms the retransmission or persist timer when something waits on one.
     fn update_timers(&mut self, now: Instant) {
-        if self.rtx_deadline.is_some() || !self.is_synchronized() {
+        if self.timers.is_armed(SubflowTimer::Retransmit) || !self.is_synchronized() {
             return;
         }
         if self.snd_max > self.snd_una || self.needs_persist() {
-            self.rtx_deadline = Some(now + self.rtt.backed_off(self.backoff));
+            self.timers.arm(
+                SubflowTimer::Retransmit,
+                now + self.rtt.backed_off(self.backoff),
+            );
         }
     }
 
@@ -1532,8 +1585,11 @@ impl Subflow {
             self.syn_sent_at = Some(now);
         }
         self.snd_max = self.snd_max.max(1);
-        if self.rtx_deadline.is_none() {
-            self.rtx_deadline = Some(now + self.rtt.backed_off(self.backoff));
+        if !self.timers.is_armed(SubflowTimer::Retransmit) {
+            self.timers.arm(
+                SubflowTimer::Retransmit,
+                now + self.rtt.backed_off(self.backoff),
+            );
         }
         self.stats.segments_sent += 1;
         self.repr(self.iss, ack, flags, window, opts, &[])
@@ -1648,7 +1704,9 @@ impl Subflow {
             self.stats.bytes_retransmitted += len as u64;
         } else {
             self.snd_max = end;
-            if self.send_times.len() < self.send_times.capacity() {
+            // Bounded by the send buffer's segments; grows with use.
+            let bound = self.cfg.send_buffer / self.cfg.mss.max(64) as usize + RANGE_SLACK;
+            if self.send_times.len() < bound {
                 self.send_times.push_back(SendTime {
                     start,
                     end,
@@ -1663,8 +1721,11 @@ impl Subflow {
         }
         self.stats.bytes_sent += len as u64;
         self.stats.segments_sent += 1;
-        if self.rtx_deadline.is_none() {
-            self.rtx_deadline = Some(now + self.rtt.backed_off(self.backoff));
+        if !self.timers.is_armed(SubflowTimer::Retransmit) {
+            self.timers.arm(
+                SubflowTimer::Retransmit,
+                now + self.rtt.backed_off(self.backoff),
+            );
         }
         let mut flags = TcpFlags::ACK;
         if fin {
@@ -1719,7 +1780,7 @@ impl Subflow {
         self.ack_now = false;
         self.acks_owed = self.acks_owed.saturating_sub(1);
         self.window_update = false;
-        self.delack_deadline = None;
+        self.timers.stop(SubflowTimer::DelayedAck);
         self.last_ack_sent = self.rcv_nxt;
         let ack = self.irs.wrapping_add(self.rcv_nxt as u32);
         self.repr(seq, ack, flags, window, opts, payload)
@@ -1728,7 +1789,19 @@ impl Subflow {
     /// The window field to send; grows the advertised edge in steps of at
     /// least min(buffer/2, MSS) (receiver silly window avoidance).
     fn advertise_window(&mut self) -> u16 {
-        let cap = self.recv_buf.capacity();
+        // Under a memory limit, offer what the ring already holds in chunks
+        // plus what the pool has left (one MSS when it holds nothing).
+        let held = self.rcv_nxt.saturating_sub(1).saturating_sub(self.read_pos);
+        let room = self
+            .recv_buf
+            .backed_from(self.rcv_nxt.saturating_sub(1))
+            .saturating_add(super::pool::window_allowance());
+        let room = if held == 0 {
+            room.max(self.rcv_mss)
+        } else {
+            room
+        };
+        let cap = self.recv_buf.capacity().min(held.saturating_add(room));
         let limit = 1 + self.read_pos + cap;
         let step = (cap / 2).min(self.rcv_mss);
         let target = if limit >= self.rcv_adv_edge + step {

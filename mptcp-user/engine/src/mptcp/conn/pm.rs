@@ -1,7 +1,8 @@
 //! The path manager's hand: when and which MP_JOIN subflows to open.
 
-use super::subflow::Kind;
-use super::{Connection, KeySource, Role};
+use super::send::DataFin;
+use super::subflow::SubflowKind;
+use super::{Connection, KeySource, Lifecycle, Role};
 use crate::mptcp::api::*;
 use crate::pm::PmView;
 use crate::tcp::{FourTuple, Subflow};
@@ -11,27 +12,25 @@ use std::net::{IpAddr, SocketAddr};
 impl Connection {
     pub(super) fn run_pm(&mut self, now: Instant, keys: &mut KeySource) {
         let s = &self.s;
-        if !s.pm_dirty
+        if !s.pending.path_manager
             || s.role != Role::Client
-            || !s.established
-            || s.fallback
-            || s.subflows_closed
-            || (s.close_requested && s.snd_una == s.snd_written)
-            || s.reset
+            || s.lifecycle != Lifecycle::Established
+            || s.fallback.is_tcp()
+            || (s.send.data_fin != DataFin::NotRequested && s.send.una == s.send.written)
             || !self
-                .sfs
+                .subflows
                 .iter()
-                .any(|f| f.kind == Kind::Capable && f.mpc_confirmed)
+                .any(|f| f.kind == SubflowKind::Initial && f.handshake.mpc_confirmed)
         {
             return;
         }
-        self.s.pm_dirty = false;
-        let local: Vec<IpAddr> = self.s.locals.iter().map(|l| l.ip).collect();
-        let remote: Vec<SocketAddr> = self.s.remotes.iter().map(|r| r.1).collect();
+        self.s.pending.path_manager = false;
+        let local: Vec<IpAddr> = self.s.signals.locals.iter().map(|l| l.ip).collect();
+        let remote: Vec<SocketAddr> = self.s.signals.remotes.iter().map(|r| r.addr).collect();
         let live: Vec<(IpAddr, SocketAddr)> = self
-            .sfs
+            .subflows
             .iter()
-            .filter(|f| f.close_reason.is_none())
+            .filter(|f| f.end.reason.is_none())
             .map(|f| (f.sub.tuple().local.ip(), f.sub.tuple().remote))
             .collect();
         self.pm_out.clear();
@@ -60,18 +59,18 @@ impl Connection {
         remote: SocketAddr,
     ) -> Option<SubflowId> {
         let confirmed = self
-            .sfs
+            .subflows
             .iter()
-            .any(|f| f.kind == Kind::Capable && f.mpc_confirmed);
-        if self.s.fallback
+            .any(|f| f.kind == SubflowKind::Initial && f.handshake.mpc_confirmed);
+        if self.s.fallback.is_tcp()
             || !confirmed
-            || !self.s.remote_key_known
-            || self.live_subflows() >= self.s.max_subflows
+            || self.s.keys.remote.is_none()
+            || self.live_subflows() >= self.s.settings.max_subflows
         {
             return None;
         }
-        let li = self.s.locals.iter().position(|l| l.ip == local)?;
-        let path = self.s.locals[li].path;
+        let li = self.s.signals.locals.iter().position(|l| l.ip == local)?;
+        let path = self.s.signals.locals[li].path;
         let port = match port {
             Some(p) if p != 0 => p,
             _ => {
@@ -82,27 +81,29 @@ impl Connection {
         };
         let remote_id = self
             .s
+            .signals
             .remotes
             .iter()
-            .find(|r| r.1 == remote)
-            .map_or(0, |r| r.0);
+            .find(|r| r.addr == remote)
+            .map_or(0, |r| r.id);
         let tuple = FourTuple {
             local: SocketAddr::new(local, port),
             remote,
         };
         if self
-            .sfs
+            .subflows
             .iter()
             .any(|f| f.sub.tuple() == tuple && !f.sub.is_closed())
         {
             return None;
         }
-        let sub = Subflow::connect(&self.s.tcp, tuple, now);
-        let kind = Kind::Join {
+        let mut sub = Subflow::connect(&self.s.settings.tcp, tuple, now);
+        keys.replay_isn(&mut sub);
+        let kind = SubflowKind::Join {
             local_nonce: keys.nonce(),
             remote_nonce: 0,
         };
-        let i = self.add_sf(sub, path, kind, li as u8, remote_id);
-        Some(self.sfs[i].id)
+        let i = self.add_subflow(sub, path, kind, li as u8, remote_id);
+        Some(self.subflows[i].id)
     }
 }

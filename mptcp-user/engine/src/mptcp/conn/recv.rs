@@ -1,11 +1,13 @@
 //! Data receive: mappings from the peer, data-level reassembly, the
 //! DATA_ACK we send and the connection-level window.
 
+use super::keys::expand_dsn;
 use super::reset_reason;
-use super::subflow::Sf;
-use super::{Connection, Shared};
+use super::subflow::MptcpSubflow;
+use super::{ConnState, Connection, Fallback, Linear};
 use crate::crypto;
 use crate::mptcp::api::*;
+use crate::tcp::{RangeSet, Ring};
 use crate::wire::mptcp::{Dss, DssMapping};
 
 /// Received mappings remembered per subflow, beyond which new ones are
@@ -15,7 +17,7 @@ pub(super) const RX_MAPPINGS: usize = 4096;
 /// A mapping received from the peer (data-level offset relative to the
 /// peer's IDSN + 1).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct RxMap {
+pub(super) struct RxMapping {
     pub(super) off: u64,
     pub(super) dsn: u64,
     pub(super) len: u64,
@@ -25,76 +27,120 @@ pub(super) struct RxMap {
     pub(super) fin: bool,
 }
 
-impl Shared {
-    /// The 64-bit value nearest `near` whose low 32 bits are `v`.
-    pub(super) fn expand(v: u64, wide: bool, near: u64) -> u64 {
-        if wide {
-            return v;
+/// The data-level receive side.
+#[derive(Debug)]
+pub(super) struct RecvState {
+    pub(super) buf: Ring,
+    /// Next data offset expected in order.
+    pub(super) nxt: u64,
+    /// Data offset the application has read up to.
+    pub(super) read: u64,
+    /// Data received beyond `nxt`.
+    pub(super) out_of_order: RangeSet,
+    /// Data offset of the peer's DATA_FIN.
+    pub(super) peer_fin: Option<u64>,
+    /// The peer sends 64-bit DSNs (we then send 64-bit DATA_ACKs).
+    pub(super) peer_dsn64: bool,
+    /// Right edge of the connection-level window in the last segment sent
+    /// (data offset): under a memory limit, reading sends a window update
+    /// once the edge could move an MSS past it (the subflows hold nothing
+    /// to probe a closed window with).
+    pub(super) advertised_edge: u64,
+}
+
+/// The smallest window offered under memory pressure (one MSS).
+const MIN_WINDOW: u64 = 1460;
+
+impl RecvState {
+    pub(super) fn new(buffer: usize, mss: u16) -> RecvState {
+        let mss = mss.max(64) as usize;
+        RecvState {
+            buf: Ring::new(buffer),
+            nxt: 0,
+            read: 0,
+            out_of_order: RangeSet::with_capacity(buffer / (2 * mss) + 16),
+            peer_fin: None,
+            peer_dsn64: false,
+            advertised_edge: 0,
         }
-        let cand = (near & !0xffff_ffff) | (v & 0xffff_ffff);
-        [cand, cand.wrapping_add(1 << 32), cand.wrapping_sub(1 << 32)]
-            .into_iter()
-            .min_by_key(|c| c.wrapping_sub(near).min(near.wrapping_sub(*c)))
-            .unwrap_or(cand)
     }
 
-    pub(super) fn data_ack_abs(&self) -> u64 {
-        let fin = self.peer_fin.is_some_and(|f| self.rcv_nxt >= f) as u64;
-        self.remote_idsn
-            .wrapping_add(1)
-            .wrapping_add(self.rcv_nxt + fin)
+    /// The data offset we acknowledge: all in-order data, and the peer's
+    /// DATA_FIN once everything before it arrived.
+    pub(super) fn acked(&self) -> u64 {
+        let fin = self.peer_fin.is_some_and(|f| self.nxt >= f) as u64;
+        self.nxt + fin
     }
 
-    pub(super) fn rcv_free(&self) -> u64 {
-        self.rcv_buf.capacity() - (self.rcv_nxt - self.rcv_read)
+    /// Room in the receive buffer: the connection-level window. Under a
+    /// memory limit, no more than the chunks already allocated beyond what
+    /// arrived plus what the pool has left; a connection holding nothing
+    /// still gets one MSS, so none stalls for good.
+    pub(super) fn free(&self) -> u64 {
+        let held = self.nxt - self.read;
+        let free = self.buf.capacity() - held;
+        let room = self
+            .buf
+            .backed_from(self.nxt)
+            .saturating_add(crate::tcp::pool::window_allowance());
+        // Holding nothing, a connection always gets one MSS.
+        let floor = if held == 0 { MIN_WINDOW } else { 0 };
+        free.min(room.max(floor))
     }
 
-    /// Puts in-order data at its data-level offset.
+    /// Puts data at its data-level offset; in-order data advances `nxt`.
     pub(super) fn deliver(&mut self, dsn: u64, data: &[u8]) {
         let mut start = dsn;
         let mut end = dsn + data.len() as u64;
-        if end <= self.rcv_nxt {
+        if end <= self.nxt {
             return;
         }
-        start = start.max(self.rcv_nxt);
-        end = end.min(self.rcv_read + self.rcv_buf.capacity());
+        start = start.max(self.nxt);
+        end = end.min(self.read + self.buf.capacity());
         if start >= end {
             return;
         }
         let from = (start - dsn) as usize;
         let to = (end - dsn) as usize;
-        self.rcv_buf.write_at(start, &data[from..to]);
-        if start == self.rcv_nxt {
-            self.rcv_nxt = end;
-            while let Some((a, b)) = self.ooo.first() {
-                if a > self.rcv_nxt {
+        self.buf.write_at(start, &data[from..to]);
+        if start == self.nxt {
+            self.nxt = end;
+            while let Some((a, b)) = self.out_of_order.first() {
+                if a > self.nxt {
                     break;
                 }
-                self.rcv_nxt = self.rcv_nxt.max(b);
-                self.ooo.pop_first_if_reaches(a);
+                self.nxt = self.nxt.max(b);
+                self.out_of_order.pop_first_if_reaches(a);
             }
         } else {
-            self.ooo.insert(start, end);
+            self.out_of_order.insert(start, end);
         }
     }
 }
 
+impl ConnState {
+    /// The DATA_ACK we send, as a 64-bit DSN.
+    pub(super) fn data_ack_abs(&self) -> u64 {
+        self.keys.remote().dsn(self.recv.acked())
+    }
+}
+
 impl Connection {
-    pub(super) fn mapping_in(s: &mut Shared, sf: &mut Sf, d: &Dss, m: &DssMapping) {
+    pub(super) fn mapping_in(s: &mut ConnState, sf: &mut MptcpSubflow, d: &Dss, m: &DssMapping) {
         if m.dsn_wide {
-            s.peer_dsn64 = true;
+            s.recv.peer_dsn64 = true;
         }
-        let base = s.remote_idsn.wrapping_add(1);
-        let near = base.wrapping_add(s.rcv_nxt);
-        let dsn = Shared::expand(m.dsn, m.dsn_wide, near).wrapping_sub(base);
+        let base = s.keys.remote().dsn(0);
+        let near = base.wrapping_add(s.recv.nxt);
+        let dsn = expand_dsn(m.dsn, m.dsn_wide, near).wrapping_sub(base);
         // Huge values are old or bogus mappings (wrapped below zero).
-        if dsn > s.rcv_nxt + (1 << 40) {
+        if dsn > s.recv.nxt + (1 << 40) {
             return;
         }
         let len = m.data_len as u64;
         if d.data_fin {
             if len >= 1 {
-                s.peer_fin = Some(dsn + len - 1);
+                s.recv.peer_fin = Some(dsn + len - 1);
                 sf.sub.request_ack();
             }
             if m.ssn == 0 && len == 1 {
@@ -106,10 +152,20 @@ impl Connection {
             // number on, data follows linearly, without options.
             let next = sf.sub.recv_offset() + 1;
             let rel = next as i64 + (m.ssn.wrapping_sub(next as u32) as i32 as i64);
-            if rel >= 1 && !s.fallback && s.rx_fb.is_none() {
-                s.rx_fb = Some((rel as u64 - 1, dsn));
+            if let Fallback::Mptcp {
+                recv: recv @ None, ..
+            } = &mut s.fallback
+            {
+                if rel < 1 {
+                    return;
+                }
+                *recv = Some(Linear {
+                    subflow: 0,
+                    subflow_off: rel as u64 - 1,
+                    data_off: dsn,
+                });
+                s.pending.fall_back_send = true;
                 s.fall_back(FallbackReason::InfiniteMappingReceived);
-                s.fail_received = true;
                 s.push_event(MptcpEvent::FellBackToTcp);
             }
             return;
@@ -125,28 +181,28 @@ impl Connection {
             return;
         }
         let off = rel as u64 - 1;
-        if sf.rx.iter().rev().any(|r| r.off == off) || sf.rx.len() >= RX_MAPPINGS {
+        if sf.rx_maps.iter().rev().any(|r| r.off == off) || sf.rx_maps.len() >= RX_MAPPINGS {
             return;
         }
-        let map = RxMap {
+        let map = RxMapping {
             off,
             dsn,
             len,
             csum: m.checksum,
             fin: d.data_fin,
         };
-        let at = sf.rx.partition_point(|r| r.off < off);
-        sf.rx.insert(at, map);
+        let at = sf.rx_maps.partition_point(|r| r.off < off);
+        sf.rx_maps.insert(at, map);
     }
 
     pub(super) fn drain(&mut self, i: usize) {
         let others_usable = self
-            .sfs
+            .subflows
             .iter()
             .enumerate()
             .any(|(j, f)| j != i && f.usable());
         let s = &mut self.s;
-        let Some(sf) = self.sfs.get_mut(i) else {
+        let Some(sf) = self.subflows.get_mut(i) else {
             return;
         };
         loop {
@@ -155,22 +211,23 @@ impl Connection {
                 break;
             }
             let off = sf.sub.recv_offset();
-            let linear = if s.fallback { Some((0, 0)) } else { s.rx_fb };
-            if let Some((fsub, fdsn)) = linear.filter(|l| off >= l.0) {
+            let linear = s.fallback.linear_recv();
+            if let Some(l) = linear.filter(|l| off >= l.subflow_off) {
                 let n = readable.min(self.scratch.len() as u64) as usize;
                 let got = sf.sub.recv(&mut self.scratch[..n]);
-                s.deliver(fdsn + (off - fsub), &self.scratch[..got]);
+                s.recv
+                    .deliver(l.data_off + (off - l.subflow_off), &self.scratch[..got]);
                 continue;
             }
             // Mapped bytes stop where the linear part starts.
             let readable = match linear {
-                Some((fsub, _)) => readable.min(fsub - off),
+                Some(l) => readable.min(l.subflow_off - off),
                 None => readable,
             };
-            while sf.rx.front().is_some_and(|m| m.off + m.len <= off) {
-                sf.rx.pop_front();
+            while sf.rx_maps.front().is_some_and(|m| m.off + m.len <= off) {
+                sf.rx_maps.pop_front();
             }
-            let Some(m) = sf.rx.front().copied().filter(|m| m.off <= off) else {
+            let Some(m) = sf.rx_maps.front().copied().filter(|m| m.off <= off) else {
                 break;
             };
             if s.checksum {
@@ -181,7 +238,7 @@ impl Connection {
                 let got = sf.sub.recv(&mut self.scratch[..n]);
                 let ok = off != m.off
                     || m.csum.is_none_or(|c| {
-                        let dsn = s.remote_idsn.wrapping_add(1).wrapping_add(m.dsn);
+                        let dsn = s.keys.remote().dsn(m.dsn);
                         crypto::dss_checksum(
                             dsn,
                             (m.off + 1) as u32,
@@ -196,42 +253,53 @@ impl Connection {
                     // alone, drop the mapping and send MP_FAIL, to which
                     // the peer answers with an infinite mapping.
                     s.checksum_failures += 1;
-                    sf.fail_pending = Some(s.remote_idsn.wrapping_add(1).wrapping_add(m.dsn));
+                    sf.signals.mp_fail = Some(s.keys.remote().dsn(m.dsn));
                     if others_usable {
-                        sf.rst_reason = Some(reset_reason::MIDDLEBOX_INTERFERENCE);
-                        sf.close_reason = Some(SubflowCloseReason::Local);
+                        sf.end.rst_reason = Some(reset_reason::MIDDLEBOX_INTERFERENCE);
+                        sf.end.reason = Some(SubflowCloseReason::Local);
                         sf.sub.abort();
                         break;
                     }
                     sf.sub.request_ack();
                     continue;
                 }
-                s.deliver(m.dsn + (off - m.off), &self.scratch[..got]);
+                s.recv.deliver(m.dsn + (off - m.off), &self.scratch[..got]);
             } else {
                 let n = readable
                     .min(m.off + m.len - off)
                     .min(self.scratch.len() as u64) as usize;
                 let got = sf.sub.recv(&mut self.scratch[..n]);
-                s.deliver(m.dsn + (off - m.off), &self.scratch[..got]);
+                s.recv.deliver(m.dsn + (off - m.off), &self.scratch[..got]);
             }
         }
-        if (s.fallback || s.rx_fb.is_some()) && sf.sub.is_read_closed() && s.peer_fin.is_none() {
-            s.peer_fin = Some(s.rcv_nxt);
+        if s.fallback.linear_recv().is_some()
+            && sf.sub.is_read_closed()
+            && s.recv.peer_fin.is_none()
+        {
+            s.recv.peer_fin = Some(s.recv.nxt);
         }
     }
 
     pub fn recv(&mut self, buf: &mut [u8]) -> usize {
         let s = &mut self.s;
-        let n = (buf.len() as u64).min(s.rcv_nxt - s.rcv_read) as usize;
+        let n = (buf.len() as u64).min(s.recv.nxt - s.recv.read) as usize;
         if n == 0 {
             return 0;
         }
-        let before = s.rcv_free();
-        s.rcv_buf.read_at(s.rcv_read, &mut buf[..n]);
-        s.rcv_read += n as u64;
-        let cap = s.rcv_buf.capacity();
-        if before < cap / 2 && s.rcv_free() >= cap / 2 {
-            if let Some(sf) = self.sfs.iter_mut().find(|f| f.usable()) {
+        let before = s.recv.free();
+        s.recv.buf.consume(s.recv.read, &mut buf[..n]);
+        s.recv.read += n as u64;
+        let cap = s.recv.buf.capacity();
+        let after = s.recv.free();
+        // Tell the peer when the window reopens past half the buffer; under
+        // a memory limit (where windows run small and may have closed)
+        // whenever the edge can move an MSS past the one it knows.
+        let limited = crate::tcp::pool::window_allowance() != u64::MAX;
+        let edge = s.recv.nxt + after;
+        if (before < cap / 2 && after >= cap / 2)
+            || (limited && edge >= s.recv.advertised_edge + MIN_WINDOW)
+        {
+            if let Some(sf) = self.subflows.iter_mut().find(|f| f.usable()) {
                 sf.sub.request_ack();
             }
         }

@@ -1,9 +1,13 @@
 //! Data send: the data-level send buffer, mappings handed to subflows,
 //! the scheduler hand-off, reinjection and the DATA_FIN.
 
-use super::{Connection, Shared};
+use super::keys::expand_dsn;
+use super::{ConnState, ConnTimer, Connection, Lifecycle, Linear};
 use crate::sched::SubflowView;
+use crate::tcp::Ring;
 use crate::time::Instant;
+use std::collections::VecDeque;
+use std::ops::Range;
 use std::time::Duration;
 
 /// Largest DSS mapping we create (its length field has 16 bits).
@@ -14,7 +18,7 @@ pub(super) const DATA_FIN_TIMEOUT: Duration = Duration::from_millis(500);
 /// Data handed to a subflow: its stream offset, data-level offset, length
 /// and DSS checksum.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct TxMap {
+pub(super) struct TxMapping {
     pub(super) off: u64,
     pub(super) dsn: u64,
     pub(super) len: u64,
@@ -22,21 +26,73 @@ pub(super) struct TxMap {
     pub(super) reinjected: bool,
 }
 
-impl Shared {
+/// Our DATA_FIN (RFC 8684 3.3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DataFin {
+    /// `close()` not called yet.
+    NotRequested,
+    /// `close()` called: the DATA_FIN follows the last byte, and is sent
+    /// again on a timer until acknowledged.
+    Pending,
+    /// The peer acknowledged it.
+    Acked,
+}
+
+/// The data-level send side.
+#[derive(Debug)]
+pub(super) struct SendState {
+    pub(super) buf: Ring,
+    /// Data offset the application has written up to.
+    pub(super) written: u64,
+    /// Data offset the peer acknowledged (DATA_ACK).
+    pub(super) una: u64,
+    /// Next data offset to hand to a subflow for the first time.
+    pub(super) nxt: u64,
+    /// Data-level ranges to send again on other subflows.
+    pub(super) reinject: VecDeque<Range<u64>>,
+    /// Right edge of the peer's connection-level window.
+    pub(super) peer_window_edge: u64,
+    /// Our DATA_FIN, which `close()` asks for.
+    pub(super) data_fin: DataFin,
+    /// DATA_FIN retransmissions so far (the interval doubles each time).
+    pub(super) data_fin_backoff: u32,
+}
+
+impl SendState {
+    pub(super) fn new(buffer: usize) -> SendState {
+        SendState {
+            buf: Ring::new(buffer),
+            written: 0,
+            una: 0,
+            nxt: 0,
+            reinject: VecDeque::new(),
+            peer_window_edge: 65535,
+            data_fin: DataFin::NotRequested,
+            data_fin_backoff: 0,
+        }
+    }
+}
+
+impl ConnState {
+    /// A DATA_ACK (`abs`, 32 or 64 bits) with the window of its segment.
     pub(super) fn on_data_ack(&mut self, abs: u64, wide: bool, window: u64) {
-        let near = self.local_idsn.wrapping_add(1).wrapping_add(self.snd_una);
-        let off = Shared::expand(abs, wide, near).wrapping_sub(self.local_idsn.wrapping_add(1));
-        let fin_extra = self.close_requested as u64;
-        if off > self.snd_written + fin_extra {
+        let base = self.keys.local.dsn(0);
+        let near = self.keys.local.dsn(self.send.una);
+        let off = expand_dsn(abs, wide, near).wrapping_sub(base);
+        let fin_extra = (self.send.data_fin != DataFin::NotRequested) as u64;
+        let tx = &mut self.send;
+        if off > tx.written + fin_extra {
             return;
         }
-        if off >= self.snd_una {
-            self.snd_una = off.min(self.snd_written);
-            if self.close_requested && off == self.snd_written + 1 {
-                self.data_fin_acked = true;
-                self.data_fin_deadline = None;
+        if off >= tx.una {
+            tx.una = off.min(tx.written);
+            // Acknowledged at the data level: its chunks go back to the pool.
+            tx.buf.release(tx.una);
+            if tx.data_fin != DataFin::NotRequested && off == tx.written + 1 {
+                tx.data_fin = DataFin::Acked;
+                self.timers.stop(ConnTimer::DataFin);
             }
-            self.peer_wnd_edge = self.peer_wnd_edge.max(off + window);
+            tx.peer_window_edge = tx.peer_window_edge.max(off + window);
         }
     }
 }
@@ -46,32 +102,32 @@ impl Connection {
     /// acknowledged, for sending on other subflows.
     pub(super) fn reinject(&mut self, i: usize) {
         let others = self
-            .sfs
+            .subflows
             .iter()
             .enumerate()
             .any(|(j, f)| j != i && f.usable());
         let s = &mut self.s;
-        let Some(sf) = self.sfs.get_mut(i) else {
+        let Some(sf) = self.subflows.get_mut(i) else {
             return;
         };
-        let closed = sf.close_reason.is_some();
+        let closed = sf.end.reason.is_some();
         if !others && !closed {
             return;
         }
-        for m in sf.tx.iter_mut() {
+        for m in sf.tx_maps.iter_mut() {
             let end = m.dsn + m.len;
-            if m.reinjected || end <= s.snd_una {
+            if m.reinjected || end <= s.send.una {
                 continue;
             }
             m.reinjected = true;
-            let start = m.dsn.max(s.snd_una);
-            match s.reinject.back_mut() {
-                Some(last) if last.1 == start => last.1 = end,
-                _ => s.reinject.push_back((start, end)),
+            let start = m.dsn.max(s.send.una);
+            match s.send.reinject.back_mut() {
+                Some(last) if last.end == start => last.end = end,
+                _ => s.send.reinject.push_back(start..end),
             }
         }
         if closed {
-            sf.tx.clear();
+            sf.tx_maps.clear();
         }
     }
 
@@ -80,7 +136,7 @@ impl Connection {
     pub(super) fn couple(&mut self) {
         use crate::cc::{olia_alphas, CcAlgorithm, CouplingInfo, Olia, OliaPath};
         const MAX: usize = 64;
-        let algo = self.s.tcp.congestion_control;
+        let algo = self.s.settings.tcp.congestion_control;
         if !matches!(algo, CcAlgorithm::Lia | CcAlgorithm::Olia) {
             return;
         }
@@ -91,7 +147,7 @@ impl Connection {
         }; MAX];
         let mut idx = [0usize; MAX];
         let mut n = 0;
-        for (i, f) in self.sfs.iter_mut().enumerate() {
+        for (i, f) in self.subflows.iter_mut().enumerate() {
             if !f.usable() || n == MAX {
                 continue;
             }
@@ -119,7 +175,7 @@ impl Connection {
         }
         for k in 0..n {
             info.path_alpha = alphas[k];
-            self.sfs[idx[k]]
+            self.subflows[idx[k]]
                 .sub
                 .congestion_control_mut()
                 .on_coupling(&info);
@@ -129,198 +185,240 @@ impl Connection {
     /// Hands queued data to subflows as the scheduler decides.
     pub(super) fn schedule(&mut self, now: Instant) {
         self.couple();
-        let s = &mut self.s;
-        for sf in self.sfs.iter_mut() {
+        for sf in self.subflows.iter_mut() {
             let acked = sf.sub.acked_offset();
-            if sf.stale && acked > sf.acked_at_rto {
-                sf.stale = false;
+            if sf.stalled_at.is_some_and(|at| acked > at) {
+                sf.stalled_at = None;
             }
-            while sf.tx.front().is_some_and(|m| m.off + m.len <= acked) {
-                sf.tx.pop_front();
+            while sf.tx_maps.front().is_some_and(|m| m.off + m.len <= acked) {
+                sf.tx_maps.pop_front();
             }
         }
-        let linear = if s.fallback { Some((0, 0, 0)) } else { s.tx_fb };
-        if let Some((fi, fsub, fdsn)) = linear {
-            if let Some(sf) = self.sfs.get_mut(fi) {
-                let acked = sf.sub.acked_offset();
-                if acked >= fsub {
-                    s.snd_una = s.snd_una.max(fdsn + (acked - fsub)).min(s.snd_written);
-                }
-                while s.snd_nxt < s.snd_written {
-                    let n = (s.snd_written - s.snd_nxt)
-                        .min(sf.sub.send_space() as u64)
-                        .min(self.scratch.len() as u64) as usize;
-                    if n == 0 {
-                        break;
-                    }
-                    s.snd_buf.read_at(s.snd_nxt, &mut self.scratch[..n]);
-                    s.snd_nxt += sf.sub.send(&self.scratch[..n]) as u64;
-                }
-                if s.close_requested && s.snd_nxt == s.snd_written && !s.subflows_closed {
-                    s.subflows_closed = true;
-                    sf.sub.close();
-                }
-            }
+        if let Some(linear) = self.s.fallback.linear_send() {
+            self.send_linear(linear);
             return;
         }
-        while s.reinject.front().is_some_and(|r| r.1 <= s.snd_una) {
-            s.reinject.pop_front();
+        self.trim_reinject();
+        if self.sched.redundant() {
+            self.send_redundant();
+        } else {
+            self.send_scheduled();
         }
-        if let Some(r) = s.reinject.front_mut() {
-            r.0 = r.0.max(s.snd_una);
-        }
-        // Redundant: every usable subflow sends every byte, each from its
-        // own cursor; the first copy to arrive counts.
-        let redundant = self.sched.redundant();
-        if redundant {
-            loop {
-                let limit = s.snd_written.min(s.peer_wnd_edge);
-                let mut sent = false;
-                for sf in self.sfs.iter_mut().filter(|f| f.usable()) {
-                    let st = sf.sub.stats();
-                    let queued = st.in_flight + sf.sub.unsent();
-                    let mss = st.mss.max(1) as u64;
-                    let room = (st.cwnd + mss)
-                        .saturating_sub(queued)
-                        .min(sf.sub.send_space() as u64);
-                    let start = sf.red_next.max(s.snd_una);
-                    let mut n = limit
-                        .saturating_sub(start)
-                        .min(room)
-                        .min(MAX_MAPPING)
-                        .min(self.scratch.len() as u64);
-                    if n > mss {
-                        n -= n % mss;
-                    }
-                    if n == 0 || (n < mss && limit - start > n) {
-                        continue;
-                    }
-                    s.snd_buf.read_at(start, &mut self.scratch[..n as usize]);
-                    let dsn_base = s.checksum.then(|| s.local_idsn.wrapping_add(1));
-                    let m = sf.send_mapped(&self.scratch[..n as usize], start, dsn_base);
-                    sf.red_next = start + m;
-                    s.snd_nxt = s.snd_nxt.max(start + m);
-                    sent |= m > 0;
-                }
-                if !sent {
-                    break;
-                }
+        self.data_fin_and_close(now);
+    }
+
+    /// After an infinite mapping (or fallen back to TCP): the rest of the
+    /// data, in order, on the one subflow; the subflow's ACKs are the
+    /// data-level ones.
+    fn send_linear(&mut self, l: Linear) {
+        let s = &mut self.s;
+        if let Some(sf) = self.subflows.get_mut(l.subflow) {
+            let acked = sf.sub.acked_offset();
+            if acked >= l.subflow_off {
+                let una = l.data_off + (acked - l.subflow_off);
+                s.send.una = s.send.una.max(una).min(s.send.written);
+                s.send.buf.release(s.send.una);
             }
-        }
-        if !redundant {
-            loop {
-                let (start, avail, reinj) = match s.reinject.front() {
-                    Some(&(a, b)) => (a, b - a, true),
-                    None => {
-                        let limit = s.snd_written.min(s.peer_wnd_edge);
-                        (s.snd_nxt, limit.saturating_sub(s.snd_nxt), false)
-                    }
-                };
-                if avail == 0 {
-                    break;
-                }
-                self.views.clear();
-                for sf in &self.sfs {
-                    let mut v = SubflowView {
-                        usable: sf.usable() && !sf.stale,
-                        backup: sf.backup || sf.peer_backup,
-                        ..Default::default()
-                    };
-                    if v.usable {
-                        let st = sf.sub.stats();
-                        let queued = st.in_flight + sf.sub.unsent();
-                        v.srtt = st.srtt;
-                        v.mss = st.mss;
-                        v.queued = queued;
-                        v.cwnd = st.cwnd;
-                        // One segment beyond the window, so the subflow sees
-                        // itself window-limited and its controller grows cwnd.
-                        v.room = (st.cwnd + st.mss as u64)
-                            .saturating_sub(queued)
-                            .min(st.snd_wnd.saturating_sub(queued).max(if queued == 0 {
-                                st.mss as u64
-                            } else {
-                                0
-                            }))
-                            .min(sf.sub.send_space() as u64);
-                        if v.room < st.mss as u64 && v.room < avail {
-                            v.room = 0;
-                        }
-                    }
-                    self.views.push(v);
-                }
-                let Some(i) = self.sched.pick(&self.views) else {
-                    break;
-                };
-                let mss = self.views[i].mss.max(1) as u64;
-                let mut n = avail
-                    .min(self.views[i].room)
-                    .min(MAX_MAPPING)
-                    .min(self.scratch.len() as u64);
-                if n > mss && n < avail {
-                    n -= n % mss;
-                }
+            while s.send.nxt < s.send.written {
+                let n = (s.send.written - s.send.nxt)
+                    .min(sf.sub.send_space() as u64)
+                    .min(self.scratch.len() as u64) as usize;
                 if n == 0 {
                     break;
                 }
-                s.snd_buf.read_at(start, &mut self.scratch[..n as usize]);
-                {
-                    let sf = &mut self.sfs[i];
-                    let dsn_base = s.checksum.then(|| s.local_idsn.wrapping_add(1));
-                    let m = sf.send_mapped(&self.scratch[..n as usize], start, dsn_base);
-                    if m == 0 {
-                        continue;
-                    }
-                    if reinj {
-                        sf.bytes_reinjected += m;
-                    }
-                }
-                self.sched.sent(i, n);
-                if reinj {
-                    if let Some(r) = s.reinject.front_mut() {
-                        r.0 += n;
-                        if r.0 >= r.1 {
-                            s.reinject.pop_front();
-                        }
-                    }
-                } else {
-                    s.snd_nxt += n;
-                }
+                s.send.buf.read_at(s.send.nxt, &mut self.scratch[..n]);
+                s.send.nxt += sf.sub.send(&self.scratch[..n]) as u64;
+            }
+            if s.send.data_fin != DataFin::NotRequested
+                && s.send.nxt == s.send.written
+                && s.lifecycle != Lifecycle::SubflowsClosed
+            {
+                s.lifecycle.subflows_closed();
+                sf.sub.close();
             }
         }
-        if s.close_requested
-            && !s.data_fin_acked
-            && s.snd_nxt == s.snd_written
-            && s.reinject.is_empty()
-            && s.data_fin_deadline.is_none()
-        {
-            s.data_fin_deadline = Some(now);
+    }
+
+    /// Drops reinjection ranges the peer acknowledged meanwhile.
+    fn trim_reinject(&mut self) {
+        let s = &mut self.s;
+        while s.send.reinject.front().is_some_and(|r| r.end <= s.send.una) {
+            s.send.reinject.pop_front();
         }
-        if s.data_fin_deadline.is_some_and(|d| d <= now) && !s.data_fin_acked {
-            let wait = DATA_FIN_TIMEOUT * (1 << s.data_fin_backoff.min(6));
-            s.data_fin_backoff += 1;
-            s.data_fin_deadline = Some(now + wait);
-            for sf in self
-                .sfs
-                .iter_mut()
-                .filter(|f| f.usable() || (f.fully && f.sub.is_established()))
+        if let Some(r) = s.send.reinject.front_mut() {
+            r.start = r.start.max(s.send.una);
+        }
+    }
+
+    /// Redundant: every usable subflow sends every byte, each from its own
+    /// cursor; the first copy to arrive counts.
+    fn send_redundant(&mut self) {
+        let s = &mut self.s;
+        loop {
+            let limit = s.send.written.min(s.send.peer_window_edge);
+            let mut sent = false;
+            for sf in self.subflows.iter_mut().filter(|f| f.usable()) {
+                let st = sf.sub.stats();
+                let queued = st.in_flight + sf.sub.unsent();
+                let mss = st.mss.max(1) as u64;
+                let room = (st.cwnd + mss)
+                    .saturating_sub(queued)
+                    .min(sf.sub.send_space() as u64);
+                let start = sf.redundant_next.max(s.send.una);
+                let mut n = limit
+                    .saturating_sub(start)
+                    .min(room)
+                    .min(MAX_MAPPING)
+                    .min(self.scratch.len() as u64);
+                if n > mss {
+                    n -= n % mss;
+                }
+                if n == 0 || (n < mss && limit - start > n) {
+                    continue;
+                }
+                s.send.buf.read_at(start, &mut self.scratch[..n as usize]);
+                let dsn_base = s.checksum.then(|| s.keys.local.dsn(0));
+                let m = sf.send_mapped(&self.scratch[..n as usize], start, dsn_base);
+                sf.redundant_next = start + m;
+                s.send.nxt = s.send.nxt.max(start + m);
+                sent |= m > 0;
+            }
+            if !sent {
+                break;
+            }
+        }
+    }
+
+    /// Reinjections first, then new data, each piece on the subflow the
+    /// scheduler picks, until it picks none or nothing is left.
+    fn send_scheduled(&mut self) {
+        let s = &mut self.s;
+        loop {
+            let (start, avail, reinj) = match s.send.reinject.front() {
+                Some(r) => (r.start, r.end - r.start, true),
+                None => {
+                    let limit = s.send.written.min(s.send.peer_window_edge);
+                    (s.send.nxt, limit.saturating_sub(s.send.nxt), false)
+                }
+            };
+            if avail == 0 {
+                break;
+            }
+            self.views.clear();
+            for sf in &self.subflows {
+                let mut v = SubflowView {
+                    usable: sf.usable() && sf.stalled_at.is_none(),
+                    backup: sf.backup || sf.peer_backup,
+                    ..Default::default()
+                };
+                if v.usable {
+                    let st = sf.sub.stats();
+                    let queued = st.in_flight + sf.sub.unsent();
+                    v.srtt = st.srtt;
+                    v.mss = st.mss;
+                    v.queued = queued;
+                    v.cwnd = st.cwnd;
+                    // One segment beyond the window, so the subflow sees
+                    // itself window-limited and its controller grows cwnd.
+                    v.room = (st.cwnd + st.mss as u64)
+                        .saturating_sub(queued)
+                        .min(st.snd_wnd.saturating_sub(queued).max(if queued == 0 {
+                            st.mss as u64
+                        } else {
+                            0
+                        }))
+                        .min(sf.sub.send_space() as u64);
+                    if v.room < st.mss as u64 && v.room < avail {
+                        v.room = 0;
+                    }
+                }
+                self.views.push(v);
+            }
+            let Some(i) = self.sched.pick(&self.views) else {
+                break;
+            };
+            let mss = self.views[i].mss.max(1) as u64;
+            let mut n = avail
+                .min(self.views[i].room)
+                .min(MAX_MAPPING)
+                .min(self.scratch.len() as u64);
+            if n > mss && n < avail {
+                n -= n % mss;
+            }
+            if n == 0 {
+                break;
+            }
+            s.send.buf.read_at(start, &mut self.scratch[..n as usize]);
             {
-                sf.data_fin_pending = true;
+                let sf = &mut self.subflows[i];
+                let dsn_base = s.checksum.then(|| s.keys.local.dsn(0));
+                let m = sf.send_mapped(&self.scratch[..n as usize], start, dsn_base);
+                if m == 0 {
+                    continue;
+                }
+                if reinj {
+                    sf.bytes_reinjected += m;
+                }
+            }
+            self.sched.sent(i, n);
+            if reinj {
+                if let Some(r) = s.send.reinject.front_mut() {
+                    r.start += n;
+                    if r.start >= r.end {
+                        s.send.reinject.pop_front();
+                    }
+                }
+            } else {
+                s.send.nxt += n;
+            }
+        }
+    }
+
+    /// Arms and fires the DATA_FIN timer; closes the subflows once both
+    /// DATA_FINs are through; asks for the pure ACK pending address
+    /// signals ride on.
+    fn data_fin_and_close(&mut self, now: Instant) {
+        let s = &mut self.s;
+        if s.send.data_fin == DataFin::Pending
+            && s.send.nxt == s.send.written
+            && s.send.reinject.is_empty()
+            && !s.timers.is_armed(ConnTimer::DataFin)
+        {
+            s.timers.arm(ConnTimer::DataFin, now);
+        }
+        // Acknowledging the DATA_FIN stops its timer.
+        if s.timers.is_due(ConnTimer::DataFin, now) {
+            let wait = DATA_FIN_TIMEOUT * (1 << s.send.data_fin_backoff.min(6));
+            s.send.data_fin_backoff += 1;
+            s.timers.arm(ConnTimer::DataFin, now + wait);
+            for sf in self
+                .subflows
+                .iter_mut()
+                .filter(|f| f.usable() || (f.fully_established && f.sub.is_established()))
+            {
+                sf.signals.data_fin = true;
                 sf.sub.request_ack();
             }
         }
         // Both DATA_FINs done: close the subflows.
-        let peer_done = s.peer_fin.is_some_and(|f| s.rcv_nxt >= f);
-        if s.data_fin_acked && peer_done && !s.subflows_closed {
-            s.subflows_closed = true;
-            for sf in self.sfs.iter_mut() {
+        let peer_done = s.recv.peer_fin.is_some_and(|f| s.recv.nxt >= f);
+        if s.send.data_fin == DataFin::Acked
+            && peer_done
+            && s.lifecycle != Lifecycle::SubflowsClosed
+        {
+            s.lifecycle.subflows_closed();
+            for sf in self.subflows.iter_mut() {
                 sf.sub.close();
             }
         }
-        if !s.add_addr.is_empty() || !s.echo_pending.is_empty() || s.remove_pending.is_some() {
-            let due = s.echo_pending.len() + s.add_addr.iter().filter(|t| t.due).count();
-            if due > 0 || s.remove_pending.is_some() {
-                if let Some(sf) = self.sfs.iter_mut().find(|f| f.usable()) {
+        if !s.signals.add_addr.is_empty()
+            || !s.signals.echo_pending.is_empty()
+            || s.signals.remove_pending.is_some()
+        {
+            let due =
+                s.signals.echo_pending.len() + s.signals.add_addr.iter().filter(|t| t.due).count();
+            if due > 0 || s.signals.remove_pending.is_some() {
+                if let Some(sf) = self.subflows.iter_mut().find(|f| f.usable()) {
                     sf.sub.request_ack();
                 }
             }
@@ -329,14 +427,16 @@ impl Connection {
 
     pub fn send(&mut self, data: &[u8]) -> usize {
         let s = &mut self.s;
-        if s.close_requested || s.reset {
+        if s.send.data_fin != DataFin::NotRequested
+            || matches!(s.lifecycle, Lifecycle::Reset { .. })
+        {
             return 0;
         }
-        let free = s.snd_buf.capacity() - (s.snd_written - s.snd_una);
+        let free = s.send.buf.capacity() - (s.send.written - s.send.una);
         let n = (data.len() as u64).min(free) as usize;
         if n > 0 {
-            s.snd_buf.write_at(s.snd_written, &data[..n]);
-            s.snd_written += n as u64;
+            s.send.buf.write_at(s.send.written, &data[..n]);
+            s.send.written += n as u64;
         }
         n
     }

@@ -1,70 +1,130 @@
 //! The connection's view of one subflow: the TCP subflow itself, how it
 //! joined, its mappings and its pending per-subflow signals.
 
-use super::recv::RxMap;
-use super::send::TxMap;
+use super::recv::RxMapping;
+use super::send::TxMapping;
 use crate::crypto;
 use crate::io::PathId;
 use crate::mptcp::api::*;
 use crate::tcp::{State, Subflow};
 use std::collections::VecDeque;
 
+/// How the subflow joined the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(super) enum SubflowKind {
     /// The initial subflow (MP_CAPABLE).
-    Capable,
+    Initial,
     /// An additional subflow (MP_JOIN) with both nonces.
     Join { local_nonce: u32, remote_nonce: u32 },
 }
 
-#[derive(Debug)]
-pub(super) struct Sf {
-    pub(super) id: SubflowId,
-    pub(super) sub: Subflow,
-    pub(super) path: PathId,
-    pub(super) local_id: u8,
-    pub(super) remote_id: u8,
-    pub(super) backup: bool,
-    pub(super) peer_backup: bool,
-    pub(super) dscp: u8,
-    pub(super) kind: Kind,
-    /// May carry data (keys confirmed, MP_JOIN third ACK acknowledged).
-    pub(super) fully: bool,
-    /// Client: the next segment is the third ACK of the handshake.
-    pub(super) third_ack_pending: bool,
-    /// Client MP_JOIN: third ACK sent, waiting for the peer's ACK.
+/// Client-side handshake progress beyond the TCP states.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Handshake {
+    /// MP_JOIN: third ACK sent, waiting for the peer's ACK.
     pub(super) join_ack_sent: bool,
-    /// Client, initial subflow: the server sent an MPTCP option after the
+    /// Initial subflow: the server sent an MPTCP option after the
     /// handshake, so it has our keys; until then the first mapping goes
     /// out as MP_CAPABLE with data (RFC 8684 3.1).
     pub(super) mpc_confirmed: bool,
-    /// Redundant scheduling: the next data-level offset this subflow sends.
-    pub(super) red_next: u64,
-    /// A retransmission timeout fired and nothing was acknowledged since:
-    /// the scheduler leaves it alone (and backups may take over).
-    pub(super) stale: bool,
-    pub(super) acked_at_rto: u64,
-    pub(super) tx: VecDeque<TxMap>,
-    pub(super) rx: VecDeque<RxMap>,
-    pub(super) prio_pending: bool,
-    pub(super) data_fin_pending: bool,
-    pub(super) fail_pending: Option<u64>,
+}
+
+/// Options this subflow owes the peer on its next suitable segment.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct SubflowSignals {
+    /// Client: the next segment is the third ACK of the handshake.
+    pub(super) third_ack: bool,
+    /// MP_PRIO with our backup flag.
+    pub(super) mp_prio: bool,
+    /// DATA_FIN on a pure ACK (retransmitted on a timer).
+    pub(super) data_fin: bool,
+    /// MP_FAIL with this data sequence number.
+    pub(super) mp_fail: Option<u64>,
+}
+
+/// How the subflow ends, and what the application was told.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct SubflowEnd {
     /// MP_TCPRST reason to put on our RST.
     pub(super) rst_reason: Option<u8>,
     /// MP_TCPRST reason the peer put on its RST.
     pub(super) peer_rst_reason: Option<u8>,
-    pub(super) close_reason: Option<SubflowCloseReason>,
+    pub(super) reason: Option<SubflowCloseReason>,
+    /// Closed through the API: FIN queued.
     pub(super) closing: bool,
     /// SubflowEstablished was reported.
-    pub(super) announced: bool,
+    pub(super) announced_established: bool,
     /// SubflowClosed was reported (or must never be: a refused MP_JOIN).
-    pub(super) close_announced: bool,
+    pub(super) announced_closed: bool,
     /// SF_CLOSED went to the monitor.
     pub(super) monitor_closed: bool,
+}
+
+/// The connection's state for one subflow: the TCP subflow and the MPTCP
+/// layer on it (Linux's mptcp_subflow_context).
+#[derive(Debug)]
+pub(super) struct MptcpSubflow {
+    pub(super) id: SubflowId,
+    pub(super) sub: Subflow,
+    pub(super) path: PathId,
+    pub(super) local_addr_id: u8,
+    pub(super) remote_addr_id: u8,
+    /// We asked the peer to treat it as backup.
+    pub(super) backup: bool,
+    /// The peer asked us to treat it as backup.
+    pub(super) peer_backup: bool,
+    pub(super) dscp: u8,
+    pub(super) kind: SubflowKind,
+    pub(super) handshake: Handshake,
+    /// May carry data (keys confirmed, MP_JOIN third ACK acknowledged):
+    /// RFC 8684's "fully established".
+    pub(super) fully_established: bool,
+    /// Redundant scheduling: the next data-level offset this subflow sends.
+    pub(super) redundant_next: u64,
+    /// A retransmission timeout fired when this much was acknowledged, and
+    /// nothing was since: the scheduler leaves the subflow alone (and
+    /// backups may take over).
+    pub(super) stalled_at: Option<u64>,
+    /// Mappings of the data we handed it, in subflow order.
+    pub(super) tx_maps: VecDeque<TxMapping>,
+    /// Mappings the peer sent on it, in subflow order.
+    pub(super) rx_maps: VecDeque<RxMapping>,
+    pub(super) signals: SubflowSignals,
+    pub(super) end: SubflowEnd,
     pub(super) bytes_reinjected: u64,
 }
 
-impl Sf {
+impl MptcpSubflow {
+    pub(super) fn new(
+        id: SubflowId,
+        sub: Subflow,
+        path: PathId,
+        kind: SubflowKind,
+        local_addr_id: u8,
+        remote_addr_id: u8,
+    ) -> MptcpSubflow {
+        MptcpSubflow {
+            id,
+            sub,
+            path,
+            local_addr_id,
+            remote_addr_id,
+            backup: false,
+            peer_backup: false,
+            dscp: 0,
+            kind,
+            handshake: Handshake::default(),
+            fully_established: false,
+            redundant_next: 0,
+            stalled_at: None,
+            tx_maps: VecDeque::new(),
+            rx_maps: VecDeque::new(),
+            signals: SubflowSignals::default(),
+            end: SubflowEnd::default(),
+            bytes_reinjected: 0,
+        }
+    }
+
     /// Hands `data` (data-level offset `start`) to the subflow under one new
     /// mapping, with its DSS checksum when `dsn_base` (IDSN + 1) is given,
     /// and ends the segment there so no segment straddles two mappings.
@@ -83,7 +143,7 @@ impl Sf {
                 &data[..m as usize],
             )
         });
-        self.tx.push_back(TxMap {
+        self.tx_maps.push_back(TxMapping {
             off,
             dsn: start,
             len: m,
@@ -95,25 +155,27 @@ impl Sf {
     }
 }
 
-impl Sf {
+impl MptcpSubflow {
     pub(super) fn usable(&self) -> bool {
-        self.fully
-            && !self.closing
-            && self.close_reason.is_none()
+        self.fully_established
+            && !self.end.closing
+            && self.end.reason.is_none()
             && matches!(self.sub.state(), State::Established | State::CloseWait)
     }
 
     pub(super) fn status(&self) -> SubflowStatus {
         if self.sub.is_closed() {
             SubflowStatus::Closed
-        } else if self.closing || !matches!(self.sub.state(), State::Established | State::CloseWait)
+        } else if self.end.closing
+            || !matches!(self.sub.state(), State::Established | State::CloseWait)
         {
-            if self.sub.is_established() || self.sub.state() == State::TimeWait || self.closing {
+            if self.sub.is_established() || self.sub.state() == State::TimeWait || self.end.closing
+            {
                 SubflowStatus::Closing
             } else {
                 SubflowStatus::Establishing
             }
-        } else if !self.fully {
+        } else if !self.fully_established {
             SubflowStatus::Establishing
         } else if self.backup || self.peer_backup {
             SubflowStatus::Backup
