@@ -59,6 +59,7 @@ async fn main() -> Result<()> {
         "opened": opened.map(|(id, at, t)| json!({"id": id, "at_bytes": at, "at_seconds": t})),
         "subflows": common::subflows_json(&s).await?,
     });
+    common::finish(&mut s).await?;
     println!("{report}");
     Ok(())
 }

@@ -44,6 +44,7 @@ async fn main() -> Result<()> {
         "seconds": common::seconds(started),
         "subflows": common::subflows_json(&s).await?,
     });
+    common::finish(&mut s).await?;
     println!("{report}");
     Ok(())
 }

@@ -72,6 +72,7 @@ async fn main() -> Result<()> {
         "mismatched_bytes": bad, "refreshes": refreshes, "seconds": common::seconds(started),
         "subflows": common::subflows_json(&s).await?,
     });
+    common::finish(&mut s).await?;
     println!("{report}");
     Ok(())
 }

@@ -55,7 +55,9 @@ pub async fn request(s: &mut MptcpStream, bytes: u64) -> Result<u64> {
 }
 
 /// Reads the object, checking every byte; `each` runs after every read
-/// with the count so far. Returns (bytes, mismatched bytes).
+/// with the count so far. Returns (bytes, mismatched bytes). The stream
+/// stays open: the report's subflows are taken before the caller shuts it
+/// (the server closes its subflows once our DATA_FIN arrives).
 pub async fn download(
     s: &mut MptcpStream,
     size: u64,
@@ -76,7 +78,6 @@ pub async fn download(
         got += n as u64;
         each(s, got).await?;
     }
-    s.shutdown().await?;
     Ok((got, bad))
 }
 
@@ -87,4 +88,10 @@ pub async fn subflows_json(s: &MptcpStream) -> Result<serde_json::Value> {
 
 pub fn seconds(since: Instant) -> f64 {
     since.elapsed().as_secs_f64()
+}
+
+/// Shuts our side (DATA_FIN) once the report is taken.
+pub async fn finish(s: &mut MptcpStream) -> Result<()> {
+    s.shutdown().await?;
+    Ok(())
 }
