@@ -23,6 +23,8 @@ enum Command {
     Load(cli::load::LoadArgs),
     /// Classifier, datapath and engine counters of running instances.
     Stats(cli::stats::StatsArgs),
+    /// See and steer the live connections of a running instance (control socket).
+    Ctl(cli::ctl::CtlArgs),
     /// Transfer bytes between two engines over simulated paths and report goodput.
     Sim(cli::sim::SimArgs),
     /// Print the TCP segments of a capture with every MPTCP suboption.
@@ -46,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Connect(args) => cli::connect::connect(args),
         Command::Load(args) => cli::load::load(args),
         Command::Stats(args) => cli::stats::stats(args),
+        Command::Ctl(args) => cli::ctl::ctl(args),
         Command::Sim(args) => cli::sim::main(args),
         Command::Decode(args) => cli::decode::decode(args),
         Command::Classify(args) => cli::classify::classify(args),

@@ -148,3 +148,21 @@ pub fn one_path_lab() -> Lab {
     })
     .expect("lab")
 }
+
+/// `mptcp-user ctl --instance PID ARGS` in namespace `ns`.
+pub fn ctl(ns: &str, pid: u32, args: &[&str]) -> Output {
+    mptcp_user(ns)
+        .args(["ctl", "--instance", &pid.to_string()])
+        .args(args)
+        .output()
+        .expect("ctl")
+}
+
+/// `ctl --json ARGS`, parsed; panics with ctl's message when it fails.
+pub fn ctl_json(ns: &str, pid: u32, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = ctl(ns, pid, &all);
+    assert!(out.status.success(), "ctl {args:?}: {}", output_text(&out));
+    serde_json::from_slice(&out.stdout).expect("ctl JSON")
+}

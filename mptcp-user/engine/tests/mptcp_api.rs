@@ -324,3 +324,81 @@ fn events_report_establishment_and_rto() {
     let st = c.subflow_stats(0).unwrap();
     assert!(st.bytes_retransmitted > 0 && st.srtt > Duration::ZERO && st.cwnd > 0);
 }
+
+/// The operator's view: the monitor stream names events as `ip mptcp
+/// monitor` does, in order, with addresses and reasons; per-connection
+/// counts survive a subflow closing; a backup change is an SF_PRIO on both
+/// sides.
+#[test]
+fn monitor_events_and_connection_info() {
+    use mptcp_engine::mptcp::{ConnectionState, MonitorKind};
+    let mut net = Net::new(
+        &[PathSpec::new(20, 5, 0), PathSpec::new(20, 5, 0)],
+        manual(),
+        manual(),
+        false,
+        7,
+    );
+    let data = pattern(2 << 20, 7);
+    let (mut opened, mut prio, mut closed) = (None, false, false);
+    let got = upload(&mut net, &data, Duration::from_secs(60), |n, read| {
+        let now = n.now;
+        if opened.is_none() && n.client.is_established() && read > 0 {
+            opened = n
+                .client
+                .open_subflow(now, SocketAddr::new(client_ip(1), 0), server_addr(0));
+        }
+        if !prio && read > (512 << 10) {
+            let c = n.server.connection_mut().unwrap();
+            prio = c.set_subflow_options(
+                1,
+                SubflowOptions {
+                    backup: Some(true),
+                    dscp: None,
+                },
+            );
+        }
+        if !closed && read > (1 << 20) {
+            closed = n.client.connection_mut().unwrap().close_subflow(0);
+        }
+    });
+    assert!(got == data);
+    assert_eq!(opened, Some(1));
+    let kinds: Vec<(MonitorKind, Option<u32>)> = std::iter::from_fn(|| net.server.poll_monitor())
+        .map(|e| (e.kind, e.subflow))
+        .collect();
+    let pos = |k: (MonitorKind, Option<u32>)| {
+        kinds
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or_else(|| panic!("{k:?} missing from {kinds:?}"))
+    };
+    assert_eq!(kinds[0], (MonitorKind::Created, None));
+    assert!(pos((MonitorKind::Established, None)) < pos((MonitorKind::SfEstablished, Some(1))));
+    assert!(pos((MonitorKind::SfEstablished, Some(1))) < pos((MonitorKind::SfPrio, Some(1))));
+    assert!(pos((MonitorKind::SfPrio, Some(1))) < pos((MonitorKind::SfClosed, Some(0))));
+    // The client saw the server's MP_PRIO.
+    let client_events: Vec<_> = std::iter::from_fn(|| net.client.poll_monitor()).collect();
+    let p = client_events
+        .iter()
+        .find(|e| e.kind == MonitorKind::SfPrio)
+        .expect("SF_PRIO at the client");
+    assert!(p.backup && p.subflow == Some(1));
+    assert_eq!(p.local.map(|a| a.ip()), Some(client_ip(1)));
+    let sc = client_events
+        .iter()
+        .find(|e| e.kind == MonitorKind::SfClosed)
+        .expect("SF_CLOSED at the client");
+    assert_eq!(sc.subflow, Some(0));
+    assert!(sc.close_reason.is_some());
+    // Counts are data-level and include the closed subflow's share.
+    let info = net.server.connection().unwrap().info();
+    assert_eq!(info.bytes_received, data.len() as u64);
+    assert_eq!(info.subflows_total, 2);
+    assert!(info.subflows <= 1, "{info:?}");
+    assert_eq!(info.fallback, None);
+    assert_ne!(info.state, ConnectionState::Connecting);
+    let token = info.token;
+    let h = net.server.handle_of_token(token).unwrap();
+    assert_eq!(net.server.get(h).map(|c| c.token()), Some(token));
+}

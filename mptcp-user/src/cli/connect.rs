@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use serde_json::json;
 
+use mptcp_control::{ControlOptions, ControlPlane, WorkerSide};
 use mptcp_datapath::afxdp::XskConfig;
 use mptcp_datapath::apps::convert::client::ViaConvert;
 use mptcp_datapath::signals::stop_on_signals;
@@ -17,6 +18,7 @@ use mptcp_datapath::Datapath;
 use mptcp_engine::app::{PatternSink, Source, Transfer};
 use mptcp_engine::crypto::Version;
 use mptcp_engine::io::ByteStream;
+use mptcp_engine::mptcp::MptcpEndpoint;
 use mptcp_engine::tcp::{SubflowStats, TcpEndpoint};
 use mptcp_engine::time::Instant;
 
@@ -225,6 +227,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
                 local,
                 control,
                 &[],
+                None,
             )
         }
         EngineKind::Mptcp => {
@@ -290,7 +293,22 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
             if !args.json {
                 println!("MPTCP version offered: {}", cfg.client_version);
             }
-            run_any(args, worker, datapath, local, control, &tried)
+            // `ctl` steers this connection too (e.g. opens subflows by tuple).
+            let (side, plane) = ControlPlane::start("connect", &ControlOptions::default())?;
+            if !args.json {
+                println!("control socket {}", plane.socket().display());
+            }
+            let r = run_any(
+                args,
+                worker,
+                datapath,
+                local,
+                control,
+                &tried,
+                Some(Box::new(MptcpControl(side))),
+            );
+            drop(plane);
+            r
         }
     }
 }
@@ -452,6 +470,7 @@ fn run_any<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     local: SocketAddr,
     control: Option<super::iperf3_client::Control>,
     versions_tried: &[u8],
+    plane: Option<Box<dyn Controlled<E>>>,
 ) -> Result<()> {
     match args.request_response {
         Some(size) => {
@@ -462,7 +481,32 @@ fn run_any<E: mptcp_engine::io::Engine + ByteStream + Measured>(
             )?;
             super::rr::run(&mut app, args.json, worker, datapath)
         }
-        None => run_connect(args, worker, datapath, local, control, versions_tried),
+        None => run_connect(
+            args,
+            worker,
+            datapath,
+            local,
+            control,
+            versions_tried,
+            plane,
+        ),
+    }
+}
+
+/// The control plane's share of a pass, for the engines that have one.
+pub trait Controlled<E> {
+    fn poll(&mut self, worker: &mut Worker<E>, datapath: &Datapath) -> usize;
+    fn wake_fd(&self) -> std::os::fd::RawFd;
+}
+
+struct MptcpControl(WorkerSide);
+
+impl Controlled<MptcpEndpoint> for MptcpControl {
+    fn poll(&mut self, worker: &mut Worker<MptcpEndpoint>, datapath: &Datapath) -> usize {
+        self.0.poll(worker, datapath, 0)
+    }
+    fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.0.wake_fd()
     }
 }
 
@@ -473,6 +517,7 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     local: SocketAddr,
     control: Option<super::iperf3_client::Control>,
     versions_tried: &[u8],
+    mut plane: Option<Box<dyn Controlled<E>>>,
 ) -> Result<()> {
     args.datapath_opts.apply(&mut worker)?;
     let stop = stop_on_signals();
@@ -511,13 +556,17 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
     let started = std::time::Instant::now();
     let mut intervals: Vec<Interval> = Vec::new();
     let mut mark = (0.0f64, 0u64, 0u64);
-    let stats_file = StatsFile::create();
+    // Instances with a control socket answer `stats` through it.
+    let stats_file = plane.is_none().then(StatsFile::create);
     let mut established_at = None;
     // Read once established: a closed connection no longer says.
     let mut mptcp_version = None;
     let mut last_subflows: Vec<SubflowRow> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let (work, done) = worker.step(&mut source);
+        let (mut work, done) = worker.step(&mut source);
+        if let Some(c) = plane.as_mut() {
+            work += c.poll(&mut worker, &datapath);
+        }
         if established_at.is_none() && worker.engine.is_established() {
             established_at = Some(started.elapsed().as_secs_f64());
             mptcp_version = worker.engine.mptcp_version();
@@ -569,14 +618,19 @@ fn run_connect<E: mptcp_engine::io::Engine + ByteStream + Measured>(
             last_subflows = subflows;
             mark = (t, source.sent(), source.received());
             intervals.push(iv);
-            let engine = json!({"subflows": last_subflows.len()});
-            stats_file.write(&instance_stats("connect", &datapath, &worker, engine));
+            if let Some(f) = &stats_file {
+                let engine = json!({"subflows": last_subflows.len()});
+                f.write(&instance_stats("connect", &datapath, &worker, engine));
+            }
         }
         if done {
             break;
         }
         if work == 0 {
-            worker.sleep();
+            match &plane {
+                Some(c) => worker.sleep_with(&[(c.wake_fd(), libc::POLLIN)]),
+                None => worker.sleep(),
+            }
         }
     }
     let elapsed = started.elapsed().as_secs_f64();

@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub mod connect;
+pub mod ctl;
 pub mod datapath_opts;
 pub mod decode;
 pub mod emulate;
@@ -21,7 +22,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
 
 use mptcp_datapath::worker::{Path, Worker};
 use mptcp_datapath::Datapath;
@@ -49,8 +49,8 @@ pub enum PartialChecksum {
     Drop,
 }
 
-/// Where running instances leave their counters for `stats`.
-pub const STATS_DIR: &str = "/run/mptcp-user";
+/// Where running instances leave their control sockets, or counters for `stats`.
+pub const STATS_DIR: &str = mptcp_control::RUN_DIR;
 
 pub(crate) fn require_root(what: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -176,53 +176,18 @@ impl Drop for StatsFile {
     }
 }
 
-/// One XDP_STATISTICS counter summed over every socket of a path.
-fn xsk_stat(p: &mptcp_datapath::worker::Path, f: impl Fn(&libc::xdp_statistics) -> u64) -> u64 {
-    std::iter::once(&p.socket)
-        .chain(&p.extra_rx)
-        .filter_map(|s| s.kernel_stats().ok())
-        .map(|k| f(&k))
-        .sum()
-}
-
+/// The counters of an instance without a control socket, for its stats
+/// file; built by the same code as the control plane's `stats`.
 pub(crate) fn instance_stats<E>(
     role: &str,
     datapath: &Datapath,
     worker: &Worker<E>,
     engine: serde_json::Value,
 ) -> serde_json::Value {
-    let c = datapath.counters().unwrap_or_default();
-    let s = &worker.stats;
-    json!({
-        "pid": std::process::id(),
-        "role": role,
-        "interfaces": worker.paths.iter().zip(&datapath.attach_modes).map(|(p, m)| json!({
-            "name": p.iface, "xdp": format!("{m:?}"), "af_xdp": format!("{:?}", p.socket.mode()),
-            "rx_frames": p.socket.counters.rx_frames, "tx_frames": p.socket.counters.tx_frames,
-            "kernel_rx_dropped": p.socket.kernel_stats().map(|k| k.rx_dropped).unwrap_or(0),
-            // XDP_STATISTICS summed over the interface's sockets: frames the
-            // kernel dropped because our RX ring was full or the fill ring empty.
-            "rx_dropped": xsk_stat(p, |k| k.rx_dropped),
-            "rx_ring_full": xsk_stat(p, |k| k.rx_ring_full),
-            "rx_fill_ring_empty": xsk_stat(p, |k| k.rx_fill_ring_empty_descs),
-            "rx_invalid_descs": xsk_stat(p, |k| k.rx_invalid_descs),
-            "rx_frames_per_queue": std::iter::once(&p.socket).chain(&p.extra_rx)
-                .map(|s| s.counters.rx_frames).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "classifier": {
-            "seen": c.seen, "redirected": c.redirected, "passed": c.passed, "owned": c.owned,
-            "owned_no_socket": c.owned_no_socket, "malformed": c.malformed,
-            "mp_capable_syn": c.mp_capable_syn, "mp_join_syn": c.mp_join_syn, "dss": c.dss,
-            "other_mptcp": c.other_mptcp, "plain_tcp": c.plain_tcp,
-        },
-        "worker": {
-            "rx_frames": s.rx_frames, "tx_frames": s.tx_frames, "rx_not_ip": s.rx_not_ip,
-            "no_neighbour": s.no_neighbour, "tx_ring_full": s.tx_ring_full,
-            "tx_rerouted": s.tx_rerouted,
-            "passes": s.passes, "sleeps": s.sleeps,
-        },
-        "engine": engine,
-    })
+    serde_json::to_value(mptcp_control::snapshot::collect(
+        role, datapath, worker, engine,
+    ))
+    .unwrap_or_default()
 }
 
 pub(crate) fn rate(bytes: u64, seconds: f64) -> f64 {

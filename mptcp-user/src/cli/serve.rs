@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde_json::json;
 
+use mptcp_control::stream::{bridge, RING};
+use mptcp_control::{ControlOptions, ControlPlane, MptcpListener};
 use mptcp_datapath::afxdp::XskConfig;
 use mptcp_datapath::apps::convert::{ConvertConn, Converter};
 use mptcp_datapath::apps::iperf3::{Iperf3Conn, Iperf3Server};
@@ -107,6 +109,10 @@ pub struct ServeArgs {
     /// Stop after this many connections (0 = serve until signalled).
     #[arg(long, default_value_t = 0)]
     pub connections: u64,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (MPTCP engine):
+    /// the counters of `stats`, plus connection and subflow gauges.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
     /// Connections held at most (MPTCP engine); SYNs beyond are answered
     /// with a RST (MP_TCPRST "lack of resources") and counted.
     #[arg(long, default_value_t = 1 << 20, value_name = "N")]
@@ -557,34 +563,6 @@ impl App<MptcpEndpoint> for PerConnection<'_> {
     }
 }
 
-/// The endpoint's figures as JSON numbers.
-fn engine_stats(e: &MptcpEndpoint, closed: u64) -> serde_json::Value {
-    let c = e.counters();
-    let w = e.work();
-    let p = mptcp_engine::tcp::pool::stats();
-    json!({
-        "connections": e.connection_count(), "closed": closed,
-        "half_open": e.half_open_count(), "slots": e.slot_count(),
-        "partial_checksum": c.partial_checksum, "bad_checksum": c.bad_checksum,
-        "counters": {
-            "malformed": c.malformed, "bad_checksum": c.bad_checksum,
-            "partial_checksum": c.partial_checksum, "unmatched": c.unmatched,
-            "accepted": c.accepted, "join_accepted": c.join_accepted,
-            "join_refused": c.join_refused, "resets_sent": c.resets_sent,
-            "resets_dropped": c.resets_dropped,
-            "refused_max_connections": c.refused_max_connections,
-            "syn_dropped": c.syn_dropped, "syn_cookies_sent": c.syn_cookies_sent,
-            "syn_cookies_accepted": c.syn_cookies_accepted,
-            "syn_cookies_invalid": c.syn_cookies_invalid,
-        },
-        "work": { "transmit_calls": w.transmit_calls, "transmit_visits": w.transmit_visits,
-                  "timeout_calls": w.timeout_calls, "timeout_visits": w.timeout_visits },
-        "buffers": { "in_use": p.in_use, "peak": p.peak, "free": p.free,
-                     "chunks_allocated": p.allocated, "over_limit": p.over_limit,
-                     "limit": p.limit },
-    })
-}
-
 /// The listeners for messages: `10.0.0.1:80, [::]:8080`.
 fn listeners(l: &[SocketAddr]) -> String {
     l.iter()
@@ -650,8 +628,48 @@ fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result
         listeners(&args.listen),
         args.mode
     );
+    // The control socket answers `stats`, `ctl` and /metrics from the
+    // worker's own counters: no stats file for this instance.
+    let (mut control, plane) = ControlPlane::start(
+        "serve",
+        &ControlOptions {
+            socket: None,
+            metrics: args.metrics,
+        },
+    )?;
+    eprintln!("control socket {}", plane.socket().display());
+    if let Some(m) = plane.metrics_addr() {
+        eprintln!("metrics at http://{m}/metrics");
+    }
     let mut worker = Worker::new(engine, paths);
     args.datapath_opts.apply(&mut worker)?;
+    if args.mode == Mode::Forward {
+        // Backends are tokio TCP connections on a thread of their own,
+        // never dialled or read inside the packet loop.
+        let (mut bridge, listener) = bridge(plane.handle(), RING);
+        let to = args
+            .to
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let relays = spawn_relays(listener, to)?;
+        let mut wake = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let (mut work, _) = worker.step(&mut bridge);
+            work += control.poll(&mut worker, &datapath, bridge.closed);
+            if args.connections != 0 && bridge.closed >= args.connections {
+                break;
+            }
+            if work == 0 {
+                wake.clear();
+                wake.push((control.wake_fd(), libc::POLLIN));
+                worker.sleep_with(&wake);
+            }
+        }
+        drop(plane);
+        drop(relays);
+        datapath.detach_all()?;
+        eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
+        return Ok(());
+    }
     let mut app = PerConnection {
         args,
         ctx,
@@ -659,31 +677,69 @@ fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result
         with_fd: Vec::new(),
         closed: 0,
     };
-    let stats_file = StatsFile::create();
-    let mut last_dump = std::time::Instant::now() - Duration::from_secs(2);
+    let mut last_trim = std::time::Instant::now();
     let mut wake = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let (work, done) = worker.step(&mut app);
+        let (mut work, done) = worker.step(&mut app);
         if done {
             break;
         }
-        if last_dump.elapsed() >= Duration::from_secs(1) {
-            last_dump = std::time::Instant::now();
-            let mut engine = engine_stats(&worker.engine, app.closed);
-            engine["apps"] = ctx.stats();
+        work += control.poll(&mut worker, &datapath, app.closed);
+        if last_trim.elapsed() >= Duration::from_secs(1) {
+            last_trim = std::time::Instant::now();
+            control.apps = ctx.stats();
             // Give freed buffer memory back to the system (a burst of
             // connections may have taken much more than the pool keeps).
             // SAFETY: malloc_trim has no preconditions.
             unsafe { libc::malloc_trim(0) };
-            stats_file.write(&instance_stats("serve", &datapath, &worker, engine));
         }
         if work == 0 {
             wake.clear();
             app.wake_fds(&mut wake);
+            wake.push((control.wake_fd(), libc::POLLIN));
             worker.sleep_with(&wake);
         }
     }
+    drop(plane);
     datapath.detach_all()?;
     eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
     Ok(())
+}
+
+/// The tokio side of `--mode forward`: each accepted stream is relayed to
+/// a TCP connection to `to` (copy both ways, half-closes passed on); a
+/// refused backend closes the connection. Runs until the listener ends.
+fn spawn_relays(
+    mut listener: MptcpListener,
+    to: SocketAddr,
+) -> Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(std::thread::Builder::new()
+        .name("forward".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                while let Some(mut stream) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let dial = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            tokio::net::TcpStream::connect(to),
+                        );
+                        match dial.await {
+                            Ok(Ok(mut backend)) => {
+                                let _ = backend.set_nodelay(true);
+                                if let Err(e) =
+                                    tokio::io::copy_bidirectional(&mut stream, &mut backend).await
+                                {
+                                    eprintln!("connection {}: {e}", stream.token());
+                                }
+                            }
+                            Ok(Err(e)) => eprintln!("backend {to}: {e}"),
+                            Err(_) => eprintln!("backend {to}: no answer in 5 s"),
+                        }
+                    });
+                }
+            })
+        })?)
 }

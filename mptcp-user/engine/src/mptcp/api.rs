@@ -111,3 +111,156 @@ pub struct LocalAddr {
     /// Announce it to the peer with ADD_ADDR (server side "signal").
     pub signal: bool,
 }
+
+/// Why a connection went on as plain TCP (mptcp_net-next #514).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FallbackReason {
+    /// Server: the client's SYN had no MP_CAPABLE (or not version 1).
+    SynWithoutMpCapable,
+    /// Client: the SYN/ACK had no MP_CAPABLE.
+    SynAckWithoutMpCapable,
+    /// Server: the third ACK came without MP_CAPABLE (stripped).
+    AckWithoutMpCapable,
+    /// The peer sent an infinite mapping.
+    InfiniteMappingReceived,
+    /// The peer reported a bad DSS checksum (MP_FAIL) with one subflow left.
+    MpFailReceived,
+}
+
+impl FallbackReason {
+    /// A short name for tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            FallbackReason::SynWithoutMpCapable => "syn-without-mp-capable",
+            FallbackReason::SynAckWithoutMpCapable => "synack-without-mp-capable",
+            FallbackReason::AckWithoutMpCapable => "ack-without-mp-capable",
+            FallbackReason::InfiniteMappingReceived => "infinite-mapping-received",
+            FallbackReason::MpFailReceived => "mp-fail-received",
+        }
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    Connecting,
+    Established,
+    /// Our DATA_FIN is queued or sent, or the peer's arrived.
+    Closing,
+    Closed,
+    /// Reset or fast-closed.
+    Reset,
+}
+
+impl ConnectionState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Established => "established",
+            ConnectionState::Closing => "closing",
+            ConnectionState::Closed => "closed",
+            ConnectionState::Reset => "reset",
+        }
+    }
+}
+
+/// One row of [`Connection::info`](super::Connection::info): what an
+/// operator lists. Byte counts are data-level and survive subflows closing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Our token (the one `ip mptcp monitor` and `ss -M` show).
+    pub token: u32,
+    pub remote_token: u32,
+    /// The initial subflow's addresses.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: ConnectionState,
+    pub fallback: Option<FallbackReason>,
+    /// Data-level bytes the peer acknowledged.
+    pub bytes_acked: u64,
+    /// Data-level bytes sent (first transmissions).
+    pub bytes_sent: u64,
+    /// Data-level bytes received in order.
+    pub bytes_received: u64,
+    /// Subflows not closed.
+    pub subflows: usize,
+    /// Subflows ever opened, closed ones included.
+    pub subflows_total: usize,
+    /// Sum over every subflow, closed ones included.
+    pub bytes_retransmitted: u64,
+    pub bytes_reinjected: u64,
+}
+
+/// Event kinds, named as `ip mptcp monitor` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MonitorKind {
+    Created,
+    Established,
+    Closed,
+    Announced,
+    Removed,
+    SfEstablished,
+    SfClosed,
+    SfPrio,
+}
+
+impl MonitorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            MonitorKind::Created => "CREATED",
+            MonitorKind::Established => "ESTABLISHED",
+            MonitorKind::Closed => "CLOSED",
+            MonitorKind::Announced => "ANNOUNCED",
+            MonitorKind::Removed => "REMOVED",
+            MonitorKind::SfEstablished => "SF_ESTABLISHED",
+            MonitorKind::SfClosed => "SF_CLOSED",
+            MonitorKind::SfPrio => "SF_PRIO",
+        }
+    }
+}
+
+/// One event of [`MptcpEndpoint::poll_monitor`](super::MptcpEndpoint::poll_monitor),
+/// with what `ip mptcp monitor` prints: token, address ids, addresses,
+/// ports, backup flag, and the error or reset reason of a closed subflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MonitorEvent {
+    pub kind: MonitorKind,
+    pub token: u32,
+    /// The subflow (SF_* events).
+    pub subflow: Option<SubflowId>,
+    pub local_id: Option<u8>,
+    pub remote_id: Option<u8>,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub backup: bool,
+    /// SF_CLOSED: why.
+    pub close_reason: Option<SubflowCloseReason>,
+    /// SF_CLOSED: the MP_TCPRST reason code the peer sent, if any.
+    pub reset_reason: Option<u8>,
+}
+
+impl SubflowCloseReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            SubflowCloseReason::Normal => "normal",
+            SubflowCloseReason::Reset(_) => "reset",
+            SubflowCloseReason::TimedOut => "timed-out",
+            SubflowCloseReason::Refused => "refused",
+            SubflowCloseReason::BadHmac => "bad-hmac",
+            SubflowCloseReason::AddressRemoved => "address-removed",
+            SubflowCloseReason::Local => "local",
+        }
+    }
+}
+
+impl SubflowStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            SubflowStatus::Establishing => "establishing",
+            SubflowStatus::FullyEstablished => "established",
+            SubflowStatus::Backup => "backup",
+            SubflowStatus::Closing => "closing",
+            SubflowStatus::Closed => "closed",
+        }
+    }
+}

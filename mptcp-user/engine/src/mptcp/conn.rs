@@ -30,7 +30,7 @@ use crate::wire::ip::{emit_ip_tcp, IpRepr};
 use crate::wire::mptcp::{MpJoin, MptcpOption};
 use crate::wire::tcp::{TcpFlags, TcpRepr};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 const EVENT_QUEUE: usize = 64;
@@ -201,16 +201,46 @@ struct ConnState {
     next_port: u16,
 
     events: VecDeque<MptcpEvent>,
+    /// What the endpoint's monitor stream has not taken yet (bounded).
+    monitor: VecDeque<Mon>,
+    fallback_reason: Option<FallbackReason>,
     bad_hmac: u64,
     checksum_failures: u64,
 }
 
+/// A monitor event before the endpoint adds addresses and flags.
+#[derive(Clone, Copy, Debug)]
+enum Mon {
+    Event(MptcpEvent),
+    Created,
+    Prio(SubflowId),
+    /// Closed from MPTCP's view (by us or the peer), before TIME_WAIT ends.
+    SfClosed(SubflowId, SubflowCloseReason),
+}
+
 impl ConnState {
     fn push_event(&mut self, e: MptcpEvent) {
+        self.push_app_event(e);
+        self.push_monitor(Mon::Event(e));
+    }
+
+    /// For the application only (the monitor heard of it already).
+    fn push_app_event(&mut self, e: MptcpEvent) {
         if self.events.len() == EVENT_QUEUE {
             self.events.pop_front();
         }
         self.events.push_back(e);
+    }
+
+    fn push_monitor(&mut self, m: Mon) {
+        if self.monitor.len() == EVENT_QUEUE {
+            self.monitor.pop_front();
+        }
+        self.monitor.push_back(m);
+    }
+
+    fn fall_back(&mut self, why: FallbackReason) {
+        self.fallback_reason.get_or_insert(why);
     }
 }
 
@@ -268,6 +298,8 @@ impl Connection {
                 pending: Pending::default(),
                 next_port: 0,
                 events: VecDeque::new(),
+                monitor: VecDeque::from([Mon::Created]),
+                fallback_reason: None,
                 bad_hmac: 0,
                 checksum_failures: 0,
             },
@@ -375,7 +407,10 @@ impl Connection {
                     c.s.set_remote_key(mpc.sender_key.unwrap_or(0));
                 }
             }
-            _ => c.s.fallback = Fallback::Tcp,
+            _ => {
+                c.s.fallback = Fallback::Tcp;
+                c.s.fall_back(FallbackReason::SynWithoutMpCapable);
+            }
         }
         if !c.s.fallback.is_tcp() && sub.readable() > 0 {
             // Plain TCP keeps SYN data in the stream (offset 0 = data 0).
@@ -588,7 +623,9 @@ impl Connection {
                 *send = Some(linear);
                 s.send.nxt = s.send.una;
                 s.send.reinject.clear();
-                if recv.is_none() {
+                let recv_linear = recv.is_some();
+                s.fall_back(FallbackReason::MpFailReceived);
+                if !recv_linear {
                     s.push_event(MptcpEvent::FellBackToTcp);
                 }
             }
@@ -615,6 +652,7 @@ impl Connection {
 
     fn handle_events(&mut self, now: Instant, i: usize) {
         let mut reinject = false;
+        let mut peer_closed = false;
         {
             let s = &mut self.s;
             let Some(sf) = self.subflows.get_mut(i) else {
@@ -648,7 +686,15 @@ impl Connection {
                         s.push_event(MptcpEvent::RetransmissionTimeout { id: sf.id });
                         reinject |= s.settings.reinject_on_rto;
                     }
-                    SubflowEvent::PeerClosed => {}
+                    // As Linux (since 5.19): a subflow the peer finished
+                    // while the connection goes on is closed on our side too.
+                    SubflowEvent::PeerClosed => {
+                        peer_closed = s.fallback == Fallback::NONE
+                            && s.recv.peer_fin.is_none()
+                            && !matches!(s.lifecycle, Lifecycle::Reset { .. })
+                            && !sf.end.closing
+                            && sf.end.reason.is_none();
+                    }
                     SubflowEvent::Closed(r) => {
                         let reason = sf.end.reason.unwrap_or(match r {
                             CloseReason::Normal => SubflowCloseReason::Normal,
@@ -661,7 +707,12 @@ impl Connection {
                         reinject = true;
                         if !sf.end.announced_closed {
                             sf.end.announced_closed = true;
-                            s.push_event(MptcpEvent::SubflowClosed { id: sf.id, reason });
+                            let e = MptcpEvent::SubflowClosed { id: sf.id, reason };
+                            if std::mem::replace(&mut sf.end.monitor_closed, true) {
+                                s.push_app_event(e);
+                            } else {
+                                s.push_event(e);
+                            }
                         }
                         s.pending.path_manager = true;
                     }
@@ -674,6 +725,10 @@ impl Connection {
         }
         if reinject {
             self.reinject(i);
+        }
+        if peer_closed {
+            let id = self.subflows[i].id;
+            self.close_subflow_because(id, SubflowCloseReason::Normal);
         }
     }
 
@@ -850,12 +905,19 @@ impl Connection {
 
     /// Closes one subflow (FIN); its unacknowledged data is reinjected.
     pub fn close_subflow(&mut self, id: SubflowId) -> bool {
+        self.close_subflow_because(id, SubflowCloseReason::Local)
+    }
+
+    fn close_subflow_because(&mut self, id: SubflowId, why: SubflowCloseReason) -> bool {
         let Some(i) = self.find(id) else {
             return false;
         };
         let sf = &mut self.subflows[i];
         if sf.end.closing || sf.end.reason.is_some() {
             return false;
+        }
+        if !std::mem::replace(&mut sf.end.monitor_closed, true) {
+            self.s.push_monitor(Mon::SfClosed(id, why));
         }
         sf.end.closing = true;
         sf.sub.close();
@@ -880,6 +942,7 @@ impl Connection {
                 sf.backup = b;
                 sf.signals.mp_prio = true;
                 sf.sub.request_ack();
+                self.s.push_monitor(Mon::Prio(id));
             }
         }
         if let Some(d) = opts.dscp {
@@ -931,6 +994,181 @@ impl Connection {
         }
         if let Some(sf) = self.subflows.iter_mut().find(|f| f.usable()) {
             sf.sub.request_ack();
+        }
+    }
+
+    /// Announces one of our addresses (ADD_ADDR) on this connection; it
+    /// must be one the connection was given (the classifier owns it).
+    /// Returns its address id.
+    pub fn announce_address(&mut self, now: Instant, ip: IpAddr) -> Option<u8> {
+        if self.s.fallback.is_tcp() {
+            return None;
+        }
+        let id = self.s.signals.locals.iter().position(|l| l.ip == ip)?;
+        if id == 0 {
+            return None;
+        }
+        self.s.signals.locals[id].signal = true;
+        self.s.signals.add_addr.retain(|t| t.id != id as u8);
+        self.s.queue_signals(now);
+        if let Some(sf) = self.subflows.iter_mut().find(|f| f.usable()) {
+            sf.sub.request_ack();
+        }
+        Some(id as u8)
+    }
+
+    /// The id of one of our addresses on this connection.
+    pub fn local_address_id(&self, ip: IpAddr) -> Option<u8> {
+        self.s
+            .signals
+            .locals
+            .iter()
+            .position(|l| l.ip == ip)
+            .map(|i| i as u8)
+    }
+
+    /// Our token (as `ip mptcp monitor` shows it).
+    pub fn token(&self) -> u32 {
+        self.s.keys.local.token
+    }
+
+    /// Why the connection fell back to plain TCP, if it did.
+    pub fn fallback_reason(&self) -> Option<FallbackReason> {
+        self.s.fallback_reason
+    }
+
+    /// What an operator lists about the connection.
+    pub fn info(&self) -> ConnectionInfo {
+        let s = &self.s;
+        let state = if matches!(s.lifecycle, Lifecycle::Reset { .. }) {
+            ConnectionState::Reset
+        } else if self.is_closed() {
+            ConnectionState::Closed
+        } else if s.send.data_fin != DataFin::NotRequested || s.recv.peer_fin.is_some() {
+            ConnectionState::Closing
+        } else if s.lifecycle != Lifecycle::Connecting {
+            ConnectionState::Established
+        } else {
+            ConnectionState::Connecting
+        };
+        let (local, remote) = self.subflows.first().map_or_else(
+            || {
+                let any = SocketAddr::from(([0, 0, 0, 0], 0));
+                (any, s.signals.remotes.first().map_or(any, |r| r.addr))
+            },
+            |f| (f.sub.tuple().local, f.sub.tuple().remote),
+        );
+        let mut retx = 0;
+        let mut reinjected = 0;
+        for f in &self.subflows {
+            retx += f.sub.stats().bytes_retransmitted;
+            reinjected += f.bytes_reinjected;
+        }
+        ConnectionInfo {
+            token: s.keys.local.token,
+            remote_token: s.keys.remote.map_or(0, |k| k.token),
+            local,
+            remote,
+            state,
+            fallback: s.fallback_reason,
+            bytes_acked: s.send.una,
+            bytes_sent: s.send.nxt.max(s.send.una),
+            bytes_received: s.recv.nxt,
+            subflows: self.live_subflows(),
+            subflows_total: self.subflows.len(),
+            bytes_retransmitted: retx,
+            bytes_reinjected: reinjected,
+        }
+    }
+
+    /// Moves the monitor events not yet taken to `out`, with addresses,
+    /// ids and flags filled in, as `ip mptcp monitor` shows them.
+    pub(crate) fn take_monitor(&mut self, mut out: impl FnMut(MonitorEvent)) {
+        while let Some(m) = self.s.monitor.pop_front() {
+            let token = self.s.keys.local.token;
+            let mut ev = MonitorEvent {
+                kind: MonitorKind::Created,
+                token,
+                subflow: None,
+                local_id: None,
+                remote_id: None,
+                local: None,
+                remote: None,
+                backup: false,
+                close_reason: None,
+                reset_reason: None,
+            };
+            let sf_event = |ev: &mut MonitorEvent, kind, id: SubflowId| {
+                ev.kind = kind;
+                ev.subflow = Some(id);
+                if let Some(f) = self.subflows.iter().find(|f| f.id == id) {
+                    ev.local_id = Some(f.local_addr_id);
+                    ev.remote_id = Some(f.remote_addr_id);
+                    ev.local = Some(f.sub.tuple().local);
+                    ev.remote = Some(f.sub.tuple().remote);
+                    ev.backup = f.backup || f.peer_backup;
+                }
+            };
+            match m {
+                Mon::Created | Mon::Event(MptcpEvent::Established) => {
+                    if let Some(f) = self.subflows.first() {
+                        ev.local = Some(f.sub.tuple().local);
+                        ev.remote = Some(f.sub.tuple().remote);
+                        ev.local_id = Some(0);
+                        ev.remote_id = Some(0);
+                    }
+                    if !matches!(m, Mon::Created) {
+                        ev.kind = MonitorKind::Established;
+                    }
+                }
+                Mon::Prio(id) => sf_event(&mut ev, MonitorKind::SfPrio, id),
+                Mon::Event(MptcpEvent::SubflowEstablished { id }) => {
+                    sf_event(&mut ev, MonitorKind::SfEstablished, id)
+                }
+                Mon::Event(MptcpEvent::SubflowClosed { id, reason })
+                | Mon::SfClosed(id, reason) => {
+                    sf_event(&mut ev, MonitorKind::SfClosed, id);
+                    ev.close_reason = Some(reason);
+                    if let SubflowCloseReason::Reset(r) = reason {
+                        ev.reset_reason = r;
+                    }
+                }
+                Mon::Event(MptcpEvent::AddressAnnounced { addr_id, addr }) => {
+                    ev.kind = MonitorKind::Announced;
+                    ev.remote_id = Some(addr_id);
+                    ev.remote = Some(addr);
+                }
+                Mon::Event(MptcpEvent::AddressRemoved { addr_id }) => {
+                    ev.kind = MonitorKind::Removed;
+                    ev.remote_id = Some(addr_id);
+                }
+                Mon::Event(MptcpEvent::Closed) => ev.kind = MonitorKind::Closed,
+                // CLOSED comes when the endpoint frees the connection.
+                Mon::Event(
+                    MptcpEvent::FastClosed
+                    | MptcpEvent::FellBackToTcp
+                    | MptcpEvent::RetransmissionTimeout { .. },
+                ) => continue,
+            }
+            out(ev);
+        }
+    }
+
+    /// A CLOSED monitor event for this connection (the endpoint sends it
+    /// when it frees the connection).
+    pub(crate) fn closed_event(&self) -> MonitorEvent {
+        let i = self.info();
+        MonitorEvent {
+            kind: MonitorKind::Closed,
+            token: i.token,
+            subflow: None,
+            local_id: None,
+            remote_id: None,
+            local: Some(i.local),
+            remote: Some(i.remote),
+            backup: false,
+            close_reason: None,
+            reset_reason: None,
         }
     }
 

@@ -17,7 +17,7 @@
 //! - an application queue tells the application which connections changed;
 //! - a closed connection's tuples and token are removed directly.
 
-use super::api::LocalAddr;
+use super::api::{LocalAddr, MonitorEvent};
 use super::conn::{Connection, SCRATCH_LEN};
 use super::syncookie::{self, PendingCookie};
 use super::{reset_reason, KeySource, MptcpConfig};
@@ -61,6 +61,8 @@ pub struct MptcpCounters {
     pub syn_cookies_accepted: u64,
     /// ACKs for no connection whose cookie did not check (answered by RST).
     pub syn_cookies_invalid: u64,
+    /// Monitor events dropped because nobody took them in time.
+    pub monitor_dropped: u64,
 }
 
 /// Work the endpoint did, for tests and profiles: how many connections
@@ -85,6 +87,10 @@ pub struct ConnHandle {
     pub slot: u32,
     pub gen: u32,
 }
+
+/// Monitor events kept for [`MptcpEndpoint::poll_monitor`]; older ones are
+/// dropped (and counted) when nobody takes them.
+const MONITOR_QUEUE: usize = 1024;
 
 /// The checksum verdict of the TCP segment inside `packet` (Bad when the
 /// IP lengths do not frame a TCP header).
@@ -200,6 +206,7 @@ pub struct MptcpEndpoint {
     scratch: Box<[u8]>,
     counters: MptcpCounters,
     work: EndpointWork,
+    monitor: VecDeque<MonitorEvent>,
 }
 
 impl MptcpEndpoint {
@@ -234,6 +241,7 @@ impl MptcpEndpoint {
             scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
             counters: MptcpCounters::default(),
             work: EndpointWork::default(),
+            monitor: VecDeque::new(),
         }
     }
 
@@ -313,6 +321,8 @@ impl MptcpEndpoint {
         let s = &mut self.slots[slot as usize];
         if let Some(c) = s.conn.as_mut() {
             c.take_new_tuples(&mut self.new_tuples);
+            let (q, counters) = (&mut self.monitor, &mut self.counters);
+            c.take_monitor(|e| push_monitor(q, counters, e));
         }
         for (t, si) in self.new_tuples.drain(..) {
             self.by_tuple.insert(t, (slot, si));
@@ -492,7 +502,11 @@ impl MptcpEndpoint {
             if !s.closed || s.conn.is_none() {
                 continue;
             }
-            s.conn = None;
+            if let Some(mut c) = s.conn.take() {
+                let (q, counters) = (&mut self.monitor, &mut self.counters);
+                c.take_monitor(|e| push_monitor(q, counters, e));
+                push_monitor(q, counters, c.closed_event());
+            }
             s.closed = false;
             s.deadline = None;
             if s.half_open {
@@ -524,6 +538,46 @@ impl MptcpEndpoint {
 
     pub fn work(&self) -> &EndpointWork {
         &self.work
+    }
+
+    /// The next connection or subflow event of any connection, named as
+    /// `ip mptcp monitor` names them (bounded queue: the oldest go first
+    /// when nobody takes them, counted in `monitor_dropped`).
+    pub fn poll_monitor(&mut self) -> Option<MonitorEvent> {
+        self.monitor.pop_front()
+    }
+
+    /// The live connection with our token `token`.
+    pub fn handle_of_token(&self, token: u32) -> Option<ConnHandle> {
+        match self.by_token.get(&token) {
+            Some(&slot) if self.slots[slot as usize].conn.is_some() => Some(self.handle(slot)),
+            // Fallback connections are not in the token table.
+            _ => {
+                let slot = self
+                    .slots
+                    .iter()
+                    .position(|s| s.conn.as_ref().is_some_and(|c| c.token() == token))?;
+                Some(self.handle(slot as u32))
+            }
+        }
+    }
+
+    /// Opens a subflow by tuple on the connection `h` (client role: Linux,
+    /// like most peers, accepts MP_JOIN only on its listener; port 0 picks
+    /// one). Returns its id.
+    pub fn open_subflow_at(
+        &mut self,
+        h: ConnHandle,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<super::SubflowId> {
+        self.slot_of(h)?;
+        let c = self.slots[h.slot as usize].conn.as_mut()?;
+        let id = c.open_join(now, &mut self.keys, local.ip(), Some(local.port()), remote)?;
+        self.mark_tx(h.slot);
+        self.touch(h.slot);
+        Some(id)
     }
 
     /// Opens a subflow by tuple on the first connection (client role; port
@@ -994,4 +1048,12 @@ impl ByteStream for MptcpEndpoint {
     fn is_closed(&self) -> bool {
         self.connection().is_some_and(Connection::is_closed)
     }
+}
+
+fn push_monitor(q: &mut VecDeque<MonitorEvent>, counters: &mut MptcpCounters, e: MonitorEvent) {
+    if q.len() == MONITOR_QUEUE {
+        q.pop_front();
+        counters.monitor_dropped += 1;
+    }
+    q.push_back(e);
 }

@@ -86,8 +86,9 @@ pub mod fuzzing;
 mod syncookie;
 
 pub use api::{
-    LocalAddr, MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions,
-    SubflowStats, SubflowStatus,
+    ConnectionInfo, ConnectionState, FallbackReason, LocalAddr, MonitorEvent, MonitorKind,
+    MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions, SubflowStats,
+    SubflowStatus,
 };
 pub use conn::Connection;
 pub use endpoint::{ConnHandle, EndpointWork, MptcpCounters, MptcpEndpoint};

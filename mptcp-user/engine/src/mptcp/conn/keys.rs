@@ -6,7 +6,7 @@ use super::recv::RxMapping;
 use super::subflow::{MptcpSubflow, SubflowKind};
 use super::{reset_reason, ConnState, Connection, Fallback};
 use crate::crypto::Version;
-use crate::mptcp::api::{MptcpEvent, SubflowCloseReason};
+use crate::mptcp::api::{FallbackReason, MptcpEvent, SubflowCloseReason};
 use crate::tcp::State;
 use crate::time::Instant;
 use crate::wire::mptcp::MpJoin;
@@ -107,6 +107,7 @@ impl Connection {
                     _ => {
                         if !s.fallback.is_tcp() {
                             s.fallback = Fallback::Tcp;
+                            s.fall_back(FallbackReason::SynAckWithoutMpCapable);
                             sf.sub.set_option_reserve(0);
                             s.push_event(MptcpEvent::FellBackToTcp);
                         }
@@ -190,6 +191,7 @@ impl Connection {
                     _ => {
                         // The third ACK lost its option: go on as plain TCP.
                         s.fallback = Fallback::Tcp;
+                        s.fall_back(FallbackReason::AckWithoutMpCapable);
                         sf.sub.set_option_reserve(0);
                         s.push_event(MptcpEvent::FellBackToTcp);
                     }

@@ -137,7 +137,10 @@ impl Connection {
                     backup,
                     addr_id: Some(id),
                 } if s.version == Version::V0 => s.pending.peer_prio.push((id, backup)),
-                MptcpOption::MpPrio { backup, .. } => sf.peer_backup = backup,
+                MptcpOption::MpPrio { backup, .. } if sf.peer_backup != backup => {
+                    sf.peer_backup = backup;
+                    s.push_monitor(super::Mon::Prio(sf.id));
+                }
                 MptcpOption::MpFastclose { receiver_key }
                     if receiver_key == s.keys.local.key && s.keys.remote.is_some() =>
                 {

@@ -205,6 +205,7 @@ impl Connection {
                     data_off: dsn,
                 });
                 s.pending.fall_back_send = true;
+                s.fall_back(FallbackReason::InfiniteMappingReceived);
                 s.push_event(MptcpEvent::FellBackToTcp);
             }
             return;

@@ -56,6 +56,8 @@ pub(super) struct SubflowEnd {
     pub(super) announced_established: bool,
     /// SubflowClosed was reported (or must never be: a refused MP_JOIN).
     pub(super) announced_closed: bool,
+    /// SF_CLOSED went to the monitor.
+    pub(super) monitor_closed: bool,
 }
 
 /// The connection's state for one subflow: the TCP subflow and the MPTCP
