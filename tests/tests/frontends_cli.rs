@@ -767,6 +767,10 @@ fn kernel_mptcp_client_reaches_a_backend_through_the_converter() {
         vec![1000, 8 << 20],
         "the backend saw exactly the data"
     );
+    // The relay's log line follows the connection's close: wait for it.
+    wait_until(Duration::from_secs(10), || {
+        server.text().matches("convert ").count() >= 7
+    });
     let log = server.text();
     assert_eq!(log.matches("convert ").count(), 7, "{log}");
     assert!(log.contains("error 32 (destination not allowed)"), "{log}");
