@@ -524,8 +524,7 @@ impl<E: ByteStream + Subflows> App<E> for ConvertConn {
             State::Closing => {
                 engine.close();
                 // Nothing after a refused message reaches any destination.
-                let mut sink = [0u8; 512];
-                while engine.recv(&mut sink) > 0 {}
+                engine.consume(usize::MAX);
                 if engine.is_closed() {
                     self.log(None);
                 }

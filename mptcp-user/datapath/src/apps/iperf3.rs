@@ -759,8 +759,7 @@ impl<E: ByteStream + Subflows> App<E> for Iperf3Conn {
             Role::Data { .. } => self.poll_data(now, engine),
             Role::Refused => {
                 let mut w = self.flush(engine);
-                let mut sink = [0u8; 512];
-                while engine.recv(&mut sink) > 0 {}
+                engine.consume(usize::MAX);
                 if self.out.is_empty() {
                     w += self.close(engine);
                 }

@@ -556,8 +556,7 @@ impl<E: ByteStream + Subflows> App<E> for Socks5Conn {
             }
             State::Closing => {
                 engine.close();
-                let mut sink = [0u8; 512];
-                while engine.recv(&mut sink) > 0 {}
+                engine.consume(usize::MAX);
                 if engine.is_closed() {
                     self.log(None);
                 }
