@@ -358,9 +358,15 @@ mod build {
     /// MP_CAPABLE on the SYN (no key in v1; v0's carries the client's
     /// key already) or the SYN/ACK (ours).
     pub(super) fn mp_capable_syn(s: &ConnState, synack: bool) -> MptcpOption {
+        // C: "no more subflows to this address and port" (RFC 8684 3.1).
+        let deny = if synack && s.signals.deny_join_initial && s.version == Version::V1 {
+            MpCapable::FLAG_NO_MORE_SUBFLOWS
+        } else {
+            0
+        };
         MptcpOption::MpCapable(MpCapable {
             version: s.version.number(),
-            flags: mpc_flags(s),
+            flags: mpc_flags(s) | deny,
             sender_key: (synack || s.version == Version::V0).then_some(s.keys.local.key),
             ..Default::default()
         })

@@ -42,6 +42,11 @@ pub(super) struct Signals {
     pub(super) remove_pending: Option<u8>,
     /// Address ids the peer removed, whose subflows are still to close.
     pub(super) peer_removed: Vec<u8>,
+    /// Server: our SYN/ACK sets the C flag (behind a load balancer).
+    pub(super) deny_join_initial: bool,
+    /// Client: the peer's SYN/ACK set the C flag: no subflow to its
+    /// initial address and port (remote id 0).
+    pub(super) peer_denies_join_initial: bool,
 }
 
 impl Signals {
@@ -53,6 +58,8 @@ impl Signals {
             echo_pending: Vec::new(),
             remove_pending: None,
             peer_removed: Vec::new(),
+            deny_join_initial: false,
+            peer_denies_join_initial: false,
         }
     }
 }
