@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+/// The servers' port, and the VIP's (a balancer may map one to the other).
 const PORT: u16 = 8080;
+const VIP_PORT: u16 = 80;
 const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9));
 const CLIENT: [IpAddr; 2] = [
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
@@ -42,10 +44,14 @@ enum Balancer {
     Dsr,
 }
 
-/// Rewrites the addresses of an IP/TCP packet (checksums recomputed).
-fn rewrite(p: &[u8], src: IpAddr, dst: IpAddr) -> Vec<u8> {
+/// Rewrites the addresses and ports of an IP/TCP packet (checksums
+/// recomputed).
+fn rewrite(p: &[u8], src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     let (_, tcp) = parse_ip_tcp(p).expect("a TCP packet");
-    let ip = IpRepr::new_tcp(src, dst).expect("same family");
+    let mut tcp = tcp.clone();
+    tcp.src_port = src.port();
+    tcp.dst_port = dst.port();
+    let ip = IpRepr::new_tcp(src.ip(), dst.ip()).expect("same family");
     let mut out = vec![0u8; 2048];
     let n = emit_ip_tcp(&ip, &tcp, &mut out).expect("fits");
     out.truncate(n);
@@ -119,7 +125,11 @@ impl Lab {
                     },
                 );
             }
-            MptcpEndpoint::server(scfg, &locals, PORT)
+            let mut ep = MptcpEndpoint::server(scfg, &locals, PORT);
+            if mode == Balancer::Dsr {
+                ep.listen(SocketAddr::new(VIP, VIP_PORT));
+            }
+            ep
         };
         Lab {
             mode,
@@ -146,7 +156,7 @@ impl Lab {
         }
         let i = *self.nat.entry(client).or_insert_with(|| pick(client));
         match self.mode {
-            Balancer::Dnat => (i, rewrite(p, ip.src(), SERVER[i])),
+            Balancer::Dnat => (i, rewrite(p, client, SocketAddr::new(SERVER[i], PORT))),
             Balancer::Dsr => (i, p.to_vec()),
         }
     }
@@ -164,7 +174,7 @@ impl Lab {
         let client = SocketAddr::new(ip.dst(), tcp.dst_port);
         if self.mode == Balancer::Dnat && ip.src() == SERVER[i] && self.nat.get(&client) == Some(&i)
         {
-            return rewrite(p, VIP, ip.dst());
+            return rewrite(p, SocketAddr::new(VIP, VIP_PORT), client);
         }
         p.to_vec()
     }
@@ -228,7 +238,7 @@ impl Lab {
         let handles: Vec<ConnHandle> = (0..n)
             .map(|k| {
                 self.client
-                    .connect(40_000 + 16 * k, SocketAddr::new(VIP, PORT), self.now)
+                    .connect(40_000 + 16 * k, SocketAddr::new(VIP, VIP_PORT), self.now)
             })
             .collect();
         let mut sent = vec![0usize; handles.len()];
@@ -292,9 +302,14 @@ fn check_affinity(lab: &Lab, handles: &[ConnHandle]) -> [usize; 2] {
         for f in c.subflows().filter(|f| live(f.status)) {
             // The initial subflow to the VIP, every join to the owner.
             if f.remote_addr_id == 0 {
-                assert_eq!(f.tuple.remote, SocketAddr::new(VIP, PORT));
+                assert_eq!(f.tuple.remote, SocketAddr::new(VIP, VIP_PORT));
             } else {
-                assert_eq!(f.tuple.remote, SocketAddr::new(SERVER[i], PORT));
+                // The port the connection was accepted on, in the ADD_ADDR.
+                let port = match lab.mode {
+                    Balancer::Dnat => PORT,
+                    Balancer::Dsr => VIP_PORT,
+                };
+                assert_eq!(f.tuple.remote, SocketAddr::new(SERVER[i], port));
             }
         }
     }

@@ -399,6 +399,7 @@ impl Connection {
         });
         let mut c = Connection::new(cfg, Role::Server, version.unwrap_or_default(), key, locals);
         c.s.signals.deny_join_initial = cfg.deny_join_initial;
+        c.s.signals.announce_port = cfg.deny_join_initial.then_some(tuple.local.port());
         c.s.signals.remotes.push(RemoteAddr {
             id: 0,
             addr: tuple.remote,

@@ -475,13 +475,13 @@ mod build {
     pub(super) fn add_addr(s: &ConnState, t: &AddAddrTx) -> MptcpOption {
         let (ours, theirs) = (s.keys.local, s.keys.remote());
         let v0 = s.version == Version::V0;
-        let hmac = (!v0).then(|| crypto::add_addr_hmac(ours.key, theirs.key, t.id, t.addr, None));
+        let hmac = (!v0).then(|| crypto::add_addr_hmac(ours.key, theirs.key, t.id, t.addr, t.port));
         MptcpOption::AddAddr(AddAddr {
             v0,
             echo: false,
             addr_id: t.id,
             addr: t.addr,
-            port: None,
+            port: t.port,
             hmac,
         })
     }
