@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod capture;
 pub mod cli;
 pub mod frames;
 pub mod xsk;
