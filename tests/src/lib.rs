@@ -117,6 +117,14 @@ pub fn ip(args: &[&str]) -> Result<String> {
     run(Command::new("ip").args(args))
 }
 
+/// The next line of `r` as JSON (a test script's report); panics with the
+/// line when it is not.
+pub fn json_line(r: &mut impl std::io::BufRead) -> serde_json::Value {
+    let mut l = String::new();
+    r.read_line(&mut l).expect("read");
+    serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"))
+}
+
 /// Polls `condition` every few milliseconds until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -20,7 +20,7 @@
 //! to the wrong server about half the time and are refused.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -162,6 +162,14 @@ impl LbLab {
         lab
     }
 
+    /// The lab and its two serve instances (and their pids).
+    fn with_servers(behind_lb: bool) -> (LbLab, [Server; 2], [u32; 2]) {
+        let lab = LbLab::up();
+        let servers = [lab.serve(0, behind_lb), lab.serve(1, behind_lb)];
+        let pids = [servers[0].0.id(), servers[1].0.id()];
+        (lab, servers, pids)
+    }
+
     fn serve(&self, i: usize, behind_lb: bool) -> Server {
         let listen = format!("{}:8080", SERVERS[i]);
         let mut args = vec!["--iface", "s0", "--listen", &listen];
@@ -194,9 +202,7 @@ impl Clients {
     }
 
     fn line(&mut self) -> Value {
-        let mut l = String::new();
-        self.out.read_line(&mut l).expect("read");
-        serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"))
+        mptcp_tests::json_line(&mut self.out)
     }
 
     fn release(&mut self) -> Value {
@@ -272,9 +278,7 @@ fn kernel_clients_through_a_dnat_balancer_keep_every_subflow_on_one_server() {
     if !require_root() {
         return;
     }
-    let lab = LbLab::up();
-    let servers = [lab.serve(0, true), lab.serve(1, true)];
-    let pids = [servers[0].0.id(), servers[1].0.id()];
+    let (lab, _servers, pids) = LbLab::with_servers(true);
     let dir = std::env::temp_dir().join(unique_name("mptcp-behind-lb"));
     std::fs::create_dir_all(&dir).expect("tmp");
     let file = dir.join("synack.pcap").to_string_lossy().to_string();
@@ -390,9 +394,7 @@ fn without_behind_lb_joins_to_the_vip_reach_the_wrong_server() {
     if !require_root() {
         return;
     }
-    let lab = LbLab::up();
-    let servers = [lab.serve(0, false), lab.serve(1, false)];
-    let pids = [servers[0].0.id(), servers[1].0.id()];
+    let (lab, _servers, pids) = LbLab::with_servers(false);
     let mut clients = Clients::start(&lab.client);
     let echoed = clients.line();
     assert_eq!(echoed["exact"], N, "{echoed}");

@@ -124,9 +124,7 @@ impl Clients {
     }
 
     fn line(&mut self) -> Value {
-        let mut l = String::new();
-        self.out.read_line(&mut l).expect("read");
-        serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"))
+        mptcp_tests::json_line(&mut self.out)
     }
 
     fn release(&mut self) {
