@@ -8,7 +8,9 @@
 //!                              -> jhash(saddr . sport) mod 2 -> A:8080 | B:8080
 //! ```
 //!
-//! Two `serve --behind-lb 10.99.0.100:80` instances; 100 kernel MPTCP
+//! The same with direct server return (an ECMP route with the L4 hash
+//! in the router, the VIP delivered unchanged to A or B). Two
+//! `serve --behind-lb 10.99.0.100:80` instances; 100 kernel MPTCP
 //! clients (Python IPPROTO_MPTCP sockets) with a `subflow fullmesh`
 //! endpoint on each address, so they would open subflows to the VIP from
 //! their second address. The SYN/ACK's C flag stops that; the servers'
@@ -35,7 +37,18 @@ const SERVERS: [&str; 2] = ["10.80.0.1", "10.81.0.1"];
 const CLIENTS: [&str; 2] = ["10.70.0.1", "10.71.0.1"];
 const N: usize = 100;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Balancer {
+    /// nftables DNAT: VIP:80 -> A:8080 or B:8080 by jhash(saddr . sport).
+    Dnat,
+    /// Direct server return: the router forwards VIP:80 unchanged to A or
+    /// B by an ECMP route with the L4 hash (fib_multipath_hash_policy=1),
+    /// as anycast/Maglev-style balancers do; the servers own the VIP.
+    Dsr,
+}
+
 struct LbLab {
+    mode: Balancer,
     client: Netns,
     router: Netns,
     servers: [Netns; 2],
@@ -47,8 +60,9 @@ fn sh(ns: &Netns, args: &[&str]) {
 }
 
 impl LbLab {
-    fn up() -> LbLab {
+    fn up(mode: Balancer) -> LbLab {
         let lab = LbLab {
+            mode,
             client: Netns::create(&unique_name("mplbc")).expect("netns"),
             router: Netns::create(&unique_name("mplbr")).expect("netns"),
             servers: [
@@ -83,11 +97,6 @@ impl LbLab {
             sh(ns, &["addr", "add", addr, "dev", ifname]);
             sh(ns, &["link", "set", ifname, "up"]);
         }
-        sh(
-            &lab.router,
-            &["addr", "add", &format!("{VIP}/32"), "dev", "lo"],
-        );
-        sh(&lab.router, &["link", "set", "lo", "up"]);
         lab.router
             .exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
             .expect("forwarding");
@@ -139,6 +148,34 @@ impl LbLab {
                 ],
             );
         }
+        if mode == Balancer::Dsr {
+            for k in [
+                "net.ipv4.fib_multipath_hash_policy=1",
+                "net.ipv4.conf.all.rp_filter=0",
+            ] {
+                lab.router.exec("sysctl", &["-qw", k]).expect("sysctl");
+            }
+            sh(
+                &lab.router,
+                &[
+                    "route",
+                    "add",
+                    &format!("{VIP}/32"),
+                    "nexthop",
+                    "via",
+                    SERVERS[0],
+                    "nexthop",
+                    "via",
+                    SERVERS[1],
+                ],
+            );
+            return lab;
+        }
+        sh(
+            &lab.router,
+            &["addr", "add", &format!("{VIP}/32"), "dev", "lo"],
+        );
+        sh(&lab.router, &["link", "set", "lo", "up"]);
         // The balancer: DNAT by a hash of the client's address and port.
         let rules = format!(
             "table ip lb {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n    \
@@ -163,8 +200,8 @@ impl LbLab {
     }
 
     /// The lab and its two serve instances (and their pids).
-    fn with_servers(behind_lb: bool) -> (LbLab, [Server; 2], [u32; 2]) {
-        let lab = LbLab::up();
+    fn with_servers(mode: Balancer, behind_lb: bool) -> (LbLab, [Server; 2], [u32; 2]) {
+        let lab = LbLab::up(mode);
         let servers = [lab.serve(0, behind_lb), lab.serve(1, behind_lb)];
         let pids = [servers[0].0.id(), servers[1].0.id()];
         (lab, servers, pids)
@@ -278,11 +315,30 @@ fn kernel_clients_through_a_dnat_balancer_keep_every_subflow_on_one_server() {
     if !require_root() {
         return;
     }
-    let (lab, _servers, pids) = LbLab::with_servers(true);
+    every_subflow_on_one_server(Balancer::Dnat);
+}
+
+#[test]
+fn kernel_clients_through_a_dsr_balancer_keep_every_subflow_on_one_server() {
+    if !require_root() {
+        return;
+    }
+    every_subflow_on_one_server(Balancer::Dsr);
+}
+
+fn every_subflow_on_one_server(mode: Balancer) {
+    let (lab, _servers, pids) = LbLab::with_servers(mode, true);
+    // ADD_ADDR carries the port the connection was accepted on: the
+    // server's own under DNAT, the VIP's under DSR.
+    let join_port = match lab.mode {
+        Balancer::Dnat => 8080,
+        Balancer::Dsr => 80,
+    };
     let dir = std::env::temp_dir().join(unique_name("mptcp-behind-lb"));
     std::fs::create_dir_all(&dir).expect("tmp");
     let file = dir.join("synack.pcap").to_string_lossy().to_string();
-    // The SYN/ACKs the clients receive (from the VIP, after un-NAT).
+    // The SYN/ACKs the clients receive (from the VIP: un-NATed, or sent
+    // so by the server).
     let capture = Capture::start_filtered(
         &lab.router,
         "rc0",
@@ -343,7 +399,7 @@ fn kernel_clients_through_a_dnat_balancer_keep_every_subflow_on_one_server() {
         let ends: BTreeSet<&String> = views[i].values().flatten().collect();
         let joins: Vec<&(String, String)> = subflows
             .iter()
-            .filter(|(_, r)| r == &format!("{server}:8080"))
+            .filter(|(_, r)| r == &format!("{server}:{join_port}"))
             .collect();
         assert_eq!(
             joins.len(),
@@ -394,7 +450,7 @@ fn without_behind_lb_joins_to_the_vip_reach_the_wrong_server() {
     if !require_root() {
         return;
     }
-    let (lab, _servers, pids) = LbLab::with_servers(false);
+    let (lab, _servers, pids) = LbLab::with_servers(Balancer::Dnat, false);
     let mut clients = Clients::start(&lab.client);
     let echoed = clients.line();
     assert_eq!(echoed["exact"], N, "{echoed}");
