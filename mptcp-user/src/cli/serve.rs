@@ -859,3 +859,37 @@ fn spawn_relays(
             })
         })?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vips_with_and_without_port() {
+        let v = parse_vip("10.0.0.100").unwrap();
+        assert_eq!((v.ip.to_string(), v.port), ("10.0.0.100".into(), None));
+        let v = parse_vip("[fd00::100]:80").unwrap();
+        assert_eq!((v.ip.to_string(), v.port), ("fd00::100".into(), Some(80)));
+        assert!(parse_vip("fd00::100").unwrap().port.is_none());
+        for bad in ["10.0.0.100:0", "vip", "10.0.0.100:x", ""] {
+            let e = parse_vip(bad).unwrap_err();
+            assert!(e.contains("VIP:PORT"), "{bad}: {e}");
+        }
+        // No port: the VIP on every --listen port.
+        let listen: Vec<SocketAddr> =
+            vec!["10.0.0.2:80".parse().unwrap(), "[::]:443".parse().unwrap()];
+        let socks = parse_vip("10.0.0.100").unwrap().sockets(&listen);
+        assert_eq!(
+            socks,
+            vec![
+                "10.0.0.100:80".parse::<SocketAddr>().unwrap(),
+                "10.0.0.100:443".parse().unwrap()
+            ]
+        );
+        let socks = parse_vip("10.0.0.100:8080").unwrap().sockets(&listen);
+        assert_eq!(
+            socks,
+            vec!["10.0.0.100:8080".parse::<SocketAddr>().unwrap()]
+        );
+    }
+}
