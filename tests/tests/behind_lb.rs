@@ -19,7 +19,8 @@
 //! `ctl --json connections` / `subflows`, their join counters, the
 //! client's sockets, and a capture of the SYN/ACKs in the router.
 //! The control: the same without `--behind-lb`, where joins to the VIP go
-//! to the wrong server about half the time and are refused.
+//! to the wrong server about half the time and are refused. Last, the roles
+//! turned: the engine as the client of a Linux server that sets C.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Write};
@@ -27,8 +28,10 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use mptcp_tests::capture::{tshark_fields, Capture};
-use mptcp_tests::cli::{ctl_json, release_binary, start_serve_release_in, Server};
-use mptcp_tests::{require_root, unique_name, wait_until, Netns};
+use mptcp_tests::cli::{
+    ctl_json, mptcp_user, output_text, release_binary, start_serve_release_in, Server,
+};
+use mptcp_tests::{require_root, unique_name, wait_until, KernelEchoServer, Lab, Netns};
 use serde_json::Value;
 
 const ECHO_CLIENTS: &str = include_str!("../scripts/echo_clients.py");
@@ -472,4 +475,56 @@ fn without_behind_lb_joins_to_the_vip_reach_the_wrong_server() {
         .count();
     eprintln!("without C: {refused} joins refused, {vip_joins} joins to the VIP stand");
     clients.release();
+}
+
+/// The engine as the client honours a kernel server's C flag (Linux sets
+/// it with `net.mptcp.allow_join_initial_addr_port=0`): it opens no subflow
+/// to the initial address and joins the announced one. The control, with
+/// the sysctl back at 1: the engine's second address joins the initial one.
+#[test]
+fn engine_client_honours_a_kernel_servers_c_flag() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up_without_endpoints(2).expect("lab");
+    let (first, second) = (lab.paths[0].server_v4, lab.paths[1].server_v4);
+    lab.server_signals_v4(1).expect("endpoint");
+    let _kernel = KernelEchoServer::start(&lab.server, "0.0.0.0", 5340);
+    let initial = format!("{first}:5340");
+    // (remote of every subflow the engine opened) for one connection.
+    let remotes = |deny: bool| -> Vec<String> {
+        let allow = format!("net.mptcp.allow_join_initial_addr_port={}", !deny as u8);
+        lab.server.exec("sysctl", &["-qw", &allow]).expect("sysctl");
+        let out = mptcp_user(lab.client.name())
+            .args(["connect", &initial, "--iface", "cli0", "--iface", "cli1"])
+            .args(["--wait-subflows", "2", "--bytes", "1000000", "--json"])
+            .output()
+            .expect("connect");
+        assert!(out.status.success(), "{}", output_text(&out));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(report["end"]["byte_exact"], true, "{report}");
+        report["end"]["subflows"]
+            .as_array()
+            .expect("subflows")
+            .iter()
+            .map(|s| s["remote"].as_str().expect("remote").to_string())
+            .collect()
+    };
+    let with_c = remotes(true);
+    eprintln!("with C: {with_c:?}");
+    assert_eq!(
+        with_c.iter().filter(|r| **r == initial).count(),
+        1,
+        "only the initial subflow to {initial}: {with_c:?}"
+    );
+    assert!(
+        with_c.iter().any(|r| *r == format!("{second}:5340")),
+        "a join to the announced address: {with_c:?}"
+    );
+    let without = remotes(false);
+    eprintln!("without C: {without:?}");
+    assert!(
+        without.iter().filter(|r| **r == initial).count() >= 2,
+        "without C the second address joins the initial one: {without:?}"
+    );
 }
