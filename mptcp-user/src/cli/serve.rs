@@ -372,7 +372,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             owned.extend(announce.iter().copied());
         } else {
             bail!(
-                "--listen {l}: address {ip} is not on {}",
+                "--listen {l}: address {ip} is not on {} (a load balancer's VIP goes in --behind-lb {l})",
                 args.ifaces.join(" or ")
             );
         }
