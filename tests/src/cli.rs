@@ -5,7 +5,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::{wait_until, Lab, LabConfig};
+use crate::{wait_until, Lab, LabConfig, Netns};
 
 /// The `mptcp-user` binary, built once for this test run (the tests crate
 /// is not the binary's package, so Cargo does not build it for us) under
@@ -104,15 +104,19 @@ pub fn output_text(out: &Output) -> String {
 
 /// True when an XDP program is attached to `iface` in the lab's server namespace.
 pub fn xdp_attached(lab: &Lab, iface: &str) -> bool {
-    lab.server
-        .ip(&["link", "show", iface])
+    xdp_attached_in(&lab.server, iface)
+}
+
+/// True when an XDP program is attached to `iface` in namespace `ns`.
+pub fn xdp_attached_in(ns: &Netns, iface: &str) -> bool {
+    ns.ip(&["link", "show", iface])
         .is_ok_and(|s| s.contains("xdp"))
 }
 
 /// Starts `mptcp-user serve ARGS` in the lab's server namespace and waits
 /// until XDP is attached to every `--iface` it names.
 pub fn start_serve(lab: &Lab, args: &[&str]) -> Server {
-    start_serve_with(lab, args, mptcp_user(lab.server.name()))
+    start_serve_with(&lab.server, args, mptcp_user(lab.server.name()))
 }
 
 /// Like [`start_serve`], with the release build.
@@ -120,10 +124,18 @@ pub fn start_serve_release(lab: &Lab, args: &[&str]) -> Server {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", lab.server.name()])
         .arg(release_binary());
-    start_serve_with(lab, args, cmd)
+    start_serve_with(&lab.server, args, cmd)
 }
 
-fn start_serve_with(lab: &Lab, args: &[&str], mut cmd: Command) -> Server {
+/// The release build's `serve ARGS` in namespace `ns` (a topology of the
+/// test's own), once XDP is attached to every `--iface`.
+pub fn start_serve_release_in(ns: &Netns, args: &[&str]) -> Server {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns.name()]).arg(release_binary());
+    start_serve_with(ns, args, cmd)
+}
+
+fn start_serve_with(ns: &Netns, args: &[&str], mut cmd: Command) -> Server {
     cmd.arg("serve").args(args).stdout(Stdio::null());
     let server = Server(cmd.spawn().expect("spawn serve"));
     let ifs: Vec<&str> = args
@@ -134,7 +146,7 @@ fn start_serve_with(lab: &Lab, args: &[&str], mut cmd: Command) -> Server {
     assert!(
         wait_until(Duration::from_secs(15), || ifs
             .iter()
-            .all(|i| xdp_attached(lab, i))),
+            .all(|i| xdp_attached_in(ns, i))),
         "serve never attached XDP"
     );
     server

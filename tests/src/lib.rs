@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod capture;
 pub mod cli;
 pub mod frames;
 pub mod xsk;
@@ -114,6 +115,45 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 /// `ip ARGS...` in the current namespace.
 pub fn ip(args: &[&str]) -> Result<String> {
     run(Command::new("ip").args(args))
+}
+
+/// The kernel's MPTCP as an echo server (`scripts/echo_server.py`: Python,
+/// IPPROTO_MPTCP) on `addr:port` in `ns`, once it listens; killed on drop.
+pub struct KernelEchoServer(std::process::Child);
+
+impl KernelEchoServer {
+    pub fn start(ns: &Netns, addr: &str, port: u16) -> KernelEchoServer {
+        let mut child = ns
+            .command("python3")
+            .args(["-c", include_str!("../scripts/echo_server.py"), addr])
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut ready,
+        )
+        .expect("ready");
+        assert_eq!(ready.trim(), "ready", "echo_server.py did not start");
+        KernelEchoServer(child)
+    }
+}
+
+impl Drop for KernelEchoServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The next line of `r` as JSON (a test script's report); panics with the
+/// line when it is not.
+pub fn json_line(r: &mut impl std::io::BufRead) -> serde_json::Value {
+    let mut l = String::new();
+    r.read_line(&mut l).expect("read");
+    serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"))
 }
 
 /// Polls `condition` every few milliseconds until it holds or `timeout` passes.
@@ -583,6 +623,32 @@ impl Lab {
             }
         }
         Ok(())
+    }
+
+    /// A lab of `paths` paths whose client has no `subflow` endpoints
+    /// (the engine or the test decides the subflows).
+    pub fn up_without_endpoints(paths: usize) -> Result<Lab> {
+        Lab::up(&LabConfig {
+            subflow_endpoints: false,
+            ..LabConfig::unique(paths)
+        })
+    }
+
+    /// The kernel server announces path `i`'s IPv4 address (a `signal`
+    /// endpoint).
+    pub fn server_signals_v4(&self, i: usize) -> Result<()> {
+        let p = &self.paths[i];
+        self.server
+            .ip(&[
+                "mptcp",
+                "endpoint",
+                "add",
+                &p.server_v4.to_string(),
+                "dev",
+                &p.server_if,
+                "signal",
+            ])
+            .map(drop)
     }
 
     /// Every server address (IPv4 and IPv6, all paths).

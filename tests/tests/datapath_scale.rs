@@ -15,7 +15,7 @@
 //! Heavy sizes run with MPTCP_SCALE_FULL=1 (20,000 sequential connections,
 //! 10 rounds of 1000); the default keeps each test under about a minute.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -23,12 +23,11 @@ use std::time::Duration;
 use mptcp_tests::cli::{
     mptcp_user, output_text, release_binary, start_serve_release as start_serve,
 };
-use mptcp_tests::{require_root, unique_name, wait_until, Lab, LabConfig, Netns};
+use mptcp_tests::{require_root, unique_name, wait_until, KernelEchoServer, Lab, LabConfig, Netns};
 use serde_json::Value;
 
 const ECHO_CLIENTS: &str = include_str!("../scripts/echo_clients.py");
 const SYN_FLOOD: &str = include_str!("../scripts/syn_flood.py");
-const ECHO_SERVER: &str = include_str!("../scripts/echo_server.py");
 
 fn full() -> bool {
     std::env::var("MPTCP_SCALE_FULL").is_ok_and(|v| v == "1")
@@ -124,9 +123,7 @@ impl Clients {
     }
 
     fn line(&mut self) -> Value {
-        let mut l = String::new();
-        self.out.read_line(&mut l).expect("read");
-        serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"))
+        mptcp_tests::json_line(&mut self.out)
     }
 
     fn release(&mut self) {
@@ -540,22 +537,7 @@ fn load_generator_against_the_engine_and_the_kernel() {
     drop(server);
     // The kernel's MPTCP server (Python, IPPROTO_MPTCP): a rate-limited run.
     let to = SocketAddr::new(lab.paths[0].server_v4.into(), 5508);
-    let mut kernel = lab
-        .server
-        .command("python3")
-        .args([
-            "-c",
-            ECHO_SERVER,
-            &to.ip().to_string(),
-            &to.port().to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut ready = String::new();
-    BufReader::new(kernel.stdout.take().expect("stdout"))
-        .read_line(&mut ready)
-        .expect("ready");
+    let kernel = KernelEchoServer::start(&lab.server, &to.ip().to_string(), to.port());
     let r = run_load(
         &lab,
         to,
@@ -572,8 +554,7 @@ fn load_generator_against_the_engine_and_the_kernel() {
             "20000",
         ],
     );
-    let _ = kernel.kill();
-    let _ = kernel.wait();
+    drop(kernel);
     eprintln!("load -> kernel: {r}");
     assert_eq!(r["exact"], 300, "{r}");
     // 300 connections at 500/s take at least 0.6 s.

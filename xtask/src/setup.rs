@@ -25,7 +25,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "curl",
     "python3",
     // The tests' middleboxes: TCPOPTSTRIP strips MPTCP options, nft
-    // rewrites a payload byte (fixing the TCP checksum).
+    // rewrites a payload byte (fixing the TCP checksum) and is the load
+    // balancer of tests/tests/behind_lb.rs (DNAT by jhash).
     "iptables",
     "nftables",
 ];

@@ -73,8 +73,23 @@ pub struct ServeArgs {
     #[arg(long, required = true, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
     /// Further local addresses to announce to MPTCP clients (ADD_ADDR).
+    /// With --behind-lb, every address of the interfaces by default.
     #[arg(long)]
     pub announce: Vec<IpAddr>,
+    /// This server is one of many behind an L4 load balancer with this
+    /// virtual address (repeat for several; PORT defaults to each --listen
+    /// port). Connections to the VIP are accepted as they arrive from a
+    /// direct-server-return balancer (IPVS-DR, Katran: the VIP is the
+    /// destination) and, through --listen, from a DNAT one (IPVS-NAT,
+    /// netfilter, cloud balancers: the destination is rewritten to this
+    /// server). The MP_CAPABLE SYN/ACK sets the C flag (RFC 8684 3.1), so
+    /// clients open no subflow to the VIP (the balancer could send it to
+    /// another server); instead they join the addresses this server
+    /// announces with ADD_ADDR (--announce; by default every address of
+    /// the interfaces, which must be reachable from the clients directly).
+    /// See docs/behind-lb.md.
+    #[arg(long, value_name = "VIP[:PORT]", value_parser = parse_vip)]
+    pub behind_lb: Vec<Vip>,
     #[arg(long, value_enum, default_value = "echo")]
     pub mode: Mode,
     /// Backend for --mode forward.
@@ -126,6 +141,42 @@ pub struct ServeArgs {
     /// answered with SYN cookies. MP_JOIN SYNs never count.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub max_half_open: usize,
+}
+
+/// A load balancer's virtual address; no port: each --listen port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vip {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+/// `10.0.0.100`, `10.0.0.100:80`, `fd00::100` or `[fd00::100]:80`.
+pub fn parse_vip(s: &str) -> std::result::Result<Vip, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(Vip { ip, port: None });
+    }
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(Vip {
+            ip: a.ip(),
+            port: Some(a.port()),
+        }),
+        _ => Err(format!(
+            "{s:?} is not VIP or VIP:PORT (10.0.0.100, 10.0.0.100:80, [fd00::100]:80)"
+        )),
+    }
+}
+
+impl Vip {
+    /// The VIP on `port`, or on every port of `listen`.
+    fn sockets(&self, listen: &[SocketAddr]) -> Vec<SocketAddr> {
+        match self.port {
+            Some(p) => vec![SocketAddr::new(self.ip, p)],
+            None => listen
+                .iter()
+                .map(|l| SocketAddr::new(self.ip, l.port()))
+                .collect(),
+        }
+    }
 }
 
 /// A byte count with an optional K, M or G suffix (powers of 1024).
@@ -308,6 +359,8 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         bail!("--mode forward needs --to IP:PORT");
     }
     let local_addrs = check_interfaces(&args.ifaces)?;
+    let vips: Vec<IpAddr> = args.behind_lb.iter().map(|v| v.ip).collect();
+    let announce = announced(args, &local_addrs, &vips)?;
     let mut owned: Vec<IpAddr> = Vec::new();
     for l in &args.listen {
         let ip = l.ip();
@@ -316,20 +369,10 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             owned.extend(local_addrs.iter().filter(|a| ip.is_ipv6() || a.is_ipv4()));
         } else if local_addrs.contains(&ip) {
             owned.push(ip);
-            owned.extend(args.announce.iter().copied());
+            owned.extend(announce.iter().copied());
         } else {
             bail!(
-                "--listen {l}: address {ip} is not on {}",
-                args.ifaces.join(" or ")
-            );
-        }
-    }
-    owned.sort();
-    owned.dedup();
-    for a in &args.announce {
-        if !local_addrs.contains(a) {
-            bail!(
-                "--announce {a}: address is not on {}",
+                "--listen {l}: address {ip} is not on {} (a load balancer's VIP goes in --behind-lb {l})",
                 args.ifaces.join(" or ")
             );
         }
@@ -337,6 +380,11 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     if owned.is_empty() {
         bail!("no address of that family on {}", args.ifaces.join(", "));
     }
+    // A DSR balancer delivers with the VIP as destination (usually not on
+    // our interfaces: no kernel port to reserve there).
+    owned.extend(vips.iter().copied());
+    owned.sort();
+    owned.dedup();
     // Each listener's port is kept from the kernel's own sockets meanwhile
     // (a socket bound to :: holds the IPv4 port too).
     let _reservations = args
@@ -346,7 +394,10 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let ctx = AppContext::new(args)?;
     if args.engine == EngineKind::Mptcp {
-        return serve_mptcp(args, owned, &ctx);
+        return serve_mptcp(args, owned, &announce, &ctx);
+    }
+    if !args.behind_lb.is_empty() {
+        bail!("--behind-lb needs the MPTCP engine (drop --engine tcp)");
     }
     let [listen] = args.listen[..] else {
         bail!("the plain TCP engine serves one --listen (the MPTCP engine serves several)");
@@ -571,8 +622,61 @@ fn listeners(l: &[SocketAddr]) -> String {
         .join(", ")
 }
 
-fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result<()> {
-    let mut ports: Vec<u16> = args.listen.iter().map(|l| l.port()).collect();
+/// The addresses to announce: --announce, checked; behind a load balancer
+/// every interface address (not a VIP) when none is given.
+fn announced(args: &ServeArgs, local_addrs: &[IpAddr], vips: &[IpAddr]) -> Result<Vec<IpAddr>> {
+    for a in &args.announce {
+        if !local_addrs.contains(a) {
+            bail!(
+                "--announce {a}: address is not on {}",
+                args.ifaces.join(" or ")
+            );
+        }
+        if vips.contains(a) {
+            bail!(
+                "--announce {a}: that is the --behind-lb VIP; announce this server's own address"
+            );
+        }
+    }
+    if !args.announce.is_empty() || vips.is_empty() {
+        return Ok(args.announce.clone());
+    }
+    let all: Vec<IpAddr> = local_addrs
+        .iter()
+        .copied()
+        .filter(|a| !vips.contains(a) && !a.is_loopback() && !is_link_local(a))
+        .collect();
+    if all.is_empty() {
+        bail!(
+            "--behind-lb: no address of {} to announce; clients join this server at its own address (give --announce)",
+            args.ifaces.join(", ")
+        );
+    }
+    Ok(all)
+}
+
+/// fe80::/10: not reachable from clients behind a router.
+fn is_link_local(a: &IpAddr) -> bool {
+    matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
+fn serve_mptcp(
+    args: &ServeArgs,
+    owned: Vec<IpAddr>,
+    announce: &[IpAddr],
+    ctx: &AppContext,
+) -> Result<()> {
+    let vip_listen: Vec<SocketAddr> = args
+        .behind_lb
+        .iter()
+        .flat_map(|v| v.sockets(&args.listen))
+        .collect();
+    let mut ports: Vec<u16> = args
+        .listen
+        .iter()
+        .chain(&vip_listen)
+        .map(|l| l.port())
+        .collect();
     ports.sort();
     ports.dedup();
     let ownership = Ownership {
@@ -592,7 +696,7 @@ fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result
         locals.push(LocalAddr {
             ip: *ip,
             path,
-            signal: args.announce.contains(ip),
+            signal: announce.contains(ip),
         });
     }
     let mut cfg = mptcp_config(
@@ -607,10 +711,11 @@ fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result
     cfg.tcp.accept_syn_data = args.mode == Mode::Convert;
     cfg.max_connections = args.max_connections;
     cfg.max_half_open = args.max_half_open;
+    cfg.deny_join_initial = !args.behind_lb.is_empty();
     // The engine runs on this thread: its buffer pool is this thread's.
     mptcp_engine::tcp::pool::configure(args.max_memory, 16 << 10);
     let mut engine = MptcpEndpoint::new(cfg, &locals);
-    for l in &args.listen {
+    for l in args.listen.iter().chain(&vip_listen) {
         engine.listen(*l);
     }
     for (p, m) in paths.iter().zip(&datapath.attach_modes) {
@@ -628,6 +733,17 @@ fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result
         listeners(&args.listen),
         args.mode
     );
+    if !vip_listen.is_empty() {
+        eprintln!(
+            "behind a load balancer: VIP {}; SYN/ACKs set the C flag; clients join at {}",
+            listeners(&vip_listen),
+            announce
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     // The control socket answers `stats`, `ctl` and /metrics from the
     // worker's own counters: no stats file for this instance.
     let (mut control, plane) = ControlPlane::start(
@@ -742,4 +858,38 @@ fn spawn_relays(
                 }
             })
         })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vips_with_and_without_port() {
+        let v = parse_vip("10.0.0.100").unwrap();
+        assert_eq!((v.ip.to_string(), v.port), ("10.0.0.100".into(), None));
+        let v = parse_vip("[fd00::100]:80").unwrap();
+        assert_eq!((v.ip.to_string(), v.port), ("fd00::100".into(), Some(80)));
+        assert!(parse_vip("fd00::100").unwrap().port.is_none());
+        for bad in ["10.0.0.100:0", "vip", "10.0.0.100:x", ""] {
+            let e = parse_vip(bad).unwrap_err();
+            assert!(e.contains("VIP:PORT"), "{bad}: {e}");
+        }
+        // No port: the VIP on every --listen port.
+        let listen: Vec<SocketAddr> =
+            vec!["10.0.0.2:80".parse().unwrap(), "[::]:443".parse().unwrap()];
+        let socks = parse_vip("10.0.0.100").unwrap().sockets(&listen);
+        assert_eq!(
+            socks,
+            vec![
+                "10.0.0.100:80".parse::<SocketAddr>().unwrap(),
+                "10.0.0.100:443".parse().unwrap()
+            ]
+        );
+        let socks = parse_vip("10.0.0.100:8080").unwrap().sockets(&listen);
+        assert_eq!(
+            socks,
+            vec!["10.0.0.100:8080".parse::<SocketAddr>().unwrap()]
+        );
+    }
 }

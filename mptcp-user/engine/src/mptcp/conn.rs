@@ -377,8 +377,10 @@ impl Connection {
     ) -> Option<Connection> {
         let mut sub = Subflow::accept(&cfg.tcp, tuple, now, syn)?;
         keys.replay_isn(&mut sub);
-        // The initial address gets id 0; the others keep their order.
-        locals.retain(|l| l.ip != tuple.local.ip());
+        // The initial address gets id 0; the others keep their order. Behind
+        // a load balancer it is announced too when it is a signal address:
+        // the client reached it as the VIP and may join it only so.
+        locals.retain(|l| l.ip != tuple.local.ip() || (cfg.deny_join_initial && l.signal));
         locals.insert(
             0,
             LocalAddr {
@@ -396,6 +398,8 @@ impl Connection {
             _ => None,
         });
         let mut c = Connection::new(cfg, Role::Server, version.unwrap_or_default(), key, locals);
+        c.s.signals.deny_join_initial = cfg.deny_join_initial;
+        c.s.signals.announce_port = cfg.deny_join_initial.then_some(tuple.local.port());
         c.s.signals.remotes.push(RemoteAddr {
             id: 0,
             addr: tuple.remote,
@@ -449,12 +453,13 @@ impl Connection {
             return false;
         };
         keys.replay_isn(&mut sub);
+        // The announced id when the initial address is announced too.
         let local_id = self
             .s
             .signals
             .locals
             .iter()
-            .position(|l| l.ip == tuple.local.ip())
+            .rposition(|l| l.ip == tuple.local.ip())
             .unwrap_or(0) as u8;
         let kind = SubflowKind::Join {
             local_nonce: keys.nonce(),

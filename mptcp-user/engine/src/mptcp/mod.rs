@@ -200,6 +200,12 @@ pub struct MptcpConfig {
     pub add_addr_retries: u32,
     /// Reinject a subflow's unacknowledged data elsewhere after its RTO.
     pub reinject_on_rto: bool,
+    /// Server behind a load balancer: the MP_CAPABLE SYN/ACK sets the C
+    /// flag (RFC 8684 3.1; Linux's `allow_join_initial_addr_port=0`), so
+    /// clients open no subflow to the balanced address, and every "signal"
+    /// address is announced, the initial subflow's own one included (behind
+    /// a DNAT balancer the client knows that one only as the VIP).
+    pub deny_join_initial: bool,
     /// Deterministic keys/nonces/ISNs for replay tests.
     #[cfg(any(test, feature = "fuzzing"))]
     pub replay: Option<ReplayInjection>,
@@ -244,6 +250,7 @@ impl Default for MptcpConfig {
             add_addr_timeout: Duration::from_secs(2),
             add_addr_retries: 4,
             reinject_on_rto: true,
+            deny_join_initial: false,
             #[cfg(any(test, feature = "fuzzing"))]
             replay: None,
             max_connections: 1 << 20,

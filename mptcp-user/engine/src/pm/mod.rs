@@ -20,7 +20,8 @@ pub const RETRY_MAX: Duration = Duration::from_secs(30);
 pub struct PmView<'a> {
     /// Our addresses (the first is the initial subflow's).
     pub local: &'a [IpAddr],
-    /// The peer's addresses: the initial one, then those learnt from ADD_ADDR.
+    /// The peer's addresses: the initial one (not when the peer's MP_CAPABLE
+    /// set the C flag: no subflow may go there), then those learnt from ADD_ADDR.
     pub remote: &'a [SocketAddr],
     /// Live subflows: (local address, remote address), opening ones included.
     pub subflows: &'a [(IpAddr, SocketAddr)],

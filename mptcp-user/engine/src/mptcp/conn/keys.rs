@@ -9,7 +9,7 @@ use crate::crypto::Version;
 use crate::mptcp::api::{FallbackReason, MptcpEvent, SubflowCloseReason};
 use crate::tcp::State;
 use crate::time::Instant;
-use crate::wire::mptcp::MpJoin;
+use crate::wire::mptcp::{MpCapable, MpJoin};
 use crate::wire::tcp::{TcpFlags, TcpRepr};
 
 /// A key and what derives from it.
@@ -102,6 +102,9 @@ impl Connection {
                     {
                         s.set_remote_key(mpc.sender_key.unwrap_or(0));
                         s.checksum = s.settings.checksum_wanted || mpc.checksum_required();
+                        // v0 (RFC 6824) has no C flag: the bit is reserved.
+                        s.signals.peer_denies_join_initial = s.version == Version::V1
+                            && mpc.flags & MpCapable::FLAG_NO_MORE_SUBFLOWS != 0;
                         sf.signals.third_ack = true;
                     }
                     _ => {

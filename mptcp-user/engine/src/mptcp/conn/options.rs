@@ -358,9 +358,15 @@ mod build {
     /// MP_CAPABLE on the SYN (no key in v1; v0's carries the client's
     /// key already) or the SYN/ACK (ours).
     pub(super) fn mp_capable_syn(s: &ConnState, synack: bool) -> MptcpOption {
+        // C: "no more subflows to this address and port" (RFC 8684 3.1).
+        let deny = if synack && s.signals.deny_join_initial && s.version == Version::V1 {
+            MpCapable::FLAG_NO_MORE_SUBFLOWS
+        } else {
+            0
+        };
         MptcpOption::MpCapable(MpCapable {
             version: s.version.number(),
-            flags: mpc_flags(s),
+            flags: mpc_flags(s) | deny,
             sender_key: (synack || s.version == Version::V0).then_some(s.keys.local.key),
             ..Default::default()
         })
@@ -469,13 +475,13 @@ mod build {
     pub(super) fn add_addr(s: &ConnState, t: &AddAddrTx) -> MptcpOption {
         let (ours, theirs) = (s.keys.local, s.keys.remote());
         let v0 = s.version == Version::V0;
-        let hmac = (!v0).then(|| crypto::add_addr_hmac(ours.key, theirs.key, t.id, t.addr, None));
+        let hmac = (!v0).then(|| crypto::add_addr_hmac(ours.key, theirs.key, t.id, t.addr, t.port));
         MptcpOption::AddAddr(AddAddr {
             v0,
             echo: false,
             addr_id: t.id,
             addr: t.addr,
-            port: None,
+            port: t.port,
             hmac,
         })
     }

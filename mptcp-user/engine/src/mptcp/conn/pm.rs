@@ -29,7 +29,17 @@ impl Connection {
         }
         self.s.pending.path_manager = false;
         let local: Vec<IpAddr> = self.s.signals.locals.iter().map(|l| l.ip).collect();
-        let remote: Vec<SocketAddr> = self.s.signals.remotes.iter().map(|r| r.addr).collect();
+        // The peer's C flag: its initial address takes no more subflows
+        // (a load balancer there may send them to another server).
+        let deny0 = self.s.signals.peer_denies_join_initial;
+        let remote: Vec<SocketAddr> = self
+            .s
+            .signals
+            .remotes
+            .iter()
+            .filter(|r| !(deny0 && r.id == 0))
+            .map(|r| r.addr)
+            .collect();
         // A pair the peer refused (a join limit, a bad HMAC, a removed
         // address) stays as if live: the path manager does not try it again.
         // Pairs lost otherwise (timed out, closed or reset after working) are
@@ -89,6 +99,10 @@ impl Connection {
             || self.s.keys.remote.is_none()
             || self.live_subflows() >= self.s.settings.max_subflows
         {
+            return None;
+        }
+        let initial = self.s.signals.remotes.iter().find(|r| r.id == 0);
+        if self.s.signals.peer_denies_join_initial && initial.is_some_and(|r| r.addr == remote) {
             return None;
         }
         let li = self.s.signals.locals.iter().position(|l| l.ip == local)?;

@@ -18,6 +18,8 @@ pub(super) struct RemoteAddr {
 pub(super) struct AddAddrTx {
     pub(super) id: u8,
     pub(super) addr: IpAddr,
+    /// Sent when joins go to another port than the client's initial one.
+    pub(super) port: Option<u16>,
     pub(super) deadline: Instant,
     pub(super) tries: u32,
     /// To be sent on the next pure ACK.
@@ -42,6 +44,14 @@ pub(super) struct Signals {
     pub(super) remove_pending: Option<u8>,
     /// Address ids the peer removed, whose subflows are still to close.
     pub(super) peer_removed: Vec<u8>,
+    /// Server: our SYN/ACK sets the C flag (behind a load balancer).
+    pub(super) deny_join_initial: bool,
+    /// Server behind a load balancer: the port our ADD_ADDRs carry (the
+    /// one we listen on; the client knows only the balancer's).
+    pub(super) announce_port: Option<u16>,
+    /// Client: the peer's SYN/ACK set the C flag: no subflow to its
+    /// initial address and port (remote id 0).
+    pub(super) peer_denies_join_initial: bool,
 }
 
 impl Signals {
@@ -53,6 +63,9 @@ impl Signals {
             echo_pending: Vec::new(),
             remove_pending: None,
             peer_removed: Vec::new(),
+            deny_join_initial: false,
+            announce_port: None,
+            peer_denies_join_initial: false,
         }
     }
 }
@@ -66,6 +79,7 @@ impl ConnState {
                 sig.add_addr.push(AddAddrTx {
                     id: id as u8,
                     addr: l.ip,
+                    port: sig.announce_port,
                     deadline: now + self.settings.add_addr_timeout,
                     tries: 0,
                     due: true,
