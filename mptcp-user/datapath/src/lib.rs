@@ -7,6 +7,7 @@
 //! - [`worker`]: the run-to-completion loop that feeds received frames to an
 //!   engine and sends what it produces; applications run inside it.
 //! - [`setup`]: opens all of that on a set of interfaces ([`Datapath`]).
+//! - [`handoff`]: frames passed between workers (SPSC rings of frame addresses).
 //! - [`forward`]: the application that relays a connection to a TCP backend.
 //! - [`apps`]: the front ends people deploy: an iperf3 server, a SOCKS5
 //!   proxy, an RFC 8803 Transport Converter (protocol logic sans-IO).
@@ -15,6 +16,7 @@
 pub mod afxdp;
 pub mod apps;
 pub mod forward;
+pub mod handoff;
 pub mod iface;
 pub mod neighbour;
 pub mod route;
@@ -23,4 +25,4 @@ pub mod signals;
 pub mod worker;
 pub mod xdp;
 
-pub use setup::Datapath;
+pub use setup::{Datapath, WorkerPaths};

@@ -21,7 +21,7 @@ use super::api::{LocalAddr, MonitorEvent};
 use super::conn::{Connection, SCRATCH_LEN};
 use super::syncookie::{self, PendingCookie};
 use super::{reset_reason, KeySource, MptcpConfig};
-use crate::io::{ByteStream, Engine, PathId};
+use crate::io::{AffinityChange, ByteStream, Engine, PathId};
 use crate::tcp::FourTuple;
 use crate::time::Instant;
 use crate::wire::ip::{emit_ip_tcp, parse_ip_tcp, IpRepr};
@@ -88,21 +88,6 @@ pub struct EndpointWork {
 pub struct ConnHandle {
     pub slot: u32,
     pub gen: u32,
-}
-
-/// A tuple or token the endpoint filed or forgot, for a driver that steers
-/// segments to the endpoint owning them ([`MptcpEndpoint::poll_affinity`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AffinityChange {
-    Tuple {
-        tuple: FourTuple,
-        added: bool,
-    },
-    /// Our token of an MPTCP connection (MP_JOIN SYNs carry it).
-    Token {
-        token: u32,
-        added: bool,
-    },
 }
 
 /// Affinity changes kept for [`MptcpEndpoint::poll_affinity`] at most.
@@ -920,6 +905,12 @@ impl MptcpEndpoint {
 }
 
 impl Engine for MptcpEndpoint {
+    fn set_affinity_journal(&mut self, on: bool) {
+        MptcpEndpoint::set_affinity_journal(self, on)
+    }
+    fn poll_affinity(&mut self) -> Option<AffinityChange> {
+        MptcpEndpoint::poll_affinity(self)
+    }
     fn handle_packet(&mut self, now: Instant, path: PathId, packet: &[u8]) {
         let Ok((ip, seg)) = parse_ip_tcp(packet) else {
             self.counters.malformed += 1;

@@ -91,7 +91,8 @@ pub use api::{
     SubflowStatus,
 };
 pub use conn::Connection;
-pub use endpoint::{AffinityChange, ConnHandle, EndpointWork, MptcpCounters, MptcpEndpoint};
+pub use crate::io::AffinityChange;
+pub use endpoint::{ConnHandle, EndpointWork, MptcpCounters, MptcpEndpoint};
 
 pub use crate::crypto::Version;
 use crate::pm::PmKind;
