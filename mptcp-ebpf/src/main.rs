@@ -129,17 +129,21 @@ pub fn mptcp_classify(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Several workers: the owner of a MP_JOIN SYN is the worker of its token,
-/// of any other segment the worker of its subflow; when the maps name one,
+/// Several workers: the owner of a segment is the worker of its subflow,
+/// or for a new subflow's MP_JOIN SYN the worker of its token; when the maps name one,
 /// it goes in the metadata in front of the frame. Untagged frames belong to
 /// whichever worker receives them (that is how a MP_CAPABLE SYN picks its owner).
 #[inline(always)]
 fn tag_owner(ctx: &XdpContext, kind: Kind, flow: &Flow, counters: &mut Counters) {
+    // The subflow first: a SYN/ACK with MP_JOIN (our own join answered)
+    // is a known subflow; an MP_JOIN SYN of a new subflow is not, and
+    // carries the token of its connection instead.
     // SAFETY: map values are plain u32s, read once.
     let owner = unsafe {
-        match kind {
-            Kind::MpJoinSyn => TOKENS.get(&flow.token).copied(),
-            _ => TUPLES.get(&flow.key).copied(),
+        match TUPLES.get(&flow.key) {
+            Some(o) => Some(*o),
+            None if matches!(kind, Kind::MpJoinSyn) => TOKENS.get(&flow.token).copied(),
+            None => None,
         }
     };
     let Some(owner) = owner else {

@@ -280,6 +280,9 @@ pub struct LabConfig {
     pub emulator_binary: Option<std::path::PathBuf>,
     /// More arguments for `mptcp-user emulate` (e.g. `--clock-from-syn`, `--seed 7`).
     pub emulator_args: Vec<String>,
+    /// Receive and transmit queues of each direct veth (`numrxqueues N
+    /// numtxqueues N`), for several workers; 0 keeps the kernel's default.
+    pub queues: usize,
 }
 
 impl LabConfig {
@@ -293,6 +296,7 @@ impl LabConfig {
             emulate: Vec::new(),
             emulator_binary: None,
             emulator_args: Vec::new(),
+            queues: 0,
         }
     }
 
@@ -445,18 +449,18 @@ impl Lab {
                 }
             } else {
                 // Created inside the client namespace: no name clash between parallel labs.
-                client.ip(&[
-                    "link",
-                    "add",
-                    &path.client_if,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &path.server_if,
-                    "netns",
-                    server.name(),
-                ])?;
+                let q = config.queues.to_string();
+                let queues: &[&str] = if config.queues > 0 {
+                    &["numrxqueues", &q, "numtxqueues", &q]
+                } else {
+                    &[]
+                };
+                let mut args = vec!["link", "add", &path.client_if];
+                args.extend(queues);
+                args.extend(["type", "veth", "peer", "name", &path.server_if]);
+                args.extend(queues);
+                args.extend(["netns", server.name()]);
+                client.ip(&args)?;
             }
             for (ns, ifname, v4, v6) in [
                 (&client, &path.client_if, path.client_v4, path.client_v6),

@@ -404,6 +404,11 @@ fn owners_from_the_affinity_maps_tag_frames() {
         .flags(SYN)
         .options(&mptcp::MP_JOIN_SYN)
         .build();
+    // Our own join answered: a SYN/ACK with MP_JOIN (HMAC, no token) on a known subflow.
+    let join_synack = to_owned(OWNED_V4)
+        .flags(SYN | ACK)
+        .options(&[30, 16, 0x10, 1, 9, 9, 9, 9, 9, 9, 9, 9, 1, 2, 3, 4])
+        .build();
     let stranger = TcpFrame::new(PEER_V4, OWNED_V4, 50002, LISTEN)
         .options(&mptcp::DSS_ACK)
         .build();
@@ -416,7 +421,7 @@ fn owners_from_the_affinity_maps_tag_frames() {
     // One worker: no lookups, nothing tagged.
     assert_eq!(run(&mut c, &ack), (0, ack.clone()));
     c.set_workers(2).expect("workers");
-    for frame in [&ack, &join] {
+    for frame in [&ack, &join, &join_synack] {
         let (tagged, out) = run(&mut c, frame);
         assert_eq!(tagged, 1);
         // The test run returns the frame from its metadata on.

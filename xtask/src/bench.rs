@@ -512,6 +512,7 @@ pub fn run(binary: &Path, seconds: u64, runs: usize) -> Result<()> {
         emulate: Vec::new(),
         emulator_binary: None,
         emulator_args: Vec::new(),
+        queues: 0,
     })?;
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
     println!(

@@ -276,6 +276,7 @@ fn lab(action: LabAction) -> Result<()> {
                 } else {
                     Vec::new()
                 },
+                queues: 0,
             };
             let lab = Lab::up(&config)?;
             println!(

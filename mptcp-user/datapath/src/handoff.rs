@@ -358,7 +358,14 @@ mod tests {
         b.woke();
         let mut n = 0;
         while let Some(f) = b.from[0].as_mut().unwrap().pop() {
-            b.back_to[0].as_mut().unwrap().push(Returned { addr: f.addr, ..Returned::default() }).unwrap();
+            b.back_to[0]
+                .as_mut()
+                .unwrap()
+                .push(Returned {
+                    addr: f.addr,
+                    ..Returned::default()
+                })
+                .unwrap();
             n += 1;
         }
         assert_eq!(n, LEND_MAX);

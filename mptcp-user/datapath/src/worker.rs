@@ -163,6 +163,28 @@ fn resolve_missing(path: &mut Path) {
     }
 }
 
+/// Receives batches from one socket until it runs dry (or a bounded number
+/// of batches); `batch` takes one. Returns the frames received.
+#[inline(always)]
+fn drain(
+    socket: &mut XskSocket,
+    busy: bool,
+    mut batch: impl FnMut(&mut XskSocket) -> u32,
+) -> usize {
+    let mut total = 0;
+    for _ in 0..RX_BATCHES_PER_PASS {
+        let n = batch(socket);
+        total += n as usize;
+        if n == 0 && busy {
+            socket.busy_poll_rx();
+        }
+        if n < RX_BATCH {
+            break;
+        }
+    }
+    total
+}
+
 /// One received frame into the engine: Ethernet off, the sender's MAC learnt.
 #[inline(always)]
 fn feed<E: Engine>(
@@ -208,6 +230,13 @@ pub struct Worker<E> {
     affinity: Option<Box<Affinity>>,
 }
 
+impl<E> Worker<E> {
+    /// This worker's place among several, if it is one of several.
+    pub fn affinity(&self) -> Option<&Affinity> {
+        self.affinity.as_deref()
+    }
+}
+
 impl<E: Engine> Worker<E> {
     pub fn new(engine: E, paths: Vec<Path>) -> Worker<E> {
         Worker {
@@ -229,10 +258,6 @@ impl<E: Engine> Worker<E> {
     pub fn set_affinity(&mut self, affinity: Affinity) {
         self.engine.set_affinity_journal(true);
         self.affinity = Some(Box::new(affinity));
-    }
-
-    pub fn affinity(&self) -> Option<&Affinity> {
-        self.affinity.as_deref()
     }
 
     /// Engine time: nanoseconds of CLOCK_MONOTONIC since the worker started.
@@ -274,16 +299,7 @@ impl<E: Engine> Worker<E> {
             // Receive before transmitting: drain the ring (a bounded number
             // of batches) so a burst does not overflow it while we send.
             for socket in std::iter::once(&mut path.socket).chain(&mut path.extra_rx) {
-                for _ in 0..RX_BATCHES_PER_PASS {
-                    let n = socket.recv_batch(RX_BATCH, &mut on_frame);
-                    total += n as usize;
-                    if n == 0 && busy {
-                        socket.busy_poll_rx();
-                    }
-                    if n < RX_BATCH {
-                        break;
-                    }
-                }
+                total += drain(socket, busy, |s| s.recv_batch(RX_BATCH, &mut on_frame));
             }
         }
         self.stats.rx_frames += total as u64;
@@ -309,7 +325,9 @@ impl<E: Engine> Worker<E> {
             let sockets = std::iter::once(&mut path.socket).chain(&mut path.extra_rx);
             for (si, socket) in sockets.enumerate() {
                 let mut on_frame = |frame: &[u8], owner: Option<u32>, addr: u64| {
-                    let owner = owner.map(|o| o as usize).filter(|&o| o != me && o < workers);
+                    let owner = owner
+                        .map(|o| o as usize)
+                        .filter(|&o| o != me && o < workers);
                     let Some(owner) = owner else {
                         feed(engine, stats, neighbours, now, id, frame);
                         return false;
@@ -330,16 +348,9 @@ impl<E: Engine> Worker<E> {
                         false
                     }
                 };
-                for _ in 0..RX_BATCHES_PER_PASS {
-                    let n = socket.recv_batch_tagged(RX_BATCH, &mut on_frame);
-                    total += n as usize;
-                    if n == 0 && busy {
-                        socket.busy_poll_rx();
-                    }
-                    if n < RX_BATCH {
-                        break;
-                    }
-                }
+                total += drain(socket, busy, |s| {
+                    s.recv_batch_tagged(RX_BATCH, &mut on_frame)
+                });
             }
         }
         links.wake_owners();
@@ -355,7 +366,14 @@ impl<E: Engine> Worker<E> {
                     // SAFETY: the lender keeps the frame out of its fill ring
                     // until it is back, and its UMEM outlives every worker.
                     let frame = unsafe { std::slice::from_raw_parts(f.ptr, f.len as usize) };
-                    feed(engine, stats, &mut path.neighbours, now, f.path as usize, frame);
+                    feed(
+                        engine,
+                        stats,
+                        &mut path.neighbours,
+                        now,
+                        f.path as usize,
+                        frame,
+                    );
                 }
                 stats.handoffs_in += 1;
                 total += 1;
@@ -375,10 +393,13 @@ impl<E: Engine> Worker<E> {
             };
             while let Some(r) = back.pop() {
                 links.lent_to[o] -= 1;
-                let socket = self.paths.get_mut(r.path as usize).and_then(|p| match r.socket {
-                    0 => Some(&mut p.socket),
-                    i => p.extra_rx.get_mut(i as usize - 1),
-                });
+                let socket = self
+                    .paths
+                    .get_mut(r.path as usize)
+                    .and_then(|p| match r.socket {
+                        0 => Some(&mut p.socket),
+                        i => p.extra_rx.get_mut(i as usize - 1),
+                    });
                 if let Some(s) = socket {
                     s.give_back(r.addr);
                 }
@@ -389,8 +410,9 @@ impl<E: Engine> Worker<E> {
     }
 
     /// Several workers: the tuples and tokens the engine filed or forgot go
-    /// to the classifier's maps, before the pass transmits (a SYN/ACK leaves
-    /// only once its subflow's later segments will be steered here).
+    /// to the classifier's maps before the pass's packets are published to
+    /// the TX rings (a SYN or SYN/ACK leaves only once the answers to it
+    /// will be steered here).
     fn publish_affinity(&mut self) {
         let Some(aff) = self.affinity.as_deref_mut() else {
             return;
@@ -471,6 +493,8 @@ impl<E: Engine> Worker<E> {
                 self.last_tx_path = to;
             }
         }
+        // Joins the engine opened while writing this batch are filed too.
+        self.publish_affinity();
         for path in &mut self.paths {
             path.socket.flush();
         }
@@ -510,7 +534,6 @@ impl<E: Engine> Worker<E> {
         }
         let (app_work, done) = app.poll(now, &mut self.engine);
         work += app_work;
-        self.publish_affinity();
         work += self.transmit(now);
         for path in &mut self.paths {
             path.socket.reclaim();

@@ -45,7 +45,6 @@ pub enum AffinityChange {
     },
 }
 
-
 /// The application side of one connection: a reliable byte stream.
 pub trait ByteStream {
     /// Queues bytes for sending; returns how many were accepted (bounded buffers).

@@ -150,6 +150,22 @@ impl Pair {
     }
 }
 
+/// The server reads what arrived and closes each connection whose peer
+/// closed; both sides reap.
+fn server_reads_and_closes(p: &mut Pair) {
+    while let Some(h) = p.server.poll_app_ready() {
+        if let Some(c) = p.server.get_mut(h) {
+            let mut t = [0u8; 8];
+            while c.recv(&mut t) > 0 {}
+            if c.is_read_closed() {
+                c.close();
+            }
+        }
+    }
+    p.server.reap_closed();
+    p.client.reap_closed();
+}
+
 fn established(ep: &MptcpEndpoint) -> usize {
     ep.connections().filter(|c| c.is_established()).count()
 }
@@ -269,17 +285,7 @@ fn closed_connections_free_their_slots_tuples_and_tokens() {
         }
         // The server closes each connection once it has read the DATA_FIN.
         let ok = p.run_until(Duration::from_secs(20), Duration::from_millis(50), |p| {
-            while let Some(h) = p.server.poll_app_ready() {
-                if let Some(c) = p.server.get_mut(h) {
-                    let mut t = [0u8; 8];
-                    while c.recv(&mut t) > 0 {}
-                    if c.is_read_closed() {
-                        c.close();
-                    }
-                }
-            }
-            p.server.reap_closed();
-            p.client.reap_closed();
+            server_reads_and_closes(p);
             p.server.connection_count() == 0 && p.client.connection_count() == 0
         });
         assert!(
@@ -340,17 +346,7 @@ fn the_affinity_journal_files_and_forgets_tuples_and_tokens() {
         p.client.get_mut(*h).unwrap().close();
     }
     let ok = p.run_until(Duration::from_secs(20), Duration::from_millis(50), |p| {
-        while let Some(h) = p.server.poll_app_ready() {
-            if let Some(c) = p.server.get_mut(h) {
-                let mut t = [0u8; 8];
-                while c.recv(&mut t) > 0 {}
-                if c.is_read_closed() {
-                    c.close();
-                }
-            }
-        }
-        p.server.reap_closed();
-        p.client.reap_closed();
+        server_reads_and_closes(p);
         p.server.connection_count() == 0
     });
     assert!(ok);

@@ -85,13 +85,13 @@ mod endpoint;
 pub mod fuzzing;
 mod syncookie;
 
+pub use crate::io::AffinityChange;
 pub use api::{
     ConnectionInfo, ConnectionState, FallbackReason, LocalAddr, MonitorEvent, MonitorKind,
     MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions, SubflowStats,
     SubflowStatus,
 };
 pub use conn::Connection;
-pub use crate::io::AffinityChange;
 pub use endpoint::{ConnHandle, EndpointWork, MptcpCounters, MptcpEndpoint};
 
 pub use crate::crypto::Version;
