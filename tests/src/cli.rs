@@ -125,7 +125,8 @@ pub fn start_serve_release(lab: &Lab, args: &[&str]) -> Server {
     start_serve_with(lab, args, cmd)
 }
 
-fn start_serve_with(lab: &Lab, args: &[&str], mut cmd: Command) -> Server {
+/// Like [`start_serve`], with the command to run (its binary, environment).
+pub fn start_serve_with(lab: &Lab, args: &[&str], mut cmd: Command) -> Server {
     cmd.arg("serve").args(args).stdout(Stdio::null());
     let server = Server(cmd.spawn().expect("spawn serve"));
     let ifs: Vec<&str> = args

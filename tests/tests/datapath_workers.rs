@@ -12,7 +12,8 @@
 use std::net::SocketAddr;
 
 use mptcp_tests::cli::{
-    ctl_json, run_load, start_serve_release, wait_stats, EchoClients, KernelEchoServer,
+    ctl_json, release_binary, run_load, start_serve_release, start_serve_with, wait_stats,
+    EchoClients, KernelEchoServer,
 };
 use mptcp_tests::{require_root, Lab, LabConfig};
 use serde_json::Value;
@@ -217,4 +218,83 @@ fn two_load_workers_against_a_kernel_server_with_four_subflows_each() {
         assert_eq!(e["handoff_dropped"], 0, "{e}");
         assert_eq!(e["affinity_failed"], 0, "{e}");
     }
+}
+
+/// A worker that panics is reported in `stats`, its connections are reset,
+/// it starts afresh, and the other worker's connections carry on.
+#[test]
+fn a_panicking_worker_is_reported_reset_and_restarted() {
+    if !require_root() {
+        return;
+    }
+    let lab = four_queue_lab();
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5603);
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", lab.server.name()])
+        .arg(release_binary())
+        // Worker 1 panics once, as soon as it holds a connection.
+        .env("MPTCP_USER_FAULT_PANIC_WORKER", "1");
+    let server = start_serve_with(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--iface",
+            "srv1",
+            "--listen",
+            &listen.to_string(),
+            "--workers",
+            "2",
+        ],
+        cmd,
+    );
+    let pid = server.0.id();
+    // Round 1: the clients caught on worker 1 when it panics are reset;
+    // the others (worker 0's, and worker 1's after its restart) complete.
+    let n = 40;
+    let mut c = EchoClients::start(&lab.client, listen, n, 64 << 10, false);
+    let first = c.line();
+    eprintln!("round 1: {first}");
+    let (exact, errors) = (first["exact"].as_u64(), first["errors"].as_u64());
+    assert_eq!(
+        exact.zip(errors).map(|(e, r)| e + r),
+        Some(n as u64),
+        "{first}"
+    );
+    assert!(
+        errors >= Some(1),
+        "the panicking worker's connection was reset: {first}"
+    );
+    drop(c);
+    let v = wait_stats(&lab.server, pid, 10, |v| {
+        v["workers"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|e| e["panics"] == 1))
+    });
+    let panics: Vec<u64> = {
+        let mut w: Vec<(u64, u64)> = v["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .map(|e| (e["worker"].as_u64().unwrap(), e["panics"].as_u64().unwrap()))
+            .collect();
+        w.sort();
+        w.into_iter().map(|(_, p)| p).collect()
+    };
+    assert_eq!(panics, [0, 1], "{}", v["workers"]);
+    // Round 2: both workers serve, every connection byte-exact.
+    let mut c = EchoClients::start(&lab.client, listen, 100, 64 << 10, true);
+    let second = c.line();
+    assert_eq!(second["exact"], 100, "{second}");
+    let rows = ctl_json(lab.server.name(), pid, &["connections"]);
+    let owners: std::collections::BTreeSet<u64> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["worker"].as_u64())
+        .collect();
+    assert_eq!(owners, [0, 1].into(), "{rows}");
+    c.release();
+    assert_eq!(c.line()["closed"], 100);
+    drop(server);
 }
