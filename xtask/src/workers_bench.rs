@@ -68,7 +68,8 @@ fn handoffs(binary: &Path, lab: &Lab, pid: u32) -> Option<(u64, u64)> {
     ))
 }
 
-/// `serve --workers W`, fed by `feed`; the server's figures around it.
+/// `serve --workers W` (W = 0: a binary without the flag, one worker),
+/// fed by `feed`; the server's figures around it.
 fn server_run(
     binary: &Path,
     lab: &Lab,
@@ -76,7 +77,12 @@ fn server_run(
     feed: impl FnOnce(u32) -> Result<f64>,
 ) -> Result<Run> {
     let w = workers.to_string();
-    let server = serve_with(binary, lab, &["--workers", &w])?;
+    let args: &[&str] = if workers == 0 {
+        &[]
+    } else {
+        &["--workers", &w]
+    };
+    let server = serve_with(binary, lab, args)?;
     let pid = server.pid();
     let (cpu0, rx0) = (cpu_ticks(pid), server_rx(lab)?);
     let gbps = feed(pid);
@@ -159,6 +165,17 @@ pub fn run(binary: &Path, seconds: u64, runs: usize, workers: &[usize]) -> Resul
         "k1".into(),
         "kernel -> kernel MPTCP 2 subflows, offloads off".into(),
     )];
+    // MPTCP_BENCH_BASELINE=PATH: another build's single worker on the same
+    // lab (keys b0, a0), to compare the single-worker path before and after.
+    let baseline = std::env::var_os("MPTCP_BENCH_BASELINE").map(std::path::PathBuf::from);
+    if let Some(b) = &baseline {
+        keys.push((
+            "b0".into(),
+            format!("{KERNEL_CONNECTIONS} kernel clients -> baseline serve"),
+        ));
+        keys.push(("a0".into(), "engine client -> baseline serve".into()));
+        println!("  baseline: {}", b.display());
+    }
     for w in workers {
         keys.push((
             format!("b{w}"),
@@ -185,10 +202,14 @@ pub fn run(binary: &Path, seconds: u64, runs: usize, workers: &[usize]) -> Resul
                 f
             } else {
                 let w: usize = key[1..].parse().unwrap_or(1);
+                let bin = match (&baseline, w) {
+                    (Some(b), 0) => b.as_path(),
+                    _ => binary,
+                };
                 if key.starts_with('b') {
-                    kernel_clients(binary, &lab, w, seconds)
+                    kernel_clients(bin, &lab, w, seconds)
                 } else {
-                    engine_clients(binary, &lab, w, seconds)
+                    engine_clients(bin, &lab, w, seconds)
                 }
             };
             match r {

@@ -354,6 +354,8 @@ impl<E: Engine> Worker<E> {
             }
         }
         links.wake_owners();
+        // Frames from our own sockets (those lent out included).
+        stats.rx_frames += total as u64;
         // Frames lent to us, in batches per lender, each given back at once.
         for o in 0..workers {
             let (Some(from), Some(back)) = (links.from[o].as_mut(), links.back_to[o].as_mut())
@@ -405,7 +407,6 @@ impl<E: Engine> Worker<E> {
                 }
             }
         }
-        self.stats.rx_frames += total as u64;
         total
     }
 

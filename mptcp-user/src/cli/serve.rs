@@ -361,6 +361,9 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         .map(|l| reserve_port(*l))
         .collect::<Result<Vec<_>>>()?;
     let ctx = AppContext::new(args)?;
+    if args.engine == EngineKind::Tcp && args.worker_opts.workers.is_some_and(|n| n > 1) {
+        bail!("--engine tcp serves one connection at a time on one worker: drop --workers");
+    }
     if args.engine == EngineKind::Mptcp {
         return serve_mptcp(args, owned, &ctx);
     }
