@@ -523,6 +523,17 @@ impl<E: Engine> Worker<E> {
         }
     }
 
+    /// Sends what the engine has queued (its RSTs after aborts, say)
+    /// without receiving anything new.
+    pub fn send_pending(&mut self) -> usize {
+        let now = self.now();
+        let sent = self.transmit(now);
+        for path in &mut self.paths {
+            path.socket.reclaim();
+        }
+        sent
+    }
+
     /// One pass: receive, timers, application, transmit. Returns the work
     /// done and whether the application finished.
     pub fn step<A: App<E>>(&mut self, app: &mut A) -> (usize, bool) {

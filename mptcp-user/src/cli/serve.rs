@@ -856,9 +856,8 @@ fn run_worker(
                     c.abort();
                 }
             }
-            for _ in 0..2 {
-                worker.step(&mut Idle);
-            }
+            // Send the RSTs, but take nothing new into this engine.
+            worker.send_pending();
             live.len()
         }));
         eprintln!(
