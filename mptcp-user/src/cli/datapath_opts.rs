@@ -38,7 +38,7 @@ pub struct WorkerOptions {
     /// connection is served by the worker whose queue got its first SYN:
     /// frames arriving on another worker's queue are handed over (counted
     /// as `handoffs` in `stats`). Default: one per receive queue, at most
-    /// one per core.
+    /// one per core (`serve --mode forward`: one).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 }

@@ -603,7 +603,11 @@ fn listeners(l: &[SocketAddr]) -> String {
 }
 
 fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result<()> {
-    let workers = args.worker_opts.resolve(&args.ifaces)?;
+    // Forward mode relays through one worker's stream API: one by default.
+    let workers = match (args.mode, args.worker_opts.workers) {
+        (Mode::Forward, None) => 1,
+        _ => args.worker_opts.resolve(&args.ifaces)?,
+    };
     if args.mode == Mode::Forward && workers > 1 {
         bail!("--mode forward relays through one worker's stream API: add --workers 1");
     }
