@@ -210,6 +210,8 @@ fn two_load_workers_against_a_kernel_server_with_four_subflows_each() {
     // that opened it (an engine per worker: a subflow elsewhere would be
     // an unknown one, answered by a RST).
     assert_eq!(r["subflows"], serde_json::json!({"4": 200}), "{r}");
+    // veth says nothing of RSS (ETHTOOL_GRSSH): no port choice, hand-offs.
+    assert_eq!(r["rss_ports"], false, "{r}");
     let w = workers(&r);
     assert_eq!(w.len(), 2, "{r}");
     assert!(w.iter().all(|f| f.0 > 0 && f.1 > 0), "{w:?}");

@@ -4,6 +4,8 @@
 //!   and detaches it, reads its counters.
 //! - [`afxdp`]: AF_XDP sockets (UMEM and the four rings), batched.
 //! - [`route`]: next hops, neighbours and MTUs from the kernel (rtnetlink).
+//! - [`rss`]: the NIC's RSS (Toeplitz hash, indirection table), for clients
+//!   that pick ports landing on their worker's queue.
 //! - [`worker`]: the run-to-completion loop that feeds received frames to an
 //!   engine and sends what it produces; applications run inside it.
 //! - [`setup`]: opens all of that on a set of interfaces ([`Datapath`]).
@@ -20,6 +22,7 @@ pub mod handoff;
 pub mod iface;
 pub mod neighbour;
 pub mod route;
+pub mod rss;
 pub mod setup;
 pub mod signals;
 pub mod worker;

@@ -78,6 +78,30 @@ pub struct LoadArgs {
     pub worker_opts: super::datapath_opts::WorkerOptions,
 }
 
+/// The next port, from slot `*cursor` on, whose answers from `remote` the
+/// NIC hashes to a queue of worker `worker` of `workers` (queue q belongs
+/// to worker q % workers): a port belongs to one worker only, so workers
+/// never clash. `None` when no slot maps to this worker.
+fn rss_port(
+    rss: &mptcp_datapath::rss::Rss,
+    remote: SocketAddr,
+    local: SocketAddr,
+    (first, stride, slots): (u16, u16, u16),
+    cursor: &mut u32,
+    (worker, workers): (u32, u32),
+) -> Option<u16> {
+    for _ in 0..slots {
+        let slot = *cursor % u32::from(slots.max(1));
+        *cursor += 1;
+        let p = (u32::from(first) + slot * u32::from(stride)) as u16;
+        let q = rss.queue(remote, SocketAddr::new(local.ip(), p));
+        if q.is_some_and(|q| q % workers == worker) {
+            return Some(p);
+        }
+    }
+    None
+}
+
 /// One connection's progress.
 struct Conn {
     h: ConnHandle,
@@ -102,6 +126,9 @@ struct Load {
     /// This worker's share of the slots: index `worker` of every `workers`.
     worker: u32,
     workers: u32,
+    /// The first interface's RSS and address: ports are then chosen so
+    /// that the server's answers land on a queue of this worker.
+    rss: Option<(std::sync::Arc<mptcp_datapath::rss::Rss>, std::net::IpAddr)>,
     opened: u64,
     finished: u64,
     exact: u64,
@@ -125,6 +152,13 @@ struct Load {
 impl Load {
     fn port(&mut self) -> u16 {
         let (first, stride, slots) = self.ports;
+        if let Some((rss, local)) = &self.rss {
+            let mine = (self.worker, self.workers);
+            let at = SocketAddr::new(*local, 0);
+            if let Some(p) = rss_port(rss, self.remote, at, self.ports, &mut self.next_port, mine) {
+                return p;
+            }
+        }
         let mine = (slots as u32 / self.workers).max(1);
         let slot = (self.next_port % mine) * self.workers + self.worker;
         let p = first as u32 + slot * stride as u32;
@@ -363,6 +397,26 @@ pub fn load(args: &LoadArgs) -> Result<()> {
             signal: false,
         })
         .collect();
+    // A NIC that says how it hashes (ETHTOOL_GRSSH): each worker picks
+    // ports whose answers land on its own queues. veth says nothing: the
+    // frames that land elsewhere are handed off.
+    let rss = (workers > 1)
+        .then(|| mptcp_datapath::rss::read(&args.ifaces[0]))
+        .flatten()
+        .map(std::sync::Arc::new);
+    if workers > 1 && !args.json {
+        match &rss {
+            Some(r) => println!(
+                "RSS on {}: {}-entry indirection table; each worker picks ports its queues receive",
+                args.ifaces[0],
+                r.indir.len()
+            ),
+            None => println!(
+                "no RSS key on {} (veth has none): frames landing on another worker's queue are handed off",
+                args.ifaces[0]
+            ),
+        }
+    }
     let mut runs = Vec::new();
     for (w, set) in sets.into_iter().enumerate() {
         let mut paths = set.paths;
@@ -389,6 +443,7 @@ pub fn load(args: &LoadArgs) -> Result<()> {
             next_port: 0,
             worker: w as u32,
             workers: workers as u32,
+            rss: rss.clone().map(|r| (r, locals[0])),
             opened: 0,
             finished: 0,
             exact: 0,
@@ -555,6 +610,7 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         "histogram_ms": hist.iter().map(|(e, n)| json!({"le": e, "count": n})).collect::<Vec<_>>(),
         "resets_sent": resets_sent, "ring_drops": ring_drops,
         "subflows": app.subflows.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "rss_ports": rss.is_some(),
         "workers": per_worker,
     });
     if args.json {
@@ -584,4 +640,40 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         bail!("{} of {total} connections completed exactly", app.exact);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mptcp_datapath::rss::Rss;
+
+    #[test]
+    fn rss_ports_land_on_their_workers_queues_and_never_clash() {
+        let rss = Rss {
+            key: (0..40u8)
+                .map(|i| i.wrapping_mul(37).wrapping_add(11))
+                .collect(),
+            indir: (0..128).map(|i| i % 4).collect(),
+        };
+        let remote: SocketAddr = "10.0.0.2:5201".parse().unwrap();
+        let local: SocketAddr = "10.0.0.1:0".parse().unwrap();
+        let ports = (10_000, 4, 1000);
+        let mut taken = std::collections::HashSet::new();
+        for worker in 0..2 {
+            let mut cursor = 0;
+            for _ in 0..100 {
+                let p = rss_port(&rss, remote, local, ports, &mut cursor, (worker, 2)).unwrap();
+                let q = rss.queue(remote, SocketAddr::new(local.ip(), p)).unwrap();
+                assert_eq!(q % 2, worker, "port {p} hashes to queue {q}");
+                assert_eq!((p - 10_000) % 4, 0, "on a slot");
+                assert!(taken.insert(p), "port {p} taken twice");
+            }
+        }
+        // A worker with no queue in the table gets no port.
+        let mut cursor = 0;
+        assert_eq!(
+            rss_port(&rss, remote, local, ports, &mut cursor, (4, 5)),
+            None
+        );
+    }
 }
