@@ -35,10 +35,11 @@ pub struct WorkerOptions {
     /// Worker threads, each with its own engine, applications and the
     /// AF_XDP sockets of its receive queues (queue q goes to worker q % N;
     /// every interface needs at least N queues). Every subflow of a
-    /// connection is served by the worker whose queue got its first SYN:
-    /// frames arriving on another worker's queue are handed over (counted
-    /// as `handoffs` in `stats`). Default: one per receive queue, at most
-    /// one per core (`serve --mode forward`: one).
+    /// connection is served by the worker that owns it (the one whose
+    /// queue got its first SYN, or that opened it): frames arriving on
+    /// another worker's queue are handed over (counted as `handoffs` in
+    /// `stats`). Default: one per receive queue, at most one per core
+    /// (`serve --mode forward`: one).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 }
