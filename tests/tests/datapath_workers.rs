@@ -300,3 +300,62 @@ fn a_panicking_worker_is_reported_reset_and_restarted() {
     assert_eq!(c.line()["closed"], 100);
     drop(server);
 }
+
+/// IPv6 on two workers: `[::]` listener; the kernel clients join the
+/// address we announce on path 2 (IPv6 neighbour discovery answers only
+/// for an interface's own addresses, so a join to the first address over
+/// path 2 would find no neighbour).
+#[test]
+fn ipv6_clients_on_two_workers() {
+    if !require_root() {
+        return;
+    }
+    let n = 50;
+    let lab = Lab::up(&LabConfig {
+        queues: 4,
+        subflow_endpoints: false,
+        ..LabConfig::unique(2)
+    })
+    .expect("lab");
+    let announce = lab.paths[1].server_v6.to_string();
+    let server = start_serve_release(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--iface",
+            "srv1",
+            "--listen",
+            "[::]:5604",
+            "--announce",
+            &announce,
+            "--workers",
+            "2",
+        ],
+    );
+    let pid = server.0.id();
+    let to = SocketAddr::new(lab.paths[0].server_v6.into(), 5604);
+    let mut clients = EchoClients::start(&lab.client, to, n, 64 << 10, true);
+    let echoed = clients.line();
+    assert_eq!(echoed["exact"], n, "{echoed}");
+    let v = wait_stats(&lab.server, pid, 30, |v| {
+        v["engine"]["counters"]["join_accepted"].as_u64() >= Some(n as u64)
+    });
+    let rows = ctl_json(lab.server.name(), pid, &["connections"]);
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), n, "{rows:?}");
+    for r in rows {
+        assert!(
+            r["remote"].as_str().is_some_and(|a| a.starts_with('[')),
+            "{r}"
+        );
+        assert_eq!(r["subflows"], 2, "{r}");
+    }
+    let w = workers(&v);
+    eprintln!("IPv6, workers (connections, rx_frames, handoffs): {w:?}");
+    assert!(w.iter().all(|f| f.0 > 0), "{w:?}");
+    assert!(w.iter().map(|f| f.2).sum::<u64>() > 0, "hand-offs: {w:?}");
+    clients.release();
+    assert_eq!(clients.line()["closed"], n);
+    drop(server);
+}

@@ -397,7 +397,9 @@ fn owners_from_the_affinity_maps_tag_frames() {
     let local = std::net::SocketAddr::new(OWNED_V4, LISTEN);
     maps.own_tuple(local, std::net::SocketAddr::new(PEER_V4, 50000));
     maps.own_token(0xdeadbeef);
-    assert_eq!(maps.counters.updates, 2);
+    let local6 = std::net::SocketAddr::new(OWNED_V6, LISTEN);
+    maps.own_tuple(local6, std::net::SocketAddr::new(PEER_V6, 50000));
+    assert_eq!(maps.counters.updates, 3);
     assert_eq!(maps.counters.failed, 0);
     let ack = to_owned(OWNED_V4).options(&mptcp::DSS_ACK).build();
     let join = TcpFrame::new(PEER_V4, OWNED_V4, 50001, LISTEN)
@@ -421,7 +423,8 @@ fn owners_from_the_affinity_maps_tag_frames() {
     // One worker: no lookups, nothing tagged.
     assert_eq!(run(&mut c, &ack), (0, ack.clone()));
     c.set_workers(2).expect("workers");
-    for frame in [&ack, &join, &join_synack] {
+    let ack6 = to_owned(OWNED_V6).options(&mptcp::DSS_ACK).build();
+    for frame in [&ack, &join, &join_synack, &ack6] {
         let (tagged, out) = run(&mut c, frame);
         assert_eq!(tagged, 1);
         // The test run returns the frame from its metadata on.
@@ -434,7 +437,9 @@ fn owners_from_the_affinity_maps_tag_frames() {
     // Forgotten: no longer tagged.
     maps.forget_tuple(local, std::net::SocketAddr::new(PEER_V4, 50000));
     maps.forget_token(0xdeadbeef);
-    assert_eq!(maps.counters.deletes, 2);
+    maps.forget_tuple(local6, std::net::SocketAddr::new(PEER_V6, 50000));
+    assert_eq!(maps.counters.deletes, 3);
     assert_eq!(run(&mut c, &ack).0, 0);
     assert_eq!(run(&mut c, &join).0, 0);
+    assert_eq!(run(&mut c, &ack6).0, 0);
 }
