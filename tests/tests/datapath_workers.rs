@@ -66,6 +66,13 @@ fn four_queue_lab() -> Lab {
     lab
 }
 
+/// `serve` arguments: both server interfaces, two workers, and `more`.
+fn two_workers<'a>(more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--iface", "srv0", "--iface", "srv1", "--workers", "2"];
+    args.extend_from_slice(more);
+    args
+}
+
 /// Per-worker figures: (connections, rx_frames, handoffs) by worker index.
 fn workers(v: &Value) -> Vec<(u64, u64, u64)> {
     let mut w: Vec<(usize, (u64, u64, u64))> = v["workers"]
@@ -92,19 +99,8 @@ fn two_workers_serve_kernel_clients_with_four_subflows_each() {
     let n = 200;
     let lab = four_queue_lab();
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5601);
-    let server = start_serve_release(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-            "--workers",
-            "2",
-        ],
-    );
+    let listen_s = listen.to_string();
+    let server = start_serve_release(&lab, &two_workers(&["--listen", &listen_s]));
     let pid = server.0.id();
     let mut clients = EchoClients::start(&lab.client, listen, n, 64 << 10, true);
     let echoed = clients.line();
@@ -236,20 +232,8 @@ fn a_panicking_worker_is_reported_reset_and_restarted() {
         .arg(release_binary())
         // Worker 1 panics once, as soon as it holds a connection.
         .env("MPTCP_USER_FAULT_PANIC_WORKER", "1");
-    let server = start_serve_with(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-            "--workers",
-            "2",
-        ],
-        cmd,
-    );
+    let listen_s = listen.to_string();
+    let server = start_serve_with(&lab, &two_workers(&["--listen", &listen_s]), cmd);
     let pid = server.0.id();
     // Round 1: the clients caught on worker 1 when it panics are reset;
     // the others (worker 0's, and worker 1's after its restart) complete.
@@ -318,21 +302,8 @@ fn ipv6_clients_on_two_workers() {
     })
     .expect("lab");
     let announce = lab.paths[1].server_v6.to_string();
-    let server = start_serve_release(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            "[::]:5604",
-            "--announce",
-            &announce,
-            "--workers",
-            "2",
-        ],
-    );
+    let args = ["--listen", "[::]:5604", "--announce", &announce];
+    let server = start_serve_release(&lab, &two_workers(&args));
     let pid = server.0.id();
     let to = SocketAddr::new(lab.paths[0].server_v6.into(), 5604);
     let mut clients = EchoClients::start(&lab.client, to, n, 64 << 10, true);
