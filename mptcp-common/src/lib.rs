@@ -10,6 +10,17 @@ pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// XSKMAP indexed by receive queue.
 pub const MAP_XSKS: &str = "XSKS";
+/// Hash map [`TupleKey`] -> owning worker (u32), written by userspace per subflow.
+pub const MAP_TUPLES: &str = "TUPLES";
+/// Hash map local token (u32) -> owning worker (u32), for MP_JOIN SYNs.
+pub const MAP_TOKENS: &str = "TOKENS";
+/// Capacity of [`MAP_TUPLES`] (not preallocated: an empty map costs nothing).
+pub const MAX_TUPLES: u32 = 1 << 20;
+/// Capacity of [`MAP_TOKENS`].
+pub const MAX_TOKENS: u32 = 1 << 18;
+/// First word of the XDP metadata the classifier writes in front of a frame
+/// whose owner it found ([`Meta`]); "MPTW".
+pub const META_MAGIC: u32 = 0x4d50_5457;
 
 /// Capacity of the owned IPv4 address table.
 pub const MAX_V4: usize = 8;
@@ -39,6 +50,9 @@ pub struct Config {
     /// Client (ephemeral) port range, inclusive; `lo > hi` means none.
     pub client_port_lo: u16,
     pub client_port_hi: u16,
+    /// Workers sharing the interface's queues; above 1 the classifier looks
+    /// up each owned segment's owner and tags the frame with a [`Meta`].
+    pub workers: u32,
 }
 
 impl Config {
@@ -52,7 +66,33 @@ impl Config {
         n_listen_ports: 0,
         client_port_lo: 1,
         client_port_hi: 0,
+        workers: 0,
     };
+}
+
+/// Key of [`MAP_TUPLES`]: a subflow as its segments arrive. Addresses are
+/// wire bytes (IPv4 in the first four, the rest zero), ports host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct TupleKey {
+    pub remote: [u8; 16],
+    pub local: [u8; 16],
+    pub remote_port: u16,
+    pub local_port: u16,
+    /// 4 or 6.
+    pub family: u8,
+    pub pad: [u8; 3],
+}
+
+/// The XDP metadata in front of a tagged frame (`bpf_xdp_adjust_meta`; in
+/// copy mode the kernel copies it into the UMEM frame too).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Meta {
+    pub magic: u32,
+    pub owner: u32,
 }
 
 /// Per-CPU packet counters. Invariants (summed over CPUs):
@@ -82,6 +122,10 @@ pub struct Counters {
     pub dss: u64,
     pub other_mptcp: u64,
     pub plain_tcp: u64,
+    /// Owned segments whose owning worker the maps named (frame tagged).
+    pub owner_tagged: u64,
+    /// Tags that could not be written (bpf_xdp_adjust_meta refused).
+    pub owner_meta_failed: u64,
 }
 
 impl Counters {
@@ -98,6 +142,8 @@ impl Counters {
         self.dss += other.dss;
         self.other_mptcp += other.other_mptcp;
         self.plain_tcp += other.plain_tcp;
+        self.owner_tagged += other.owner_tagged;
+        self.owner_meta_failed += other.owner_meta_failed;
     }
 
     /// Field-wise difference (`self - earlier`), saturating at zero.
@@ -114,6 +160,10 @@ impl Counters {
             dss: self.dss.saturating_sub(earlier.dss),
             other_mptcp: self.other_mptcp.saturating_sub(earlier.other_mptcp),
             plain_tcp: self.plain_tcp.saturating_sub(earlier.plain_tcp),
+            owner_tagged: self.owner_tagged.saturating_sub(earlier.owner_tagged),
+            owner_meta_failed: self
+                .owner_meta_failed
+                .saturating_sub(earlier.owner_meta_failed),
         }
     }
 }

@@ -9,13 +9,16 @@
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_PASS, XDP_REDIRECT},
-    helpers::generated::bpf_xdp_load_bytes,
+    helpers::generated::{bpf_xdp_adjust_meta, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{Array, PerCpuArray, XskMap},
+    maps::{Array, HashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
-use mptcp_common::{Config, Counters, MAX_PORTS, MAX_QUEUES, MAX_V4, MAX_V6};
+use mptcp_common::{
+    Config, Counters, Meta, TupleKey, MAX_PORTS, MAX_QUEUES, MAX_TOKENS, MAX_TUPLES, MAX_V4,
+    MAX_V6, META_MAGIC,
+};
 
 #[map(name = "CONFIG")]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -25,6 +28,17 @@ static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "XSKS")]
 static XSKS: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);
+
+/// BPF_F_NO_PREALLOC: entries are allocated as userspace adds them.
+const NO_PREALLOC: u32 = 1;
+
+/// Subflow -> owning worker, written by the workers (one update per subflow).
+#[map(name = "TUPLES")]
+static TUPLES: HashMap<TupleKey, u32> = HashMap::with_max_entries(MAX_TUPLES, NO_PREALLOC);
+
+/// Local token -> owning worker, for MP_JOIN SYNs.
+#[map(name = "TOKENS")]
+static TOKENS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TOKENS, NO_PREALLOC);
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -58,7 +72,14 @@ enum Class {
     /// Truncated or inconsistent Ethernet or IP headers, or TCP header and
     /// options of a segment to an owned address; the kernel decides what to do.
     Malformed,
-    Owned(Kind),
+    Owned(Kind, Flow),
+}
+
+/// The segment's subflow, for the owner lookup (several workers only).
+struct Flow {
+    key: TupleKey,
+    /// The MP_JOIN SYN's token (kind MpJoinSyn).
+    token: u32,
 }
 
 #[xdp]
@@ -80,7 +101,7 @@ pub fn mptcp_classify(ctx: XdpContext) -> u32 {
             debug!(&ctx, "malformed frame, passed to the kernel");
             XDP_PASS
         }
-        Class::Owned(kind) => {
+        Class::Owned(kind, flow) => {
             counters.owned += 1;
             match kind {
                 Kind::MpCapableSyn => counters.mp_capable_syn += 1,
@@ -88,6 +109,9 @@ pub fn mptcp_classify(ctx: XdpContext) -> u32 {
                 Kind::Dss => counters.dss += 1,
                 Kind::OtherMptcp => counters.other_mptcp += 1,
                 Kind::PlainTcp => counters.plain_tcp += 1,
+            }
+            if CONFIG.get(0).is_some_and(|c| c.workers > 1) {
+                tag_owner(&ctx, kind, &flow, counters);
             }
             // The XDP_PASS flag makes a queue without a socket fall back to the kernel.
             match XSKS.redirect(ctx.rx_queue_index(), XDP_PASS as u64) {
@@ -103,6 +127,50 @@ pub fn mptcp_classify(ctx: XdpContext) -> u32 {
             }
         }
     }
+}
+
+/// Several workers: the owner of a segment is the worker of its subflow,
+/// or for a new subflow's MP_JOIN SYN the worker of its token; when the maps name one,
+/// it goes in the metadata in front of the frame. Untagged frames belong to
+/// whichever worker receives them (that is how a MP_CAPABLE SYN picks its owner).
+#[inline(always)]
+fn tag_owner(ctx: &XdpContext, kind: Kind, flow: &Flow, counters: &mut Counters) {
+    // The subflow first: a SYN/ACK with MP_JOIN (our own join answered)
+    // is a known subflow; an MP_JOIN SYN of a new subflow is not, and
+    // carries the token of its connection instead.
+    // SAFETY: map values are plain u32s, read once.
+    let owner = unsafe {
+        match TUPLES.get(&flow.key) {
+            Some(o) => Some(*o),
+            None if matches!(kind, Kind::MpJoinSyn) => TOKENS.get(&flow.token).copied(),
+            None => None,
+        }
+    };
+    let Some(owner) = owner else {
+        return;
+    };
+    let meta_len = core::mem::size_of::<Meta>() as i32;
+    // SAFETY: helper call on our context; the pointers are re-read after it.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -meta_len) } != 0 {
+        counters.owner_meta_failed += 1;
+        return;
+    }
+    let meta = ctx.metadata();
+    if meta + core::mem::size_of::<Meta>() > ctx.data() {
+        counters.owner_meta_failed += 1;
+        return;
+    }
+    // SAFETY: bounds checked against data just above (the verifier checks it too).
+    unsafe {
+        core::ptr::write_unaligned(
+            meta as *mut Meta,
+            Meta {
+                magic: META_MAGIC,
+                owner,
+            },
+        )
+    };
+    counters.owner_tagged += 1;
 }
 
 /// Reads a `T` at `offset` from the start of the frame, if it is inside the frame.
@@ -138,6 +206,7 @@ fn classify(ctx: &XdpContext) -> Class {
     let Some(config) = CONFIG.get(0) else {
         return Class::Kernel;
     };
+    let mut key = TupleKey::default();
     // l4: start of TCP; l4_end: end of the IP payload.
     let (l4, l4_end) = match ethertype {
         ETH_P_IP => {
@@ -162,6 +231,9 @@ fn classify(ctx: &XdpContext) -> Class {
             if !owns_v4(config, dst) {
                 return Class::Kernel;
             }
+            key.family = 4;
+            key.remote[..4].copy_from_slice(&ip[12..16]);
+            key.local[..4].copy_from_slice(&dst);
             (l3 + ihl, l3 + total_len)
         }
         ETH_P_IPV6 => {
@@ -182,6 +254,12 @@ fn classify(ctx: &XdpContext) -> Class {
             if ip[6] != IPPROTO_TCP || !owns_v6(config, &dst) {
                 return Class::Kernel;
             }
+            let Some(src) = load::<[u8; 16]>(ctx, l3 + 8) else {
+                return Class::Malformed;
+            };
+            key.family = 6;
+            key.remote = src;
+            key.local = dst;
             (l3 + IPV6_HLEN, l3 + IPV6_HLEN + payload_len)
         }
         _ => return Class::Kernel,
@@ -197,12 +275,15 @@ fn classify(ctx: &XdpContext) -> Class {
     if !owns_port(config, dst_port) {
         return Class::Kernel;
     }
+    key.remote_port = u16::from_be_bytes([tcp[0], tcp[1]]);
+    key.local_port = dst_port;
     let syn = tcp[13] & TCP_FLAG_SYN != 0;
-    let Some(kinds) = mptcp_kinds(ctx, l4 + TCP_HLEN, data_offset - TCP_HLEN) else {
+    let Some((kinds, token)) = mptcp_kinds(ctx, l4 + TCP_HLEN, data_offset - TCP_HLEN) else {
         return Class::Malformed;
     };
+    let flow = Flow { key, token };
     // One kind per segment: SYN kinds first, then DSS, then any other subtype.
-    Class::Owned(if syn && kinds & SEEN_CAPABLE != 0 {
+    let kind = if syn && kinds & SEEN_CAPABLE != 0 {
         Kind::MpCapableSyn
     } else if syn && kinds & SEEN_JOIN != 0 {
         Kind::MpJoinSyn
@@ -212,7 +293,8 @@ fn classify(ctx: &XdpContext) -> Class {
         Kind::OtherMptcp
     } else {
         Kind::PlainTcp
-    })
+    };
+    Class::Owned(kind, flow)
 }
 
 #[inline(always)]
@@ -269,26 +351,30 @@ const SEEN_JOIN: u32 = 8;
 struct OptionWalk {
     pos: u32,
     kinds: u32,
+    /// The token of the last MP_JOIN option long enough to carry one (a SYN's).
+    token: u32,
 }
 
 #[map(name = "WALK")]
 static WALK: PerCpuArray<OptionWalk> = PerCpuArray::with_max_entries(1, 0);
 
 /// Walks the TCP options at `start..start + len` (len <= 40). Returns `None`
-/// if they are malformed, else the [`OptionWalk::kinds`] bits it saw.
+/// if they are malformed, else the [`OptionWalk::kinds`] bits it saw and
+/// the MP_JOIN SYN token, if any.
 ///
 /// The options are first copied to the stack with one helper call: a walk
 /// over packet memory needs a bounds check per byte, and LLVM rewrites
 /// one-byte checks (`p + 1 > end` into `p >= end`) into a form the verifier
 /// cannot use.
 #[inline(always)]
-fn mptcp_kinds(ctx: &XdpContext, start: usize, len: usize) -> Option<u32> {
+fn mptcp_kinds(ctx: &XdpContext, start: usize, len: usize) -> Option<(u32, u32)> {
     let walk = WALK.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, used only while this program runs on this CPU.
     // Volatile so the compiler keeps the round trip through map memory.
     unsafe {
         let pos_ptr = core::ptr::addr_of_mut!((*walk).pos);
         let kinds_ptr = core::ptr::addr_of_mut!((*walk).kinds);
+        let token_ptr = core::ptr::addr_of_mut!((*walk).token);
         // Through memory too: LLVM would otherwise fold the bounds below into
         // earlier checks the verifier tracks on another register.
         core::ptr::write_volatile(pos_ptr, len as u32);
@@ -297,7 +383,7 @@ fn mptcp_kinds(ctx: &XdpContext, start: usize, len: usize) -> Option<u32> {
             return None;
         }
         if len == 0 {
-            return Some(0);
+            return Some((0, 0));
         }
         // 8 bytes of slack: reads at pos + 2 stay inside even where the
         // verifier only knows pos < 40.
@@ -308,6 +394,7 @@ fn mptcp_kinds(ctx: &XdpContext, start: usize, len: usize) -> Option<u32> {
         }
         core::ptr::write_volatile(pos_ptr, 0);
         core::ptr::write_volatile(kinds_ptr, 0);
+        core::ptr::write_volatile(token_ptr, 0);
         // Each iteration consumes at least one byte, so 40 iterations cover every layout.
         for _ in 0..TCP_MAX_OPTIONS {
             let pos = core::ptr::read_volatile(pos_ptr) as usize;
@@ -340,10 +427,23 @@ fn mptcp_kinds(ctx: &XdpContext, start: usize, len: usize) -> Option<u32> {
                     _ => SEEN_OTHER,
                 };
                 core::ptr::write_volatile(kinds_ptr, core::ptr::read_volatile(kinds_ptr) | bit);
+                // MP_JOIN SYN: kind, length 12, subtype, address id, token, nonce.
+                if bit == SEEN_JOIN && opt_len == 12 {
+                    let t = [
+                        *opts.get(pos + 4)?,
+                        *opts.get(pos + 5)?,
+                        *opts.get(pos + 6)?,
+                        *opts.get(pos + 7)?,
+                    ];
+                    core::ptr::write_volatile(token_ptr, u32::from_be_bytes(t));
+                }
             }
             core::ptr::write_volatile(pos_ptr, (pos + opt_len) as u32);
         }
-        Some(core::ptr::read_volatile(kinds_ptr))
+        Some((
+            core::ptr::read_volatile(kinds_ptr),
+            core::ptr::read_volatile(token_ptr),
+        ))
     }
 }
 

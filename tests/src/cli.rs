@@ -1,11 +1,13 @@
 //! The `mptcp-user` binary as a process in a lab namespace: built once per
 //! test run, started, and stopped by a guard.
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::{wait_until, Lab, LabConfig, Netns};
+use serde_json::Value;
 
 /// The `mptcp-user` binary, built once for this test run (the tests crate
 /// is not the binary's package, so Cargo does not build it for us) under
@@ -135,7 +137,9 @@ pub fn start_serve_release_in(ns: &Netns, args: &[&str]) -> Server {
     start_serve_with(ns, args, cmd)
 }
 
-fn start_serve_with(ns: &Netns, args: &[&str], mut cmd: Command) -> Server {
+/// `serve ARGS` in `ns` run by `cmd` (its binary, environment), once XDP
+/// is attached to every `--iface`.
+pub fn start_serve_with(ns: &Netns, args: &[&str], mut cmd: Command) -> Server {
     cmd.arg("serve").args(args).stdout(Stdio::null());
     let server = Server(cmd.spawn().expect("spawn serve"));
     let ifs: Vec<&str> = args
@@ -177,4 +181,121 @@ pub fn ctl_json(ns: &str, pid: u32, args: &[&str]) -> serde_json::Value {
     let out = ctl(ns, pid, &all);
     assert!(out.status.success(), "ctl {args:?}: {}", output_text(&out));
     serde_json::from_slice(&out.stdout).expect("ctl JSON")
+}
+
+/// The `stats --json` line of instance `pid` running in `ns`.
+pub fn instance_stats(ns: &Netns, pid: u32) -> Option<Value> {
+    let out = mptcp_user(ns.name())
+        .args(["stats", "--json"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["pid"] == pid)
+}
+
+/// Waits for stats of instance `pid` satisfying `f`; panics with the last
+/// ones after `secs`.
+pub fn wait_stats(ns: &Netns, pid: u32, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    let ok = wait_until(Duration::from_secs(secs), || {
+        if let Some(v) = instance_stats(ns, pid) {
+            last = v;
+            f(&last)
+        } else {
+            false
+        }
+    });
+    assert!(ok, "stats never matched: {last}");
+    last
+}
+
+/// The kernel's MPTCP echo clients (`scripts/echo_clients.py`) in a
+/// namespace, pipes attached; killed on drop.
+pub struct EchoClients {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl EchoClients {
+    /// `n` clients echoing `size` bytes to `to`; with `hold` they stay
+    /// open after the echo until [`EchoClients::release`].
+    pub fn start(
+        ns: &Netns,
+        to: std::net::SocketAddr,
+        n: usize,
+        size: usize,
+        hold: bool,
+    ) -> EchoClients {
+        EchoClients::start_with(
+            ns,
+            to,
+            n,
+            size,
+            if hold { "--hold" } else { "--concurrent" },
+        )
+    }
+
+    pub fn start_with(
+        ns: &Netns,
+        to: std::net::SocketAddr,
+        n: usize,
+        size: usize,
+        mode: &str,
+    ) -> EchoClients {
+        let mut cmd = ns.command("python3");
+        cmd.args(["-c", include_str!("../scripts/echo_clients.py")])
+            .arg(to.ip().to_string())
+            .arg(to.port().to_string())
+            .arg(n.to_string())
+            .arg(size.to_string())
+            .arg("120")
+            .arg(mode)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = cmd.spawn().expect("python3");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        EchoClients { child, out }
+    }
+
+    /// The next JSON line the clients report.
+    pub fn line(&mut self) -> Value {
+        crate::json_line(&mut self.out)
+    }
+
+    /// Lets held clients close.
+    pub fn release(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"close\n").expect("write");
+        stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for EchoClients {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `mptcp-user load` (release) in the client namespace over `cli0` and
+/// `cli1`, with its JSON report.
+pub fn run_load(lab: &Lab, to: std::net::SocketAddr, args: &[&str]) -> Value {
+    let out = lab
+        .client
+        .command(release_binary().to_str().expect("path"))
+        .arg("load")
+        .arg(to.to_string())
+        .args(["--iface", "cli0", "--iface", "cli1", "--json"])
+        .args(args)
+        .output()
+        .expect("load");
+    let text = output_text(&out);
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {text}"))
 }

@@ -122,11 +122,12 @@ pub fn ip(args: &[&str]) -> Result<String> {
 pub struct KernelEchoServer(std::process::Child);
 
 impl KernelEchoServer {
-    pub fn start(ns: &Netns, addr: &str, port: u16) -> KernelEchoServer {
+    pub fn start(ns: &Netns, at: std::net::SocketAddr) -> KernelEchoServer {
         let mut child = ns
             .command("python3")
-            .args(["-c", include_str!("../scripts/echo_server.py"), addr])
-            .arg(port.to_string())
+            .args(["-c", include_str!("../scripts/echo_server.py")])
+            .arg(at.ip().to_string())
+            .arg(at.port().to_string())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3");
@@ -320,6 +321,9 @@ pub struct LabConfig {
     pub emulator_binary: Option<std::path::PathBuf>,
     /// More arguments for `mptcp-user emulate` (e.g. `--clock-from-syn`, `--seed 7`).
     pub emulator_args: Vec<String>,
+    /// Receive and transmit queues of each direct veth (`numrxqueues N
+    /// numtxqueues N`), for several workers; 0 keeps the kernel's default.
+    pub queues: usize,
 }
 
 impl LabConfig {
@@ -333,6 +337,7 @@ impl LabConfig {
             emulate: Vec::new(),
             emulator_binary: None,
             emulator_args: Vec::new(),
+            queues: 0,
         }
     }
 
@@ -485,18 +490,18 @@ impl Lab {
                 }
             } else {
                 // Created inside the client namespace: no name clash between parallel labs.
-                client.ip(&[
-                    "link",
-                    "add",
-                    &path.client_if,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &path.server_if,
-                    "netns",
-                    server.name(),
-                ])?;
+                let q = config.queues.to_string();
+                let queues: &[&str] = if config.queues > 0 {
+                    &["numrxqueues", &q, "numtxqueues", &q]
+                } else {
+                    &[]
+                };
+                let mut args = vec!["link", "add", &path.client_if];
+                args.extend(queues);
+                args.extend(["type", "veth", "peer", "name", &path.server_if]);
+                args.extend(queues);
+                args.extend(["netns", server.name()]);
+                client.ip(&args)?;
             }
             for (ns, ifname, v4, v6) in [
                 (&client, &path.client_if, path.client_v4, path.client_v6),

@@ -489,7 +489,7 @@ fn engine_client_honours_a_kernel_servers_c_flag() {
     let lab = Lab::up_without_endpoints(2).expect("lab");
     let (first, second) = (lab.paths[0].server_v4, lab.paths[1].server_v4);
     lab.server_signals_v4(1).expect("endpoint");
-    let _kernel = KernelEchoServer::start(&lab.server, "0.0.0.0", 5340);
+    let _kernel = KernelEchoServer::start(&lab.server, "0.0.0.0:5340".parse().expect("addr"));
     let initial = format!("{first}:5340");
     // (remote of every subflow the engine opened) for one connection.
     let remotes = |deny: bool| -> Vec<String> {

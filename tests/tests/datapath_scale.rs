@@ -15,49 +15,19 @@
 //! Heavy sizes run with MPTCP_SCALE_FULL=1 (20,000 sequential connections,
 //! 10 rounds of 1000); the default keeps each test under about a minute.
 
-use std::io::{BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
 use mptcp_tests::cli::{
-    mptcp_user, output_text, release_binary, start_serve_release as start_serve,
+    run_load, start_serve_release as start_serve, wait_stats, EchoClients,
 };
-use mptcp_tests::{require_root, unique_name, wait_until, KernelEchoServer, Lab, LabConfig, Netns};
+use mptcp_tests::{require_root, unique_name, KernelEchoServer, Lab, LabConfig, Netns};
 use serde_json::Value;
 
-const ECHO_CLIENTS: &str = include_str!("../scripts/echo_clients.py");
 const SYN_FLOOD: &str = include_str!("../scripts/syn_flood.py");
 
 fn full() -> bool {
     std::env::var("MPTCP_SCALE_FULL").is_ok_and(|v| v == "1")
-}
-
-/// The stats line of the serve instance `pid`.
-fn stats(lab: &Lab, pid: u32) -> Option<Value> {
-    let out = mptcp_user(lab.server.name())
-        .args(["stats", "--json"])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["pid"] == pid)
-}
-
-/// Waits for a stats dump satisfying `f` (they are written every second).
-fn wait_stats(lab: &Lab, pid: u32, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    let ok = wait_until(Duration::from_secs(secs), || {
-        if let Some(v) = stats(lab, pid) {
-            last = v;
-            f(&last)
-        } else {
-            false
-        }
-    });
-    assert!(ok, "stats never matched: {last}");
-    last
 }
 
 /// Frames the kernel dropped at an AF_XDP ring, summed over interfaces.
@@ -89,60 +59,9 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The echo clients in the client namespace, pipes attached.
-struct Clients {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Clients {
-    fn start(ns: &Netns, to: SocketAddr, n: usize, size: usize, hold: bool) -> Clients {
-        Clients::start_with(
-            ns,
-            to,
-            n,
-            size,
-            if hold { "--hold" } else { "--concurrent" },
-        )
-    }
-
-    fn start_with(ns: &Netns, to: SocketAddr, n: usize, size: usize, mode: &str) -> Clients {
-        let mut cmd = ns.command("python3");
-        cmd.args(["-c", ECHO_CLIENTS])
-            .arg(to.ip().to_string())
-            .arg(to.port().to_string())
-            .arg(n.to_string())
-            .arg(size.to_string())
-            .arg("120")
-            .arg(mode)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        let mut child = cmd.spawn().expect("python3");
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        Clients { child, out }
-    }
-
-    fn line(&mut self) -> Value {
-        mptcp_tests::json_line(&mut self.out)
-    }
-
-    fn release(&mut self) {
-        let stdin = self.child.stdin.as_mut().expect("stdin");
-        stdin.write_all(b"close\n").expect("write");
-        stdin.flush().expect("flush");
-    }
-}
-
-impl Drop for Clients {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Echoes `n` connections of `size` bytes to `to`; asserts every one exact.
 fn echo_round(lab: &Lab, to: SocketAddr, n: usize, size: usize) -> Value {
-    let mut c = Clients::start(&lab.client, to, n, size, false);
+    let mut c = EchoClients::start(&lab.client, to, n, size, false);
     let echoed = c.line();
     assert_eq!(echoed["exact"], n, "{echoed}");
     let closed = c.line();
@@ -170,13 +89,13 @@ fn thousand_concurrent_echoes_all_joined_no_ring_drop() {
         ],
     );
     let pid = server.0.id();
-    let mut clients = Clients::start(&lab.client, listen, n, 64 << 10, true);
+    let mut clients = EchoClients::start(&lab.client, listen, n, 64 << 10, true);
     let echoed = clients.line();
     eprintln!("{n} concurrent 64 KiB echoes: {echoed}");
     assert_eq!(echoed["exact"], n, "{echoed}");
     // Every connection gets its second subflow (the kernel's `subflow`
     // endpoint on path 2), seen by the engine while the clients hold on.
-    let v = wait_stats(&lab, pid, 30, |v| {
+    let v = wait_stats(&lab.server, pid, 30, |v| {
         v["engine"]["counters"]["join_accepted"].as_u64() >= Some(n as u64)
     });
     assert_eq!(v["engine"]["counters"]["join_refused"], 0, "{v}");
@@ -184,7 +103,7 @@ fn thousand_concurrent_echoes_all_joined_no_ring_drop() {
     let closed = clients.line();
     assert_eq!(closed["closed"], n, "{closed}");
     // The kernel drops nothing at our rings (XDP_STATISTICS).
-    let v = wait_stats(&lab, pid, 10, |v| v["engine"]["connections"] == 0);
+    let v = wait_stats(&lab.server, pid, 10, |v| v["engine"]["connections"] == 0);
     eprintln!("server after the run: {}", v["interfaces"]);
     assert_eq!(ring_drops(&v), 0, "{}", v["interfaces"]);
     drop(server);
@@ -320,17 +239,17 @@ fn syn_flood_from_a_third_namespace() {
         .spawn()
         .expect("flood");
     // Let the flood fill the half-open queue first.
-    wait_stats(&lab, pid, 10, |v| {
+    wait_stats(&lab.server, pid, 10, |v| {
         v["engine"]["counters"]["syn_cookies_sent"].as_u64() > Some(0)
     });
     let mut peak_rss = rss_kib(pid);
-    let mut clients = Clients::start(&lab.client, listen, 100, 64 << 10, true);
+    let mut clients = EchoClients::start(&lab.client, listen, 100, 64 << 10, true);
     let echoed = clients.line();
     eprintln!("100 echoes during the flood: {echoed}");
     assert_eq!(echoed["exact"], 100, "{echoed}");
     // MP_JOIN keeps working: every connection gets its second subflow.
     let t = std::time::Instant::now();
-    wait_stats(&lab, pid, 30, |v| {
+    wait_stats(&lab.server, pid, 30, |v| {
         v["engine"]["counters"]["join_accepted"].as_u64() >= Some(100)
     });
     let mut flood = flood;
@@ -350,7 +269,7 @@ fn syn_flood_from_a_third_namespace() {
     eprintln!("flood: {report}");
     peak_rss = peak_rss.max(rss_kib(pid));
     // The legitimate connections were served (and closed) by the engine.
-    let v = wait_stats(&lab, pid, 10, |v| {
+    let v = wait_stats(&lab.server, pid, 10, |v| {
         v["engine"]["closed"].as_u64() >= Some(100)
     });
     eprintln!(
@@ -400,11 +319,11 @@ fn churn_returns_memory_and_slots() {
     let pid = server.0.id();
     // Warm up: the pools and rings reach their working size.
     echo_round(&lab, listen, per_round, 16 << 10);
-    let v = wait_stats(&lab, pid, 20, |v| v["engine"]["connections"] == 0);
+    let v = wait_stats(&lab.server, pid, 20, |v| v["engine"]["connections"] == 0);
     let slots_after_warmup = v["engine"]["slots"].as_u64().unwrap_or(0);
     let rss_warm = rss_kib(pid);
     // Sequential short connections, one after another.
-    let mut c = Clients::start_with(&lab.client, listen, sequential, 1000, "--sequential");
+    let mut c = EchoClients::start_with(&lab.client, listen, sequential, 1000, "--sequential");
     let echoed = c.line();
     eprintln!("{sequential} sequential connections: {echoed}");
     assert_eq!(echoed["exact"], sequential, "{echoed}");
@@ -412,7 +331,7 @@ fn churn_returns_memory_and_slots() {
     for _ in 0..rounds {
         echo_round(&lab, listen, per_round, 16 << 10);
     }
-    let v = wait_stats(&lab, pid, 20, |v| v["engine"]["connections"] == 0);
+    let v = wait_stats(&lab.server, pid, 20, |v| v["engine"]["connections"] == 0);
     let rss_end = rss_kib(pid);
     eprintln!(
         "churn: {sequential} short + {rounds}x{per_round}: RSS {rss_warm} -> {rss_end} KiB, slots {slots_after_warmup} -> {}, buffers {}",
@@ -450,10 +369,10 @@ fn connections_made_from_syn_cookies_get_their_joins() {
         ],
     );
     let pid = server.0.id();
-    let mut clients = Clients::start(&lab.client, listen, 50, 64 << 10, true);
+    let mut clients = EchoClients::start(&lab.client, listen, 50, 64 << 10, true);
     let echoed = clients.line();
     assert_eq!(echoed["exact"], 50, "{echoed}");
-    let v = wait_stats(&lab, pid, 20, |v| {
+    let v = wait_stats(&lab.server, pid, 20, |v| {
         v["engine"]["counters"]["join_accepted"].as_u64() >= Some(50)
     });
     assert_eq!(
@@ -463,26 +382,6 @@ fn connections_made_from_syn_cookies_get_their_joins() {
     );
     clients.release();
     assert_eq!(clients.line()["closed"], 50);
-}
-
-/// `mptcp-user load` (release) in the client namespace, JSON report.
-fn run_load(lab: &Lab, to: SocketAddr, args: &[&str]) -> Value {
-    let out = lab
-        .client
-        .command(release_binary().to_str().expect("path"))
-        .arg("load")
-        .arg(to.to_string())
-        .args(["--iface", "cli0", "--iface", "cli1", "--json"])
-        .args(args)
-        .output()
-        .expect("load");
-    let text = output_text(&out);
-    let line = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 #[test]
@@ -526,7 +425,7 @@ fn load_generator_against_the_engine_and_the_kernel() {
     assert_eq!(r["exact"], 400, "{r}");
     assert_eq!(r["mismatched"], 0, "{r}");
     assert_eq!(r["ring_drops"], 0, "{r}");
-    let v = wait_stats(&lab, pid, 10, |v| {
+    let v = wait_stats(&lab.server, pid, 10, |v| {
         v["engine"]["closed"].as_u64() >= Some(400)
     });
     assert!(
@@ -537,7 +436,7 @@ fn load_generator_against_the_engine_and_the_kernel() {
     drop(server);
     // The kernel's MPTCP server (Python, IPPROTO_MPTCP): a rate-limited run.
     let to = SocketAddr::new(lab.paths[0].server_v4.into(), 5508);
-    let kernel = KernelEchoServer::start(&lab.server, &to.ip().to_string(), to.port());
+    let kernel = KernelEchoServer::start(&lab.server, to);
     let r = run_load(
         &lab,
         to,

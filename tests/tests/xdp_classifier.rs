@@ -385,3 +385,61 @@ fn counters_accumulate_across_runs() {
     };
     assert_eq!(c.counters().expect("counters"), expected);
 }
+
+/// Several workers: a segment of a subflow in TUPLES, and a MP_JOIN SYN
+/// whose token is in TOKENS, carry their owner in the XDP metadata; other
+/// segments (and everything with one worker) are not tagged.
+#[test]
+fn owners_from_the_affinity_maps_tag_frames() {
+    use mptcp_datapath::xdp::{affinity::AffinityMaps, META_MAGIC};
+    let Some(mut c) = classifier() else { return };
+    let mut maps = AffinityMaps::new(vec![c.affinity_fds().expect("map fds")], 1);
+    let local = std::net::SocketAddr::new(OWNED_V4, LISTEN);
+    maps.own_tuple(local, std::net::SocketAddr::new(PEER_V4, 50000));
+    maps.own_token(0xdeadbeef);
+    let local6 = std::net::SocketAddr::new(OWNED_V6, LISTEN);
+    maps.own_tuple(local6, std::net::SocketAddr::new(PEER_V6, 50000));
+    assert_eq!(maps.counters.updates, 3);
+    assert_eq!(maps.counters.failed, 0);
+    let ack = to_owned(OWNED_V4).options(&mptcp::DSS_ACK).build();
+    let join = TcpFrame::new(PEER_V4, OWNED_V4, 50001, LISTEN)
+        .flags(SYN)
+        .options(&mptcp::MP_JOIN_SYN)
+        .build();
+    // Our own join answered: a SYN/ACK with MP_JOIN (HMAC, no token) on a known subflow.
+    let join_synack = to_owned(OWNED_V4)
+        .flags(SYN | ACK)
+        .options(&[30, 16, 0x10, 1, 9, 9, 9, 9, 9, 9, 9, 9, 1, 2, 3, 4])
+        .build();
+    let stranger = TcpFrame::new(PEER_V4, OWNED_V4, 50002, LISTEN)
+        .options(&mptcp::DSS_ACK)
+        .build();
+    let run = |c: &mut Classifier, frame: &[u8]| {
+        c.reset_counters().expect("reset");
+        let (verdict, out) = c.test_run_output(frame).expect("test run");
+        assert_eq!(verdict, Verdict::Pass);
+        (c.counters().expect("counters").owner_tagged, out)
+    };
+    // One worker: no lookups, nothing tagged.
+    assert_eq!(run(&mut c, &ack), (0, ack.clone()));
+    c.set_workers(2).expect("workers");
+    let ack6 = to_owned(OWNED_V6).options(&mptcp::DSS_ACK).build();
+    for frame in [&ack, &join, &join_synack, &ack6] {
+        let (tagged, out) = run(&mut c, frame);
+        assert_eq!(tagged, 1);
+        // The test run returns the frame from its metadata on.
+        assert_eq!(out.len(), frame.len() + 8, "{out:02x?}");
+        let word = |i: usize| u32::from_ne_bytes(out[i..i + 4].try_into().unwrap());
+        assert_eq!((word(0), word(4)), (META_MAGIC, 1));
+        assert_eq!(&out[8..], &frame[..]);
+    }
+    assert_eq!(run(&mut c, &stranger), (0, stranger.clone()));
+    // Forgotten: no longer tagged.
+    maps.forget_tuple(local, std::net::SocketAddr::new(PEER_V4, 50000));
+    maps.forget_token(0xdeadbeef);
+    maps.forget_tuple(local6, std::net::SocketAddr::new(PEER_V6, 50000));
+    assert_eq!(maps.counters.deletes, 3);
+    assert_eq!(run(&mut c, &ack).0, 0);
+    assert_eq!(run(&mut c, &join).0, 0);
+    assert_eq!(run(&mut c, &ack6).0, 0);
+}

@@ -150,7 +150,7 @@ fn rx_bytes(dev: &str, ifaces: &[String]) -> u64 {
 }
 
 /// utime + stime of a process in clock ticks (0 once it is gone).
-fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
@@ -162,7 +162,7 @@ fn cpu_ticks(pid: u32) -> u64 {
     num(11) + num(12)
 }
 
-fn ticks_per_second() -> f64 {
+pub(crate) fn ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {
@@ -309,7 +309,7 @@ pub fn discard_server(listener: TcpListener) -> thread::JoinHandle<Result<u64>> 
 }
 
 /// Kernel to kernel (offloads and XDP set by the caller).
-fn kernel_to_kernel(lab: &Lab, mptcp: bool, seconds: u64) -> Result<Figure> {
+pub(crate) fn kernel_to_kernel(lab: &Lab, mptcp: bool, seconds: u64) -> Result<Figure> {
     // A port per run: a failed run's listener may linger until its timeout.
     let port = KERNEL_PORT + u16::from(!mptcp);
     let addr = SocketAddr::new(lab.paths[0].server_v4.into(), port);
@@ -368,7 +368,7 @@ fn percent_split(split: &[u64]) -> String {
 }
 
 /// GSO, TSO and GRO on or off on all four veths.
-fn offloads(lab: &Lab, on: bool) -> Result<()> {
+pub(crate) fn offloads(lab: &Lab, on: bool) -> Result<()> {
     let state = if on { "on" } else { "off" };
     for p in &lab.paths {
         for (ns, iface) in [(&lab.client, &p.client_if), (&lab.server, &p.server_if)] {
@@ -512,6 +512,7 @@ pub fn run(binary: &Path, seconds: u64, runs: usize) -> Result<()> {
         emulate: Vec::new(),
         emulator_binary: None,
         emulator_args: Vec::new(),
+        queues: 0,
     })?;
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
     println!(

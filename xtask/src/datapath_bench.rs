@@ -24,17 +24,17 @@ const KERNEL_SERVER_PORT: u16 = 5312;
 const RAW_PORT: u16 = 5330;
 
 /// A child `mptcp-user` that runs until told to stop (SIGTERM).
-struct Running {
+pub(crate) struct Running {
     child: Option<Child>,
 }
 
 impl Running {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
     /// SIGTERM (it detaches XDP cleanly), reap: its stdout.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let Some(mut child) = self.child.take() else {
             return String::new();
         };
@@ -59,7 +59,7 @@ impl Drop for Running {
     }
 }
 
-fn listen_addr(lab: &Lab) -> SocketAddr {
+pub(crate) fn listen_addr(lab: &Lab) -> SocketAddr {
     SocketAddr::new(lab.paths[0].server_v4.into(), PORT)
 }
 
@@ -92,6 +92,11 @@ fn start_server(binary: &Path, lab: &Lab, args: &[String]) -> Result<Running> {
 
 /// `serve --mode discard` on every server interface, attached.
 fn serve(binary: &Path, lab: &Lab) -> Result<Running> {
+    serve_with(binary, lab, &[])
+}
+
+/// [`serve`] with more arguments (e.g. `--workers 2`).
+pub(crate) fn serve_with(binary: &Path, lab: &Lab, extra: &[&str]) -> Result<Running> {
     let mut args = vec!["serve".to_string()];
     for p in &lab.paths {
         args.extend(["--iface".into(), p.server_if.clone()]);
@@ -102,6 +107,7 @@ fn serve(binary: &Path, lab: &Lab) -> Result<Running> {
         "--mode".into(),
         "discard".into(),
     ]);
+    args.extend(extra.iter().map(|a| a.to_string()));
     start_server(binary, lab, &args)
 }
 
@@ -169,7 +175,7 @@ fn run_client(
 
 /// One `connect --time` run with the given engine on the given client
 /// interfaces to `to`: the figure, from its JSON report.
-fn engine_client(
+pub(crate) fn engine_client(
     binary: &Path,
     lab: &Lab,
     to: SocketAddr,

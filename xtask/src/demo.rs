@@ -111,6 +111,7 @@ pub fn run(binary: &Path) -> Result<()> {
         emulate: Vec::new(),
         emulator_binary: None,
         emulator_args: Vec::new(),
+        queues: 0,
     })?;
     println!(
         "lab: {} <-> {} over {} veth paths; client endpoints open a subflow per extra path",

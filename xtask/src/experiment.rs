@@ -41,6 +41,7 @@ pub fn run(binary: &Path, out: &Path, bytes: u64) -> Result<()> {
         emulator_binary: Some(binary.to_path_buf()),
         // Time 0 is the connection's SYN, as in the blog's runs.
         emulator_args: vec!["--clock-from-syn".into()],
+        queues: 0,
     })?;
     let emu = lab.emu.as_ref().context("emulator namespace")?;
     println!("experiment five: paths {PATHS:?}, {bytes} bytes, engine -> kernel");

@@ -7,6 +7,7 @@ mod demo;
 mod experiment;
 mod scale_bench;
 mod setup;
+mod workers_bench;
 
 use std::{
     path::PathBuf,
@@ -80,6 +81,16 @@ enum Task {
         /// With --scale: the largest connection count to run.
         #[arg(long, default_value_t = 10_000, value_name = "N")]
         scale_max: usize,
+        /// Instead: the engine's server with these worker counts side by
+        /// side (e.g. 1,2) on multi-queue veths, kernel and engine clients,
+        /// with the server's CPU ns per packet and the hand-off share.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_name = "LIST",
+            conflicts_with = "scale"
+        )]
+        workers: Vec<usize>,
     },
 }
 
@@ -156,10 +167,13 @@ fn run(cli: Cli) -> Result<()> {
             runs,
             scale,
             scale_max,
+            workers,
         } => {
             let binary = build_user(true)?;
             if scale {
                 scale_bench::run(&binary, scale_max)
+            } else if !workers.is_empty() {
+                workers_bench::run(&binary, seconds, runs.max(1), &workers)
             } else {
                 bench::run(&binary, seconds, runs.max(1))
             }
@@ -276,6 +290,7 @@ fn lab(action: LabAction) -> Result<()> {
                 } else {
                     Vec::new()
                 },
+                queues: 0,
             };
             let lab = Lab::up(&config)?;
             println!(

@@ -221,6 +221,7 @@ fn lab() -> Result<Lab> {
         emulate: Vec::new(),
         emulator_binary: None,
         emulator_args: Vec::new(),
+        queues: 0,
     })?;
     for ns in [&lab.client, &lab.server] {
         for (k, v) in [

@@ -143,6 +143,42 @@ pub fn encode_stats(s: &InstanceStats<MptcpEngineStats>) -> String {
             "Passes that ended asleep in poll()",
             w.sleeps,
         );
+        // Per worker (as many series as workers, never per connection).
+        let names: Vec<String> = s.workers.iter().map(|e| e.worker.to_string()).collect();
+        let each = |f: fn(&crate::snapshot::WorkerEntry) -> u64| {
+            s.workers
+                .iter()
+                .zip(&names)
+                .map(move |(e, n)| (n.as_str(), f(e)))
+        };
+        gauge_family(
+            reg,
+            "connections",
+            "Live connections, per worker",
+            "worker",
+            each(|e| e.connections),
+        );
+        counter_family(
+            reg,
+            "handoffs",
+            "Frames handed to the worker owning their connection, per worker that received them",
+            "worker",
+            each(|e| e.handoffs),
+        );
+        counter_family(
+            reg,
+            "handoff_dropped",
+            "Frames dropped because their owner held too many of this worker's, per worker",
+            "worker",
+            each(|e| e.handoff_dropped),
+        );
+        counter_family(
+            reg,
+            "panics",
+            "Times the worker panicked (its connections reset, the worker restarted)",
+            "worker",
+            each(|e| e.panics),
+        );
     }
     {
         let reg = root.sub_registry_with_prefix("interface");
@@ -425,6 +461,11 @@ mod tests {
                 ..Default::default()
             },
             worker: WorkerCounters::default(),
+            workers: vec![crate::snapshot::WorkerEntry {
+                worker: 1,
+                handoffs: 5,
+                ..Default::default()
+            }],
             engine,
         };
         let text = encode_stats(&s);
@@ -435,6 +476,7 @@ mod tests {
             "mptcp_user_engine_connections 3",
             "mptcp_user_engine_events_total{event=\"SF_CLOSED\"} 7",
             "mptcp_user_interface_rx_frames_total{interface=\"eth0\"} 11",
+            "mptcp_user_worker_handoffs_total{worker=\"1\"} 5",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");

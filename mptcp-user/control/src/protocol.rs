@@ -132,6 +132,9 @@ pub struct ConnectionRow {
     /// Subflows open now, and ever.
     pub subflows: u64,
     pub subflows_total: u64,
+    /// The worker that owns it (and every one of its subflows).
+    #[serde(default)]
+    pub worker: usize,
 }
 
 /// One subflow, with the TCP_INFO-like figures of MPTCP_FULL_INFO.

@@ -50,6 +50,20 @@ impl ControlPlane {
     /// Binds the socket (and metrics listener) now, so mistakes show at
     /// start, then serves them from a tokio runtime on a thread of its own.
     pub fn start(role: &str, opts: &ControlOptions) -> Result<(WorkerSide, ControlPlane)> {
+        let (mut sides, plane) = ControlPlane::start_workers(role, opts, 1)?;
+        let side = sides.pop().context("one worker side")?;
+        Ok((side, plane))
+    }
+
+    /// [`ControlPlane::start`] for `workers` workers, a side each. A command
+    /// goes to every worker: `stats` adds their figures up (with a `workers`
+    /// array), `connections` lists them all (each row naming its worker), a
+    /// command for one connection is answered by the worker that has it.
+    pub fn start_workers(
+        role: &str,
+        opts: &ControlOptions,
+        workers: usize,
+    ) -> Result<(Vec<WorkerSide>, ControlPlane)> {
         let socket = opts
             .socket
             .clone()
@@ -74,24 +88,33 @@ impl ControlPlane {
             None => None,
         };
         let metrics = http.as_ref().and_then(|l| l.local_addr().ok());
-        // SAFETY: eventfd(2) with valid flags.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if efd < 0 {
-            return Err(std::io::Error::last_os_error()).context("eventfd");
-        }
-        let shared = Arc::new(Shared {
-            pending: AtomicBool::new(false),
-            // SAFETY: a fresh descriptor we own.
-            eventfd: unsafe { OwnedFd::from_raw_fd(efd) },
-            monitors: AtomicUsize::new(0),
-        });
-        let (jobs_tx, jobs_rx) = sync_channel(JOB_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let side = WorkerSide::new(jobs_rx, shared.clone(), events_tx, role);
+        let mut sides = Vec::new();
+        let mut queues = Vec::new();
+        for index in 0..workers.max(1) {
+            // SAFETY: eventfd(2) with valid flags.
+            let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+            if efd < 0 {
+                return Err(std::io::Error::last_os_error()).context("eventfd");
+            }
+            let shared = Arc::new(Shared {
+                pending: AtomicBool::new(false),
+                // SAFETY: a fresh descriptor we own.
+                eventfd: unsafe { OwnedFd::from_raw_fd(efd) },
+                monitors: AtomicUsize::new(0),
+            });
+            let (jobs_tx, jobs_rx) = sync_channel(JOB_QUEUE);
+            let mut side = WorkerSide::new(jobs_rx, shared.clone(), events_tx.clone(), role);
+            side.index = index;
+            sides.push(side);
+            queues.push((jobs_tx, shared));
+        }
+        drop(events_tx);
         let (stop_tx, stop_rx) = oneshot::channel();
         let ctx = Ctx {
-            jobs: jobs_tx,
-            shared,
+            jobs: queues[0].0.clone(),
+            shared: queues[0].1.clone(),
+            workers: queues.into(),
             events: broadcast::channel(EVENT_QUEUE).0,
         };
         let handle_ctx = ctx.clone();
@@ -103,7 +126,7 @@ impl ControlPlane {
             .name("control".into())
             .spawn(move || runtime.block_on(serve(ctx, unix, http, events_rx, stop_rx)))?;
         Ok((
-            side,
+            sides,
             ControlPlane {
                 ctx: handle_ctx,
                 socket,
@@ -166,25 +189,84 @@ impl Drop for ControlPlane {
 /// What every task of the tokio side shares.
 #[derive(Clone)]
 pub(crate) struct Ctx {
+    /// Worker 0's queue and state (the stream API's worker).
     jobs: SyncSender<Job>,
     pub(crate) shared: Arc<Shared>,
+    /// Every worker's.
+    workers: Arc<[(SyncSender<Job>, Arc<Shared>)]>,
     pub(crate) events: broadcast::Sender<EventRow>,
 }
 
+type Pending = oneshot::Receiver<Result<Value, String>>;
+
+fn send(jobs: &SyncSender<Job>, shared: &Shared, request: Request) -> Result<Pending, String> {
+    let (tx, rx) = oneshot::channel();
+    match jobs.try_send(Job { request, reply: tx }) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => return Err("busy: too many commands waiting".into()),
+        Err(TrySendError::Disconnected(_)) => return Err("the worker stopped".into()),
+    }
+    shared.kick();
+    Ok(rx)
+}
+
+async fn answer(rx: Pending) -> Result<Value, String> {
+    match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err("the worker stopped".into()),
+        Err(_) => Err("the worker did not answer within 5 s".into()),
+    }
+}
+
 impl Ctx {
-    /// Queues a command for the worker and waits for its answer.
+    /// Queues a command for the worker(s) and waits for the answer.
     pub(crate) async fn ask(&self, request: Request) -> Result<Value, String> {
-        let (tx, rx) = oneshot::channel();
-        match self.jobs.try_send(Job { request, reply: tx }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err("busy: too many commands waiting".into()),
-            Err(TrySendError::Disconnected(_)) => return Err("the worker stopped".into()),
+        if self.workers.len() <= 1 {
+            return answer(send(&self.jobs, &self.shared, request)?).await;
         }
-        self.shared.kick();
-        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the worker stopped".into()),
-            Err(_) => Err("the worker did not answer within 5 s".into()),
+        let mut pending = Vec::new();
+        for (jobs, shared) in self.workers.iter() {
+            pending.push(send(jobs, shared, request.clone()));
+        }
+        let mut answers = Vec::new();
+        for p in pending {
+            answers.push(match p {
+                Ok(rx) => answer(rx).await,
+                Err(e) => Err(e),
+            });
+        }
+        match request {
+            Request::Stats => {
+                let parts = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+                Ok(crate::snapshot::merge(parts))
+            }
+            Request::Connections => {
+                let mut rows = Vec::new();
+                for a in answers {
+                    if let Value::Array(r) = a? {
+                        rows.extend(r);
+                    }
+                }
+                Ok(Value::Array(rows))
+            }
+            // One connection's command: the worker that has it answers.
+            _ => {
+                let first_err = answers.iter().find_map(|a| a.as_ref().err().cloned());
+                match answers.into_iter().find_map(Result::ok) {
+                    Some(v) => Ok(v),
+                    None => Err(first_err.unwrap_or_else(|| "no worker answered".into())),
+                }
+            }
+        }
+    }
+
+    fn monitors(&self, delta: isize) {
+        for (_, shared) in self.workers.iter() {
+            if delta > 0 {
+                shared.monitors.fetch_add(1, Ordering::AcqRel);
+            } else {
+                shared.monitors.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 }
@@ -295,7 +377,7 @@ async fn monitor<R: tokio::io::AsyncRead + Unpin>(
     mut w: tokio::net::unix::OwnedWriteHalf,
 ) {
     let mut rx = ctx.events.subscribe();
-    ctx.shared.monitors.fetch_add(1, Ordering::AcqRel);
+    ctx.monitors(1);
     let subscribed = Reply::from_result(Ok(Value::String("monitoring".into())));
     let mut sink = [0u8; 256];
     let mut ok = write_line(&mut w, &subscribed).await;
@@ -314,5 +396,5 @@ async fn monitor<R: tokio::io::AsyncRead + Unpin>(
             },
         }
     }
-    ctx.shared.monitors.fetch_sub(1, Ordering::AcqRel);
+    ctx.monitors(-1);
 }

@@ -16,7 +16,33 @@ pub struct InstanceStats<E> {
     pub interfaces: Vec<InterfaceStats>,
     pub classifier: ClassifierStats,
     pub worker: WorkerCounters,
+    /// One entry per worker (several with `--workers`); `worker` above and
+    /// the engine's figures are their sums.
+    #[serde(default)]
+    pub workers: Vec<WorkerEntry>,
     pub engine: E,
+}
+
+/// One worker's share.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerEntry {
+    pub worker: usize,
+    /// Live connections this worker owns (a gauge; MPTCP engine).
+    pub connections: u64,
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    /// Frames that arrived on this worker's queues for another worker's
+    /// connections and were handed to it.
+    pub handoffs: u64,
+    /// Frames other workers handed to this one.
+    pub handoffs_in: u64,
+    /// Frames dropped because their owner already held too many of ours.
+    pub handoff_dropped: u64,
+    /// Writes to the classifier's affinity maps, and those refused (full).
+    pub affinity_updates: u64,
+    pub affinity_failed: u64,
+    /// Times the worker panicked (each reset its connections and restarted it).
+    pub panics: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,6 +76,10 @@ pub struct ClassifierStats {
     pub dss: u64,
     pub other_mptcp: u64,
     pub plain_tcp: u64,
+    #[serde(default)]
+    pub owner_tagged: u64,
+    #[serde(default)]
+    pub owner_meta_failed: u64,
 }
 
 /// The worker loop's counters.
@@ -62,6 +92,12 @@ pub struct WorkerCounters {
     pub tx_ring_full: u64,
     pub passes: u64,
     pub sleeps: u64,
+    #[serde(default)]
+    pub handoffs: u64,
+    #[serde(default)]
+    pub handoffs_in: u64,
+    #[serde(default)]
+    pub handoff_dropped: u64,
 }
 
 /// The MPTCP engine's counters and gauges.
@@ -113,6 +149,8 @@ pub struct EngineCounters {
     pub syn_cookies_accepted: u64,
     pub syn_cookies_invalid: u64,
     pub monitor_dropped: u64,
+    #[serde(default)]
+    pub affinity_dropped: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -159,18 +197,33 @@ pub fn collect<E, X>(
     worker: &Worker<E>,
     engine: X,
 ) -> InstanceStats<X> {
-    let c = datapath.counters().unwrap_or_default();
+    collect_worker(role, Some(datapath), worker, engine)
+}
+
+/// [`collect`] for one of several workers: only the one holding the
+/// datapath reports the classifier (the others report zeros and no attach
+/// modes), so the workers' figures add up (see [`merge`]).
+pub fn collect_worker<E, X>(
+    role: &str,
+    datapath: Option<&Datapath>,
+    worker: &Worker<E>,
+    engine: X,
+) -> InstanceStats<X> {
+    let c = datapath.and_then(|d| d.counters().ok()).unwrap_or_default();
+    let modes = datapath.map(|d| d.attach_modes.clone()).unwrap_or_default();
     let s = &worker.stats;
+    let affinity = worker.affinity();
+    let maps = affinity.map(|a| a.maps.counters).unwrap_or_default();
     InstanceStats {
         pid: std::process::id(),
         role: role.into(),
         interfaces: worker
             .paths
             .iter()
-            .zip(&datapath.attach_modes)
-            .map(|(p, m)| InterfaceStats {
+            .enumerate()
+            .map(|(i, p)| InterfaceStats {
                 name: p.iface.clone(),
-                xdp: format!("{m:?}"),
+                xdp: modes.get(i).map(|m| format!("{m:?}")).unwrap_or_default(),
                 af_xdp: format!("{:?}", p.socket.mode()),
                 rx_frames: p.socket.counters.rx_frames,
                 tx_frames: p.socket.counters.tx_frames,
@@ -179,10 +232,7 @@ pub fn collect<E, X>(
                 rx_ring_full: xsk_stat(p, |k| k.rx_ring_full),
                 rx_fill_ring_empty: xsk_stat(p, |k| k.rx_fill_ring_empty_descs),
                 rx_invalid_descs: xsk_stat(p, |k| k.rx_invalid_descs),
-                rx_frames_per_queue: std::iter::once(&p.socket)
-                    .chain(&p.extra_rx)
-                    .map(|s| s.counters.rx_frames)
-                    .collect(),
+                rx_frames_per_queue: per_queue(p),
             })
             .collect(),
         classifier: ClassifierStats {
@@ -197,6 +247,8 @@ pub fn collect<E, X>(
             dss: c.dss,
             other_mptcp: c.other_mptcp,
             plain_tcp: c.plain_tcp,
+            owner_tagged: c.owner_tagged,
+            owner_meta_failed: c.owner_meta_failed,
         },
         worker: WorkerCounters {
             rx_frames: s.rx_frames,
@@ -206,8 +258,94 @@ pub fn collect<E, X>(
             tx_ring_full: s.tx_ring_full,
             passes: s.passes,
             sleeps: s.sleeps,
+            handoffs: s.handoffs_out,
+            handoffs_in: s.handoffs_in,
+            handoff_dropped: s.handoff_dropped,
         },
+        workers: vec![WorkerEntry {
+            worker: affinity.map_or(0, |a| a.id()),
+            connections: 0,
+            rx_frames: s.rx_frames,
+            tx_frames: s.tx_frames,
+            handoffs: s.handoffs_out,
+            handoffs_in: s.handoffs_in,
+            handoff_dropped: s.handoff_dropped,
+            affinity_updates: maps.updates,
+            affinity_failed: maps.failed,
+            panics: 0,
+        }],
         engine,
+    }
+}
+
+/// Frames received per queue id (zero for queues of other workers).
+fn per_queue(p: &mptcp_datapath::worker::Path) -> Vec<u64> {
+    let sockets = || std::iter::once(&p.socket).chain(&p.extra_rx);
+    let len = sockets().map(|s| s.queue() as usize + 1).max().unwrap_or(0);
+    let mut v = vec![0; len];
+    for s in sockets() {
+        v[s.queue() as usize] += s.counters.rx_frames;
+    }
+    v
+}
+
+/// Several workers' snapshots (JSON) as one: counters and gauges add up,
+/// arrays of the same things (interfaces, queues) add up element by
+/// element, `workers` entries are listed, names and the pid are kept.
+pub fn merge(parts: Vec<serde_json::Value>) -> serde_json::Value {
+    let mut parts = parts.into_iter();
+    let Some(mut total) = parts.next() else {
+        return serde_json::Value::Null;
+    };
+    for p in parts {
+        add(&mut total, p, "");
+    }
+    total
+}
+
+fn add(a: &mut serde_json::Value, b: serde_json::Value, key: &str) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if key == "pid" {
+                return;
+            }
+            let sum = match (x.as_u64(), y.as_u64()) {
+                (Some(i), Some(j)) => Value::from(i + j),
+                _ => Value::from(x.as_f64().unwrap_or(0.0) + y.as_f64().unwrap_or(0.0)),
+            };
+            *x = match sum {
+                Value::Number(n) => n,
+                _ => return,
+            };
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in y {
+                match x.get_mut(&k) {
+                    Some(slot) => add(slot, v, &k),
+                    None => {
+                        x.insert(k, v);
+                    }
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            if key == "workers" {
+                x.extend(y);
+                return;
+            }
+            let mut y = y.into_iter();
+            for slot in x.iter_mut() {
+                match y.next() {
+                    Some(v) => add(slot, v, key),
+                    None => return,
+                }
+            }
+            x.extend(y);
+        }
+        (Value::String(x), Value::String(y)) if x.is_empty() => *x = y,
+        (slot @ Value::Null, v) => *slot = v,
+        _ => {}
     }
 }
 
@@ -252,6 +390,7 @@ pub fn mptcp_engine_stats(engine: &MptcpEndpoint) -> MptcpEngineStats {
             syn_cookies_accepted: c.syn_cookies_accepted,
             syn_cookies_invalid: c.syn_cookies_invalid,
             monitor_dropped: c.monitor_dropped,
+            affinity_dropped: c.affinity_dropped,
         },
         ..Default::default()
     };
@@ -280,4 +419,29 @@ pub fn mptcp_engine_stats(engine: &MptcpEndpoint) -> MptcpEngineStats {
         }
     }
     st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn workers_add_up_and_are_listed() {
+        let a = json!({"pid": 7, "role": "serve", "engine": {"connections": 2, "by": {"x": 1}},
+            "interfaces": [{"name": "srv0", "xdp": "Driver", "rx_frames_per_queue": [5, 0, 1]}],
+            "workers": [{"worker": 0, "handoffs": 3}]});
+        let b = json!({"pid": 7, "role": "serve", "engine": {"connections": 3, "by": {"y": 2}},
+            "interfaces": [{"name": "srv0", "xdp": "", "rx_frames_per_queue": [0, 4]}],
+            "workers": [{"worker": 1, "handoffs": 4}]});
+        let m = merge(vec![a, b]);
+        assert_eq!(m["pid"], 7);
+        assert_eq!(m["role"], "serve");
+        assert_eq!(m["engine"]["connections"], 5);
+        assert_eq!(m["engine"]["by"], json!({"x": 1, "y": 2}));
+        assert_eq!(m["interfaces"][0]["xdp"], "Driver");
+        assert_eq!(m["interfaces"][0]["rx_frames_per_queue"], json!([5, 4, 1]));
+        assert_eq!(m["workers"][1], json!({"worker": 1, "handoffs": 4}));
+        assert_eq!(merge(vec![]), serde_json::Value::Null);
+    }
 }

@@ -59,6 +59,10 @@ pub struct WorkerSide {
     role: String,
     /// Counters of the applications (proxies, iperf3), set by the front end.
     pub apps: serde_json::Value,
+    /// Which worker this side serves (0 with one worker).
+    pub(crate) index: usize,
+    /// Times the worker panicked, set by the front end that restarts it.
+    pub panics: u64,
 }
 
 const KINDS: [MonitorKind; 8] = [
@@ -88,7 +92,14 @@ impl WorkerSide {
             events_dropped: 0,
             role: role.into(),
             apps: serde_json::Value::Null,
+            index: 0,
+            panics: 0,
         }
+    }
+
+    /// Which worker this side serves.
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     /// Add it to the descriptors the worker sleeps on: a command wakes it.
@@ -103,6 +114,17 @@ impl WorkerSide {
         &mut self,
         worker: &mut Worker<MptcpEndpoint>,
         datapath: &Datapath,
+        closed: u64,
+    ) -> usize {
+        self.poll_worker(worker, Some(datapath), closed)
+    }
+
+    /// [`WorkerSide::poll`] for one of several workers: the one holding
+    /// the datapath passes it (its classifier counters are reported once).
+    pub fn poll_worker(
+        &mut self,
+        worker: &mut Worker<MptcpEndpoint>,
+        datapath: Option<&Datapath>,
         closed: u64,
     ) -> usize {
         let mut work = 0;
@@ -148,7 +170,7 @@ impl WorkerSide {
     pub fn stats(
         &self,
         worker: &Worker<MptcpEndpoint>,
-        datapath: &Datapath,
+        datapath: Option<&Datapath>,
         closed: u64,
     ) -> InstanceStats<MptcpEngineStats> {
         let mut engine = snapshot::mptcp_engine_stats(&worker.engine);
@@ -159,17 +181,25 @@ impl WorkerSide {
         engine.control.commands = self.commands;
         engine.control.events_dropped = self.events_dropped;
         engine.apps = self.apps.clone();
-        snapshot::collect(&self.role, datapath, worker, engine)
+        let connections = engine.connections;
+        let mut st = snapshot::collect_worker(&self.role, datapath, worker, engine);
+        for w in &mut st.workers {
+            w.worker = self.index;
+            w.connections = connections;
+            w.panics = self.panics;
+        }
+        st
     }
 
     fn answer(
         &mut self,
         request: Request,
         worker: &mut Worker<MptcpEndpoint>,
-        datapath: &Datapath,
+        datapath: Option<&Datapath>,
         closed: u64,
     ) -> Result<Value, String> {
         let now = worker.now();
+        let index = self.index;
         let ifaces: Vec<String> = worker.paths.iter().map(|p| p.iface.clone()).collect();
         let engine = &mut worker.engine;
         let slot = |engine: &MptcpEndpoint, token: Token| {
@@ -180,7 +210,13 @@ impl WorkerSide {
         let value = |v: Result<Value, serde_json::Error>| v.map_err(|e| e.to_string());
         match request {
             Request::Connections => {
-                let rows: Vec<ConnectionRow> = engine.connections().map(connection_row).collect();
+                let rows: Vec<ConnectionRow> = engine
+                    .connections()
+                    .map(|c| ConnectionRow {
+                        worker: index,
+                        ..connection_row(c)
+                    })
+                    .collect();
                 value(serde_json::to_value(rows))
             }
             Request::Subflows { token } => {
@@ -315,6 +351,7 @@ pub(crate) fn connection_row(c: &Connection) -> ConnectionRow {
         bytes_reinjected: i.bytes_reinjected,
         subflows: i.subflows as u64,
         subflows_total: i.subflows_total as u64,
+        worker: 0,
     }
 }
 

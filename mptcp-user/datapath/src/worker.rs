@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::afxdp::XskSocket;
+use crate::handoff::{Lent, Links, Returned};
+use crate::xdp::affinity::AffinityMaps;
 use mptcp_engine::app::App;
-use mptcp_engine::io::{Engine, PathId};
+use mptcp_engine::io::{AffinityChange, Engine, PathId};
 use mptcp_engine::time::Instant;
 use mptcp_engine::wire::ethernet::MacAddr;
 
@@ -64,6 +66,25 @@ pub struct WorkerStats {
     /// Passes through the loop and how many ended asleep in poll().
     pub passes: u64,
     pub sleeps: u64,
+    /// Several workers: frames that arrived here for another worker's
+    /// connection and were lent to it, frames other workers lent us, and
+    /// frames dropped because their owner had too many of ours already.
+    pub handoffs_out: u64,
+    pub handoffs_in: u64,
+    pub handoff_dropped: u64,
+}
+
+/// A worker among several: its links to the others and its handles on the
+/// classifier's affinity maps.
+pub struct Affinity {
+    pub links: Links,
+    pub maps: AffinityMaps,
+}
+
+impl Affinity {
+    pub fn id(&self) -> usize {
+        self.links.id
+    }
 }
 
 /// The source IP of an IPv4/IPv6 packet.
@@ -142,6 +163,56 @@ fn resolve_missing(path: &mut Path) {
     }
 }
 
+/// Receives batches from one socket until it runs dry (or a bounded number
+/// of batches); `batch` takes one. Returns the frames received.
+#[inline(always)]
+fn drain(
+    socket: &mut XskSocket,
+    busy: bool,
+    mut batch: impl FnMut(&mut XskSocket) -> u32,
+) -> usize {
+    let mut total = 0;
+    for _ in 0..RX_BATCHES_PER_PASS {
+        let n = batch(socket);
+        total += n as usize;
+        if n == 0 && busy {
+            socket.busy_poll_rx();
+        }
+        if n < RX_BATCH {
+            break;
+        }
+    }
+    total
+}
+
+/// One received frame into the engine: Ethernet off, the sender's MAC learnt.
+#[inline(always)]
+fn feed<E: Engine>(
+    engine: &mut E,
+    stats: &mut WorkerStats,
+    neighbours: &mut NeighbourTable,
+    now: Instant,
+    path: PathId,
+    frame: &[u8],
+) {
+    let Some(header) = frame.get(..ETH_HLEN) else {
+        stats.rx_not_ip += 1;
+        return;
+    };
+    let ethertype = u16::from_be_bytes([header[12], header[13]]);
+    if ethertype != ETHERTYPE_IPV4 && ethertype != ETHERTYPE_IPV6 {
+        stats.rx_not_ip += 1;
+        return;
+    }
+    let packet = &frame[ETH_HLEN..];
+    if let Some(src) = ip_src(packet) {
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&header[6..12]);
+        neighbours.learn(src, MacAddr(mac));
+    }
+    engine.handle_packet(now, path, packet);
+}
+
 pub struct Worker<E> {
     pub engine: E,
     pub paths: Vec<Path>,
@@ -155,6 +226,15 @@ pub struct Worker<E> {
     /// with recvfrom when a socket is empty.
     busy_poll: bool,
     pub stats: WorkerStats,
+    /// Set when this worker is one of several ([`Worker::set_affinity`]).
+    affinity: Option<Box<Affinity>>,
+}
+
+impl<E> Worker<E> {
+    /// This worker's place among several, if it is one of several.
+    pub fn affinity(&self) -> Option<&Affinity> {
+        self.affinity.as_deref()
+    }
 }
 
 impl<E: Engine> Worker<E> {
@@ -168,7 +248,16 @@ impl<E: Engine> Worker<E> {
             pollfds: Vec::new(),
             busy_poll: false,
             stats: WorkerStats::default(),
+            affinity: None,
         }
+    }
+
+    /// Makes this worker one of several: frames tagged for another owner
+    /// are handed to it, and the engine's tuples and tokens are published
+    /// in the classifier's maps.
+    pub fn set_affinity(&mut self, affinity: Affinity) {
+        self.engine.set_affinity_journal(true);
+        self.affinity = Some(Box::new(affinity));
     }
 
     /// Engine time: nanoseconds of CLOCK_MONOTONIC since the worker started.
@@ -191,52 +280,160 @@ impl<E: Engine> Worker<E> {
     }
 
     /// Swaps in a new engine (e.g. a fresh listener after a connection ended).
-    pub fn replace_engine(&mut self, engine: E) -> E {
+    pub fn replace_engine(&mut self, mut engine: E) -> E {
+        engine.set_affinity_journal(self.affinity.is_some());
         std::mem::replace(&mut self.engine, engine)
     }
 
     fn receive(&mut self, now: Instant) -> usize {
+        if self.affinity.is_some() {
+            return self.receive_tagged(now);
+        }
         let mut total = 0;
         let engine = &mut self.engine;
         let stats = &mut self.stats;
         for (id, path) in self.paths.iter_mut().enumerate() {
             let neighbours = &mut path.neighbours;
-            let mut on_frame = |frame: &[u8]| {
-                let Some(header) = frame.get(..ETH_HLEN) else {
-                    stats.rx_not_ip += 1;
-                    return;
-                };
-                let ethertype = u16::from_be_bytes([header[12], header[13]]);
-                if ethertype != ETHERTYPE_IPV4 && ethertype != ETHERTYPE_IPV6 {
-                    stats.rx_not_ip += 1;
-                    return;
-                }
-                let packet = &frame[ETH_HLEN..];
-                if let Some(src) = ip_src(packet) {
-                    let mut mac = [0u8; 6];
-                    mac.copy_from_slice(&header[6..12]);
-                    neighbours.learn(src, MacAddr(mac));
-                }
-                engine.handle_packet(now, id, packet);
-            };
+            let mut on_frame = |frame: &[u8]| feed(engine, stats, neighbours, now, id, frame);
             let busy = self.busy_poll;
             // Receive before transmitting: drain the ring (a bounded number
             // of batches) so a burst does not overflow it while we send.
             for socket in std::iter::once(&mut path.socket).chain(&mut path.extra_rx) {
-                for _ in 0..RX_BATCHES_PER_PASS {
-                    let n = socket.recv_batch(RX_BATCH, &mut on_frame);
-                    total += n as usize;
-                    if n == 0 && busy {
-                        socket.busy_poll_rx();
-                    }
-                    if n < RX_BATCH {
-                        break;
-                    }
-                }
+                total += drain(socket, busy, |s| s.recv_batch(RX_BATCH, &mut on_frame));
             }
         }
         self.stats.rx_frames += total as u64;
         total
+    }
+
+    /// [`Worker::receive`] among several workers: frames whose metadata
+    /// names another owner are lent to it; then the frames others lent us,
+    /// and ours coming back.
+    fn receive_tagged(&mut self, now: Instant) -> usize {
+        let Some(aff) = self.affinity.as_deref_mut() else {
+            return 0;
+        };
+        let links = &mut aff.links;
+        let me = links.id;
+        let workers = links.workers();
+        let mut total = 0;
+        let engine = &mut self.engine;
+        let stats = &mut self.stats;
+        let busy = self.busy_poll;
+        for (id, path) in self.paths.iter_mut().enumerate() {
+            let neighbours = &mut path.neighbours;
+            let sockets = std::iter::once(&mut path.socket).chain(&mut path.extra_rx);
+            for (si, socket) in sockets.enumerate() {
+                let mut on_frame = |frame: &[u8], owner: Option<u32>, addr: u64| {
+                    let owner = owner
+                        .map(|o| o as usize)
+                        .filter(|&o| o != me && o < workers);
+                    let Some(owner) = owner else {
+                        feed(engine, stats, neighbours, now, id, frame);
+                        return false;
+                    };
+                    let lent = Lent {
+                        ptr: frame.as_ptr(),
+                        len: frame.len() as u32,
+                        path: id as u32,
+                        socket: si as u32,
+                        addr,
+                    };
+                    if links.lend(owner, lent) {
+                        stats.handoffs_out += 1;
+                        true
+                    } else {
+                        // Like a full RX ring: dropped, TCP recovers.
+                        stats.handoff_dropped += 1;
+                        false
+                    }
+                };
+                total += drain(socket, busy, |s| {
+                    s.recv_batch_tagged(RX_BATCH, &mut on_frame)
+                });
+            }
+        }
+        links.wake_owners();
+        // Frames from our own sockets (those lent out included).
+        stats.rx_frames += total as u64;
+        // Frames lent to us, in batches per lender, each given back at once.
+        for o in 0..workers {
+            let (Some(from), Some(back)) = (links.from[o].as_mut(), links.back_to[o].as_mut())
+            else {
+                continue;
+            };
+            for _ in 0..RX_BATCH * RX_BATCHES_PER_PASS {
+                let Some(f) = from.pop() else { break };
+                if let Some(path) = self.paths.get_mut(f.path as usize) {
+                    // SAFETY: the lender keeps the frame out of its fill ring
+                    // until it is back, and its UMEM outlives every worker.
+                    let frame = unsafe { std::slice::from_raw_parts(f.ptr, f.len as usize) };
+                    feed(
+                        engine,
+                        stats,
+                        &mut path.neighbours,
+                        now,
+                        f.path as usize,
+                        frame,
+                    );
+                }
+                stats.handoffs_in += 1;
+                total += 1;
+                let r = Returned {
+                    path: f.path,
+                    socket: f.socket,
+                    addr: f.addr,
+                };
+                // Never full: the lender keeps at most as many out as it holds.
+                let _ = back.push(r);
+            }
+        }
+        // Ours, back from their owners: to the fill rings again.
+        for o in 0..workers {
+            let Some(back) = links.back_from[o].as_mut() else {
+                continue;
+            };
+            while let Some(r) = back.pop() {
+                links.lent_to[o] -= 1;
+                let socket = self
+                    .paths
+                    .get_mut(r.path as usize)
+                    .and_then(|p| match r.socket {
+                        0 => Some(&mut p.socket),
+                        i => p.extra_rx.get_mut(i as usize - 1),
+                    });
+                if let Some(s) = socket {
+                    s.give_back(r.addr);
+                }
+            }
+        }
+        total
+    }
+
+    /// Several workers: the tuples and tokens the engine filed or forgot go
+    /// to the classifier's maps before the pass's packets are published to
+    /// the TX rings (a SYN or SYN/ACK leaves only once the answers to it
+    /// will be steered here).
+    fn publish_affinity(&mut self) {
+        let Some(aff) = self.affinity.as_deref_mut() else {
+            return;
+        };
+        while let Some(c) = self.engine.poll_affinity() {
+            match c {
+                AffinityChange::Tuple { tuple, added: true } => {
+                    aff.maps.own_tuple(tuple.local, tuple.remote)
+                }
+                AffinityChange::Tuple {
+                    tuple,
+                    added: false,
+                } => aff.maps.forget_tuple(tuple.local, tuple.remote),
+                AffinityChange::Token { token, added: true } => aff.maps.own_token(token),
+                AffinityChange::Token {
+                    token,
+                    added: false,
+                } => aff.maps.forget_token(token),
+            }
+        }
     }
 
     fn transmit(&mut self, now: Instant) -> usize {
@@ -297,6 +494,8 @@ impl<E: Engine> Worker<E> {
                 self.last_tx_path = to;
             }
         }
+        // Joins the engine opened while writing this batch are filed too.
+        self.publish_affinity();
         for path in &mut self.paths {
             path.socket.flush();
         }
@@ -322,6 +521,17 @@ impl<E: Engine> Worker<E> {
         }) {
             self.stats.tx_ring_full += 1;
         }
+    }
+
+    /// Sends what the engine has queued (its RSTs after aborts, say)
+    /// without receiving anything new.
+    pub fn send_pending(&mut self) -> usize {
+        let now = self.now();
+        let sent = self.transmit(now);
+        for path in &mut self.paths {
+            path.socket.reclaim();
+        }
+        sent
     }
 
     /// One pass: receive, timers, application, transmit. Returns the work
@@ -365,6 +575,11 @@ impl<E: Engine> Worker<E> {
         if wait.is_zero() {
             return;
         }
+        if let Some(aff) = &self.affinity {
+            if !aff.links.prepare_sleep() {
+                return;
+            }
+        }
         self.stats.sleeps += 1;
         // Reused between sleeps: no allocation once it has grown.
         let fds = &mut self.pollfds;
@@ -374,7 +589,11 @@ impl<E: Engine> Worker<E> {
             .iter()
             .flat_map(|p| std::iter::once(&p.socket).chain(&p.extra_rx))
             .map(|s| (s.as_raw_fd(), libc::POLLIN));
-        for (fd, events) in sockets.chain(extra.iter().copied()) {
+        let wake = self
+            .affinity
+            .as_ref()
+            .map(|a| (a.links.wake_fd(), libc::POLLIN));
+        for (fd, events) in sockets.chain(extra.iter().copied()).chain(wake) {
             fds.push(libc::pollfd {
                 fd,
                 events,
@@ -385,6 +604,9 @@ impl<E: Engine> Worker<E> {
         let ms = wait.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
         // SAFETY: fds.len() initialised pollfds.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if let Some(aff) = &self.affinity {
+            aff.links.woke();
+        }
     }
 
     /// Runs until the application finishes or `stop` is set.

@@ -2,6 +2,7 @@
 //! AF_XDP datapath, benchmarks). A driver hands the engine frames and time,
 //! and asks it for frames to send and for its next deadline.
 
+use crate::tcp::FourTuple;
 use crate::time::Instant;
 
 /// Index of a path: an interface for the AF_XDP driver, a link for the simulator.
@@ -19,6 +20,29 @@ pub trait Engine {
     fn poll_timeout(&self) -> Option<Instant>;
     /// Fires every timer due at `now`.
     fn handle_timeout(&mut self, now: Instant);
+    /// Journal every tuple and token filed or forgotten, for a driver that
+    /// steers segments between several engines (engines without
+    /// connections to steer keep nothing).
+    fn set_affinity_journal(&mut self, _on: bool) {}
+    /// The next change of the journal.
+    fn poll_affinity(&mut self) -> Option<AffinityChange> {
+        None
+    }
+}
+
+/// A tuple or token the endpoint filed or forgot, for a driver that steers
+/// segments to the endpoint owning them ([`Engine::poll_affinity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AffinityChange {
+    Tuple {
+        tuple: FourTuple,
+        added: bool,
+    },
+    /// Our token of an MPTCP connection (MP_JOIN SYNs carry it).
+    Token {
+        token: u32,
+        added: bool,
+    },
 }
 
 /// The application side of one connection: a reliable byte stream.

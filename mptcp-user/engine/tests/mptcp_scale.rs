@@ -150,6 +150,22 @@ impl Pair {
     }
 }
 
+/// The server reads what arrived and closes each connection whose peer
+/// closed; both sides reap.
+fn server_reads_and_closes(p: &mut Pair) {
+    while let Some(h) = p.server.poll_app_ready() {
+        if let Some(c) = p.server.get_mut(h) {
+            let mut t = [0u8; 8];
+            while c.recv(&mut t) > 0 {}
+            if c.is_read_closed() {
+                c.close();
+            }
+        }
+    }
+    p.server.reap_closed();
+    p.client.reap_closed();
+}
+
 fn established(ep: &MptcpEndpoint) -> usize {
     ep.connections().filter(|c| c.is_established()).count()
 }
@@ -269,17 +285,7 @@ fn closed_connections_free_their_slots_tuples_and_tokens() {
         }
         // The server closes each connection once it has read the DATA_FIN.
         let ok = p.run_until(Duration::from_secs(20), Duration::from_millis(50), |p| {
-            while let Some(h) = p.server.poll_app_ready() {
-                if let Some(c) = p.server.get_mut(h) {
-                    let mut t = [0u8; 8];
-                    while c.recv(&mut t) > 0 {}
-                    if c.is_read_closed() {
-                        c.close();
-                    }
-                }
-            }
-            p.server.reap_closed();
-            p.client.reap_closed();
+            server_reads_and_closes(p);
             p.server.connection_count() == 0 && p.client.connection_count() == 0
         });
         assert!(
@@ -297,6 +303,69 @@ fn closed_connections_free_their_slots_tuples_and_tokens() {
         assert_eq!(p.server.half_open_count(), 0);
     }
     assert_eq!(p.server.counters().accepted, 4 * N as u64);
+}
+
+/// A driver steering segments to the worker that owns them learns every
+/// tuple and token the endpoint files, and every one it forgets.
+#[test]
+fn the_affinity_journal_files_and_forgets_tuples_and_tokens() {
+    use mptcp_engine::mptcp::AffinityChange;
+    use std::collections::HashSet;
+    const N: usize = 20;
+    let mut p = Pair::with_client_addrs(config(), config(), &[client_ip(), client_ip2()]);
+    p.server.set_affinity_journal(true);
+    let handles: Vec<ConnHandle> = (0..N).map(|i| p.connect(30_000 + i as u16)).collect();
+    assert!(
+        p.run_until(Duration::from_secs(10), Duration::from_millis(10), |p| {
+            established(&p.server) == N
+        })
+    );
+    // Data lets the clients' path managers open the second subflows.
+    for h in &handles {
+        assert_eq!(p.client.get_mut(*h).unwrap().send(b"x"), 1);
+    }
+    assert!(
+        p.run_until(Duration::from_secs(10), Duration::from_millis(10), |p| {
+            p.server.counters().join_accepted == N as u64
+        })
+    );
+    let tokens: HashSet<u32> = p.server.connections().map(|c| c.token()).collect();
+    let mut tuples = HashSet::new();
+    let mut filed_tokens = HashSet::new();
+    while let Some(c) = p.server.poll_affinity() {
+        match c {
+            AffinityChange::Tuple { tuple, added: true } => assert!(tuples.insert(tuple)),
+            AffinityChange::Token { token, added: true } => assert!(filed_tokens.insert(token)),
+            other => panic!("nothing closed yet: {other:?}"),
+        }
+    }
+    assert_eq!(filed_tokens, tokens);
+    assert_eq!(tuples.len(), 2 * N, "two subflows each");
+    assert!(tuples.iter().all(|t| t.local.ip() == server_ip()));
+    for h in &handles {
+        p.client.get_mut(*h).unwrap().close();
+    }
+    let ok = p.run_until(Duration::from_secs(20), Duration::from_millis(50), |p| {
+        server_reads_and_closes(p);
+        p.server.connection_count() == 0
+    });
+    assert!(ok);
+    while let Some(c) = p.server.poll_affinity() {
+        match c {
+            AffinityChange::Tuple {
+                tuple,
+                added: false,
+            } => assert!(tuples.remove(&tuple)),
+            AffinityChange::Token {
+                token,
+                added: false,
+            } => assert!(filed_tokens.remove(&token)),
+            other => panic!("nothing opened: {other:?}"),
+        }
+    }
+    assert!(tuples.is_empty() && filed_tokens.is_empty());
+    // Off by default: the client kept nothing.
+    assert_eq!(p.client.poll_affinity(), None);
 }
 
 #[test]

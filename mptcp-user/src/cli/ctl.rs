@@ -43,7 +43,8 @@ pub enum Priority {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CtlCommand {
-    /// Every connection: token, addresses, state, fallback and why, bytes each way, subflows.
+    /// Every connection: token, addresses, state, fallback and why, bytes each way, subflows,
+    /// and the worker that owns it (`serve --workers`).
     Connections,
     /// The subflows of a connection, with their TCP figures (closed ones included).
     Subflows { token: Token },
@@ -225,12 +226,14 @@ pub fn ctl(args: &CtlArgs) -> Result<()> {
                         r.bytes_sent.to_string(),
                         r.bytes_received.to_string(),
                         format!("{}/{}", r.subflows, r.subflows_total),
+                        r.worker.to_string(),
                     ]
                 })
                 .collect();
             table(
                 &[
-                    "TOKEN", "LOCAL", "REMOTE", "STATE", "FALLBACK", "SENT", "RECEIVED", "SUBFLOWS",
+                    "TOKEN", "LOCAL", "REMOTE", "STATE", "FALLBACK", "SENT", "RECEIVED",
+                    "SUBFLOWS", "WORKER",
                 ],
                 &cells,
             );

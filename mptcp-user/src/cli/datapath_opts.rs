@@ -28,3 +28,43 @@ impl DatapathOptions {
         Ok(())
     }
 }
+
+/// `--workers`, for the subcommands that run several.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct WorkerOptions {
+    /// Worker threads, each with its own engine, applications and the
+    /// AF_XDP sockets of its receive queues (queue q goes to worker q % N;
+    /// every interface needs at least N queues). Every subflow of a
+    /// connection is served by the worker that owns it (the one whose
+    /// queue got its first SYN, or that opened it): frames arriving on
+    /// another worker's queue are handed over (counted as `handoffs` in
+    /// `stats`). Default: one per receive queue, at most one per core
+    /// (`serve --mode forward`: one).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+impl WorkerOptions {
+    /// The number of workers for these interfaces.
+    pub fn resolve(&self, ifaces: &[String]) -> Result<usize> {
+        let queues = ifaces
+            .iter()
+            .map(|i| mptcp_datapath::route::rx_queue_count(i) as usize)
+            .min()
+            .unwrap_or(1);
+        match self.workers {
+            Some(0) => anyhow::bail!("--workers must be at least 1"),
+            Some(n) if n > queues => anyhow::bail!(
+                "--workers {n}: the interfaces have {queues} receive queue(s) (the fewest of \
+                 {}); every worker needs a queue on every interface: give --workers {queues} \
+                 or fewer, or more queues (`ethtool -L IFACE combined {n}`)",
+                ifaces.join(", ")
+            ),
+            Some(n) => Ok(n),
+            None => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                Ok(queues.min(cores).max(1))
+            }
+        }
+    }
+}

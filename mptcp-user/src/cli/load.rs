@@ -23,8 +23,7 @@ use mptcp_engine::time::Instant;
 
 use super::engine_opts::EngineOptions;
 use super::{
-    accept_partial, check_interfaces, instance_stats, mptcp_config, require_root, PartialChecksum,
-    StatsFile,
+    accept_partial, check_interfaces, mptcp_config, require_root, PartialChecksum, StatsFile,
 };
 
 #[derive(clap::Args, Debug)]
@@ -53,9 +52,11 @@ pub struct LoadArgs {
     /// New connections per second at most (0: as fast as they fit).
     #[arg(long, default_value_t = 0.0, value_name = "PER_SECOND")]
     pub rate: f64,
-    /// First local port; connection k uses FIRST + k * (interfaces), its
-    /// joins the ports after it. Keep the range clear of the kernel's own
-    /// ephemeral ports (net.ipv4.ip_local_port_range).
+    /// First local port; connection k uses FIRST + k * STRIDE, its joins
+    /// the ports after it (STRIDE: the interfaces, or --subflows if more).
+    /// Keep the range clear of the kernel's own ephemeral ports
+    /// (net.ipv4.ip_local_port_range). With several workers, each takes
+    /// its own connections (k = worker, worker + workers, ...).
     #[arg(long, default_value_t = 10_000, value_name = "PORT")]
     pub first_port: u16,
     /// Give up after this many seconds.
@@ -73,6 +74,32 @@ pub struct LoadArgs {
     pub partial_checksum: PartialChecksum,
     #[command(flatten)]
     pub engine_opts: EngineOptions,
+    #[command(flatten)]
+    pub worker_opts: super::datapath_opts::WorkerOptions,
+}
+
+/// The next port, from slot `*cursor` on, whose answers from `remote` the
+/// NIC hashes to a queue of worker `worker` of `workers` (queue q belongs
+/// to worker q % workers): a port belongs to one worker only, so workers
+/// never clash. `None` when no slot maps to this worker.
+fn rss_port(
+    rss: &mptcp_datapath::rss::Rss,
+    remote: SocketAddr,
+    local: SocketAddr,
+    (first, stride, slots): (u16, u16, u16),
+    cursor: &mut u32,
+    (worker, workers): (u32, u32),
+) -> Option<u16> {
+    for _ in 0..slots {
+        let slot = *cursor % u32::from(slots.max(1));
+        *cursor += 1;
+        let p = (u32::from(first) + slot * u32::from(stride)) as u16;
+        let q = rss.queue(remote, SocketAddr::new(local.ip(), p));
+        if q.is_some_and(|q| q % workers == worker) {
+            return Some(p);
+        }
+    }
+    None
 }
 
 /// One connection's progress.
@@ -93,8 +120,15 @@ struct Load {
     concurrency: usize,
     total: u64,
     rate: f64,
+    /// First port, stride, slots.
     ports: (u16, u16, u16),
     next_port: u32,
+    /// This worker's share of the slots: index `worker` of every `workers`.
+    worker: u32,
+    workers: u32,
+    /// The first interface's RSS and address: ports are then chosen so
+    /// that the server's answers land on a queue of this worker.
+    rss: Option<(std::sync::Arc<mptcp_datapath::rss::Rss>, std::net::IpAddr)>,
     opened: u64,
     finished: u64,
     exact: u64,
@@ -106,6 +140,8 @@ struct Load {
     active: usize,
     /// Connect-to-last-byte latencies, microseconds.
     latencies: Vec<u64>,
+    /// Connections by the number of subflows they ever had.
+    subflows: std::collections::BTreeMap<u64, u64>,
     /// Connections in the order they opened, with their deadlines (one
     /// timeout for all: the front is always the next to expire).
     deadlines: std::collections::VecDeque<(Instant, ConnHandle)>,
@@ -116,7 +152,16 @@ struct Load {
 impl Load {
     fn port(&mut self) -> u16 {
         let (first, stride, slots) = self.ports;
-        let p = first as u32 + (self.next_port % slots as u32) * stride as u32;
+        if let Some((rss, local)) = &self.rss {
+            let mine = (self.worker, self.workers);
+            let at = SocketAddr::new(*local, 0);
+            if let Some(p) = rss_port(rss, self.remote, at, self.ports, &mut self.next_port, mine) {
+                return p;
+            }
+        }
+        let mine = (slots as u32 / self.workers).max(1);
+        let slot = (self.next_port % mine) * self.workers + self.worker;
+        let p = first as u32 + slot * stride as u32;
         self.next_port += 1;
         p as u16
     }
@@ -160,6 +205,7 @@ impl Load {
             size,
             mismatched,
             latencies,
+            subflows,
             ..
         } = self;
         let Some(Some(c)) = conns.get_mut(h.slot as usize) else {
@@ -207,6 +253,9 @@ impl Load {
         }
         if c.received >= c.expect && !c.closing {
             c.closing = true;
+            *subflows
+                .entry(conn.info().subflows_total as u64)
+                .or_default() += 1;
             conn.close();
             let us = now.saturating_duration_since(c.started).as_micros() as u64;
             latencies.push(us);
@@ -297,12 +346,21 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         Duration::from_secs(3),
     )?;
     let total = args.connections.unwrap_or(args.concurrency as u64);
-    let stride = args.ifaces.len().max(1) as u16;
+    let stride = (args.ifaces.len() as u16)
+        .max(args.engine_opts.subflows.unwrap_or(1))
+        .max(1);
     let slots = (65_535 - args.first_port as u32) / stride as u32;
     if (slots as usize) < args.concurrency {
         bail!(
             "ports {}..65535 hold {slots} connections of {stride} subflows, fewer than --concurrency {}",
             args.first_port,
+            args.concurrency
+        );
+    }
+    let workers = args.worker_opts.resolve(&args.ifaces)?;
+    if args.concurrency < workers {
+        bail!(
+            "--concurrency {} is fewer than --workers {workers}: each worker needs one",
             args.concurrency
         );
     }
@@ -312,21 +370,23 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         listen_ports: vec![],
         client_ports: Some(args.first_port..=last.min(65_535) as u16),
     };
-    let (mut datapath, mut paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
-    paths[0].neighbours.default = Some(mac);
+    let (mut datapath, sets) =
+        Datapath::open_workers(&args.ifaces, &ownership, XskConfig::default(), workers)?;
     // The joins leave by the other interfaces toward the same server
     // address: resolve it there too, up front (weak host model on the
     // server side answers for its address on every interface).
-    for (path, iface) in paths.iter_mut().zip(&args.ifaces).skip(1) {
-        if let Ok(mac) = mptcp_datapath::route::resolve_neighbour(
-            iface,
-            args.remote.ip(),
-            Duration::from_secs(1),
-        ) {
-            path.neighbours.default = Some(mac);
-        }
+    let mut defaults = vec![Some(mac)];
+    for iface in args.ifaces.iter().skip(1) {
+        defaults.push(
+            mptcp_datapath::route::resolve_neighbour(
+                iface,
+                args.remote.ip(),
+                Duration::from_secs(1),
+            )
+            .ok(),
+        );
     }
-    let mut cfg = mptcp_config(&paths, args.remote.is_ipv6(), &args.engine_opts);
+    let mut cfg = mptcp_config(&sets[0].paths, args.remote.is_ipv6(), &args.engine_opts);
     cfg.accept_partial_checksum = accept_partial(args.partial_checksum, &args.ifaces).0;
     let addrs: Vec<LocalAddr> = locals
         .iter()
@@ -337,33 +397,72 @@ pub fn load(args: &LoadArgs) -> Result<()> {
             signal: false,
         })
         .collect();
-    let engine = MptcpEndpoint::new(cfg, &addrs);
-    let mut worker = Worker::new(engine, paths);
-    let mut app = Load {
-        remote: args.remote,
-        size: args.size,
-        response: args.response,
-        concurrency: args.concurrency,
-        total,
-        rate: args.rate,
-        ports: (args.first_port, stride, slots as u16),
-        next_port: 0,
-        opened: 0,
-        finished: 0,
-        exact: 0,
-        failed: 0,
-        mismatched: 0,
-        started: None,
-        conns: Vec::new(),
-        active: 0,
-        latencies: Vec::new(),
-        deadlines: std::collections::VecDeque::new(),
-        conn_timeout: Duration::from_secs_f64(args.conn_timeout.max(0.001)),
-        chunk: vec![0u8; 64 << 10].into_boxed_slice(),
-    };
+    // A NIC that says how it hashes (ETHTOOL_GRSSH): each worker picks
+    // ports whose answers land on its own queues. veth says nothing: the
+    // frames that land elsewhere are handed off.
+    let rss = (workers > 1)
+        .then(|| mptcp_datapath::rss::read(&args.ifaces[0]))
+        .flatten()
+        .map(std::sync::Arc::new);
+    if workers > 1 && !args.json {
+        match &rss {
+            Some(r) => println!(
+                "RSS on {}: {}-entry indirection table; each worker picks ports its queues receive",
+                args.ifaces[0],
+                r.indir.len()
+            ),
+            None => println!(
+                "no RSS key on {} (veth has none): frames landing on another worker's queue are handed off",
+                args.ifaces[0]
+            ),
+        }
+    }
+    let mut runs = Vec::new();
+    for (w, set) in sets.into_iter().enumerate() {
+        let mut paths = set.paths;
+        for (path, mac) in paths.iter_mut().zip(&defaults) {
+            path.neighbours.default = *mac;
+        }
+        // Every engine its own secrets (distinct keys, tokens and ISNs).
+        let mut cfg = cfg.clone();
+        cfg.secret = mptcp_engine::secret::random();
+        cfg.tcp.isn_secret = mptcp_engine::secret::random();
+        let mut worker = Worker::new(MptcpEndpoint::new(cfg, &addrs), paths);
+        if let Some(a) = set.affinity {
+            worker.set_affinity(a);
+        }
+        let share = |n: u64| n / workers as u64 + u64::from((w as u64) < n % workers as u64);
+        let app = Load {
+            remote: args.remote,
+            size: args.size,
+            response: args.response,
+            concurrency: share(args.concurrency as u64) as usize,
+            total: share(total),
+            rate: args.rate / workers as f64,
+            ports: (args.first_port, stride, slots as u16),
+            next_port: 0,
+            worker: w as u32,
+            workers: workers as u32,
+            rss: rss.clone().map(|r| (r, locals[0])),
+            opened: 0,
+            finished: 0,
+            exact: 0,
+            failed: 0,
+            mismatched: 0,
+            started: None,
+            conns: Vec::new(),
+            active: 0,
+            latencies: Vec::new(),
+            subflows: Default::default(),
+            deadlines: std::collections::VecDeque::new(),
+            conn_timeout: Duration::from_secs_f64(args.conn_timeout.max(0.001)),
+            chunk: vec![0u8; 64 << 10].into_boxed_slice(),
+        };
+        runs.push((worker, app));
+    }
     if !args.json {
         println!(
-            "load: {total} connections to {}, {} at once, {} each, over {}",
+            "load: {total} connections to {}, {} at once, {} each, over {}, {workers} worker(s)",
             args.remote,
             args.concurrency,
             match args.response {
@@ -375,45 +474,121 @@ pub fn load(args: &LoadArgs) -> Result<()> {
     }
     let stop = stop_on_signals();
     let stats_file = StatsFile::create();
+    // Each worker's latest snapshot, written once a second (off the packet path).
+    let snapshots = std::sync::Mutex::new(vec![serde_json::Value::Null; workers]);
     let begun = std::time::Instant::now();
-    let mut last_dump = begun;
-    let mut wake = Vec::new();
-    while !stop.load(Ordering::Relaxed) && begun.elapsed().as_secs_f64() < args.timeout {
-        let (work, done) = worker.step(&mut app);
-        if done {
-            break;
+    // A worker whose connections are done keeps receiving (frames of the
+    // others' connections land on its queues) until every worker is done.
+    let running = std::sync::atomic::AtomicUsize::new(workers);
+    let run = |worker: &mut Worker<MptcpEndpoint>, app: &mut Load, w: usize| {
+        let mut last_dump = begun;
+        let mut wake = Vec::new();
+        let mut finished = false;
+        while !stop.load(Ordering::Relaxed) && begun.elapsed().as_secs_f64() < args.timeout {
+            let (work, done) = worker.step(app);
+            if done && !finished {
+                finished = true;
+                running.fetch_sub(1, Ordering::AcqRel);
+            }
+            if running.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if last_dump.elapsed() >= Duration::from_secs(1) {
+                last_dump = std::time::Instant::now();
+                let e =
+                    json!({"opened": app.opened, "finished": app.finished, "active": app.active});
+                let dp = (w == 0).then_some(&datapath);
+                let v = serde_json::to_value(mptcp_control::snapshot::collect_worker(
+                    "load", dp, worker, e,
+                ))
+                .unwrap_or_default();
+                if let Ok(mut s) = snapshots.lock() {
+                    s[w] = v;
+                    if w == 0 {
+                        stats_file.write(&mptcp_control::snapshot::merge(s.clone()));
+                    }
+                }
+            }
+            if work == 0 {
+                wake.clear();
+                worker.sleep_with(&wake);
+            }
         }
-        if last_dump.elapsed() >= Duration::from_secs(1) {
-            last_dump = std::time::Instant::now();
-            let e = json!({"opened": app.opened, "finished": app.finished, "active": app.active});
-            stats_file.write(&instance_stats("load", &datapath, &worker, e));
+    };
+    let runs = std::thread::scope(|scope| {
+        let mut runs = runs.into_iter();
+        let first = runs.next();
+        let handles: Vec<_> = runs
+            .enumerate()
+            .map(|(i, (mut worker, mut app))| {
+                let run = &run;
+                scope.spawn(move || {
+                    run(&mut worker, &mut app, i + 1);
+                    (worker, app)
+                })
+            })
+            .collect();
+        let mut done = Vec::new();
+        if let Some((mut worker, mut app)) = first {
+            run(&mut worker, &mut app, 0);
+            done.push((worker, app));
         }
-        if work == 0 {
-            wake.clear();
-            worker.sleep_with(&wake);
-        }
-    }
+        // Joined before any worker (and its UMEM) is dropped.
+        done.extend(handles.into_iter().filter_map(|h| h.join().ok()));
+        done
+    });
     let seconds = begun.elapsed().as_secs_f64();
+    let mut runs = runs;
     // Frames the kernel dropped at our rings (XDP_STATISTICS).
-    let ring_drops: u64 = worker
-        .paths
+    let ring_drops: u64 = runs
         .iter()
+        .flat_map(|(w, _)| &w.paths)
         .flat_map(|p| std::iter::once(&p.socket).chain(&p.extra_rx))
         .filter_map(|s| s.kernel_stats().ok())
         .map(|k| k.rx_dropped + k.rx_ring_full + k.rx_fill_ring_empty_descs)
         .sum();
     // Whatever is still open is reset, so the server does not hold it.
-    let live: Vec<ConnHandle> = worker.engine.handles().collect();
-    for h in live {
-        if let Some(c) = worker.engine.get_mut(h) {
-            c.abort();
+    for (worker, _) in &mut runs {
+        let live: Vec<ConnHandle> = worker.engine.handles().collect();
+        for h in live {
+            if let Some(c) = worker.engine.get_mut(h) {
+                c.abort();
+            }
+        }
+        for _ in 0..4 {
+            worker.step(&mut Idle);
         }
     }
-    for _ in 0..4 {
-        worker.step(&mut Idle);
-    }
     datapath.detach_all()?;
-    let counters = worker.engine.counters().clone();
+    let resets_sent: u64 = runs
+        .iter()
+        .map(|(w, _)| w.engine.counters().resets_sent)
+        .sum();
+    let per_worker: Vec<serde_json::Value> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, (w, a))| {
+            json!({"worker": i, "connections": a.opened, "exact": a.exact,
+                   "rx_frames": w.stats.rx_frames, "handoffs": w.stats.handoffs_out,
+                   "handoffs_in": w.stats.handoffs_in, "handoff_dropped": w.stats.handoff_dropped,
+                   "unmatched": w.engine.counters().unmatched,
+                   "resets_sent": w.engine.counters().resets_sent,
+                   "affinity_updates": w.affinity().map_or(0, |a| a.maps.counters.updates),
+                   "affinity_failed": w.affinity().map_or(0, |a| a.maps.counters.failed)})
+        })
+        .collect();
+    let mut app = runs.pop().map(|(_, a)| a).expect("a worker");
+    for (_, a) in runs {
+        app.opened += a.opened;
+        app.finished += a.finished;
+        app.exact += a.exact;
+        app.failed += a.failed;
+        app.mismatched += a.mismatched;
+        app.latencies.extend(a.latencies);
+        for (k, n) in a.subflows {
+            *app.subflows.entry(k).or_default() += n;
+        }
+    }
     let mut lat = std::mem::take(&mut app.latencies);
     lat.sort_unstable();
     // A log2 histogram of latencies, in milliseconds.
@@ -433,7 +608,10 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         "latency_ms": { "p50": quantile(&lat, 0.5), "p90": quantile(&lat, 0.9),
                         "p99": quantile(&lat, 0.99), "max": quantile(&lat, 1.0) },
         "histogram_ms": hist.iter().map(|(e, n)| json!({"le": e, "count": n})).collect::<Vec<_>>(),
-        "resets_sent": counters.resets_sent, "ring_drops": ring_drops,
+        "resets_sent": resets_sent, "ring_drops": ring_drops,
+        "subflows": app.subflows.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "rss_ports": rss.is_some(),
+        "workers": per_worker,
     });
     if args.json {
         println!("{report}");
@@ -462,4 +640,40 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         bail!("{} of {total} connections completed exactly", app.exact);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mptcp_datapath::rss::Rss;
+
+    #[test]
+    fn rss_ports_land_on_their_workers_queues_and_never_clash() {
+        let rss = Rss {
+            key: (0..40u8)
+                .map(|i| i.wrapping_mul(37).wrapping_add(11))
+                .collect(),
+            indir: (0..128).map(|i| i % 4).collect(),
+        };
+        let remote: SocketAddr = "10.0.0.2:5201".parse().unwrap();
+        let local: SocketAddr = "10.0.0.1:0".parse().unwrap();
+        let ports = (10_000, 4, 1000);
+        let mut taken = std::collections::HashSet::new();
+        for worker in 0..2 {
+            let mut cursor = 0;
+            for _ in 0..100 {
+                let p = rss_port(&rss, remote, local, ports, &mut cursor, (worker, 2)).unwrap();
+                let q = rss.queue(remote, SocketAddr::new(local.ip(), p)).unwrap();
+                assert_eq!(q % 2, worker, "port {p} hashes to queue {q}");
+                assert_eq!((p - 10_000) % 4, 0, "on a slot");
+                assert!(taken.insert(p), "port {p} taken twice");
+            }
+        }
+        // A worker with no queue in the table gets no port.
+        let mut cursor = 0;
+        assert_eq!(
+            rss_port(&rss, remote, local, ports, &mut cursor, (4, 5)),
+            None
+        );
+    }
 }

@@ -2,14 +2,14 @@
 //! interfaces through XDP + AF_XDP, with an application per connection.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use serde_json::json;
 
 use mptcp_control::stream::{bridge, RING};
-use mptcp_control::{ControlOptions, ControlPlane, MptcpListener};
+use mptcp_control::{ControlOptions, ControlPlane, MptcpListener, WorkerSide};
 use mptcp_datapath::afxdp::XskConfig;
 use mptcp_datapath::apps::convert::{ConvertConn, Converter};
 use mptcp_datapath::apps::iperf3::{Iperf3Conn, Iperf3Server};
@@ -104,6 +104,8 @@ pub struct ServeArgs {
     pub mptcp_versions: mptcp_engine::mptcp::Versions,
     #[command(flatten)]
     pub datapath_opts: super::datapath_opts::DatapathOptions,
+    #[command(flatten)]
+    pub worker_opts: super::datapath_opts::WorkerOptions,
     /// MPTCP by default (plain TCP clients are served by fallback).
     #[arg(long, value_enum, default_value = "mptcp")]
     pub engine: EngineKind,
@@ -132,9 +134,9 @@ pub struct ServeArgs {
     /// with a RST (MP_TCPRST "lack of resources") and counted.
     #[arg(long, default_value_t = 1 << 20, value_name = "N")]
     pub max_connections: usize,
-    /// Buffer memory (send and receive data) of the worker, e.g. 512M or
-    /// 2G (MPTCP engine; 0 = no limit). Near the limit, advertised windows
-    /// shrink so peers send less; nothing fails.
+    /// Buffer memory (send and receive data) of the instance, e.g. 512M or
+    /// 2G (MPTCP engine; 0 = no limit), shared equally by the workers. Near
+    /// the limit, advertised windows shrink so peers send less; nothing fails.
     #[arg(long, default_value = "0", value_parser = parse_size, value_name = "BYTES")]
     pub max_memory: u64,
     /// Handshakes in progress at most (MPTCP engine); beyond, SYNs are
@@ -255,6 +257,16 @@ struct AppContext {
 impl AppContext {
     /// Checks the front end's options and says at start-up what it will do.
     fn new(args: &ServeArgs) -> Result<AppContext> {
+        AppContext::build(args, false)
+    }
+
+    /// `quiet`: the options were checked and announced already (workers after the first).
+    fn build(args: &ServeArgs, quiet: bool) -> Result<AppContext> {
+        let say = |m: String| {
+            if !quiet {
+                eprintln!("{m}");
+            }
+        };
         let allow = AllowList::parse(&args.allow).map_err(anyhow::Error::msg)?;
         let mut socks5 = None;
         if args.mode == Mode::Socks5 {
@@ -264,11 +276,15 @@ impl AppContext {
                         .map_err(|e| anyhow::anyhow!("--users {}: {e}", path.display()))?;
                     let users = Users::parse(&text)
                         .map_err(|e| anyhow::anyhow!("--users {}: {e}", path.display()))?;
-                    eprintln!("socks5: {} user(s) from {}", users.len(), path.display());
+                    say(format!(
+                        "socks5: {} user(s) from {}",
+                        users.len(),
+                        path.display()
+                    ));
                     Some(users)
                 }
                 (None, true) => {
-                    eprintln!("socks5: no authentication (--no-auth)");
+                    say("socks5: no authentication (--no-auth)".into());
                     None
                 }
                 (None, false) => {
@@ -279,16 +295,16 @@ impl AppContext {
         }
         if matches!(args.mode, Mode::Socks5 | Mode::Convert) {
             if allow.is_empty() {
-                eprintln!(
+                say(format!(
                     "{:?}: no --allow given: every destination will be refused (add --allow CIDR)",
                     args.mode
-                );
+                ));
             } else {
-                eprintln!(
+                say(format!(
                     "{:?}: destinations allowed: {}",
                     args.mode,
                     args.allow.join(", ")
-                );
+                ));
             }
         }
         Ok(AppContext {
@@ -393,6 +409,9 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         .map(|l| reserve_port(*l))
         .collect::<Result<Vec<_>>>()?;
     let ctx = AppContext::new(args)?;
+    if args.engine == EngineKind::Tcp && args.worker_opts.workers.is_some_and(|n| n > 1) {
+        bail!("--engine tcp serves one connection at a time on one worker: drop --workers");
+    }
     if args.engine == EngineKind::Mptcp {
         return serve_mptcp(args, owned, &announce, &ctx);
     }
@@ -534,9 +553,16 @@ struct PerConnection<'a> {
     /// or the test state the connections of an iperf3 test share.
     with_fd: Vec<ConnHandle>,
     closed: u64,
+    /// Connections closed by every worker (for --connections).
+    total: &'a AtomicU64,
 }
 
 impl PerConnection<'_> {
+    fn closed_one(&mut self) {
+        self.closed += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn poll_one(&mut self, now: Instant, engine: &mut MptcpEndpoint, h: ConnHandle) -> usize {
         let i = h.slot as usize;
         if self.apps.len() <= i {
@@ -545,7 +571,9 @@ impl PerConnection<'_> {
         let Some(conn) = engine.get_mut(h) else {
             // Gone (reaped after a reset) before its application saw it.
             if let Some(s) = self.apps[i].take_if(|s| s.gen == h.gen) {
-                self.closed += u64::from(!s.done);
+                if !s.done {
+                    self.closed_one();
+                }
             }
             return 0;
         };
@@ -554,6 +582,7 @@ impl PerConnection<'_> {
             other => {
                 if other.as_ref().is_some_and(|s| !s.done) {
                     self.closed += 1;
+                    self.total.fetch_add(1, Ordering::Relaxed);
                 }
                 let app = new_app(self.args, self.ctx);
                 if !matches!(
@@ -579,7 +608,8 @@ impl PerConnection<'_> {
         if done {
             slot.done = true;
             self.closed += 1;
-            eprintln!("connection {} closed", self.closed);
+            let n = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+            eprintln!("connection {n} closed");
         }
         w
     }
@@ -600,7 +630,8 @@ impl App<MptcpEndpoint> for PerConnection<'_> {
         // Closed connections give their slots (and buffers) back; a reused
         // slot has a new generation, so its new application starts fresh.
         engine.reap_closed();
-        let enough = self.args.connections != 0 && self.closed >= self.args.connections;
+        let enough = self.args.connections != 0
+            && self.total.load(Ordering::Relaxed) >= self.args.connections;
         (work, enough)
     }
 
@@ -666,6 +697,14 @@ fn serve_mptcp(
     announce: &[IpAddr],
     ctx: &AppContext,
 ) -> Result<()> {
+    // Forward mode relays through one worker's stream API: one by default.
+    let workers = match (args.mode, args.worker_opts.workers) {
+        (Mode::Forward, None) => 1,
+        _ => args.worker_opts.resolve(&args.ifaces)?,
+    };
+    if args.mode == Mode::Forward && workers > 1 {
+        bail!("--mode forward relays through one worker's stream API: add --workers 1");
+    }
     let vip_listen: Vec<SocketAddr> = args
         .behind_lb
         .iter()
@@ -685,7 +724,8 @@ fn serve_mptcp(
         client_ports: None,
     };
     let stop = stop_on_signals();
-    let (mut datapath, paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
+    let (mut datapath, sets) =
+        Datapath::open_workers(&args.ifaces, &ownership, XskConfig::default(), workers)?;
     let mut locals = Vec::new();
     for ip in &owned {
         let path = args
@@ -700,7 +740,7 @@ fn serve_mptcp(
         });
     }
     let mut cfg = mptcp_config(
-        &paths,
+        &sets[0].paths,
         args.listen.iter().any(|l| l.is_ipv6()),
         &args.engine_opts,
     );
@@ -712,24 +752,31 @@ fn serve_mptcp(
     cfg.max_connections = args.max_connections;
     cfg.max_half_open = args.max_half_open;
     cfg.deny_join_initial = !args.behind_lb.is_empty();
-    // The engine runs on this thread: its buffer pool is this thread's.
-    mptcp_engine::tcp::pool::configure(args.max_memory, 16 << 10);
-    let mut engine = MptcpEndpoint::new(cfg, &locals);
-    for l in args.listen.iter().chain(&vip_listen) {
-        engine.listen(*l);
-    }
-    for (p, m) in paths.iter().zip(&datapath.attach_modes) {
+    let new_engine = || {
+        // Every engine its own secrets: two workers drawing the same keys
+        // would hand out the same tokens (and a join would reach the wrong one).
+        let mut cfg = cfg.clone();
+        cfg.secret = mptcp_engine::secret::random();
+        cfg.tcp.isn_secret = mptcp_engine::secret::random();
+        let mut engine = MptcpEndpoint::new(cfg, &locals);
+        for l in args.listen.iter().chain(&vip_listen) {
+            engine.listen(*l);
+        }
+        engine
+    };
+    for (i, (p, m)) in sets[0].paths.iter().zip(&datapath.attach_modes).enumerate() {
+        let queues: usize = sets.iter().map(|s| 1 + s.paths[i].extra_rx.len()).sum();
         eprintln!(
             "{}: XDP {:?} mode, AF_XDP {:?} mode, {} queue(s), MTU {}",
             p.iface,
             m,
             p.socket.mode(),
-            1 + p.extra_rx.len(),
+            queues,
             p.mtu
         );
     }
     eprintln!(
-        "serving {} ({:?}) with the MPTCP engine, partial TCP checksums {partial_why}; Ctrl-C to stop",
+        "serving {} ({:?}) with the MPTCP engine on {workers} worker(s), partial TCP checksums {partial_why}; Ctrl-C to stop",
         listeners(&args.listen),
         args.mode
     );
@@ -745,21 +792,36 @@ fn serve_mptcp(
         );
     }
     // The control socket answers `stats`, `ctl` and /metrics from the
-    // worker's own counters: no stats file for this instance.
-    let (mut control, plane) = ControlPlane::start(
+    // workers' own counters: no stats file for this instance.
+    let (sides, plane) = ControlPlane::start_workers(
         "serve",
         &ControlOptions {
             socket: None,
             metrics: args.metrics,
         },
+        workers,
     )?;
     eprintln!("control socket {}", plane.socket().display());
     if let Some(m) = plane.metrics_addr() {
         eprintln!("metrics at http://{m}/metrics");
     }
-    let mut worker = Worker::new(engine, paths);
-    args.datapath_opts.apply(&mut worker)?;
+    // Workers are built here, so a bad option fails before any thread runs.
+    let mut built = Vec::new();
+    for set in sets {
+        let mut worker = Worker::new(new_engine(), set.paths);
+        if let Some(a) = set.affinity {
+            worker.set_affinity(a);
+        }
+        args.datapath_opts.apply(&mut worker)?;
+        built.push(worker);
+    }
+    // Each engine runs on its own thread: so does its buffer pool.
+    let memory = args.max_memory / workers as u64;
     if args.mode == Mode::Forward {
+        mptcp_engine::tcp::pool::configure(memory, 16 << 10);
+        let (Some(mut worker), Some(mut control)) = (built.pop(), sides.into_iter().next()) else {
+            bail!("no worker");
+        };
         // Backends are tokio TCP connections on a thread of their own,
         // never dialled or read inside the packet loop.
         let (mut bridge, listener) = bridge(plane.handle(), RING);
@@ -786,24 +848,171 @@ fn serve_mptcp(
         eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
         return Ok(());
     }
-    let mut app = PerConnection {
+    let total = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let shared = Shared {
         args,
-        ctx,
-        apps: Vec::new(),
-        with_fd: Vec::new(),
-        closed: 0,
+        new_engine: &new_engine,
+        total: &total,
+        done: &done,
+        stop,
+        memory,
+        fault: fault_injection(),
     };
+    let mut pairs = built.into_iter().zip(sides);
+    let first = pairs.next();
+    let finished = std::thread::scope(|scope| -> Result<Vec<Worker<MptcpEndpoint>>> {
+        let mut handles = Vec::new();
+        for (worker, side) in pairs {
+            let shared = &shared;
+            let name = format!("worker{}", side.index());
+            let h = std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(scope, move || {
+                    let ctx = AppContext::build(shared.args, true);
+                    match ctx {
+                        Ok(ctx) => run_worker(shared, worker, side, None, &ctx),
+                        Err(e) => {
+                            eprintln!("worker {}: {e:#}", side.index());
+                            shared.done.store(true, Ordering::Relaxed);
+                            worker
+                        }
+                    }
+                })?;
+            handles.push(h);
+        }
+        let mut finished = Vec::new();
+        if let Some((worker, side)) = first {
+            finished.push(run_worker(&shared, worker, side, Some(&datapath), ctx));
+        }
+        done.store(true, Ordering::Relaxed);
+        // Every worker is joined before any socket goes: a frame one lent
+        // another lives in the lender's UMEM.
+        for h in handles {
+            match h.join() {
+                Ok(w) => finished.push(w),
+                Err(_) => eprintln!("a worker thread died outside its restart loop"),
+            }
+        }
+        Ok(finished)
+    })?;
+    drop(finished);
+    drop(plane);
+    datapath.detach_all()?;
+    eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
+    Ok(())
+}
+
+/// What every worker of `serve` shares.
+struct Shared<'a> {
+    args: &'a ServeArgs,
+    new_engine: &'a (dyn Fn() -> MptcpEndpoint + Sync),
+    total: &'a AtomicU64,
+    /// Set when --connections were served or a worker could not start.
+    done: &'a AtomicBool,
+    stop: &'a AtomicBool,
+    /// Buffer memory per worker.
+    memory: u64,
+    fault: Option<usize>,
+}
+
+/// `MPTCP_USER_FAULT_PANIC_WORKER=W`: worker W panics once, as soon as it
+/// holds a connection (for tests of the restart; never set in production).
+fn fault_injection() -> Option<usize> {
+    std::env::var("MPTCP_USER_FAULT_PANIC_WORKER")
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// One worker of `serve`: its loop, restarted with a fresh engine (its
+/// connections reset) if it panics; the other workers go on. Returns the
+/// worker, to be dropped once every worker has stopped.
+fn run_worker(
+    shared: &Shared<'_>,
+    mut worker: Worker<MptcpEndpoint>,
+    mut control: WorkerSide,
+    datapath: Option<&Datapath>,
+    ctx: &AppContext,
+) -> Worker<MptcpEndpoint> {
+    mptcp_engine::tcp::pool::configure(shared.memory, 16 << 10);
+    let index = control.index();
+    let mut fault = shared.fault == Some(index);
+    loop {
+        let mut app = PerConnection {
+            args: shared.args,
+            ctx,
+            apps: Vec::new(),
+            with_fd: Vec::new(),
+            closed: 0,
+            total: shared.total,
+        };
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            serve_loop(
+                shared,
+                &mut worker,
+                &mut app,
+                &mut control,
+                datapath,
+                &mut fault,
+            )
+        }));
+        let Err(panic) = run else {
+            return worker;
+        };
+        control.panics += 1;
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        // Reset what can be reset (the engine may be inconsistent: a
+        // second panic just skips to the fresh engine, whose answer to
+        // the old connections' next segments is a RST).
+        let reset = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let live: Vec<ConnHandle> = worker.engine.handles().collect();
+            for h in &live {
+                if let Some(c) = worker.engine.get_mut(*h) {
+                    c.abort();
+                }
+            }
+            // Send the RSTs, but take nothing new into this engine.
+            worker.send_pending();
+            live.len()
+        }));
+        eprintln!(
+            "worker {index} panicked ({what}); {} of its connections reset, the worker starts afresh, the others go on",
+            reset.map_or_else(|_| "none".to_string(), |n| n.to_string())
+        );
+        drop(app);
+        worker.replace_engine((shared.new_engine)());
+    }
+}
+
+fn serve_loop(
+    shared: &Shared<'_>,
+    worker: &mut Worker<MptcpEndpoint>,
+    app: &mut PerConnection<'_>,
+    control: &mut WorkerSide,
+    datapath: Option<&Datapath>,
+    fault: &mut bool,
+) {
     let mut last_trim = std::time::Instant::now();
     let mut wake = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let (mut work, done) = worker.step(&mut app);
+    while !shared.stop.load(Ordering::Relaxed) && !shared.done.load(Ordering::Relaxed) {
+        let (mut work, done) = worker.step(app);
         if done {
+            shared.done.store(true, Ordering::Relaxed);
             break;
         }
-        work += control.poll(&mut worker, &datapath, app.closed);
+        if *fault && worker.engine.connection_count() > 0 {
+            *fault = false;
+            panic!("fault injected by MPTCP_USER_FAULT_PANIC_WORKER");
+        }
+        work += control.poll_worker(worker, datapath, app.closed);
         if last_trim.elapsed() >= Duration::from_secs(1) {
             last_trim = std::time::Instant::now();
-            control.apps = ctx.stats();
+            control.apps = app.ctx.stats();
             // Give freed buffer memory back to the system (a burst of
             // connections may have taken much more than the pool keeps).
             // SAFETY: malloc_trim has no preconditions.
@@ -816,10 +1025,6 @@ fn serve_mptcp(
             worker.sleep_with(&wake);
         }
     }
-    drop(plane);
-    datapath.detach_all()?;
-    eprintln!("stopped; XDP detached from {}", args.ifaces.join(", "));
-    Ok(())
 }
 
 /// The tokio side of `--mode forward`: each accepted stream is relayed to

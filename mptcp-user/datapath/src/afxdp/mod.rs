@@ -205,6 +205,8 @@ pub struct XskSocket {
     tx_unsent: bool,
     /// Frames in the kernel's hands: fill ring + RX ring + TX ring + completion ring.
     in_kernel: u32,
+    /// Received frames lent to another worker ([`XskSocket::recv_batch_tagged`]).
+    lent: u32,
     mode: BindMode,
     ifindex: u32,
     queue: u32,
@@ -343,6 +345,7 @@ impl XskSocket {
             tx_pending: 0,
             tx_unsent: false,
             in_kernel: 0,
+            lent: 0,
             mode,
             ifindex,
             queue,
@@ -448,6 +451,75 @@ impl XskSocket {
         self.fill.submit(n.min(room));
         self.counters.rx_frames += u64::from(n);
         n
+    }
+
+    /// Like [`XskSocket::recv_batch`] for several workers: `f` also gets the
+    /// owner the classifier wrote in the frame's XDP metadata (cleared here,
+    /// so a reused frame never shows a stale one) and the frame's address,
+    /// and returns true to lend the frame: it stays out of the fill ring
+    /// until [`XskSocket::give_back`].
+    pub fn recv_batch_tagged(
+        &mut self,
+        max: u32,
+        mut f: impl FnMut(&[u8], Option<u32>, u64) -> bool,
+    ) -> u32 {
+        let n = self.rx.consumer_ready().min(max);
+        if n == 0 {
+            if self.fill.needs_wakeup() {
+                self.kick_rx();
+            }
+            return 0;
+        }
+        let room = self.fill.producer_free(n);
+        let mut filled = 0;
+        let meta_len = std::mem::size_of::<mptcp_common::Meta>() as u64;
+        let mask = !u64::from(self.config.frame_size - 1);
+        for i in 0..n {
+            let desc = self.rx.read(i);
+            let base = desc.addr & mask;
+            let owner = (desc.addr - base >= meta_len).then(|| {
+                let at = (desc.addr - meta_len) as usize;
+                // SAFETY: inside this frame's headroom (checked just above),
+                // and the frame is ours until it goes back to the fill ring.
+                unsafe {
+                    let p = self.umem.area.as_ptr().add(at) as *mut mptcp_common::Meta;
+                    let meta = p.read_unaligned();
+                    p.write_unaligned(mptcp_common::Meta::default());
+                    meta
+                }
+            });
+            let owner = owner
+                .filter(|m| m.magic == mptcp_common::META_MAGIC)
+                .map(|m| m.owner);
+            let lent = f(self.frame(desc.addr, desc.len as usize), owner, desc.addr);
+            self.in_kernel -= 1;
+            if lent {
+                self.lent += 1;
+            } else if filled < room {
+                self.fill.write(filled, base);
+                filled += 1;
+                self.in_kernel += 1;
+            } else {
+                self.free.push(base);
+            }
+        }
+        self.rx.release(n);
+        self.fill.submit(filled);
+        self.counters.rx_frames += u64::from(n);
+        n
+    }
+
+    /// A lent frame is back: it returns to the fill ring.
+    pub fn give_back(&mut self, addr: u64) {
+        let base = addr & !u64::from(self.config.frame_size - 1);
+        self.lent -= 1;
+        if self.fill.producer_free(1) >= 1 {
+            self.fill.write(0, base);
+            self.fill.submit(1);
+            self.in_kernel += 1;
+        } else {
+            self.free.push(base);
+        }
     }
 
     /// Takes finished TX frames back from the completion ring.
@@ -616,7 +688,7 @@ impl XskSocket {
 
     /// Every frame accounted for: free + in the kernel's rings == UMEM frames.
     pub fn frames_accounted(&self) -> bool {
-        self.free.len() as u32 + self.in_kernel + self.tx_pending == self.config.frames
+        self.free.len() as u32 + self.in_kernel + self.tx_pending + self.lent == self.config.frames
     }
 
     /// Frames currently in userspace's free stack.

@@ -16,10 +16,13 @@ use aya::{
     programs::{xdp::XdpLinkId, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-pub use mptcp_common::{Config, Counters};
+pub use mptcp_common::{Config, Counters, Meta, TupleKey, META_MAGIC};
 use mptcp_common::{
-    MAP_CONFIG, MAP_COUNTERS, MAP_XSKS, MAX_PORTS, MAX_V4, MAX_V6, PROGRAM_CLASSIFY,
+    MAP_CONFIG, MAP_COUNTERS, MAP_TOKENS, MAP_TUPLES, MAP_XSKS, MAX_PORTS, MAX_V4, MAX_V6,
+    PROGRAM_CLASSIFY,
 };
+
+pub mod affinity;
 
 /// The eBPF object built by `build.rs` (see `mptcp-ebpf-build`).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mptcp-ebpf.o"));
@@ -236,6 +239,29 @@ impl Classifier {
         Ok(map.get(&0, 0)?.0)
     }
 
+    /// Several workers: the classifier tags each owned frame with the owner
+    /// the affinity maps name ([`affinity`]). 0 or 1: no lookups at all.
+    pub fn set_workers(&mut self, workers: u32) -> Result<()> {
+        let mut config = self.config()?;
+        config.workers = workers;
+        self.set_config(&config)
+    }
+
+    /// Descriptors of the TUPLES and TOKENS maps, for [`affinity::AffinityMaps`]
+    /// (the workers write them by syscall; the object stays with its owner).
+    pub fn affinity_fds(&self) -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+        let fd = |name: &str| -> Result<std::os::fd::OwnedFd> {
+            use std::os::fd::AsFd;
+            match self.ebpf.map(name) {
+                Some(aya::maps::Map::HashMap(data)) => {
+                    Ok(data.fd().as_fd().try_clone_to_owned()?)
+                }
+                _ => bail!("hash map {name} missing from the object"),
+            }
+        };
+        Ok((fd(MAP_TUPLES)?, fd(MAP_TOKENS)?))
+    }
+
     /// Attaches in driver mode, falling back to generic mode (with a message
     /// on stderr) when the driver has no native XDP.
     pub fn attach(&mut self, iface: &str) -> Result<AttachMode> {
@@ -433,7 +459,8 @@ pub fn format_counters(c: &Counters) -> String {
          owned           {}\n\
          owned, no sock  {}\n\
          malformed       {}\n\
-         owned by kind:  MP_CAPABLE SYN {}, MP_JOIN SYN {}, DSS {}, other MPTCP {}, plain TCP {}",
+         owned by kind:  MP_CAPABLE SYN {}, MP_JOIN SYN {}, DSS {}, other MPTCP {}, plain TCP {}\n\
+         owner tagged    {} (metadata refused {})",
         c.seen,
         c.passed,
         c.redirected,
@@ -444,7 +471,9 @@ pub fn format_counters(c: &Counters) -> String {
         c.mp_join_syn,
         c.dss,
         c.other_mptcp,
-        c.plain_tcp
+        c.plain_tcp,
+        c.owner_tagged,
+        c.owner_meta_failed
     )
 }
 

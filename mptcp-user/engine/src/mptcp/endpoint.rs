@@ -21,7 +21,7 @@ use super::api::{LocalAddr, MonitorEvent};
 use super::conn::{Connection, SCRATCH_LEN};
 use super::syncookie::{self, PendingCookie};
 use super::{reset_reason, KeySource, MptcpConfig};
-use crate::io::{ByteStream, Engine, PathId};
+use crate::io::{AffinityChange, ByteStream, Engine, PathId};
 use crate::tcp::FourTuple;
 use crate::time::Instant;
 use crate::wire::ip::{emit_ip_tcp, parse_ip_tcp, IpRepr};
@@ -63,6 +63,8 @@ pub struct MptcpCounters {
     pub syn_cookies_invalid: u64,
     /// Monitor events dropped because nobody took them in time.
     pub monitor_dropped: u64,
+    /// Affinity changes dropped because the driver did not take them in time.
+    pub affinity_dropped: u64,
 }
 
 /// Work the endpoint did, for tests and profiles: how many connections
@@ -87,6 +89,9 @@ pub struct ConnHandle {
     pub slot: u32,
     pub gen: u32,
 }
+
+/// Affinity changes kept for [`MptcpEndpoint::poll_affinity`] at most.
+const AFFINITY_QUEUE: usize = 1 << 16;
 
 /// Monitor events kept for [`MptcpEndpoint::poll_monitor`]; older ones are
 /// dropped (and counted) when nobody takes them.
@@ -207,6 +212,24 @@ pub struct MptcpEndpoint {
     counters: MptcpCounters,
     work: EndpointWork,
     monitor: VecDeque<MonitorEvent>,
+    /// Affinity changes, when a driver asked for them.
+    affinity: Option<VecDeque<AffinityChange>>,
+}
+
+/// Files an affinity change, if they are asked for (bounded: a full
+/// journal drops the change and counts it).
+fn push_affinity(
+    q: &mut Option<VecDeque<AffinityChange>>,
+    counters: &mut MptcpCounters,
+    c: AffinityChange,
+) {
+    if let Some(q) = q {
+        if q.len() >= AFFINITY_QUEUE {
+            counters.affinity_dropped += 1;
+        } else {
+            q.push_back(c);
+        }
+    }
 }
 
 impl MptcpEndpoint {
@@ -242,7 +265,20 @@ impl MptcpEndpoint {
             counters: MptcpCounters::default(),
             work: EndpointWork::default(),
             monitor: VecDeque::new(),
+            affinity: None,
         }
+    }
+
+    /// Journals every tuple and token filed or forgot from now on, for
+    /// [`MptcpEndpoint::poll_affinity`] (off by default: nothing is kept).
+    pub fn set_affinity_journal(&mut self, on: bool) {
+        self.affinity = on.then(VecDeque::new);
+    }
+
+    /// The next tuple or token filed or forgotten (see
+    /// [`MptcpEndpoint::set_affinity_journal`]).
+    pub fn poll_affinity(&mut self) -> Option<AffinityChange> {
+        self.affinity.as_mut()?.pop_front()
     }
 
     /// A client connecting from `locals[0].ip:local_port` to `remote`; the
@@ -308,6 +344,11 @@ impl MptcpEndpoint {
         s.token = token;
         if let Some(t) = token {
             self.by_token.insert(t, slot);
+            let change = AffinityChange::Token {
+                token: t,
+                added: true,
+            };
+            push_affinity(&mut self.affinity, &mut self.counters, change);
         }
         let gen = s.gen;
         self.live += 1;
@@ -326,6 +367,11 @@ impl MptcpEndpoint {
         }
         for (t, si) in self.new_tuples.drain(..) {
             self.by_tuple.insert(t, (slot, si));
+            let change = AffinityChange::Tuple {
+                tuple: t,
+                added: true,
+            };
+            push_affinity(&mut self.affinity, &mut self.counters, change);
             if !s.tuples.contains(&t) {
                 s.tuples.push(t);
             }
@@ -516,12 +562,22 @@ impl MptcpEndpoint {
             for t in s.tuples.drain(..) {
                 if self.by_tuple.get(&t).is_some_and(|v| v.0 == slot) {
                     self.by_tuple.remove(&t);
+                    let change = AffinityChange::Tuple {
+                        tuple: t,
+                        added: false,
+                    };
+                    push_affinity(&mut self.affinity, &mut self.counters, change);
                 }
             }
             s.tuples.shrink_to(4);
             if let Some(t) = s.token.take() {
                 if self.by_token.get(&t) == Some(&slot) {
                     self.by_token.remove(&t);
+                    let change = AffinityChange::Token {
+                        token: t,
+                        added: false,
+                    };
+                    push_affinity(&mut self.affinity, &mut self.counters, change);
                 }
             }
             self.live -= 1;
@@ -849,6 +905,12 @@ impl MptcpEndpoint {
 }
 
 impl Engine for MptcpEndpoint {
+    fn set_affinity_journal(&mut self, on: bool) {
+        MptcpEndpoint::set_affinity_journal(self, on)
+    }
+    fn poll_affinity(&mut self) -> Option<AffinityChange> {
+        MptcpEndpoint::poll_affinity(self)
+    }
     fn handle_packet(&mut self, now: Instant, path: PathId, packet: &[u8]) {
         let Ok((ip, seg)) = parse_ip_tcp(packet) else {
             self.counters.malformed += 1;

@@ -85,6 +85,7 @@ mod endpoint;
 pub mod fuzzing;
 mod syncookie;
 
+pub use crate::io::AffinityChange;
 pub use api::{
     ConnectionInfo, ConnectionState, FallbackReason, LocalAddr, MonitorEvent, MonitorKind,
     MptcpEvent, SubflowCloseReason, SubflowId, SubflowInfo, SubflowOptions, SubflowStats,
