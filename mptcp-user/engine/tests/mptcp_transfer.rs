@@ -129,7 +129,16 @@ fn checksums_on_both_ways_many_seeds() {
 
 #[test]
 fn path_down_mid_transfer_and_back() {
-    path_down_and_back(4 << 20, 3 << 20);
+    path_down_and_back(4 << 20, 3 << 20, false);
+}
+
+/// Subflows send from the connection's buffer: the returning path's
+/// subflow retransmits bytes the data level already acknowledged through
+/// the reinjection, and they must still be the real bytes (the DSS
+/// checksum covers the whole mapping).
+#[test]
+fn path_down_and_back_with_checksums() {
+    path_down_and_back(4 << 20, 3 << 20, true);
 }
 
 /// Bytes the client's subflows on `path` have had acknowledged.
@@ -142,12 +151,14 @@ fn acked_on_path(net: &Net, path: usize) -> u64 {
 }
 
 /// Sends `total`; path 1 goes down after 1 MiB arrived, comes back after `back_at`.
-fn path_down_and_back(total: usize, back_at: usize) {
+fn path_down_and_back(total: usize, back_at: usize, checksum: bool) {
     for seed in 1..=4u64 {
+        let mut c = cfg();
+        c.checksum = checksum;
         let mut net = Net::new(
             &[PathSpec::new(20, 5, 0), PathSpec::new(20, 10, 0)],
-            cfg(),
-            cfg(),
+            c.clone(),
+            c,
             true,
             seed,
         );
@@ -187,6 +198,9 @@ fn path_down_and_back(total: usize, back_at: usize) {
         // "and back": path 1 carried data again after it came up.
         let after = acked_on_path(&net, 1) - acked_at_up;
         assert!(after > 0, "seed {seed}: path 1 unused after it came back");
+        let server = net.server.connection().unwrap();
+        assert_eq!(server.checksum_enabled(), checksum);
+        assert_eq!(server.checksum_failures(), 0, "seed {seed}");
     }
 }
 

@@ -213,6 +213,23 @@ impl Ring {
         }
     }
 
+    /// Calls `f` on the stored slices of `[offset, offset + len)` in order
+    /// (zeroes for released or never-written bytes, as `read_at`): reads
+    /// such as a checksum without a copy.
+    pub fn for_each_slice(&self, offset: u64, len: usize, mut f: impl FnMut(&[u8])) {
+        const ZEROES: [u8; CHUNK] = [0; CHUNK];
+        let (mut at, end) = (offset, offset + len as u64);
+        while at < end {
+            let o = (at % CHUNK as u64) as usize;
+            let n = ((end - at) as usize).min(CHUNK - o);
+            match at.checked_sub(self.base).map(|r| r as usize / CHUNK) {
+                Some(i) if i < self.chunks.len() => f(&self.chunks[i][o..o + n]),
+                _ => f(&ZEROES[..n]),
+            }
+            at += n as u64;
+        }
+    }
+
     /// Forgets every byte below `offset`: chunks wholly below it go back to
     /// the pool, and all of them once nothing written lies above it.
     pub fn release(&mut self, offset: u64) {
@@ -286,6 +303,14 @@ mod tests {
         r.write_at(120_000, &data[..10]);
         r.read_at(120_000, &mut out[..10]);
         assert_eq!(&out[..10], &data[..10]);
+        // Slices in order, as read_at gives them (zeroes below the chunks).
+        let mut seen = Vec::new();
+        r.for_each_slice(95_000, 30_000, |s| seen.extend_from_slice(s));
+        let mut want = vec![0u8; 30_000];
+        r.read_at(95_000, &mut want);
+        assert_eq!(seen, want);
+        assert_eq!(&seen[..3304], &[0; 3304]);
+        assert_eq!(&seen[25_000..25_010], &data[..10]);
         drop(r);
         assert_eq!(pool::stats().in_use, before);
     }
