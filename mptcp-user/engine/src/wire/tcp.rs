@@ -294,8 +294,27 @@ impl TcpOptions {
     /// Length of the option area on the wire, padded to a multiple of four.
     /// May exceed [`MAX_OPTIONS_LEN`]; `emit` then fails with `Exhausted`.
     pub fn wire_len(&self) -> Result<usize> {
-        let mut tmp = [0u8; 64];
-        Ok(self.write(&mut tmp)?.next_multiple_of(4))
+        // Counted, not written: asked several times per segment sent. The
+        // sizes follow `write` (checked against it in `emit`).
+        let mut n = 4 * self.mss.is_some() as usize;
+        n += match (self.sack_permitted, self.timestamps.is_some()) {
+            (_, true) => 12,
+            (true, false) => 4,
+            (false, false) => 0,
+        };
+        n += 4 * self.window_scale.is_some() as usize;
+        let sack = self.sack.as_slice().len();
+        if sack > 0 {
+            n += 4 + 8 * sack;
+        }
+        for m in self.mptcp.iter() {
+            n += m.wire_len()?;
+        }
+        n += self.unknown.as_bytes().len();
+        if n > 64 {
+            return Err(Error::Exhausted);
+        }
+        Ok(n.next_multiple_of(4))
     }
 
     /// Writes the padded option area at the start of `buf`; returns its length.
@@ -303,6 +322,7 @@ impl TcpOptions {
         let mut tmp = [0u8; 64];
         let n = self.write(&mut tmp)?;
         let padded = n.next_multiple_of(4);
+        debug_assert_eq!(self.wire_len().ok(), Some(padded));
         if padded > MAX_OPTIONS_LEN {
             return Err(Error::Exhausted);
         }
