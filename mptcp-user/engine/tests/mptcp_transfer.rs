@@ -909,3 +909,44 @@ fn v0_mp_prio_with_an_address_id_changes_that_address_subflows() {
         "the subflow the MP_PRIO rode on kept its priority"
     );
 }
+
+/// A DATA_FIN rides on a pure ACK. When the application writes its last
+/// bytes and closes at once, the data segment that goes out first must not
+/// swallow the ACK the DATA_FIN waits for: the peer sees the end within a
+/// round trip, not after the DATA_FIN's retransmission timer (500 ms).
+#[test]
+fn data_fin_follows_the_last_data_without_its_timer() {
+    let mut net = Net::new(
+        &[PathSpec::new(100, 10, 0), PathSpec::new(100, 10, 0)],
+        cfg(),
+        cfg(),
+        true,
+        7,
+    );
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.server.is_established()
+            && n.client.is_established())
+    );
+    let down = pattern(10_000, 3);
+    assert_eq!(net.server.send(&down), down.len());
+    net.server.close();
+    let start = net.now;
+    let mut got = Vec::new();
+    let mut tmp = vec![0u8; 65536];
+    let ok = net.run_until(Duration::from_secs(5), |n| {
+        loop {
+            let k = n.client.recv(&mut tmp);
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&tmp[..k]);
+        }
+        n.client.is_read_closed()
+    });
+    assert!(ok && got == down, "{} of {} bytes", got.len(), down.len());
+    let took = net.now - start;
+    assert!(
+        took < Duration::from_millis(100),
+        "the DATA_FIN took {took:?}"
+    );
+}
