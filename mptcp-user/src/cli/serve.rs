@@ -581,7 +581,8 @@ fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result
         client_ports: None,
     };
     let stop = stop_on_signals();
-    let (mut datapath, paths) = Datapath::open(&args.ifaces, &ownership, XskConfig::default())?;
+    let xsk = XskConfig::default();
+    let (mut datapath, paths) = Datapath::open(&args.ifaces, &ownership, xsk)?;
     let mut locals = Vec::new();
     for ip in &owned {
         let path = args
@@ -609,6 +610,9 @@ fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result
     cfg.max_half_open = args.max_half_open;
     // The engine runs on this thread: its buffer pool is this thread's.
     mptcp_engine::tcp::pool::configure(args.max_memory, 16 << 10);
+    // A burst of connections must fit the RX ring: their windows together
+    // stay within a budget sized by it.
+    mptcp_engine::tcp::pool::set_window_budget(xsk.rx_window_budget(1460));
     let mut engine = MptcpEndpoint::new(cfg, &locals);
     for l in &args.listen {
         engine.listen(*l);

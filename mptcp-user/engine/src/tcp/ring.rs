@@ -46,6 +46,10 @@ pub mod pool {
         free: Vec<Chunk>,
         keep: usize,
         stats: PoolStats,
+        /// Receive-window budget (0: none) and the window bytes promised
+        /// now (what peers may send before hearing from us again).
+        window_budget: u64,
+        promised: u64,
     }
 
     thread_local! {
@@ -53,7 +57,40 @@ pub mod pool {
             free: Vec::new(),
             keep: 1024,
             stats: PoolStats { in_use: 0, peak: 0, free: 0, allocated: 0, over_limit: 0, limit: 0 },
+            window_budget: 0,
+            promised: 0,
         }) };
+    }
+
+    /// Bounds the receive windows this thread's connections offer, all
+    /// together, to `bytes` (0: no bound): what may be in flight towards
+    /// the driver at once, so a burst of connections fits its receive ring
+    /// (each window still gets one MSS, see the connection's `free`).
+    pub fn set_window_budget(bytes: u64) {
+        POOL.with_borrow_mut(|p| p.window_budget = bytes);
+    }
+
+    /// Window bytes left in the budget (`u64::MAX` without one).
+    pub fn window_budget_left() -> u64 {
+        POOL.with_borrow(|p| {
+            if p.window_budget == 0 {
+                u64::MAX
+            } else {
+                p.window_budget.saturating_sub(p.promised)
+            }
+        })
+    }
+
+    /// Window bytes promised by this thread's connections now.
+    pub fn window_promised() -> u64 {
+        POOL.with_borrow(|p| p.promised)
+    }
+
+    /// A connection's promise changed from `old` to `new` bytes.
+    pub fn repromise(old: u64, new: u64) {
+        if old != new {
+            POOL.with_borrow_mut(|p| p.promised = (p.promised + new).saturating_sub(old));
+        }
     }
 
     /// Sets this thread's memory limit in bytes (0: none) and how many free

@@ -199,6 +199,11 @@ impl Connection {
             return;
         }
         if f.contains(TcpFlags::SYN) {
+            // The SYN's window (never scaled) is the peer's first flight:
+            // within the receive-window budget too.
+            let free = s.recv.free().min(u16::MAX as u64);
+            seg.window = seg.window.min(free as u16);
+            s.recv.advertise(u64::from(seg.window));
             if !s.fallback.is_tcp() {
                 let o = match sf.kind {
                     SubflowKind::Initial => build::mp_capable_syn(s, f.contains(TcpFlags::ACK)),
@@ -344,7 +349,7 @@ impl Connection {
         };
         let offered = (u64::from(seg.window).min(scaled)) << shift;
         // The last edge sent (it may have shrunk under a memory limit).
-        s.recv.advertised_edge = s.recv.nxt + offered;
+        s.recv.advertise(offered);
         seg.window = seg.window.min(scaled.min(u16::MAX as u64) as u16);
         while seg.options.wire_len().map_or(true, |l| l > MAX_OPTIONS) && seg.options.sack.len > 0 {
             seg.options.sack.len -= 1;

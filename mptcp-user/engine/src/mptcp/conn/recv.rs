@@ -46,6 +46,9 @@ pub(super) struct RecvState {
     /// once the edge could move an MSS past it (the subflows hold nothing
     /// to probe a closed window with).
     pub(super) advertised_edge: u64,
+    /// Window bytes this connection counts in the thread's receive-window
+    /// budget (`advertised_edge - nxt` when last advertised).
+    promised: u64,
     /// TCP Fast Open: the SYN's data (when `tcp.accept_syn_data`). Linux
     /// keeps it outside the data sequence space: the application reads it
     /// before the data stream, and the initial subflow's sequence numbers
@@ -69,6 +72,7 @@ impl RecvState {
             peer_fin: None,
             peer_dsn64: false,
             advertised_edge: 0,
+            promised: 0,
             syn_data: Vec::new(),
             syn_data_read: 0,
             syn_len: 0,
@@ -108,7 +112,9 @@ impl RecvState {
     /// Room in the receive buffer: the connection-level window. Under a
     /// memory limit, no more than the chunks already allocated beyond what
     /// arrived plus what the pool has left; a connection holding nothing
-    /// still gets one MSS, so none stalls for good.
+    /// still gets one MSS, so none stalls for good. Under a receive-window
+    /// budget, no more than what this connection promised already plus
+    /// what the budget has left, and at least one MSS.
     pub(super) fn free(&self) -> u64 {
         let held = self.nxt - self.read;
         let free = self.buf.capacity() - held;
@@ -118,7 +124,19 @@ impl RecvState {
             .saturating_add(crate::tcp::pool::window_allowance());
         // Holding nothing, a connection always gets one MSS.
         let floor = if held == 0 { MIN_WINDOW } else { 0 };
-        free.min(room.max(floor))
+        let own = self.advertised_edge.saturating_sub(self.nxt);
+        let budget = crate::tcp::pool::window_budget_left()
+            .saturating_add(own)
+            .max(MIN_WINDOW);
+        free.min(room.max(floor)).min(budget)
+    }
+
+    /// We advertised a window of `offered` bytes from `nxt`: the right edge
+    /// the peer may fill, and this connection's share of the budget.
+    pub(super) fn advertise(&mut self, offered: u64) {
+        self.advertised_edge = self.nxt + offered;
+        crate::tcp::pool::repromise(self.promised, offered);
+        self.promised = offered;
     }
 
     /// Puts data at its data-level offset; in-order data advances `nxt`.
@@ -148,6 +166,13 @@ impl RecvState {
         } else {
             self.out_of_order.insert(start, end);
         }
+    }
+}
+
+impl Drop for RecvState {
+    fn drop(&mut self) {
+        // A closed connection promises nothing more.
+        crate::tcp::pool::repromise(self.promised, 0);
     }
 }
 
