@@ -126,6 +126,26 @@ pub struct ServeArgs {
     /// answered with SYN cookies. MP_JOIN SYNs never count.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub max_half_open: usize,
+    /// Receive windows of all connections together, at most (MPTCP
+    /// engine): what peers may send before hearing from us, so a burst of
+    /// connections opening at once fits the AF_XDP RX ring. Each
+    /// connection gets a fair share and one MSS at least. `auto`: half the
+    /// RX ring in 1460-byte frames (24M); 0: no bound.
+    #[arg(long, default_value = "auto", value_parser = parse_budget, value_name = "BYTES")]
+    pub window_budget: WindowBudget,
+}
+
+/// `--window-budget`: sized from the RX ring (`auto`), or given.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowBudget(Option<u64>);
+
+fn parse_budget(s: &str) -> std::result::Result<WindowBudget, String> {
+    if s == "auto" {
+        return Ok(WindowBudget(None));
+    }
+    parse_size(s)
+        .map(|b| WindowBudget(Some(b)))
+        .map_err(|e| format!("{e}, or auto (half the RX ring)"))
 }
 
 /// A byte count with an optional K, M or G suffix (powers of 1024).
@@ -612,7 +632,11 @@ fn serve_mptcp(args: &ServeArgs, owned: Vec<IpAddr>, ctx: &AppContext) -> Result
     mptcp_engine::tcp::pool::configure(args.max_memory, 16 << 10);
     // A burst of connections must fit the RX ring: their windows together
     // stay within a budget sized by it.
-    mptcp_engine::tcp::pool::set_window_budget(xsk.rx_window_budget(1460));
+    let budget = args
+        .window_budget
+        .0
+        .unwrap_or_else(|| xsk.rx_window_budget(1460));
+    mptcp_engine::tcp::pool::set_window_budget(budget);
     let mut engine = MptcpEndpoint::new(cfg, &locals);
     for l in &args.listen {
         engine.listen(*l);

@@ -50,6 +50,9 @@ pub mod pool {
         /// now (what peers may send before hearing from us again).
         window_budget: u64,
         promised: u64,
+        /// Connections promising something now (their fair share divides
+        /// the budget).
+        promising: u64,
     }
 
     thread_local! {
@@ -59,6 +62,7 @@ pub mod pool {
             stats: PoolStats { in_use: 0, peak: 0, free: 0, allocated: 0, over_limit: 0, limit: 0 },
             window_budget: 0,
             promised: 0,
+            promising: 0,
         }) };
     }
 
@@ -81,6 +85,24 @@ pub mod pool {
         })
     }
 
+    /// The most a connection that promises `own` bytes now may offer: what
+    /// the budget has left plus its own, and no more than a fair share of
+    /// the budget, so connections that opened first do not hold it all
+    /// (`u64::MAX` without a budget).
+    pub fn window_budget_for(own: u64) -> u64 {
+        POOL.with_borrow(|p| {
+            if p.window_budget == 0 {
+                return u64::MAX;
+            }
+            let sharing = p.promising + (own == 0) as u64;
+            let share = p.window_budget / sharing.max(1);
+            p.window_budget
+                .saturating_sub(p.promised)
+                .saturating_add(own)
+                .min(share)
+        })
+    }
+
     /// Window bytes promised by this thread's connections now.
     pub fn window_promised() -> u64 {
         POOL.with_borrow(|p| p.promised)
@@ -89,7 +111,10 @@ pub mod pool {
     /// A connection's promise changed from `old` to `new` bytes.
     pub fn repromise(old: u64, new: u64) {
         if old != new {
-            POOL.with_borrow_mut(|p| p.promised = (p.promised + new).saturating_sub(old));
+            POOL.with_borrow_mut(|p| {
+                p.promised = (p.promised + new).saturating_sub(old);
+                p.promising = (p.promising + (new > 0) as u64).saturating_sub((old > 0) as u64);
+            });
         }
     }
 

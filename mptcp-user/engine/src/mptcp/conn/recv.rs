@@ -114,7 +114,8 @@ impl RecvState {
     /// arrived plus what the pool has left; a connection holding nothing
     /// still gets one MSS, so none stalls for good. Under a receive-window
     /// budget, no more than what this connection promised already plus
-    /// what the budget has left, and at least one MSS.
+    /// what the budget has left, nor more than a fair share of it, and at
+    /// least one MSS.
     pub(super) fn free(&self) -> u64 {
         let held = self.nxt - self.read;
         let free = self.buf.capacity() - held;
@@ -124,10 +125,7 @@ impl RecvState {
             .saturating_add(crate::tcp::pool::window_allowance());
         // Holding nothing, a connection always gets one MSS.
         let floor = if held == 0 { MIN_WINDOW } else { 0 };
-        let own = self.advertised_edge.saturating_sub(self.nxt);
-        let budget = crate::tcp::pool::window_budget_left()
-            .saturating_add(own)
-            .max(MIN_WINDOW);
+        let budget = crate::tcp::pool::window_budget_for(self.promised).max(MIN_WINDOW);
         free.min(room.max(floor)).min(budget)
     }
 
@@ -350,6 +348,12 @@ impl Connection {
         {
             s.recv.peer_fin = Some(s.recv.nxt);
         }
+        // The peer filled the window it had (small under a memory limit or
+        // the window budget): it can send nothing more until we answer, so
+        // answer now rather than after the delayed-ACK timer.
+        if s.recv.nxt > s.recv.read && s.recv.advertised_edge < s.recv.nxt + MIN_WINDOW {
+            sf.sub.request_ack();
+        }
     }
 
     pub fn recv(&mut self, buf: &mut [u8]) -> usize {
@@ -390,7 +394,8 @@ impl Connection {
         // Tell the peer when the window reopens past half the buffer; under
         // a memory limit (where windows run small and may have closed)
         // whenever the edge can move an MSS past the one it knows.
-        let limited = crate::tcp::pool::window_allowance() != u64::MAX;
+        let limited = crate::tcp::pool::window_allowance() != u64::MAX
+            || crate::tcp::pool::window_budget_left() != u64::MAX;
         let edge = s.recv.nxt + after;
         if (before < cap / 2 && after >= cap / 2)
             || (limited && edge >= s.recv.advertised_edge + MIN_WINDOW)
