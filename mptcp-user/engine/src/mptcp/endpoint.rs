@@ -234,7 +234,9 @@ impl MptcpEndpoint {
             tx_ready: VecDeque::new(),
             app_ready: VecDeque::new(),
             closed: Vec::new(),
-            due: Vec::new(),
+            // Timers come due in steady state (entries filed early, see
+            // `touch`): room up front, so firing one never allocates.
+            due: Vec::with_capacity(64),
             resets: VecDeque::new(),
             reset_limit,
             cookies: VecDeque::new(),
