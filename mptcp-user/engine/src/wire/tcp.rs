@@ -509,14 +509,28 @@ impl<'a> TcpRepr<'a> {
     /// Writes header, options and payload into `buf` with the checksum for
     /// the given pseudo-header addresses; returns the length written.
     pub fn emit(&self, buf: &mut [u8], src: IpAddr, dst: IpAddr) -> Result<usize> {
-        let len = self.emit_without_checksum(buf)?;
-        let mut p = TcpPacket::new_checked(&mut buf[..len])?;
-        p.fill_checksum(src, dst)?;
-        Ok(len)
+        let (hl, total) = self.emit_header(buf)?;
+        let len = u32::try_from(total).map_err(|_| Error::BadLength)?;
+        let ph = checksum::pseudo_header(src, dst, super::ipv4::PROTO_TCP, len)
+            .ok_or(Error::Malformed)?;
+        // The payload is copied and summed in one pass; the header (a
+        // multiple of four bytes, so the payload's sum simply adds) after.
+        let sum = checksum::copy_and_accumulate(ph, &mut buf[hl..total], self.payload);
+        let c = !checksum::fold(checksum::accumulate(sum, &buf[..hl]));
+        buf[16..18].copy_from_slice(&c.to_be_bytes());
+        Ok(total)
     }
 
     /// As [`emit`](Self::emit) but leaves the checksum zero (for offload).
     pub fn emit_without_checksum(&self, buf: &mut [u8]) -> Result<usize> {
+        let (hl, total) = self.emit_header(buf)?;
+        buf[hl..total].copy_from_slice(self.payload);
+        Ok(total)
+    }
+
+    /// Writes the header and options (checksum zero); returns the header
+    /// length and the segment's.
+    fn emit_header(&self, buf: &mut [u8]) -> Result<(usize, usize)> {
         let mut opts = [0u8; MAX_OPTIONS_LEN];
         let olen = self.options.emit(&mut opts)?;
         let hl = 20 + olen;
@@ -532,8 +546,7 @@ impl<'a> TcpRepr<'a> {
         out[16..18].copy_from_slice(&[0, 0]);
         out[18..20].copy_from_slice(&self.urgent.to_be_bytes());
         out[20..hl].copy_from_slice(&opts[..olen]);
-        out[hl..].copy_from_slice(self.payload);
-        Ok(total)
+        Ok((hl, total))
     }
 }
 
