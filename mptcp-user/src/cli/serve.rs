@@ -469,6 +469,12 @@ impl ByteStream for ConnStream<'_> {
     fn consume(&mut self, max: usize) -> usize {
         self.0.consume(max)
     }
+    fn can_read_slices(&self) -> bool {
+        true
+    }
+    fn read_slices(&mut self, f: &mut dyn FnMut(&[std::io::IoSlice<'_>]) -> usize) -> usize {
+        self.0.read_slices(f)
+    }
     fn close(&mut self) {
         self.0.close()
     }

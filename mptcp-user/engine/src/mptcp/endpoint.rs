@@ -1048,6 +1048,12 @@ impl ByteStream for MptcpEndpoint {
     fn consume(&mut self, max: usize) -> usize {
         self.connection_mut().map_or(0, |c| c.consume(max))
     }
+    fn can_read_slices(&self) -> bool {
+        true
+    }
+    fn read_slices(&mut self, f: &mut dyn FnMut(&[std::io::IoSlice<'_>]) -> usize) -> usize {
+        self.connection_mut().map_or(0, |c| c.read_slices(f))
+    }
     fn close(&mut self) {
         if let Some(c) = self.connection_mut() {
             c.close();

@@ -292,6 +292,19 @@ impl Ring {
         }
     }
 
+    /// The stored bytes from `offset` on, as far as they are contiguous
+    /// (to the end of a chunk) and at most `max` (zeroes where nothing is
+    /// stored, as `read_at`).
+    pub fn slice_at(&self, offset: u64, max: usize) -> &[u8] {
+        static ZEROES: [u8; CHUNK] = [0; CHUNK];
+        let o = (offset % CHUNK as u64) as usize;
+        let n = max.min(CHUNK - o);
+        match offset.checked_sub(self.base).map(|r| r as usize / CHUNK) {
+            Some(i) if i < self.chunks.len() => &self.chunks[i][o..o + n],
+            _ => &ZEROES[..n],
+        }
+    }
+
     /// Forgets every byte below `offset`: chunks wholly below it go back to
     /// the pool, and all of them once nothing written lies above it.
     pub fn release(&mut self, offset: u64) {
@@ -373,6 +386,10 @@ mod tests {
         assert_eq!(seen, want);
         assert_eq!(&seen[..3304], &[0; 3304]);
         assert_eq!(&seen[25_000..25_010], &data[..10]);
+        // Contiguous slices: to the end of a chunk at most.
+        assert_eq!(r.slice_at(120_000, 10), &data[..10]);
+        assert_eq!(r.slice_at(120_000, 1 << 20).len(), CHUNK - 120_000 % CHUNK);
+        assert_eq!(r.slice_at(95_000, 100), &[0; 100]);
         drop(r);
         assert_eq!(pool::stats().in_use, before);
     }

@@ -369,6 +369,36 @@ impl Connection {
         self.consume(n)
     }
 
+    /// Hands in-order bytes to `f` where they lie in the receive buffer (up
+    /// to 64 slices; the SYN's data alone first); what `f` takes counts as
+    /// read. See [`crate::io::ByteStream::read_slices`].
+    pub fn read_slices(&mut self, f: &mut dyn FnMut(&[std::io::IoSlice<'_>]) -> usize) -> usize {
+        const MAX: usize = 64;
+        let r = &self.s.recv;
+        let mut iov = [std::io::IoSlice::new(&[]); MAX];
+        let mut n = 0;
+        if r.syn_data_read < r.syn_data.len() {
+            iov[0] = std::io::IoSlice::new(&r.syn_data[r.syn_data_read..]);
+            n = 1;
+        } else {
+            let (mut at, end) = (r.read, r.nxt);
+            while at < end && n < MAX {
+                let b = r
+                    .buf
+                    .slice_at(at, (end - at).min(usize::MAX as u64) as usize);
+                iov[n] = std::io::IoSlice::new(b);
+                n += 1;
+                at += b.len() as u64;
+            }
+        }
+        if n == 0 {
+            return 0;
+        }
+        let offered: usize = iov[..n].iter().map(|s| s.len()).sum();
+        let took = f(&iov[..n]).min(offered);
+        self.consume(took)
+    }
+
     /// Drops up to `max` in-order bytes as if read, without copying them.
     pub fn consume(&mut self, max: usize) -> usize {
         let s = &mut self.s;
