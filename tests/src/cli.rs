@@ -1,6 +1,6 @@
 //! The `mptcp-user` binary as a process in a lab namespace: built once per
 //! test run, started, and stopped by a guard.
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;

@@ -18,9 +18,7 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 
-use mptcp_tests::cli::{
-    run_load, start_serve_release as start_serve, wait_stats, EchoClients,
-};
+use mptcp_tests::cli::{run_load, start_serve_release as start_serve, wait_stats, EchoClients};
 use mptcp_tests::{require_root, unique_name, KernelEchoServer, Lab, LabConfig, Netns};
 use serde_json::Value;
 

@@ -7,6 +7,9 @@ use mptcp_engine::app::App;
 use mptcp_engine::io::ByteStream;
 use mptcp_engine::time::Instant;
 
+/// Bytes read at a time from one side for the other.
+const RELAY_BUFFER: usize = 256 << 10;
+
 /// Relays the connection to a TCP backend (a non-blocking kernel socket
 /// driven from the worker loop), with back-pressure both ways: bytes are
 /// taken from one side only when the other has taken the previous batch.
@@ -17,6 +20,9 @@ pub struct Forward {
     to_engine: Box<[u8]>,
     te: (usize, usize),
     backend_eof: bool,
+    /// The backend refused more (would block) while the engine held data
+    /// for it.
+    backend_full: bool,
     backend_shut: bool,
     engine_closed: bool,
     pub forwarded: u64,
@@ -31,11 +37,14 @@ impl Forward {
         backend.set_nodelay(true)?;
         Ok(Forward {
             backend,
-            to_backend: vec![0u8; 256 << 10].into_boxed_slice(),
+            // Only for streams that cannot hand out slices, or bytes read
+            // before the relay began: allocated when first needed.
+            to_backend: Box::default(),
             tb: (0, 0),
-            to_engine: vec![0u8; 256 << 10].into_boxed_slice(),
+            to_engine: vec![0u8; RELAY_BUFFER].into_boxed_slice(),
             te: (0, 0),
             backend_eof: false,
+            backend_full: false,
             backend_shut: false,
             engine_closed: false,
             forwarded: 0,
@@ -48,8 +57,8 @@ impl Forward {
     /// proxy's handshake read them); they go out first. Call before the
     /// first poll.
     pub fn prepend_to_backend(&mut self, data: &[u8]) {
-        let n = data.len().min(self.to_backend.len());
-        self.to_backend[..n].copy_from_slice(&data[..n]);
+        let n = data.len().min(RELAY_BUFFER);
+        self.to_backend = data[..n].into();
         self.tb = (0, n);
     }
 
@@ -65,9 +74,45 @@ impl<E: ByteStream> App<E> for Forward {
     fn poll(&mut self, _now: Instant, engine: &mut E) -> (usize, bool) {
         use std::io::{ErrorKind, Read, Write};
         let mut work = 0;
-        // Engine -> backend.
+        // Engine -> backend: straight from the engine's receive buffer to
+        // the socket (writev), once anything read before (a proxy's
+        // handshake) went out; through `to_backend` for other streams.
+        while engine.can_read_slices() && self.tb.0 == self.tb.1 {
+            let mut failed = None;
+            let (backend, blocked) = (&mut self.backend, &mut self.backend_full);
+            *blocked = false;
+            let n = engine.read_slices(&mut |iov| loop {
+                match backend.write_vectored(iov) {
+                    Ok(n) => return n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        if e.kind() == ErrorKind::WouldBlock {
+                            // Wait for POLLOUT (`wake_fds`).
+                            *blocked = true;
+                        } else {
+                            failed = Some(e.kind());
+                        }
+                        return 0;
+                    }
+                }
+            });
+            self.forwarded += n as u64;
+            work += n;
+            if let Some(kind) = failed {
+                self.fail(kind);
+            }
+            if n == 0 || failed.is_some() {
+                break;
+            }
+        }
         loop {
             if self.tb.0 == self.tb.1 {
+                if engine.can_read_slices() {
+                    break;
+                }
+                if self.to_backend.len() < RELAY_BUFFER {
+                    self.to_backend = vec![0u8; RELAY_BUFFER].into_boxed_slice();
+                }
                 self.tb = (0, engine.recv(&mut self.to_backend));
                 if self.tb.1 == 0 {
                     break;
@@ -138,7 +183,7 @@ impl<E: ByteStream> App<E> for Forward {
         if !self.backend_eof && self.te.0 == self.te.1 {
             events |= libc::POLLIN;
         }
-        if self.tb.0 < self.tb.1 {
+        if self.tb.0 < self.tb.1 || self.backend_full {
             events |= libc::POLLOUT;
         }
         if events != 0 {

@@ -66,6 +66,19 @@ pub trait ByteStream {
         }
         done
     }
+    /// Whether [`ByteStream::read_slices`] hands bytes over where they lie
+    /// (the engines); otherwise read them with `recv`.
+    fn can_read_slices(&self) -> bool {
+        false
+    }
+    /// Hands in-order bytes to `f` as slices of the receive buffer, where
+    /// they lie (several at once, for `writev`); `f` returns how many bytes
+    /// it took, and those count as read (the rest stays). Returns that
+    /// count. Only where [`ByteStream::can_read_slices`] says so.
+    fn read_slices(&mut self, f: &mut dyn FnMut(&[std::io::IoSlice<'_>]) -> usize) -> usize {
+        let _ = f;
+        0
+    }
     /// Sends FIN (DATA_FIN for MPTCP) once all queued bytes are sent.
     fn close(&mut self);
     /// True once the connection can carry data.

@@ -847,3 +847,42 @@ fn joins_reach_announced_addresses_of_a_specific_listener() {
     let c = p.client.get(h).unwrap();
     assert!(c.subflows().any(|s| s.tuple.remote.ip() == announced));
 }
+
+/// A burst of connections opening at once may send no more than the
+/// receive-window budget (plus one MSS each) before hearing from us: their
+/// SYN/ACK windows and every later window come out of it, and closed
+/// connections give their share back. Without a budget, each offers its
+/// whole buffer.
+#[test]
+fn a_window_budget_bounds_what_a_burst_of_connections_may_send() {
+    const N: usize = 1000;
+    const MSS: u64 = 1460;
+    for budget in [0, 200 * MSS] {
+        pool::set_window_budget(budget);
+        let mut p = Pair::new(config(), config());
+        let handles: Vec<ConnHandle> = (0..N).map(|i| p.connect(20_000 + i as u16)).collect();
+        let ok = p.run_until(Duration::from_secs(30), Duration::from_millis(50), |p| {
+            established(&p.client) == N && established(&p.server) == N
+        });
+        assert!(ok, "budget {budget}: not all established");
+        let opened = pool::window_promised();
+        let mut peak = opened;
+        echo_all(&mut p, &handles, 16 << 10, |_| {
+            peak = peak.max(pool::window_promised());
+        });
+        eprintln!("budget {budget}: {opened} bytes of window promised once open, {peak} at most");
+        // Both ends are on this thread: 2N connections count.
+        if budget == 0 {
+            assert!(opened >= 2 * N as u64 * 60_000, "{opened}");
+        } else {
+            assert!(peak <= budget + 2 * N as u64 * MSS, "{peak}");
+        }
+        drop(p);
+        assert_eq!(
+            pool::window_promised(),
+            0,
+            "closed connections keep a promise"
+        );
+    }
+    pool::set_window_budget(0);
+}

@@ -129,7 +129,16 @@ fn checksums_on_both_ways_many_seeds() {
 
 #[test]
 fn path_down_mid_transfer_and_back() {
-    path_down_and_back(4 << 20, 3 << 20);
+    path_down_and_back(4 << 20, 3 << 20, false);
+}
+
+/// Subflows send from the connection's buffer: the returning path's
+/// subflow retransmits bytes the data level already acknowledged through
+/// the reinjection, and they must still be the real bytes (the DSS
+/// checksum covers the whole mapping).
+#[test]
+fn path_down_and_back_with_checksums() {
+    path_down_and_back(4 << 20, 3 << 20, true);
 }
 
 /// Bytes the client's subflows on `path` have had acknowledged.
@@ -142,12 +151,14 @@ fn acked_on_path(net: &Net, path: usize) -> u64 {
 }
 
 /// Sends `total`; path 1 goes down after 1 MiB arrived, comes back after `back_at`.
-fn path_down_and_back(total: usize, back_at: usize) {
+fn path_down_and_back(total: usize, back_at: usize, checksum: bool) {
     for seed in 1..=4u64 {
+        let mut c = cfg();
+        c.checksum = checksum;
         let mut net = Net::new(
             &[PathSpec::new(20, 5, 0), PathSpec::new(20, 10, 0)],
-            cfg(),
-            cfg(),
+            c.clone(),
+            c,
             true,
             seed,
         );
@@ -187,6 +198,9 @@ fn path_down_and_back(total: usize, back_at: usize) {
         // "and back": path 1 carried data again after it came up.
         let after = acked_on_path(&net, 1) - acked_at_up;
         assert!(after > 0, "seed {seed}: path 1 unused after it came back");
+        let server = net.server.connection().unwrap();
+        assert_eq!(server.checksum_enabled(), checksum);
+        assert_eq!(server.checksum_failures(), 0, "seed {seed}");
     }
 }
 
@@ -893,5 +907,46 @@ fn v0_mp_prio_with_an_address_id_changes_that_address_subflows() {
             .filter(|f| f.remote_addr_id == 0)
             .all(|f| !f.peer_backup),
         "the subflow the MP_PRIO rode on kept its priority"
+    );
+}
+
+/// A DATA_FIN rides on a pure ACK. When the application writes its last
+/// bytes and closes at once, the data segment that goes out first must not
+/// swallow the ACK the DATA_FIN waits for: the peer sees the end within a
+/// round trip, not after the DATA_FIN's retransmission timer (500 ms).
+#[test]
+fn data_fin_follows_the_last_data_without_its_timer() {
+    let mut net = Net::new(
+        &[PathSpec::new(100, 10, 0), PathSpec::new(100, 10, 0)],
+        cfg(),
+        cfg(),
+        true,
+        7,
+    );
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.server.is_established()
+            && n.client.is_established())
+    );
+    let down = pattern(10_000, 3);
+    assert_eq!(net.server.send(&down), down.len());
+    net.server.close();
+    let start = net.now;
+    let mut got = Vec::new();
+    let mut tmp = vec![0u8; 65536];
+    let ok = net.run_until(Duration::from_secs(5), |n| {
+        loop {
+            let k = n.client.recv(&mut tmp);
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&tmp[..k]);
+        }
+        n.client.is_read_closed()
+    });
+    assert!(ok && got == down, "{} of {} bytes", got.len(), down.len());
+    let took = net.now - start;
+    assert!(
+        took < Duration::from_millis(100),
+        "the DATA_FIN took {took:?}"
     );
 }

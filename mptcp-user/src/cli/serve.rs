@@ -143,6 +143,27 @@ pub struct ServeArgs {
     /// answered with SYN cookies. MP_JOIN SYNs never count.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub max_half_open: usize,
+    /// Receive windows of all connections together, at most (MPTCP
+    /// engine): what peers may send before hearing from us, so a burst of
+    /// connections opening at once fits the AF_XDP RX ring. Each
+    /// connection gets a fair share and one MSS at least. `auto`: half of
+    /// each worker's RX ring in 1460-byte frames (24M a worker); a number
+    /// is shared out among the workers; 0: no bound.
+    #[arg(long, default_value = "auto", value_parser = parse_budget, value_name = "BYTES")]
+    pub window_budget: WindowBudget,
+}
+
+/// `--window-budget`: sized from the RX ring (`auto`), or given.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowBudget(Option<u64>);
+
+fn parse_budget(s: &str) -> std::result::Result<WindowBudget, String> {
+    if s == "auto" {
+        return Ok(WindowBudget(None));
+    }
+    parse_size(s)
+        .map(|b| WindowBudget(Some(b)))
+        .map_err(|e| format!("{e}, or auto (half the RX ring)"))
 }
 
 /// A load balancer's virtual address; no port: each --listen port.
@@ -519,6 +540,12 @@ impl ByteStream for ConnStream<'_> {
     fn consume(&mut self, max: usize) -> usize {
         self.0.consume(max)
     }
+    fn can_read_slices(&self) -> bool {
+        true
+    }
+    fn read_slices(&mut self, f: &mut dyn FnMut(&[std::io::IoSlice<'_>]) -> usize) -> usize {
+        self.0.read_slices(f)
+    }
     fn close(&mut self) {
         self.0.close()
     }
@@ -724,8 +751,8 @@ fn serve_mptcp(
         client_ports: None,
     };
     let stop = stop_on_signals();
-    let (mut datapath, sets) =
-        Datapath::open_workers(&args.ifaces, &ownership, XskConfig::default(), workers)?;
+    let xsk = XskConfig::default();
+    let (mut datapath, sets) = Datapath::open_workers(&args.ifaces, &ownership, xsk, workers)?;
     let mut locals = Vec::new();
     for ip in &owned {
         let path = args
@@ -817,8 +844,15 @@ fn serve_mptcp(
     }
     // Each engine runs on its own thread: so does its buffer pool.
     let memory = args.max_memory / workers as u64;
+    // A burst of connections must fit each worker's RX ring: their windows
+    // together stay within a budget sized by it (a given one is shared out).
+    let window_budget = match args.window_budget.0 {
+        Some(total) => total / workers as u64,
+        None => xsk.rx_window_budget(1460),
+    };
     if args.mode == Mode::Forward {
         mptcp_engine::tcp::pool::configure(memory, 16 << 10);
+        mptcp_engine::tcp::pool::set_window_budget(window_budget);
         let (Some(mut worker), Some(mut control)) = (built.pop(), sides.into_iter().next()) else {
             bail!("no worker");
         };
@@ -857,6 +891,7 @@ fn serve_mptcp(
         done: &done,
         stop,
         memory,
+        window_budget,
         fault: fault_injection(),
     };
     let mut pairs = built.into_iter().zip(sides);
@@ -913,6 +948,8 @@ struct Shared<'a> {
     stop: &'a AtomicBool,
     /// Buffer memory per worker.
     memory: u64,
+    /// Receive windows of a worker's connections together, at most.
+    window_budget: u64,
     fault: Option<usize>,
 }
 
@@ -936,6 +973,7 @@ fn run_worker(
     ctx: &AppContext,
 ) -> Worker<MptcpEndpoint> {
     mptcp_engine::tcp::pool::configure(shared.memory, 16 << 10);
+    mptcp_engine::tcp::pool::set_window_budget(shared.window_budget);
     let index = control.index();
     let mut fault = shared.fault == Some(index);
     loop {

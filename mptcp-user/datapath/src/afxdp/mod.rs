@@ -56,6 +56,18 @@ impl Default for XskConfig {
     }
 }
 
+impl XskConfig {
+    /// The receive-window budget for an engine behind this socket: the
+    /// window bytes all its connections together may offer, so that what
+    /// peers may send before hearing from us fits half of the RX ring in
+    /// MSS-sized frames (each connection still gets one MSS: 10,000
+    /// connections opening at once then stay under 27,000 frames; the rest
+    /// of the ring is for ACKs).
+    pub fn rx_window_budget(&self, mss: u64) -> u64 {
+        u64::from(self.rx_frames / 2) * mss
+    }
+}
+
 /// Per-socket counters kept in userspace (the kernel's are in [`XskSocket::kernel_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XskCounters {

@@ -574,7 +574,7 @@ impl Connection {
             Self::options_in(s, sf, seg, now);
         }
         if feed {
-            sf.sub.on_segment(now, seg);
+            Self::subflow_segment(s, sf, now, seg);
         }
         if let (true, Lifecycle::Reset { by_peer }) =
             (self.s.pending.fast_close, &mut self.s.lifecycle)
@@ -596,6 +596,54 @@ impl Connection {
             }
         }
         self.after_segment(now, i, keys);
+    }
+
+    /// Feeds a segment to the subflow; in-order data whose mappings are
+    /// known goes straight from the segment to the connection's receive
+    /// buffer (no copy through the subflow's). DSS checksums need a whole
+    /// mapping, and a linear (fallen back) stream has none: both go through
+    /// the subflow's buffer and `drain`.
+    fn subflow_segment(s: &mut ConnState, sf: &mut MptcpSubflow, now: Instant, seg: &TcpRepr) {
+        let direct = !s.checksum
+            && !seg.payload.is_empty()
+            && s.fallback.linear_recv().is_none()
+            && sf.sub.readable() == 0;
+        if !direct {
+            sf.sub.on_segment(now, seg);
+            return;
+        }
+        // How far the mappings cover the subflow's stream without a gap (as
+        // far as this segment could reach).
+        let mut end = sf.sub.recv_offset();
+        let reach = end + seg.payload.len() as u64;
+        while sf.rx_maps.front().is_some_and(|m| m.off + m.len <= end) {
+            sf.rx_maps.pop_front();
+        }
+        for m in &sf.rx_maps {
+            if m.off > end || end >= reach {
+                break;
+            }
+            end = end.max(m.off + m.len);
+        }
+        sf.sub.set_direct_limit(end);
+        sf.sub.on_segment(now, seg);
+        let Some((mut off, range)) = sf.sub.take_direct() else {
+            return;
+        };
+        let mut data = &seg.payload[range];
+        while !data.is_empty() {
+            while sf.rx_maps.front().is_some_and(|m| m.off + m.len <= off) {
+                sf.rx_maps.pop_front();
+            }
+            let Some(m) = sf.rx_maps.front().filter(|m| m.off <= off) else {
+                debug_assert!(false, "direct data beyond its mappings");
+                return;
+            };
+            let n = ((m.off + m.len - off) as usize).min(data.len());
+            s.recv.deliver(m.dsn + (off - m.off), &data[..n]);
+            data = &data[n..];
+            off += n as u64;
+        }
     }
 
     /// Moves subflow data to the connection and handles subflow events.
@@ -747,6 +795,7 @@ impl Connection {
     ) -> Option<(PathId, usize)> {
         self.schedule(now);
         let n = self.subflows.len();
+        let linear = self.s.fallback.linear_send();
         for k in 0..n {
             let i = (self.next_to_poll + k) % n;
             let sf = &mut self.subflows[i];
@@ -756,7 +805,16 @@ impl Connection {
                 .len()
                 .saturating_sub(ip_header + 20 + MAX_OPTIONS)
                 .min(self.scratch.len());
-            let Some(mut seg) = sf.sub.poll_transmit(now, &mut self.scratch[..room]) else {
+            // Payload straight from the connection's send buffer.
+            let lin = linear
+                .filter(|l| l.subflow == i)
+                .map(|l| (l.subflow_off, l.data_off));
+            let (maps, data) = (&sf.tx_maps, &self.s.send.buf);
+            let mut fill = |off: u64, out: &mut [u8]| MptcpSubflow::fill(maps, lin, data, off, out);
+            let Some(mut seg) =
+                sf.sub
+                    .poll_transmit_with(now, &mut self.scratch[..room], &mut fill)
+            else {
                 continue;
             };
             Self::options_out(&mut self.s, sf, &mut seg);
@@ -788,15 +846,26 @@ impl Connection {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let own = self.s.timers.next().map(|(at, _)| at);
-        let subflows = self
-            .subflows
-            .iter()
-            .flat_map(|f| [f.sub.poll_timeout(), Self::stale_deadline(f)])
-            .flatten();
+        // Asked after every packet: a plain loop (iterator chains of
+        // Options cost several times more here).
+        let mut best = self
+            .s
+            .timers
+            .next()
+            .map_or(u64::MAX, |(at, _)| at.as_nanos());
+        for f in &self.subflows {
+            if let Some(t) = f.sub.poll_timeout() {
+                best = best.min(t.as_nanos());
+            }
+            if let Some(t) = Self::stale_deadline(f) {
+                best = best.min(t.as_nanos());
+            }
+        }
         // A path manager's retry, while the connection may still open subflows.
-        let pm = self.pm.next_wakeup().filter(|_| self.pm_may_run());
-        own.into_iter().chain(subflows).chain(pm).min()
+        if let Some(t) = self.pm.next_wakeup().filter(|_| self.pm_may_run()) {
+            best = best.min(t.as_nanos());
+        }
+        (best != u64::MAX).then_some(Instant::from_nanos(best))
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, keys: &mut KeySource) {

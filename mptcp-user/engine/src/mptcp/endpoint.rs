@@ -81,6 +81,9 @@ pub struct EndpointWork {
     /// Timer heap entries pushed, and heap rebuilds (stale entries dropped).
     pub timer_pushes: u64,
     pub timer_rebuilds: u64,
+    /// Entries that came due before their connection's deadline (filed
+    /// when it was earlier; refiled without visiting the connection).
+    pub timer_early: u64,
 }
 
 /// A connection of the endpoint: its slot and the slot's generation.
@@ -254,7 +257,9 @@ impl MptcpEndpoint {
             tx_ready: VecDeque::new(),
             app_ready: VecDeque::new(),
             closed: Vec::new(),
-            due: Vec::new(),
+            // Timers come due in steady state (entries filed early, see
+            // `touch`): room up front, so firing one never allocates.
+            due: Vec::with_capacity(64),
             resets: VecDeque::new(),
             reset_limit,
             cookies: VecDeque::new(),
@@ -402,10 +407,13 @@ impl MptcpEndpoint {
         let Some(c) = s.conn.as_ref() else {
             return;
         };
-        let deadline = c.poll_timeout();
-        if deadline != s.deadline {
-            s.deadline = deadline;
-            if let Some(t) = deadline {
+        // Filed only when it comes earlier: a deadline that moved later (an
+        // RTO pushed back by every ACK) keeps its entry, which then fires
+        // early once and files the real one, as Linux's lazy timers do.
+        // A heap push per packet would cost more than that visit.
+        if let Some(t) = c.poll_timeout() {
+            if s.deadline.is_none_or(|f| t < f) {
+                s.deadline = Some(t);
                 self.timers.push(Reverse((t, slot, s.gen)));
                 self.work.timer_pushes += 1;
             }
@@ -1071,8 +1079,14 @@ impl Engine for MptcpEndpoint {
             }
         }
         for slot in due.drain(..) {
-            self.work.timeout_visits += 1;
             if let Some(c) = self.slots[slot as usize].conn.as_mut() {
+                if c.poll_timeout().is_none_or(|t| t > now) {
+                    // Filed early (see `touch`): file the real deadline.
+                    self.work.timer_early += 1;
+                    self.touch(slot);
+                    continue;
+                }
+                self.work.timeout_visits += 1;
                 c.lend_scratch(&mut self.scratch);
                 c.handle_timeout(now, &mut self.keys);
                 c.lend_scratch(&mut self.scratch);
@@ -1095,6 +1109,12 @@ impl ByteStream for MptcpEndpoint {
     }
     fn consume(&mut self, max: usize) -> usize {
         self.connection_mut().map_or(0, |c| c.consume(max))
+    }
+    fn can_read_slices(&self) -> bool {
+        true
+    }
+    fn read_slices(&mut self, f: &mut dyn FnMut(&[std::io::IoSlice<'_>]) -> usize) -> usize {
+        self.connection_mut().map_or(0, |c| c.read_slices(f))
     }
     fn close(&mut self) {
         if let Some(c) = self.connection_mut() {

@@ -36,7 +36,7 @@ pub use ranges::RangeSet;
 pub use ring::{pool, Ring};
 pub use rtt::RttEstimator;
 pub use subflow::{
-    CloseReason, Subflow, SubflowEvent, SubflowStats, SubflowTimer, Verdict, WindowScale,
+    CloseReason, Fill, Subflow, SubflowEvent, SubflowStats, SubflowTimer, Verdict, WindowScale,
 };
 
 use crate::cc::CcAlgorithm;

@@ -46,6 +46,13 @@ pub mod pool {
         free: Vec<Chunk>,
         keep: usize,
         stats: PoolStats,
+        /// Receive-window budget (0: none) and the window bytes promised
+        /// now (what peers may send before hearing from us again).
+        window_budget: u64,
+        promised: u64,
+        /// Connections promising something now (their fair share divides
+        /// the budget).
+        promising: u64,
     }
 
     thread_local! {
@@ -53,7 +60,62 @@ pub mod pool {
             free: Vec::new(),
             keep: 1024,
             stats: PoolStats { in_use: 0, peak: 0, free: 0, allocated: 0, over_limit: 0, limit: 0 },
+            window_budget: 0,
+            promised: 0,
+            promising: 0,
         }) };
+    }
+
+    /// Bounds the receive windows this thread's connections offer, all
+    /// together, to `bytes` (0: no bound): what may be in flight towards
+    /// the driver at once, so a burst of connections fits its receive ring
+    /// (each window still gets one MSS, see the connection's `free`).
+    pub fn set_window_budget(bytes: u64) {
+        POOL.with_borrow_mut(|p| p.window_budget = bytes);
+    }
+
+    /// Window bytes left in the budget (`u64::MAX` without one).
+    pub fn window_budget_left() -> u64 {
+        POOL.with_borrow(|p| {
+            if p.window_budget == 0 {
+                u64::MAX
+            } else {
+                p.window_budget.saturating_sub(p.promised)
+            }
+        })
+    }
+
+    /// The most a connection that promises `own` bytes now may offer: what
+    /// the budget has left plus its own, and no more than a fair share of
+    /// the budget, so connections that opened first do not hold it all
+    /// (`u64::MAX` without a budget).
+    pub fn window_budget_for(own: u64) -> u64 {
+        POOL.with_borrow(|p| {
+            if p.window_budget == 0 {
+                return u64::MAX;
+            }
+            let sharing = p.promising + (own == 0) as u64;
+            let share = p.window_budget / sharing.max(1);
+            p.window_budget
+                .saturating_sub(p.promised)
+                .saturating_add(own)
+                .min(share)
+        })
+    }
+
+    /// Window bytes promised by this thread's connections now.
+    pub fn window_promised() -> u64 {
+        POOL.with_borrow(|p| p.promised)
+    }
+
+    /// A connection's promise changed from `old` to `new` bytes.
+    pub fn repromise(old: u64, new: u64) {
+        if old != new {
+            POOL.with_borrow_mut(|p| {
+                p.promised = (p.promised + new).saturating_sub(old);
+                p.promising = (p.promising + (new > 0) as u64).saturating_sub((old > 0) as u64);
+            });
+        }
     }
 
     /// Sets this thread's memory limit in bytes (0: none) and how many free
@@ -213,6 +275,36 @@ impl Ring {
         }
     }
 
+    /// Calls `f` on the stored slices of `[offset, offset + len)` in order
+    /// (zeroes for released or never-written bytes, as `read_at`): reads
+    /// such as a checksum without a copy.
+    pub fn for_each_slice(&self, offset: u64, len: usize, mut f: impl FnMut(&[u8])) {
+        const ZEROES: [u8; CHUNK] = [0; CHUNK];
+        let (mut at, end) = (offset, offset + len as u64);
+        while at < end {
+            let o = (at % CHUNK as u64) as usize;
+            let n = ((end - at) as usize).min(CHUNK - o);
+            match at.checked_sub(self.base).map(|r| r as usize / CHUNK) {
+                Some(i) if i < self.chunks.len() => f(&self.chunks[i][o..o + n]),
+                _ => f(&ZEROES[..n]),
+            }
+            at += n as u64;
+        }
+    }
+
+    /// The stored bytes from `offset` on, as far as they are contiguous
+    /// (to the end of a chunk) and at most `max` (zeroes where nothing is
+    /// stored, as `read_at`).
+    pub fn slice_at(&self, offset: u64, max: usize) -> &[u8] {
+        static ZEROES: [u8; CHUNK] = [0; CHUNK];
+        let o = (offset % CHUNK as u64) as usize;
+        let n = max.min(CHUNK - o);
+        match offset.checked_sub(self.base).map(|r| r as usize / CHUNK) {
+            Some(i) if i < self.chunks.len() => &self.chunks[i][o..o + n],
+            _ => &ZEROES[..n],
+        }
+    }
+
     /// Forgets every byte below `offset`: chunks wholly below it go back to
     /// the pool, and all of them once nothing written lies above it.
     pub fn release(&mut self, offset: u64) {
@@ -286,6 +378,18 @@ mod tests {
         r.write_at(120_000, &data[..10]);
         r.read_at(120_000, &mut out[..10]);
         assert_eq!(&out[..10], &data[..10]);
+        // Slices in order, as read_at gives them (zeroes below the chunks).
+        let mut seen = Vec::new();
+        r.for_each_slice(95_000, 30_000, |s| seen.extend_from_slice(s));
+        let mut want = vec![0u8; 30_000];
+        r.read_at(95_000, &mut want);
+        assert_eq!(seen, want);
+        assert_eq!(&seen[..3304], &[0; 3304]);
+        assert_eq!(&seen[25_000..25_010], &data[..10]);
+        // Contiguous slices: to the end of a chunk at most.
+        assert_eq!(r.slice_at(120_000, 10), &data[..10]);
+        assert_eq!(r.slice_at(120_000, 1 << 20).len(), CHUNK - 120_000 % CHUNK);
+        assert_eq!(r.slice_at(95_000, 100), &[0; 100]);
         drop(r);
         assert_eq!(pool::stats().in_use, before);
     }

@@ -26,6 +26,30 @@ const RTX_LOG: usize = 1024;
 /// Duplicate ACKs sent back to back at most, per batch of arrivals.
 const MAX_ACKS_OWED: u8 = 8;
 
+/// Writes the send stream's bytes from an offset into a segment's payload
+/// ([`Subflow::poll_transmit_with`]).
+pub type Fill<'a> = &'a mut dyn FnMut(u64, &mut [u8]);
+
+/// A data segment to emit: where it starts, its length, whether it carries
+/// the FIN and whether it is a retransmission.
+struct DataSeg {
+    start: u64,
+    len: usize,
+    fin: bool,
+    retransmit: bool,
+}
+
+impl DataSeg {
+    fn new(start: u64, len: u64, fin: bool, retransmit: bool) -> DataSeg {
+        DataSeg {
+            start,
+            len: len as usize,
+            fin,
+            retransmit,
+        }
+    }
+}
+
 /// Why a subflow ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
@@ -216,6 +240,13 @@ pub struct Subflow {
     rcv_fin: Option<u64>,
     rcv_mss: u64,
     last_ack_sent: u64,
+    /// Direct receive (MPTCP): in-order data may bypass `recv_buf` up to
+    /// this stream offset (0: off), when nothing waits in the ring; the
+    /// layer above copies it from the segment to where it belongs.
+    direct_limit: u64,
+    /// What `on_segment` took that way: the stream offset and the range of
+    /// the segment's payload.
+    direct_taken: Option<(u64, std::ops::Range<usize>)>,
 
     // Options.
     sack_ok: bool,
@@ -323,6 +354,8 @@ impl Subflow {
             rcv_fin: None,
             rcv_mss: DEFAULT_PEER_MSS as u64,
             last_ack_sent: 0,
+            direct_limit: 0,
+            direct_taken: None,
             sack_ok: false,
             ts_ok: false,
             ts_recent: 0,
@@ -547,6 +580,15 @@ impl Subflow {
         n
     }
 
+    /// Queues `len` bytes without copying them: the layer above keeps them
+    /// and fills each segment's payload ([`Subflow::poll_transmit_with`]).
+    /// Returns how many fitted. Never mixed with [`Subflow::send`].
+    pub fn send_external(&mut self, len: usize) -> usize {
+        let n = len.min(self.send_space());
+        self.send_written += n as u64;
+        n
+    }
+
     /// Stream offset (0-based) of the next byte `send` will queue; MPTCP maps
     /// data sequence numbers to subflow sequence numbers with it.
     pub fn send_offset(&self) -> u64 {
@@ -632,6 +674,21 @@ impl Subflow {
             self.window_update = true;
         }
         n
+    }
+
+    /// Lets the next `on_segment` hand in-order data up to stream offset
+    /// `limit` to the layer above instead of storing it (0: store all).
+    /// Taken only while nothing is readable, so the stream stays in order.
+    pub fn set_direct_limit(&mut self, limit: u64) {
+        self.direct_limit = limit;
+        self.direct_taken = None;
+    }
+
+    /// The data the last `on_segment` handed up: its stream offset and the
+    /// range of the segment's payload. It counts as received and read.
+    pub fn take_direct(&mut self) -> Option<(u64, std::ops::Range<usize>)> {
+        self.direct_limit = 0;
+        self.direct_taken.take()
     }
 
     /// Sends FIN once everything queued is sent.
@@ -1307,8 +1364,9 @@ impl Subflow {
         let edge = self.rcv_adv_edge as i64;
         let mut data = seg.payload;
         let mut start = seq;
+        let mut skip = 0;
         if start < nxt {
-            let skip = ((nxt - start) as usize).min(data.len());
+            skip = ((nxt - start) as usize).min(data.len());
             data = &data[skip..];
             start = nxt;
             if seg.payload.len() as i64 + seq <= nxt {
@@ -1333,7 +1391,15 @@ impl Subflow {
             let start = start as u64;
             let end = start + data.len() as u64;
             if start == self.rcv_nxt {
-                self.recv_buf.write_at(start - 1, data);
+                if self.read_pos == start - 1 && self.ooo.is_empty() && end - 1 <= self.direct_limit
+                {
+                    // Nothing waits in the ring: the layer above takes the
+                    // bytes straight from the segment (one copy fewer).
+                    self.read_pos = end - 1;
+                    self.direct_taken = Some((start - 1, skip..skip + data.len()));
+                } else {
+                    self.recv_buf.write_at(start - 1, data);
+                }
                 self.rcv_nxt = end;
                 self.stats.bytes_received += data.len() as u64;
                 if !self.ooo.is_empty() {
@@ -1552,6 +1618,28 @@ impl Subflow {
     /// `buf` should hold at least one MSS; smaller buffers give smaller
     /// segments. Call repeatedly until `None`.
     pub fn poll_transmit<'b>(&mut self, now: Instant, buf: &'b mut [u8]) -> Option<TcpRepr<'b>> {
+        self.poll_transmit_inner(now, buf, None)
+    }
+
+    /// [`Subflow::poll_transmit`] for data queued with
+    /// [`Subflow::send_external`]: `fill(offset, out)` writes the stream
+    /// bytes from `offset` into `out` (one segment never crosses a send
+    /// boundary, see [`Subflow::mark_send_boundary`]).
+    pub fn poll_transmit_with<'b>(
+        &mut self,
+        now: Instant,
+        buf: &'b mut [u8],
+        fill: Fill<'_>,
+    ) -> Option<TcpRepr<'b>> {
+        self.poll_transmit_inner(now, buf, Some(fill))
+    }
+
+    fn poll_transmit_inner<'b>(
+        &mut self,
+        now: Instant,
+        buf: &'b mut [u8],
+        fill: Option<Fill<'_>>,
+    ) -> Option<TcpRepr<'b>> {
         if let Some((seq, ack, with_ack)) = self.pending_rst.take() {
             let flags = if with_ack {
                 TcpFlags::RST | TcpFlags::ACK
@@ -1571,7 +1659,7 @@ impl Subflow {
             State::TimeWait => return self.ack_only(now),
             _ => {}
         }
-        if let Some(repr) = self.data_segment(now, buf) {
+        if let Some(repr) = self.data_segment(now, buf, fill) {
             return Some(repr);
         }
         if self.probe_pending {
@@ -1642,7 +1730,12 @@ impl Subflow {
         self.repr(self.iss, ack, flags, window, opts, &[])
     }
 
-    fn data_segment<'b>(&mut self, now: Instant, buf: &'b mut [u8]) -> Option<TcpRepr<'b>> {
+    fn data_segment<'b>(
+        &mut self,
+        now: Instant,
+        buf: &'b mut [u8],
+        fill: Option<Fill<'_>>,
+    ) -> Option<TcpRepr<'b>> {
         let data_end = 1 + self.send_written;
         let max_seg = (self.sender_mss() as usize).min(buf.len()).max(1) as u64;
         let cwnd = self.cc.window();
@@ -1666,7 +1759,7 @@ impl Subflow {
                     self.relost.insert(s + span, re);
                     debug_assert!(rs <= s);
                 }
-                return Some(self.emit_data(now, s, data_len as usize, fin, true, buf));
+                return Some(self.emit_data(now, DataSeg::new(s, data_len, fin, true), buf, fill));
             }
         }
 
@@ -1686,7 +1779,12 @@ impl Subflow {
                         self.cwnd_blocked_at = Some(now);
                         return None;
                     }
-                    return Some(self.emit_data(now, s, data_len as usize, fin, true, buf));
+                    return Some(self.emit_data(
+                        now,
+                        DataSeg::new(s, data_len, fin, true),
+                        buf,
+                        fill,
+                    ));
                 }
             }
         }
@@ -1716,7 +1814,7 @@ impl Subflow {
         if len == 0 && !fin {
             return None;
         }
-        Some(self.emit_data(now, start, len as usize, fin, false, buf))
+        Some(self.emit_data(now, DataSeg::new(start, len, fin, false), buf, fill))
     }
 
     /// Congestion check for `span` more bytes: PRR's budget in fast
@@ -1731,14 +1829,21 @@ impl Subflow {
     fn emit_data<'b>(
         &mut self,
         now: Instant,
-        start: u64,
-        len: usize,
-        fin: bool,
-        retransmit: bool,
+        seg: DataSeg,
         buf: &'b mut [u8],
+        fill: Option<Fill<'_>>,
     ) -> TcpRepr<'b> {
+        let DataSeg {
+            start,
+            len,
+            fin,
+            retransmit,
+        } = seg;
         if len > 0 {
-            self.send_buf.read_at(start - 1, &mut buf[..len]);
+            match fill {
+                Some(f) => f(start - 1, &mut buf[..len]),
+                None => self.send_buf.read_at(start - 1, &mut buf[..len]),
+            }
         }
         let end = start + len as u64 + fin as u64;
         if retransmit {

@@ -13,26 +13,47 @@ pub fn accumulate(sum: u64, data: &[u8]) -> u64 {
     let mut acc = [0u64; 4];
     let mut blocks = data.chunks_exact(16);
     for b in &mut blocks {
-        for (i, a) in acc.iter_mut().enumerate() {
-            *a += u64::from(u32::from_ne_bytes([
-                b[4 * i],
-                b[4 * i + 1],
-                b[4 * i + 2],
-                b[4 * i + 3],
-            ]));
-        }
+        add_block(&mut acc, b);
     }
-    let rest = blocks.remainder();
-    let mut tail = [0u8; 16];
-    tail[..rest.len()].copy_from_slice(rest);
+    finish(acc, blocks.remainder(), sum)
+}
+
+/// Copies `src` into `dst` (same length) and adds it to a running sum, as
+/// [`accumulate`] does, in one pass: the sender's payload is read once.
+pub fn copy_and_accumulate(sum: u64, dst: &mut [u8], src: &[u8]) -> u64 {
+    debug_assert_eq!(dst.len(), src.len());
+    let mut acc = [0u64; 4];
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (o, b) in (&mut d).zip(&mut s) {
+        o.copy_from_slice(b);
+        add_block(&mut acc, b);
+    }
+    let rest = s.remainder();
+    d.into_remainder().copy_from_slice(rest);
+    finish(acc, rest, sum)
+}
+
+/// Adds one 16-byte block to the four accumulators.
+#[inline(always)]
+fn add_block(acc: &mut [u64; 4], b: &[u8]) {
     for (i, a) in acc.iter_mut().enumerate() {
         *a += u64::from(u32::from_ne_bytes([
-            tail[4 * i],
-            tail[4 * i + 1],
-            tail[4 * i + 2],
-            tail[4 * i + 3],
+            b[4 * i],
+            b[4 * i + 1],
+            b[4 * i + 2],
+            b[4 * i + 3],
         ]));
     }
+}
+
+/// Adds the last partial block (zero-padded), folds and swaps into network
+/// order, and adds that to `sum`.
+#[inline(always)]
+fn finish(mut acc: [u64; 4], rest: &[u8], sum: u64) -> u64 {
+    let mut tail = [0u8; 16];
+    tail[..rest.len()].copy_from_slice(rest);
+    add_block(&mut acc, &tail);
     // Each accumulator is below 2^62: the sum cannot overflow.
     let folded = fold(acc.iter().sum());
     let be = if cfg!(target_endian = "little") {
@@ -95,6 +116,17 @@ pub fn update32(checksum: u16, old: u32, new: u32) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copying_sums_as_accumulate_does() {
+        let data: Vec<u8> = (0..1500u32).map(|i| (i * 37 + 11) as u8).collect();
+        for len in [0, 1, 15, 16, 17, 1459, 1460, 1500] {
+            let mut out = vec![0u8; len];
+            let got = copy_and_accumulate(7, &mut out, &data[..len]);
+            assert_eq!(out, &data[..len]);
+            assert_eq!(fold(got), fold(accumulate(7, &data[..len])), "len {len}");
+        }
+    }
 
     #[test]
     fn rfc1071_example() {

@@ -294,8 +294,27 @@ impl TcpOptions {
     /// Length of the option area on the wire, padded to a multiple of four.
     /// May exceed [`MAX_OPTIONS_LEN`]; `emit` then fails with `Exhausted`.
     pub fn wire_len(&self) -> Result<usize> {
-        let mut tmp = [0u8; 64];
-        Ok(self.write(&mut tmp)?.next_multiple_of(4))
+        // Counted, not written: asked several times per segment sent. The
+        // sizes follow `write` (checked against it in `emit`).
+        let mut n = 4 * self.mss.is_some() as usize;
+        n += match (self.sack_permitted, self.timestamps.is_some()) {
+            (_, true) => 12,
+            (true, false) => 4,
+            (false, false) => 0,
+        };
+        n += 4 * self.window_scale.is_some() as usize;
+        let sack = self.sack.as_slice().len();
+        if sack > 0 {
+            n += 4 + 8 * sack;
+        }
+        for m in self.mptcp.iter() {
+            n += m.wire_len()?;
+        }
+        n += self.unknown.as_bytes().len();
+        if n > 64 {
+            return Err(Error::Exhausted);
+        }
+        Ok(n.next_multiple_of(4))
     }
 
     /// Writes the padded option area at the start of `buf`; returns its length.
@@ -303,6 +322,7 @@ impl TcpOptions {
         let mut tmp = [0u8; 64];
         let n = self.write(&mut tmp)?;
         let padded = n.next_multiple_of(4);
+        debug_assert_eq!(self.wire_len().ok(), Some(padded));
         if padded > MAX_OPTIONS_LEN {
             return Err(Error::Exhausted);
         }
@@ -489,14 +509,28 @@ impl<'a> TcpRepr<'a> {
     /// Writes header, options and payload into `buf` with the checksum for
     /// the given pseudo-header addresses; returns the length written.
     pub fn emit(&self, buf: &mut [u8], src: IpAddr, dst: IpAddr) -> Result<usize> {
-        let len = self.emit_without_checksum(buf)?;
-        let mut p = TcpPacket::new_checked(&mut buf[..len])?;
-        p.fill_checksum(src, dst)?;
-        Ok(len)
+        let (hl, total) = self.emit_header(buf)?;
+        let len = u32::try_from(total).map_err(|_| Error::BadLength)?;
+        let ph = checksum::pseudo_header(src, dst, super::ipv4::PROTO_TCP, len)
+            .ok_or(Error::Malformed)?;
+        // The payload is copied and summed in one pass; the header (a
+        // multiple of four bytes, so the payload's sum simply adds) after.
+        let sum = checksum::copy_and_accumulate(ph, &mut buf[hl..total], self.payload);
+        let c = !checksum::fold(checksum::accumulate(sum, &buf[..hl]));
+        buf[16..18].copy_from_slice(&c.to_be_bytes());
+        Ok(total)
     }
 
     /// As [`emit`](Self::emit) but leaves the checksum zero (for offload).
     pub fn emit_without_checksum(&self, buf: &mut [u8]) -> Result<usize> {
+        let (hl, total) = self.emit_header(buf)?;
+        buf[hl..total].copy_from_slice(self.payload);
+        Ok(total)
+    }
+
+    /// Writes the header and options (checksum zero); returns the header
+    /// length and the segment's.
+    fn emit_header(&self, buf: &mut [u8]) -> Result<(usize, usize)> {
         let mut opts = [0u8; MAX_OPTIONS_LEN];
         let olen = self.options.emit(&mut opts)?;
         let hl = 20 + olen;
@@ -512,8 +546,7 @@ impl<'a> TcpRepr<'a> {
         out[16..18].copy_from_slice(&[0, 0]);
         out[18..20].copy_from_slice(&self.urgent.to_be_bytes());
         out[20..hl].copy_from_slice(&opts[..olen]);
-        out[hl..].copy_from_slice(self.payload);
-        Ok(total)
+        Ok((hl, total))
     }
 }
 

@@ -199,6 +199,11 @@ impl Connection {
             return;
         }
         if f.contains(TcpFlags::SYN) {
+            // The SYN's window (never scaled) is the peer's first flight:
+            // within the receive-window budget too.
+            let free = s.recv.free().min(u16::MAX as u64);
+            seg.window = seg.window.min(free as u16);
+            s.recv.advertise(u64::from(seg.window));
             if !s.fallback.is_tcp() {
                 let o = match sf.kind {
                     SubflowKind::Initial => build::mp_capable_syn(s, f.contains(TcpFlags::ACK)),
@@ -285,6 +290,17 @@ impl Connection {
         if s.keys.remote.is_none() {
             return;
         }
+        // A DATA_FIN rides on a pure ACK: when this segment takes the ACK
+        // it waits for (data, an address signal), ask for another, or it
+        // would wait for its retransmission timer.
+        let signal_first = !f.contains(TcpFlags::FIN)
+            && (!s.signals.echo_pending.is_empty() || s.signals.add_addr.iter().any(|t| t.due));
+        if sf.signals.data_fin
+            && s.send.data_fin == DataFin::Pending
+            && (!seg.payload.is_empty() || signal_first)
+        {
+            sf.sub.request_ack();
+        }
         if seg.payload.is_empty() && !f.contains(TcpFlags::FIN) {
             // Address signals ride alone on pure ACKs, as Linux does.
             if let Some(echo) = s.signals.echo_pending.pop() {
@@ -312,7 +328,12 @@ impl Connection {
         let mut dss = build::data_ack(s);
         if !seg.payload.is_empty() {
             let off = sf.sub.send_offset_of(seg.seq);
-            let m = off.and_then(|o| sf.tx_maps.iter().find(|m| m.off <= o && o < m.off + m.len));
+            // Mappings are in subflow order: a binary search, not a walk
+            // over all in flight.
+            let m = off.and_then(|o| {
+                let i = sf.tx_maps.partition_point(|m| m.off + m.len <= o);
+                sf.tx_maps.get(i).filter(|m| m.off <= o)
+            });
             dss.mapping = m.map(|m| build::mapping(s, m));
         } else if sf.signals.data_fin && s.send.data_fin == DataFin::Pending {
             sf.signals.data_fin = false;
@@ -328,7 +349,7 @@ impl Connection {
         };
         let offered = (u64::from(seg.window).min(scaled)) << shift;
         // The last edge sent (it may have shrunk under a memory limit).
-        s.recv.advertised_edge = s.recv.nxt + offered;
+        s.recv.advertise(offered);
         seg.window = seg.window.min(scaled.min(u16::MAX as u64) as u16);
         while seg.options.wire_len().map_or(true, |l| l > MAX_OPTIONS) && seg.options.sack.len > 0 {
             seg.options.sack.len -= 1;

@@ -46,6 +46,9 @@ pub(super) struct RecvState {
     /// once the edge could move an MSS past it (the subflows hold nothing
     /// to probe a closed window with).
     pub(super) advertised_edge: u64,
+    /// Window bytes this connection counts in the thread's receive-window
+    /// budget (`advertised_edge - nxt` when last advertised).
+    promised: u64,
     /// TCP Fast Open: the SYN's data (when `tcp.accept_syn_data`). Linux
     /// keeps it outside the data sequence space: the application reads it
     /// before the data stream, and the initial subflow's sequence numbers
@@ -69,6 +72,7 @@ impl RecvState {
             peer_fin: None,
             peer_dsn64: false,
             advertised_edge: 0,
+            promised: 0,
             syn_data: Vec::new(),
             syn_data_read: 0,
             syn_len: 0,
@@ -108,7 +112,10 @@ impl RecvState {
     /// Room in the receive buffer: the connection-level window. Under a
     /// memory limit, no more than the chunks already allocated beyond what
     /// arrived plus what the pool has left; a connection holding nothing
-    /// still gets one MSS, so none stalls for good.
+    /// still gets one MSS, so none stalls for good. Under a receive-window
+    /// budget, no more than what this connection promised already plus
+    /// what the budget has left, nor more than a fair share of it, and at
+    /// least one MSS.
     pub(super) fn free(&self) -> u64 {
         let held = self.nxt - self.read;
         let free = self.buf.capacity() - held;
@@ -118,7 +125,16 @@ impl RecvState {
             .saturating_add(crate::tcp::pool::window_allowance());
         // Holding nothing, a connection always gets one MSS.
         let floor = if held == 0 { MIN_WINDOW } else { 0 };
-        free.min(room.max(floor))
+        let budget = crate::tcp::pool::window_budget_for(self.promised).max(MIN_WINDOW);
+        free.min(room.max(floor)).min(budget)
+    }
+
+    /// We advertised a window of `offered` bytes from `nxt`: the right edge
+    /// the peer may fill, and this connection's share of the budget.
+    pub(super) fn advertise(&mut self, offered: u64) {
+        self.advertised_edge = self.nxt + offered;
+        crate::tcp::pool::repromise(self.promised, offered);
+        self.promised = offered;
     }
 
     /// Puts data at its data-level offset; in-order data advances `nxt`.
@@ -148,6 +164,13 @@ impl RecvState {
         } else {
             self.out_of_order.insert(start, end);
         }
+    }
+}
+
+impl Drop for RecvState {
+    fn drop(&mut self) {
+        // A closed connection promises nothing more.
+        crate::tcp::pool::repromise(self.promised, 0);
     }
 }
 
@@ -325,6 +348,12 @@ impl Connection {
         {
             s.recv.peer_fin = Some(s.recv.nxt);
         }
+        // The peer filled the window it had (small under a memory limit or
+        // the window budget): it can send nothing more until we answer, so
+        // answer now rather than after the delayed-ACK timer.
+        if s.recv.nxt > s.recv.read && s.recv.advertised_edge < s.recv.nxt + MIN_WINDOW {
+            sf.sub.request_ack();
+        }
     }
 
     pub fn recv(&mut self, buf: &mut [u8]) -> usize {
@@ -338,6 +367,36 @@ impl Connection {
         }
         s.recv.buf.read_at(s.recv.read, &mut buf[..n]);
         self.consume(n)
+    }
+
+    /// Hands in-order bytes to `f` where they lie in the receive buffer (up
+    /// to 64 slices; the SYN's data alone first); what `f` takes counts as
+    /// read. See [`crate::io::ByteStream::read_slices`].
+    pub fn read_slices(&mut self, f: &mut dyn FnMut(&[std::io::IoSlice<'_>]) -> usize) -> usize {
+        const MAX: usize = 64;
+        let r = &self.s.recv;
+        let mut iov = [std::io::IoSlice::new(&[]); MAX];
+        let mut n = 0;
+        if r.syn_data_read < r.syn_data.len() {
+            iov[0] = std::io::IoSlice::new(&r.syn_data[r.syn_data_read..]);
+            n = 1;
+        } else {
+            let (mut at, end) = (r.read, r.nxt);
+            while at < end && n < MAX {
+                let b = r
+                    .buf
+                    .slice_at(at, (end - at).min(usize::MAX as u64) as usize);
+                iov[n] = std::io::IoSlice::new(b);
+                n += 1;
+                at += b.len() as u64;
+            }
+        }
+        if n == 0 {
+            return 0;
+        }
+        let offered: usize = iov[..n].iter().map(|s| s.len()).sum();
+        let took = f(&iov[..n]).min(offered);
+        self.consume(took)
     }
 
     /// Drops up to `max` in-order bytes as if read, without copying them.
@@ -365,7 +424,8 @@ impl Connection {
         // Tell the peer when the window reopens past half the buffer; under
         // a memory limit (where windows run small and may have closed)
         // whenever the edge can move an MSS past the one it knows.
-        let limited = crate::tcp::pool::window_allowance() != u64::MAX;
+        let limited = crate::tcp::pool::window_allowance() != u64::MAX
+            || crate::tcp::pool::window_budget_left() != u64::MAX;
         let edge = s.recv.nxt + after;
         if (before < cap / 2 && after >= cap / 2)
             || (limited && edge >= s.recv.advertised_edge + MIN_WINDOW)

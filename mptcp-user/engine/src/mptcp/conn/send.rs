@@ -85,9 +85,9 @@ impl ConnState {
             return;
         }
         if off >= tx.una {
+            // Acknowledged at the data level: its chunks go back to the pool
+            // once no subflow may send them again (`release_sent`).
             tx.una = off.min(tx.written);
-            // Acknowledged at the data level: its chunks go back to the pool.
-            tx.buf.release(tx.una);
             if tx.data_fin != DataFin::NotRequested && off == tx.written + 1 {
                 tx.data_fin = DataFin::Acked;
                 self.timers.stop(ConnTimer::DataFin);
@@ -126,9 +126,23 @@ impl Connection {
                 _ => s.send.reinject.push_back(start..end),
             }
         }
-        if closed {
+        if sf.sub.is_closed() {
+            // Sends nothing more. A subflow still closing may retransmit:
+            // its segments are filled through these mappings.
             sf.tx_maps.clear();
         }
+    }
+
+    /// Gives back the send buffer's chunks below both the DATA_ACK and what
+    /// any subflow may still retransmit (subflows send from this buffer).
+    fn release_sent(&mut self) {
+        let mut low = self.s.send.una;
+        for sf in self.subflows.iter_mut() {
+            if let Some(l) = sf.lowest_needed() {
+                low = low.min(l);
+            }
+        }
+        self.s.send.buf.release(low);
     }
 
     /// Pushes the aggregate of every usable subflow to coupled controllers
@@ -194,11 +208,17 @@ impl Connection {
             while sf.tx_maps.front().is_some_and(|m| m.off + m.len <= acked) {
                 sf.tx_maps.pop_front();
             }
+            if sf.sub.is_closed() {
+                // Sends nothing more.
+                sf.tx_maps.clear();
+            }
         }
         if let Some(linear) = self.s.fallback.linear_send() {
             self.send_linear(linear);
+            self.release_sent();
             return;
         }
+        self.release_sent();
         self.trim_reinject();
         if self.sched.redundant() {
             self.send_redundant();
@@ -218,18 +238,10 @@ impl Connection {
             if acked >= l.subflow_off {
                 let una = l.data_off + (acked - l.subflow_off);
                 s.send.una = s.send.una.max(una).min(s.send.written);
-                s.send.buf.release(s.send.una);
             }
-            while s.send.nxt < s.send.written {
-                let n = (s.send.written - s.send.nxt)
-                    .min(sf.sub.send_space() as u64)
-                    .min(self.scratch.len() as u64) as usize;
-                if n == 0 {
-                    break;
-                }
-                s.send.buf.read_at(s.send.nxt, &mut self.scratch[..n]);
-                s.send.nxt += sf.sub.send(&self.scratch[..n]) as u64;
-            }
+            // The subflow sends the bytes from the connection's buffer.
+            let n = (s.send.written - s.send.nxt).min(sf.sub.send_space() as u64);
+            s.send.nxt += sf.sub.send_external(n as usize) as u64;
             if s.send.data_fin != DataFin::NotRequested
                 && s.send.nxt == s.send.written
                 && s.lifecycle != Lifecycle::SubflowsClosed
@@ -266,20 +278,15 @@ impl Connection {
                     .saturating_sub(queued)
                     .min(sf.sub.send_space() as u64);
                 let start = sf.redundant_next.max(s.send.una);
-                let mut n = limit
-                    .saturating_sub(start)
-                    .min(room)
-                    .min(MAX_MAPPING)
-                    .min(self.scratch.len() as u64);
+                let mut n = limit.saturating_sub(start).min(room).min(MAX_MAPPING);
                 if n > mss {
                     n -= n % mss;
                 }
                 if n == 0 || (n < mss && limit - start > n) {
                     continue;
                 }
-                s.send.buf.read_at(start, &mut self.scratch[..n as usize]);
                 let dsn_base = s.checksum.then(|| s.keys.local.dsn(0));
-                let m = sf.send_mapped(&self.scratch[..n as usize], start, dsn_base);
+                let m = sf.send_mapped(&s.send.buf, start, n, dsn_base);
                 sf.redundant_next = start + m;
                 s.send.nxt = s.send.nxt.max(start + m);
                 sent |= m > 0;
@@ -339,21 +346,17 @@ impl Connection {
                 break;
             };
             let mss = self.views[i].mss.max(1) as u64;
-            let mut n = avail
-                .min(self.views[i].room)
-                .min(MAX_MAPPING)
-                .min(self.scratch.len() as u64);
+            let mut n = avail.min(self.views[i].room).min(MAX_MAPPING);
             if n > mss && n < avail {
                 n -= n % mss;
             }
             if n == 0 {
                 break;
             }
-            s.send.buf.read_at(start, &mut self.scratch[..n as usize]);
             {
                 let sf = &mut self.subflows[i];
                 let dsn_base = s.checksum.then(|| s.keys.local.dsn(0));
-                let m = sf.send_mapped(&self.scratch[..n as usize], start, dsn_base);
+                let m = sf.send_mapped(&s.send.buf, start, n, dsn_base);
                 if m == 0 {
                     continue;
                 }

@@ -6,7 +6,7 @@ use super::send::TxMapping;
 use crate::crypto;
 use crate::io::PathId;
 use crate::mptcp::api::*;
-use crate::tcp::{State, Subflow};
+use crate::tcp::{Ring, State, Subflow};
 use std::collections::VecDeque;
 
 /// How the subflow joined the connection.
@@ -87,6 +87,8 @@ pub(super) struct MptcpSubflow {
     pub(super) stalled_at: Option<u64>,
     /// Mappings of the data we handed it, in subflow order.
     pub(super) tx_maps: VecDeque<TxMapping>,
+    /// `tx_maps` are in data-level order too (no reinjection among them).
+    pub(super) tx_maps_ordered: bool,
     /// Mappings the peer sent on it, in subflow order.
     pub(super) rx_maps: VecDeque<RxMapping>,
     pub(super) signals: SubflowSignals,
@@ -118,6 +120,7 @@ impl MptcpSubflow {
             redundant_next: 0,
             stalled_at: None,
             tx_maps: VecDeque::new(),
+            tx_maps_ordered: true,
             rx_maps: VecDeque::new(),
             signals: SubflowSignals::default(),
             end: SubflowEnd::default(),
@@ -125,24 +128,33 @@ impl MptcpSubflow {
         }
     }
 
-    /// Hands `data` (data-level offset `start`) to the subflow under one new
-    /// mapping, with its DSS checksum when `dsn_base` (IDSN + 1) is given,
-    /// and ends the segment there so no segment straddles two mappings.
+    /// Hands `len` bytes of the connection's send buffer `buf` from
+    /// data-level offset `start` to the subflow under one new mapping, with
+    /// its DSS checksum when `dsn_base` (IDSN + 1) is given, and ends the
+    /// segment there so no segment straddles two mappings. The bytes stay
+    /// in `buf`: segments are filled from it ([`MptcpSubflow::fill`]).
     /// Returns how many bytes the subflow took.
-    pub(super) fn send_mapped(&mut self, data: &[u8], start: u64, dsn_base: Option<u64>) -> u64 {
+    pub(super) fn send_mapped(
+        &mut self,
+        buf: &Ring,
+        start: u64,
+        len: u64,
+        dsn_base: Option<u64>,
+    ) -> u64 {
         let off = self.sub.send_offset();
-        let m = self.sub.send(data) as u64;
+        let m = self.sub.send_external(len as usize) as u64;
         if m == 0 {
             return 0;
         }
         let csum = dsn_base.map_or(0, |base| {
-            crypto::dss_checksum(
-                base.wrapping_add(start),
-                (off + 1) as u32,
-                m as u16,
-                &data[..m as usize],
-            )
+            let mut c =
+                crypto::DssChecksum::new(base.wrapping_add(start), (off + 1) as u32, m as u16);
+            buf.for_each_slice(start, m as usize, |b| c.add(b));
+            c.finish()
         });
+        if self.tx_maps.back().is_some_and(|b| b.dsn > start) {
+            self.tx_maps_ordered = false;
+        }
         self.tx_maps.push_back(TxMapping {
             off,
             dsn: start,
@@ -152,6 +164,46 @@ impl MptcpSubflow {
         });
         self.sub.mark_send_boundary();
         m
+    }
+
+    /// The lowest data-level offset this subflow may still send again (a
+    /// subflow-level retransmission needs the bytes even once the data
+    /// level has them acknowledged through another subflow).
+    pub(super) fn lowest_needed(&mut self) -> Option<u64> {
+        if self.tx_maps.is_empty() {
+            self.tx_maps_ordered = true;
+            return None;
+        }
+        if self.tx_maps_ordered {
+            return self.tx_maps.front().map(|m| m.dsn);
+        }
+        self.tx_maps.iter().map(|m| m.dsn).min()
+    }
+
+    /// Writes the subflow's stream bytes from `off` into `out`, from the
+    /// connection's send buffer through the mappings (or the linear part
+    /// after a fallback): what the subflow's segments carry.
+    pub(super) fn fill(
+        maps: &VecDeque<TxMapping>,
+        linear: Option<(u64, u64)>,
+        buf: &Ring,
+        off: u64,
+        out: &mut [u8],
+    ) {
+        let dsn = match linear {
+            Some((sub_off, data_off)) if off >= sub_off => Some(data_off + (off - sub_off)),
+            _ => {
+                let i = maps.partition_point(|m| m.off + m.len <= off);
+                maps.get(i)
+                    .filter(|m| m.off <= off)
+                    .map(|m| m.dsn + (off - m.off))
+            }
+        };
+        match dsn {
+            Some(d) => buf.read_at(d, out),
+            // Unmapped (a closed subflow's): never needed by the peer.
+            None => out.fill(0),
+        }
     }
 }
 
