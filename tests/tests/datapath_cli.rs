@@ -763,21 +763,36 @@ fn a_path_taken_down_mid_transfer_loses_nothing() {
         ],
     );
     let len = 32 << 20;
-    let (back, ss) = kernel_mptcp_echo(&lab, listen, len, || {
+    let path2 = format!("{}%", lab.paths[1].client_v4);
+    let on_path2 = |ss: &str| {
+        kernel_subflows(ss)
+            .into_iter()
+            .find(|s| s.local.starts_with(&path2))
+    };
+    // The cut comes halfway, at a moment path 2's subflow has data in
+    // flight (the kernel's scheduler may leave it idle for a while): the
+    // `ss` of that moment is kept.
+    let at_cut = std::sync::Mutex::new(String::new());
+    let (back, _) = kernel_mptcp_echo(&lab, listen, len, || {
+        let mut last = String::new();
+        wait_until(Duration::from_secs(5), || {
+            last = lab
+                .client
+                .exec("ss", &["-tinH", "dport", "=", &listen.port().to_string()])
+                .unwrap_or_default();
+            on_path2(&last).is_some_and(|s| s.unacked > 0)
+        });
         lab.client
             .ip(&["link", "set", &lab.paths[1].client_if, "down"])
             .expect("link down");
+        *at_cut.lock().expect("lock") = last;
     });
     assert_pattern(&back, len);
     // The kernel's view just before the cut: path 2's subflow had carried
     // data and had some in flight, so the cut cost it data to recover.
-    let subflows = kernel_subflows(&ss);
-    eprintln!("kernel subflows at the cut: {subflows:?}");
-    let path2 = format!("{}%", lab.paths[1].client_v4);
-    let cut = subflows
-        .iter()
-        .find(|s| s.local.starts_with(&path2))
-        .unwrap_or_else(|| panic!("no subflow on path 2 before the cut:\n{ss}"));
+    let ss = at_cut.into_inner().expect("lock");
+    eprintln!("kernel subflows at the cut: {:?}", kernel_subflows(&ss));
+    let cut = on_path2(&ss).unwrap_or_else(|| panic!("no subflow on path 2 before the cut:\n{ss}"));
     assert!(
         cut.acked >= 64 << 10 && cut.unacked > 0,
         "path 2 was idle at the cut: {cut:?}"

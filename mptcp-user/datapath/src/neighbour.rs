@@ -14,6 +14,12 @@ use mptcp_engine::wire::ethernet::MacAddr;
 /// neighbour heard from recently is always found.
 const NEIGHBOURS: usize = 4096;
 
+/// Packets held while their next hop is resolved, per path (the kernel's
+/// `unres_qlen`): the first SYN of a subflow towards a neighbour never
+/// heard from leaves once ARP/NDP answers, not a retransmission timeout
+/// (1 s) later. Beyond this, packets are dropped and counted.
+pub const PENDING: usize = 8;
+
 /// IP -> MAC for one path, learnt from received frames and netlink.
 #[derive(Clone, Debug, Default)]
 pub struct NeighbourTable {
@@ -24,6 +30,9 @@ pub struct NeighbourTable {
     /// A destination we had a packet for but no MAC (resolved off the fast path).
     pub missing: Option<IpAddr>,
     pub(crate) last_resolution: Option<std::time::Instant>,
+    pub(crate) last_probe: Option<std::time::Instant>,
+    /// IP packets waiting for `missing` (or another unresolved next hop).
+    pub(crate) pending: Vec<(IpAddr, std::time::Instant, Vec<u8>)>,
 }
 
 impl NeighbourTable {
@@ -34,7 +43,22 @@ impl NeighbourTable {
             default: None,
             missing: None,
             last_resolution: None,
+            last_probe: None,
+            pending: Vec::new(),
         }
+    }
+
+    /// Holds the IP packet `ip` for `dst` until its MAC is known; false
+    /// when the queue is full (the packet is dropped).
+    pub fn hold(&mut self, dst: IpAddr, ip: &[u8]) -> bool {
+        self.missing.get_or_insert(dst);
+        if self.pending.len() >= PENDING {
+            return false;
+        }
+        // Off the steady-state path: only while a next hop is unresolved.
+        self.pending
+            .push((dst, std::time::Instant::now(), ip.to_vec()));
+        true
     }
 
     pub fn learn(&mut self, ip: IpAddr, mac: MacAddr) {
@@ -87,5 +111,17 @@ mod tests {
         }
         assert_eq!(t.lookup(a), Some(MacAddr([9; 6])));
         assert!(t.current.len() <= NEIGHBOURS && t.previous.len() <= NEIGHBOURS);
+    }
+
+    #[test]
+    fn packets_wait_for_their_next_hop_in_a_bounded_queue() {
+        let mut t = NeighbourTable::new();
+        let a: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
+        for i in 0..PENDING {
+            assert!(t.hold(a, &[i as u8; 40]), "packet {i}");
+        }
+        assert_eq!(t.missing, Some(a));
+        assert!(!t.hold(a, &[0; 40]), "the queue is bounded");
+        assert_eq!(t.pending.len(), PENDING);
     }
 }

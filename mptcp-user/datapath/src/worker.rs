@@ -35,6 +35,12 @@ const RX_BATCHES_PER_PASS: u32 = 64;
 const TX_BATCH: usize = 256;
 /// Longest sleep, so a stop request or a stats dump is never far away.
 const MAX_SLEEP: Duration = Duration::from_millis(200);
+/// While a next hop is unresolved: how often the kernel's table is read
+/// (the worker wakes this often), and how often a probe is sent.
+const RESOLVE_EVERY: Duration = Duration::from_millis(2);
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// How long a packet waits for its next hop before it is dropped.
+const HOLD_FOR: std::time::Duration = Duration::from_secs(1);
 
 /// One interface queue the worker serves; its index is the engine's `PathId`.
 pub struct Path {
@@ -56,7 +62,8 @@ pub struct WorkerStats {
     pub tx_frames: u64,
     /// Received frames that were not IPv4/IPv6.
     pub rx_not_ip: u64,
-    /// Packets dropped for want of a neighbour MAC.
+    /// Packets dropped for want of a neighbour MAC (the hold queue of
+    /// `neighbour::PENDING` packets per path was full).
     pub no_neighbour: u64,
     /// Passes that found the TX ring or free frames exhausted (the engine keeps the data).
     pub tx_ring_full: u64,
@@ -130,37 +137,75 @@ fn write_ethernet(frame: &mut [u8], ip_len: usize, src: MacAddr, table: &Neighbo
     ETH_HLEN + ip_len
 }
 
-/// Looks up (and if need be asks the kernel to resolve) the neighbour of a
-/// destination we could not send to; at most every 100 ms per path, so a
-/// miss costs netlink round trips only off the steady-state path.
-fn resolve_missing(path: &mut Path) {
-    let Some(dst) = path.neighbours.missing else {
+/// Looks up the neighbours of the destinations we could not send to, every
+/// `RESOLVE_EVERY` while any is missing (asking the kernel to resolve them,
+/// by a probe, every `PROBE_EVERY`), then sends the packets held for them.
+/// Netlink round trips happen only while a next hop is unresolved.
+fn resolve_missing(path: &mut Path, stats: &mut WorkerStats) {
+    if path.neighbours.missing.is_none() {
         return;
-    };
+    }
     let now = std::time::Instant::now();
-    if path
-        .neighbours
-        .last_resolution
-        .is_some_and(|t| now.duration_since(t) < Duration::from_millis(100))
-    {
+    let since = |t: Option<std::time::Instant>| t.map(|t| now.duration_since(t));
+    if since(path.neighbours.last_resolution).is_some_and(|d| d < RESOLVE_EVERY) {
         return;
     }
     path.neighbours.last_resolution = Some(now);
+    let probe = since(path.neighbours.last_probe).is_none_or(|d| d >= PROBE_EVERY);
+    if probe {
+        path.neighbours.last_probe = Some(now);
+    }
     let ifindex = path.socket.ifindex();
-    let next_hop = match crate::route::route_get(dst) {
-        Ok(r) if r.oif == ifindex => r.next_hop(dst),
-        _ => dst,
-    };
-    match crate::route::neighbour(ifindex, next_hop) {
-        Ok(Some(mac)) => {
-            path.neighbours.learn(dst, mac);
-            path.neighbours.missing = None;
+    // At most `neighbour::PENDING` destinations.
+    let mut unresolved: Vec<IpAddr> = path.neighbours.pending.iter().map(|(d, ..)| *d).collect();
+    unresolved.dedup();
+    for dst in unresolved {
+        if path.neighbours.lookup(dst).is_some() {
+            continue;
         }
-        _ => {
-            // Zero timeout: send one probe (ARP/NS) and come back later.
-            let _ = crate::route::resolve_neighbour(&path.iface, next_hop, Duration::ZERO);
+        let next_hop = match crate::route::route_get(dst) {
+            Ok(r) if r.oif == ifindex => r.next_hop(dst),
+            _ => dst,
+        };
+        match crate::route::neighbour(ifindex, next_hop) {
+            Ok(Some(mac)) => path.neighbours.learn(dst, mac),
+            _ if probe => {
+                // Zero timeout: send one probe (ARP/NS) and come back later.
+                let _ = crate::route::resolve_neighbour(&path.iface, next_hop, Duration::ZERO);
+            }
+            _ => {}
         }
     }
+    send_held(path, stats, now);
+}
+
+/// Sends the held packets whose next hop is now known and drops those held
+/// longer than `HOLD_FOR` (TCP retransmits them).
+fn send_held(path: &mut Path, stats: &mut WorkerStats, now: std::time::Instant) {
+    let mut held = std::mem::take(&mut path.neighbours.pending);
+    held.retain(|(dst, at, ip)| {
+        if path.neighbours.lookup(*dst).is_none() {
+            if now.duration_since(*at) < HOLD_FOR {
+                return true;
+            }
+            stats.no_neighbour += 1;
+            return false;
+        }
+        let (mac, table) = (path.mac, &path.neighbours);
+        let sent = path.socket.send_with(|frame| {
+            frame[ETH_HLEN..ETH_HLEN + ip.len()].copy_from_slice(ip);
+            write_ethernet(frame, ip.len(), mac, table)
+        });
+        if sent {
+            stats.tx_frames += 1;
+        } else {
+            stats.tx_ring_full += 1;
+        }
+        false
+    });
+    path.neighbours.missing = held.first().map(|(d, ..)| *d);
+    path.neighbours.pending = held;
+    path.socket.flush();
 }
 
 /// Receives batches from one socket until it runs dry (or a bounded number
@@ -468,7 +513,10 @@ impl<E: Engine> Worker<E> {
                     Some((to, len)) if to == p => {
                         let n = write_ethernet(frame, len, mac, neighbours);
                         if n == 0 {
-                            no_neighbour = ip_dst(&frame[ETH_HLEN..ETH_HLEN + len]);
+                            // Held (from the scratch buffer) until resolved.
+                            let ip = &frame[ETH_HLEN..ETH_HLEN + len];
+                            scratch[..len].copy_from_slice(ip);
+                            no_neighbour = ip_dst(ip).map(|d| (d, len));
                         }
                         n
                     }
@@ -484,9 +532,10 @@ impl<E: Engine> Worker<E> {
                 break;
             }
             sent += 1;
-            if no_neighbour.is_some() {
-                self.stats.no_neighbour += 1;
-                path.neighbours.missing = no_neighbour;
+            if let Some((dst, len)) = no_neighbour {
+                if !path.neighbours.hold(dst, &self.scratch[..len]) {
+                    self.stats.no_neighbour += 1;
+                }
             }
             if let Some((to, len)) = other {
                 self.stats.tx_rerouted += 1;
@@ -510,8 +559,11 @@ impl<E: Engine> Worker<E> {
         };
         let n = write_ethernet(&mut self.scratch, len, path.mac, &path.neighbours);
         if n == 0 {
-            self.stats.no_neighbour += 1;
-            path.neighbours.missing = ip_dst(&self.scratch[ETH_HLEN..ETH_HLEN + len]);
+            let ip = &self.scratch[ETH_HLEN..ETH_HLEN + len];
+            let held = ip_dst(ip).is_some_and(|dst| path.neighbours.hold(dst, ip));
+            if !held {
+                self.stats.no_neighbour += 1;
+            }
             return;
         }
         let scratch = &self.scratch;
@@ -550,7 +602,7 @@ impl<E: Engine> Worker<E> {
         for path in &mut self.paths {
             path.socket.reclaim();
             if path.neighbours.missing.is_some() {
-                resolve_missing(path);
+                resolve_missing(path, &mut self.stats);
             }
         }
         (work, done)
@@ -569,9 +621,12 @@ impl<E: Engine> Worker<E> {
             return;
         }
         let now = self.now();
-        let wait = self.engine.poll_timeout().map_or(MAX_SLEEP, |t| {
-            t.saturating_duration_since(now).min(MAX_SLEEP)
-        });
+        let resolving = self.paths.iter().any(|p| p.neighbours.missing.is_some());
+        let longest = if resolving { RESOLVE_EVERY } else { MAX_SLEEP };
+        let wait = self
+            .engine
+            .poll_timeout()
+            .map_or(longest, |t| t.saturating_duration_since(now).min(longest));
         if wait.is_zero() {
             return;
         }
