@@ -20,6 +20,19 @@ const DOWN_AT: f64 = 3.0;
 const UP_AT: f64 = 7.0;
 const RUN: Duration = Duration::from_secs(11);
 
+/// A capture process, stopped with the test.
+struct Capture(std::process::Child);
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // SIGINT lets tcpdump flush its file.
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 struct Figures {
     longest_gap: Duration,
     answers: usize,
@@ -126,6 +139,27 @@ fn run(dead_path: usize, engine_client: bool) -> Figures {
         .map(String::from)
         .to_vec();
     let lab = Lab::up(&cfg).expect("lab");
+    // MPTCP_FAILOVER_PCAP=DIR: both sides of every path captured in the
+    // emulator's namespace (c<i>: the client's view), for reading a gap.
+    let _captures: Vec<_> = std::env::var("MPTCP_FAILOVER_PCAP")
+        .ok()
+        .map(|dir| {
+            let emu = lab.emu.as_ref().expect("emulated lab");
+            let client = if engine_client { "engine" } else { "kernel" };
+            (0..2)
+                .map(|i| {
+                    let file = format!("{dir}/{client}-client-path{dead_path}-dead-c{i}.pcap");
+                    Capture(
+                        emu.command("tcpdump")
+                            .args(["-i", &format!("c{i}"), "-s", "200", "-w", &file])
+                            .stderr(std::process::Stdio::null())
+                            .spawn()
+                            .expect("tcpdump"),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let (longest_gap, answers) = if engine_client {
         engine_request_response(&lab)
     } else {

@@ -652,6 +652,7 @@ impl Connection {
 
     fn handle_events(&mut self, now: Instant, i: usize) {
         let mut reinject = false;
+        let mut stale = false;
         let mut peer_closed = false;
         {
             let s = &mut self.s;
@@ -679,12 +680,8 @@ impl Connection {
                         }
                     }
                     SubflowEvent::RetransmissionTimeout => {
-                        sf.stalled_at = Some(sf.sub.acked_offset());
-                        // Probe a stale path often: when it comes back, it
-                        // carries data again within a probe interval.
-                        sf.sub.set_backoff_cap(now, Some(STALE_PROBE_INTERVAL));
+                        stale = true;
                         s.push_event(MptcpEvent::RetransmissionTimeout { id: sf.id });
-                        reinject |= s.settings.reinject_on_rto;
                     }
                     // As Linux (since 5.19): a subflow the peer finished
                     // while the connection goes on is closed on our side too.
@@ -722,6 +719,9 @@ impl Connection {
                 sf.end.announced_established = true;
                 s.push_event(MptcpEvent::SubflowEstablished { id: sf.id });
             }
+        }
+        if stale {
+            self.mark_stale(now, i);
         }
         if reinject {
             self.reinject(i);
@@ -826,14 +826,68 @@ impl Connection {
             if Self::stale_deadline(&self.subflows[i]).is_some_and(|t| t <= now) {
                 // No acknowledgement for a while: stop scheduling on it and
                 // reinject its data now, before its RTO says so.
-                let sf = &mut self.subflows[i];
-                sf.stalled_at = Some(sf.sub.acked_offset());
-                sf.sub.set_backoff_cap(now, Some(STALE_PROBE_INTERVAL));
-                if self.s.settings.reinject_on_rto {
-                    self.reinject(i);
-                }
+                self.mark_stale(now, i);
             }
         }
+        self.run_pm(now, keys);
+    }
+
+    /// Subflow `i` stopped answering: the scheduler gives it nothing new,
+    /// it probes at least every [`STALE_PROBE_INTERVAL`], its data goes out
+    /// again on the others, and its siblings on the same local path become
+    /// suspect (a reinjection onto a subflow through the same dead link
+    /// would wait for a second timeout).
+    fn mark_stale(&mut self, now: Instant, i: usize) {
+        let path = self.subflows[i].path;
+        for j in 0..self.subflows.len() {
+            let o = &mut self.subflows[j];
+            if o.path != path || o.stalled_at.is_some() || o.end.reason.is_some() {
+                continue;
+            }
+            // A sibling waiting for an acknowledgement is taken as dead
+            // too (the next one clears it); an idle one is suspect.
+            if j != i && o.sub.unacked_since().is_none() {
+                o.suspect_at.get_or_insert(o.sub.acked_offset());
+                continue;
+            }
+            o.stalled_at = Some(o.sub.acked_offset());
+            // Probe a stale path often: when it comes back, it carries
+            // data again within a probe interval.
+            o.sub.set_backoff_cap(now, Some(STALE_PROBE_INTERVAL));
+            if self.s.settings.reinject_on_rto {
+                self.reinject(j);
+            }
+        }
+    }
+
+    /// The driver saw the link of `path` go down (or its address or route
+    /// go away): every subflow on it is stale at once, without waiting for
+    /// a timeout, and its data is reinjected.
+    pub(crate) fn path_down(&mut self, now: Instant, path: PathId) {
+        for i in 0..self.subflows.len() {
+            let sf = &self.subflows[i];
+            if sf.path == path && sf.stalled_at.is_none() && sf.end.reason.is_none() {
+                self.mark_stale(now, i);
+            }
+        }
+    }
+
+    /// The link of `path` came back: its stale subflows probe now (the
+    /// first acknowledgement makes them usable again, and the scheduler's
+    /// preference fails back to them), idle ones are usable again, and the
+    /// path manager tries its lost subflows again without waiting.
+    pub(crate) fn path_up(&mut self, now: Instant, path: PathId, keys: &mut KeySource) {
+        for sf in self.subflows.iter_mut().filter(|f| f.path == path) {
+            // A SYN or data waiting for its retransmission goes now.
+            sf.sub.probe_now(now);
+            if sf.sub.unacked_since().is_none() {
+                sf.stalled_at = None;
+                sf.suspect_at = None;
+                sf.sub.set_backoff_cap(now, None);
+            }
+        }
+        self.pm.retry_now(now);
+        self.s.pending.path_manager = true;
         self.run_pm(now, keys);
     }
 

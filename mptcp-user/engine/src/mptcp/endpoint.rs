@@ -562,6 +562,33 @@ impl MptcpEndpoint {
         }
     }
 
+    /// The driver saw the link of `path` go down (or its address or route
+    /// go away): every subflow on it is stale at once and its data is
+    /// reinjected on the others. A rare event: it visits every connection.
+    pub fn path_down(&mut self, now: Instant, path: PathId) {
+        self.each_connection(|c, _| c.path_down(now, path));
+    }
+
+    /// The link of `path` came back: its stale subflows probe now, and
+    /// path managers open the subflows they lost without waiting for
+    /// their backoff.
+    pub fn path_up(&mut self, now: Instant, path: PathId) {
+        self.each_connection(|c, keys| c.path_up(now, path, keys));
+    }
+
+    fn each_connection(&mut self, mut f: impl FnMut(&mut Connection, &mut KeySource)) {
+        for slot in 0..self.slots.len() as u32 {
+            let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+                continue;
+            };
+            c.lend_scratch(&mut self.scratch);
+            f(c, &mut self.keys);
+            c.lend_scratch(&mut self.scratch);
+            self.mark_tx(slot);
+            self.touch(slot);
+        }
+    }
+
     /// Opens a subflow by tuple on the connection `h` (client role: Linux,
     /// like most peers, accepts MP_JOIN only on its listener; port 0 picks
     /// one). Returns its id.

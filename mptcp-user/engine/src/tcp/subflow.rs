@@ -563,6 +563,14 @@ impl Subflow {
         }
     }
 
+    /// Retransmits now (its path came back): a pending retransmission timer
+    /// is pulled in to `now`.
+    pub fn probe_now(&mut self, now: Instant) {
+        if let Some(d) = self.timers.get(SubflowTimer::Retransmit) {
+            self.timers.arm(SubflowTimer::Retransmit, d.min(now));
+        }
+    }
+
     /// Since when data has been in flight without any of it acknowledged
     /// (`None` when nothing is in flight).
     pub fn unacked_since(&self) -> Option<Instant> {
