@@ -41,6 +41,13 @@ pub(crate) const STALE_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// two RTOs, whichever first; never less than two smoothed RTTs) is stale.
 pub(crate) const STALE_AFTER: Duration = Duration::from_millis(250);
 
+/// Up to this many segments in flight, a subflow is thin: a probe timeout
+/// makes it stale (see `stale_deadline`).
+const THIN_FLIGHT_SEGMENTS: u64 = 4;
+/// What a probe timeout allows for the peer's delayed ACK (Linux's
+/// smallest, TCP_DELACK_MIN; it acknowledges interactive data at once).
+const THIN_ACK_DELAY: Duration = Duration::from_millis(40);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
     Client,
@@ -779,7 +786,18 @@ impl Connection {
         }
         let since = sf.sub.unacked_since()?;
         let (rto, srtt) = sf.sub.rto_srtt();
-        Some(since + (rto * 2).min(STALE_AFTER.max(srtt * 2)))
+        let mut after = (rto * 2).min(STALE_AFTER.max(srtt * 2));
+        // A thin flow (a request, an answer, the tail of a transfer) gets no
+        // duplicate ACKs to reveal a loss before its timeout: after a probe
+        // timeout (two smoothed RTTs and the peer's delayed ACK, as RFC
+        // 8985's) its data is tried on another subflow. A wrong guess costs
+        // a copy, and this subflow's next ACK makes it usable again.
+        if !srtt.is_zero()
+            && sf.sub.outstanding() <= THIN_FLIGHT_SEGMENTS * u64::from(sf.sub.sender_mss())
+        {
+            after = after.min(srtt * 2 + THIN_ACK_DELAY);
+        }
+        Some(since + after)
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {

@@ -563,6 +563,11 @@ impl Subflow {
         }
     }
 
+    /// Bytes sent and not yet acknowledged.
+    pub fn outstanding(&self) -> u64 {
+        self.snd_max.saturating_sub(self.snd_una)
+    }
+
     /// Retransmits now (its path came back): a pending retransmission timer
     /// is pulled in to `now`.
     pub fn probe_now(&mut self, now: Instant) {
