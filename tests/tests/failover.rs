@@ -120,8 +120,43 @@ fn back_after(emulator_log: &str, path: usize, up_at: f64) -> Option<f64> {
     None
 }
 
-fn run(dead_path: usize, engine_client: bool) -> Figures {
-    let dying = format!("rate=20mbit,delay=20ms;at={DOWN_AT}s,down;at={UP_AT}s,up");
+/// How the path dies: in the emulator's model (the endpoints see nothing
+/// but silence), or as a pulled cable: the emulator's port set down, so the
+/// engine's interface loses its carrier and its link watcher tells it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Death {
+    Silent,
+    Carrier,
+}
+
+/// Sets the emulator's port toward the engine down at DOWN_AT and up at
+/// UP_AT, counted from the connection's SYN (the emulator's clock start).
+fn pull_cable(lab: &Lab, path: usize, engine_client: bool) -> thread::JoinHandle<()> {
+    let emu = mptcp_tests::Netns::existing(lab.emu.as_ref().expect("emulated lab").name());
+    let log = lab.emulator.as_ref().expect("emulator").log.clone();
+    let port = format!("{}{path}", if engine_client { "c" } else { "s" });
+    thread::spawn(move || {
+        let started = mptcp_tests::wait_until(Duration::from_secs(20), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("clock started"))
+        });
+        assert!(started, "no SYN through the emulator");
+        let t0 = Instant::now();
+        for (at, state) in [(DOWN_AT, "down"), (UP_AT, "up")] {
+            if let Some(wait) =
+                (t0 + Duration::from_secs_f64(at)).checked_duration_since(Instant::now())
+            {
+                thread::sleep(wait);
+            }
+            emu.ip(&["link", "set", &port, state]).expect("link set");
+        }
+    })
+}
+
+fn run_with(dead_path: usize, engine_client: bool, death: Death) -> Figures {
+    let dying = match death {
+        Death::Silent => format!("rate=20mbit,delay=20ms;at={DOWN_AT}s,down;at={UP_AT}s,up"),
+        Death::Carrier => "rate=20mbit,delay=20ms".to_string(),
+    };
     // The preferred (lower RTT) path 0 carries the answers while both work:
     // when path 1 is the one that died, path 0 dies for good a second after
     // path 1 came back, so path 1 must carry the data again.
@@ -160,6 +195,7 @@ fn run(dead_path: usize, engine_client: bool) -> Figures {
                 .collect()
         })
         .unwrap_or_default();
+    let cable = (death == Death::Carrier).then(|| pull_cable(&lab, dead_path, engine_client));
     let (longest_gap, answers) = if engine_client {
         engine_request_response(&lab)
     } else {
@@ -183,6 +219,9 @@ fn run(dead_path: usize, engine_client: bool) -> Figures {
             .unwrap_or_default();
         (gap, arrivals.len())
     };
+    if let Some(c) = cable {
+        c.join().expect("cable");
+    }
     let log = lab.emulator.as_ref().expect("emulator").output();
     Figures {
         longest_gap,
@@ -192,11 +231,21 @@ fn run(dead_path: usize, engine_client: bool) -> Figures {
 }
 
 fn check(dead_path: usize, engine_client: bool) {
-    let f = run(dead_path, engine_client);
+    check_with(dead_path, engine_client, Death::Silent)
+}
+
+fn check_with(dead_path: usize, engine_client: bool, death: Death) {
+    let f = run_with(dead_path, engine_client, death);
     let client = if engine_client { "engine" } else { "kernel" };
     eprintln!(
-        "{client} client, path {dead_path} down from {DOWN_AT} s to {UP_AT} s: {} answers, longest gap {:?} (goal 300 ms), data on it again {:?} s after it came back",
-        f.answers, f.longest_gap, f.back_after
+        "{client} client, path {dead_path} {} from {DOWN_AT} s to {UP_AT} s: {} answers, longest gap {:?} (goal 300 ms), data on it again {:?} s after it came back",
+        match death {
+            Death::Silent => "down",
+            Death::Carrier => "unplugged",
+        },
+        f.answers,
+        f.longest_gap,
+        f.back_after
     );
     // The limit in both roles (the goal, 300 ms, is printed).
     let limit = Duration::from_secs(1);
@@ -244,6 +293,22 @@ fn engine_client_survives_the_second_path_dying() {
         return;
     }
     check(1, true);
+}
+
+#[test]
+fn engine_client_hears_its_initial_link_lose_its_carrier() {
+    if !require_root() {
+        return;
+    }
+    check_with(0, true, Death::Carrier);
+}
+
+#[test]
+fn engine_server_hears_its_initial_link_lose_its_carrier() {
+    if !require_root() {
+        return;
+    }
+    check_with(0, false, Death::Carrier);
 }
 
 /// `mptcp-user connect --request-response 200` against a kernel MPTCP echo

@@ -84,7 +84,7 @@ fn ip_from(bytes: &[u8]) -> Option<IpAddr> {
 }
 
 /// The attributes (type, value) after a fixed header of `fixed` bytes.
-fn attributes(body: &[u8], fixed: usize) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn attributes(body: &[u8], fixed: usize) -> impl Iterator<Item = (u16, &[u8])> {
     let mut rest = body.get(fixed..).unwrap_or(&[]);
     std::iter::from_fn(move || {
         if rest.len() < 4 {

@@ -154,11 +154,15 @@ pub struct Worker<E> {
     /// Busy polling ([`Worker::set_busy_poll`]): never sleep, drive the NAPI
     /// with recvfrom when a socket is empty.
     busy_poll: bool,
+    /// Link and address events of the paths' interfaces (None when the
+    /// subscription failed: the engine's timeouts still find dead paths).
+    pub linkwatch: Option<crate::linkwatch::LinkWatch>,
     pub stats: WorkerStats,
 }
 
 impl<E: Engine> Worker<E> {
     pub fn new(engine: E, paths: Vec<Path>) -> Worker<E> {
+        let linkwatch = crate::linkwatch::LinkWatch::open_for(&paths);
         Worker {
             engine,
             paths,
@@ -167,6 +171,7 @@ impl<E: Engine> Worker<E> {
             last_tx_path: 0,
             pollfds: Vec::new(),
             busy_poll: false,
+            linkwatch,
             stats: WorkerStats::default(),
         }
     }
@@ -330,6 +335,9 @@ impl<E: Engine> Worker<E> {
         self.stats.passes += 1;
         let now = self.now();
         let mut work = self.receive(now);
+        if let Some(w) = &mut self.linkwatch {
+            w.poll(now, &mut self.engine);
+        }
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);
             work += 1;
@@ -374,7 +382,8 @@ impl<E: Engine> Worker<E> {
             .iter()
             .flat_map(|p| std::iter::once(&p.socket).chain(&p.extra_rx))
             .map(|s| (s.as_raw_fd(), libc::POLLIN));
-        for (fd, events) in sockets.chain(extra.iter().copied()) {
+        let watch = self.linkwatch.as_ref().map(|w| (w.fd(), libc::POLLIN));
+        for (fd, events) in sockets.chain(extra.iter().copied()).chain(watch) {
             fds.push(libc::pollfd {
                 fd,
                 events,
@@ -385,6 +394,11 @@ impl<E: Engine> Worker<E> {
         let ms = wait.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
         // SAFETY: fds.len() initialised pollfds.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if let (Some(w), Some(last)) = (&mut self.linkwatch, fds.last()) {
+            if last.revents != 0 {
+                w.set_readable();
+            }
+        }
     }
 
     /// Runs until the application finishes or `stop` is set.

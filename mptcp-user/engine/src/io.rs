@@ -19,6 +19,12 @@ pub trait Engine {
     fn poll_timeout(&self) -> Option<Instant>;
     /// Fires every timer due at `now`.
     fn handle_timeout(&mut self, now: Instant);
+    /// The driver saw `path` go away (its link down, its address removed):
+    /// what it carries should move to the other paths at once.
+    fn path_down(&mut self, _now: Instant, _path: PathId) {}
+    /// `path` is back (link up, address added): use it again without
+    /// waiting for backoffs.
+    fn path_up(&mut self, _now: Instant, _path: PathId) {}
 }
 
 /// The application side of one connection: a reliable byte stream.

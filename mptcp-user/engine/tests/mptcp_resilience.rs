@@ -4,7 +4,7 @@
 
 mod mptcp_harness;
 
-use mptcp_engine::io::ByteStream;
+use mptcp_engine::io::{ByteStream, Engine};
 use mptcp_engine::mptcp::{MptcpConfig, MptcpEndpoint, SubflowOptions, SubflowStatus};
 use mptcp_engine::pm::PmKind;
 use mptcp_engine::time::Instant;

@@ -305,6 +305,11 @@ fn flush(port: &mut Port) -> Result<()> {
                     break;
                 }
                 Some(libc::EINTR) => continue,
+                // The port is down (a pulled cable): what it would send is lost.
+                Some(libc::ENETDOWN) | Some(libc::ENXIO) => {
+                    port.io.tx_dropped += (tx.count - sent) as u64;
+                    break;
+                }
                 _ => return Err(e).context(format!("send on {}", port.sock.name)),
             }
         }
@@ -315,6 +320,23 @@ fn flush(port: &mut Port) -> Result<()> {
     }
     tx.count = 0;
     Ok(())
+}
+
+/// Takes (and so clears) the socket's pending error.
+fn socket_error(sock: &PacketSocket) -> Option<i32> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: an int-sized option into an int.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut err as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0).then_some(err)
 }
 
 /// CLOCK_REALTIME in nanoseconds (the clock of packet timestamps).
@@ -524,6 +546,14 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
         }
         let mut gone = None;
         for (i, pfd) in pollfds.iter().enumerate() {
+            // A port set down (`ip link set c0 down`: the endpoint's carrier
+            // drops) reports ENETDOWN once: taken, and the port stays open.
+            if pfd.revents & libc::POLLERR != 0
+                && pfd.revents & (libc::POLLHUP | libc::POLLNVAL) == 0
+                && socket_error(&ports[i].sock) == Some(libc::ENETDOWN)
+            {
+                continue;
+            }
             if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
                 gone = Some(i);
                 break;
@@ -545,6 +575,7 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
                     Ok(n) => n,
                     Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
                     Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                    Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => break,
                     Err(_) => {
                         gone = Some(i);
                         break;

@@ -597,6 +597,14 @@ impl Connection {
                 self.handle_events(now, j);
             }
         }
+        // An idle subflow made stale by a link event has no probe of its
+        // own: a segment from the peer on it says its path works again.
+        let sf = &mut self.subflows[i];
+        if sf.stalled_at.is_some() && sf.sub.unacked_since().is_none() {
+            sf.stalled_at = None;
+            sf.suspect_at = None;
+            sf.sub.set_backoff_cap(now, None);
+        }
         self.after_segment(now, i, keys);
     }
 

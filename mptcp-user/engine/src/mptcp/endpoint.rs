@@ -562,20 +562,7 @@ impl MptcpEndpoint {
         }
     }
 
-    /// The driver saw the link of `path` go down (or its address or route
-    /// go away): every subflow on it is stale at once and its data is
-    /// reinjected on the others. A rare event: it visits every connection.
-    pub fn path_down(&mut self, now: Instant, path: PathId) {
-        self.each_connection(|c, _| c.path_down(now, path));
-    }
-
-    /// The link of `path` came back: its stale subflows probe now, and
-    /// path managers open the subflows they lost without waiting for
-    /// their backoff.
-    pub fn path_up(&mut self, now: Instant, path: PathId) {
-        self.each_connection(|c, keys| c.path_up(now, path, keys));
-    }
-
+    /// Runs `f` on every connection (for rare events: link changes).
     fn each_connection(&mut self, mut f: impl FnMut(&mut Connection, &mut KeySource)) {
         for slot in 0..self.slots.len() as u32 {
             let Some(c) = self.slots[slot as usize].conn.as_mut() else {
@@ -876,6 +863,18 @@ impl MptcpEndpoint {
 }
 
 impl Engine for MptcpEndpoint {
+    /// Every subflow on `path` is stale at once and its data is reinjected
+    /// on the others. A rare event: it visits every connection.
+    fn path_down(&mut self, now: Instant, path: PathId) {
+        self.each_connection(|c, _| c.path_down(now, path));
+    }
+
+    /// Stale subflows on `path` probe now, and path managers open the
+    /// subflows they lost without waiting for their backoff.
+    fn path_up(&mut self, now: Instant, path: PathId) {
+        self.each_connection(|c, keys| c.path_up(now, path, keys));
+    }
+
     fn handle_packet(&mut self, now: Instant, path: PathId, packet: &[u8]) {
         let Ok((ip, seg)) = parse_ip_tcp(packet) else {
             self.counters.malformed += 1;

@@ -313,6 +313,9 @@ impl Connection {
                 }
             };
             if avail == 0 {
+                if !reinj {
+                    self.sched.drained();
+                }
                 break;
             }
             self.views.clear();
