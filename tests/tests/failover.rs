@@ -42,6 +42,11 @@ struct Figures {
 
 /// The kernel client's request/response loop; returns the answers' arrival times.
 fn request_response(lab: &Lab, listen: SocketAddr) -> Vec<Instant> {
+    request_response_sized(lab, listen, 200)
+}
+
+/// [`request_response`] with requests (and answers) of `size` bytes.
+fn request_response_sized(lab: &Lab, listen: SocketAddr, size: usize) -> Vec<Instant> {
     lab.client
         .enter(|| {
             let s = mptcp_tests::mptcp_connect(listen, Duration::from_secs(10)).expect("connect");
@@ -50,7 +55,7 @@ fn request_response(lab: &Lab, listen: SocketAddr) -> Vec<Instant> {
             let mut w = s.try_clone().expect("clone");
             let start = Instant::now();
             let writer = thread::spawn(move || {
-                let req = [0x42u8; 200];
+                let req = vec![0x42u8; size];
                 let mut k = 0u32;
                 while start.elapsed() < RUN {
                     let due = start + Duration::from_millis(100) * k;
@@ -73,9 +78,9 @@ fn request_response(lab: &Lab, listen: SocketAddr) -> Vec<Instant> {
                 match r.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        let before = got / 200;
+                        let before = got / size;
                         got += n;
-                        for _ in before..got / 200 {
+                        for _ in before..got / size {
                             arrivals.push(Instant::now());
                         }
                     }
@@ -309,6 +314,112 @@ fn engine_server_hears_its_initial_link_lose_its_carrier() {
         return;
     }
     check_with(0, false, Death::Carrier);
+}
+
+/// How many of the emulator's 100 ms intervals between `from` and `to`
+/// seconds saw `path` deliver data (packets of 150 bytes or more on
+/// average) in direction `dir` ("up": client to server), and how many
+/// intervals there were.
+fn data_intervals(
+    emulator_log: &str,
+    path: usize,
+    dir: &str,
+    from: f64,
+    to: f64,
+) -> (usize, usize) {
+    let mut last: Option<(u64, u64)> = None;
+    let (mut data, mut all) = (0, 0);
+    for line in emulator_log.lines().filter(|l| l.starts_with('{')) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let t = v["elapsed_s"].as_f64().unwrap_or(0.0);
+        let d = &v["paths"][path][dir];
+        let now = (
+            d["delivered_bytes"].as_u64().unwrap_or(0),
+            d["delivered_packets"].as_u64().unwrap_or(0),
+        );
+        if let Some(b) = last {
+            if t > from && t <= to {
+                all += 1;
+                let (db, dp) = (now.0 - b.0, now.1 - b.1);
+                if dp > 0 && db / dp > 150 {
+                    data += 1;
+                }
+            }
+        }
+        last = Some(now);
+    }
+    (data, all)
+}
+
+#[test]
+fn a_backup_subflow_carries_the_engines_data_only_while_the_regular_one_is_dead() {
+    if !require_root() {
+        return;
+    }
+    // Path 1 is the backup, and the faster one: were the flag ignored, the
+    // lowest-RTT scheduler would prefer it. Path 0 dies from 3 s to 7 s.
+    let specs = [
+        format!("rate=20mbit,delay=30ms;at={DOWN_AT}s,down;at={UP_AT}s,up"),
+        "rate=20mbit,delay=10ms".to_string(),
+    ];
+    let mut cfg = LabConfig::emulated(&[specs[0].as_str(), specs[1].as_str()]);
+    cfg.emulator_args = ["--clock-from-syn", "--stats-interval", "0.1"]
+        .map(String::from)
+        .to_vec();
+    cfg.subflow_endpoints = false;
+    let lab = Lab::up(&cfg).expect("lab");
+    // The kernel client joins from path 1 with the backup flag on its MP_JOIN.
+    lab.client
+        .ip(&[
+            "mptcp",
+            "endpoint",
+            "add",
+            &lab.paths[1].client_v4.to_string(),
+            "dev",
+            &lab.paths[1].client_if,
+            "subflow",
+            "backup",
+        ])
+        .expect("backup endpoint");
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 7603);
+    let _server = start_serve(
+        &lab,
+        &[
+            "--iface",
+            "srv0",
+            "--iface",
+            "srv1",
+            "--listen",
+            &listen.to_string(),
+        ],
+    );
+    // 64 KiB answers: more than path 0's window takes at once, so a
+    // scheduler that ignored the flag would spill onto the backup.
+    let arrivals = request_response_sized(&lab, listen, 64 << 10);
+    let log = lab.emulator.as_ref().expect("emulator").output();
+    // The engine's answers ("down") on the backup path: before the outage,
+    // during it, and after path 0 is back (and its first probe answered).
+    let before = data_intervals(&log, 1, "down", 1.0, DOWN_AT);
+    let during = data_intervals(&log, 1, "down", DOWN_AT + 0.5, UP_AT);
+    let after = data_intervals(&log, 1, "down", UP_AT + 1.0, RUN.as_secs_f64() - 0.5);
+    let on_path_0 = data_intervals(&log, 0, "down", 1.0, DOWN_AT);
+    eprintln!(
+        "{} answers; intervals with engine data on the backup path: before {before:?}, during {during:?}, after {after:?}; on path 0 before {on_path_0:?}",
+        arrivals.len()
+    );
+    assert!(before.1 > 10 && after.1 > 10, "emulator stats missing");
+    assert_eq!(before.0, 0, "backup used while the regular path worked");
+    assert!(
+        on_path_0.0 * 10 >= on_path_0.1 * 8,
+        "path 0 idle: {on_path_0:?}"
+    );
+    assert!(
+        during.0 * 10 >= during.1 * 8,
+        "backup idle while path 0 was dead: {during:?}"
+    );
+    assert_eq!(after.0, 0, "backup still used after path 0 came back");
 }
 
 /// `mptcp-user connect --request-response 200` against a kernel MPTCP echo
