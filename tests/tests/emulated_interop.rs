@@ -471,6 +471,11 @@ fn simult_flows_sampled() {
         return;
     }
     let cases = if full() { SIMULT } else { &SIMULT[..2] };
+    // MPTCP_SIMULT_CASE=I: only case I of the full list (for repeated runs).
+    let only: Option<usize> = std::env::var("MPTCP_SIMULT_CASE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let cases = only.map_or(cases, |i| &SIMULT[i..=i]);
     let mut failures = Vec::new();
     for (i, (paths, sum)) in cases.iter().enumerate() {
         for engine_sender in [true, false] {

@@ -25,15 +25,11 @@ use mptcp_sim::net::SendOutcome;
 
 /// Frames read or written per system call.
 const BATCH: usize = 64;
-/// A pass that moved at least this many frames is busy: the next one comes
-/// after [`COALESCE`] instead of at the next frame or deadline (a wake-up
-/// per frame at low rates costs nothing worth saving).
-const BUSY_FRAMES: usize = 1;
-/// Interrupt coalescing for a busy emulator: at 1 Gbit/s a frame arrives
-/// or leaves every 12 us, and a wake-up per frame costs more than the frame.
-/// Arrival times are the kernel's timestamps, so reading late changes
-/// nothing in the model; due frames leave at most this late.
-const COALESCE: Duration = Duration::from_micros(100);
+// Interrupt coalescing (`--coalesce-us`): a pass that moved frames is
+// followed by a fixed sleep and a look, not by a wake-up per frame (at
+// 1 Gbit/s one every 12 us). Arrival times are the kernel's timestamps, so
+// reading late changes nothing in the model; due frames leave at most the
+// sleep late.
 /// Room for one frame: a 9000-byte jumbo frame and its headers fit.
 const SLOT: usize = 9216 + 64;
 
@@ -59,6 +55,11 @@ pub struct EmulateArgs {
     /// Seed of the random draws (loss, jitter, reordering, duplication).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Microseconds a busy emulator sleeps between passes instead of waking
+    /// per frame (less CPU at high rates; due frames leave at most this
+    /// late). 0: wake for every frame and deadline.
+    #[arg(long, value_name = "US", default_value_t = 100)]
+    pub coalesce_us: u64,
     /// Time 0 of the `;at=` changes is the first TCP SYN (without ACK) on any
     /// path instead of the emulator's start; frames before it pass unimpaired.
     #[arg(long)]
@@ -491,9 +492,10 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
             revents: 0,
         })
         .collect();
-    // Frames received or sent in this pass (see BUSY_FRAMES).
+    // Frames received or sent in this pass (see `--coalesce-us`).
     let mut moved = 0usize;
     let mut coalesced = 0u64;
+    let coalesce = Duration::from_micros(args.coalesce_us);
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -541,9 +543,9 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
         let due = emu.next_deadline().filter(|_| started);
         let deadline = [due, next_stats].into_iter().flatten().min();
         // Busy: sleep without polling, then only look (a zero timeout).
-        let busy = std::mem::take(&mut moved) >= BUSY_FRAMES;
+        let busy = std::mem::take(&mut moved) > 0 && !coalesce.is_zero();
         if busy {
-            std::thread::sleep(COALESCE);
+            std::thread::sleep(coalesce);
             coalesced += 1;
         }
         let timeout = deadline.map(|d| d.as_nanos()).map(|d| {
