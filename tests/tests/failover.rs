@@ -157,7 +157,28 @@ fn pull_cable(lab: &Lab, path: usize, engine_client: bool) -> thread::JoinHandle
     })
 }
 
-fn run_with(dead_path: usize, engine_client: bool, death: Death) -> Figures {
+/// Who runs which end: the engine as client (a kernel echo server), the
+/// engine as server (`mptcp-user serve` echoing to a kernel client), or the
+/// kernel at both ends (the baseline).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Who {
+    EngineClient,
+    EngineServer,
+    KernelBoth,
+}
+
+impl Who {
+    fn name(self) -> &'static str {
+        match self {
+            Who::EngineClient => "engine client",
+            Who::EngineServer => "kernel client, engine server",
+            Who::KernelBoth => "kernel client, kernel server (baseline)",
+        }
+    }
+}
+
+fn run_with(dead_path: usize, who: Who, death: Death) -> Figures {
+    let engine_client = who == Who::EngineClient;
     let dying = match death {
         Death::Silent => format!("rate=20mbit,delay=20ms;at={DOWN_AT}s,down;at={UP_AT}s,up"),
         Death::Carrier => "rate=20mbit,delay=20ms".to_string(),
@@ -185,10 +206,14 @@ fn run_with(dead_path: usize, engine_client: bool, death: Death) -> Figures {
         .ok()
         .map(|dir| {
             let emu = lab.emu.as_ref().expect("emulated lab");
-            let client = if engine_client { "engine" } else { "kernel" };
+            let client = match who {
+                Who::EngineClient => "engine-client",
+                Who::EngineServer => "kernel-client",
+                Who::KernelBoth => "kernel-both",
+            };
             (0..2)
                 .map(|i| {
-                    let file = format!("{dir}/{client}-client-path{dead_path}-dead-c{i}.pcap");
+                    let file = format!("{dir}/{client}-path{dead_path}-dead-c{i}.pcap");
                     Capture(
                         emu.command("tcpdump")
                             .args(["-i", &format!("c{i}"), "-s", "200", "-w", &file])
@@ -205,17 +230,23 @@ fn run_with(dead_path: usize, engine_client: bool, death: Death) -> Figures {
         engine_request_response(&lab)
     } else {
         let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 7601);
-        let _server = start_serve(
-            &lab,
-            &[
-                "--iface",
-                "srv0",
-                "--iface",
-                "srv1",
-                "--listen",
-                &listen.to_string(),
-            ],
-        );
+        let (_server, _echo) = match who {
+            Who::KernelBoth => (None, Some(kernel_echo_server(&lab, listen.port()))),
+            _ => (
+                Some(start_serve(
+                    &lab,
+                    &[
+                        "--iface",
+                        "srv0",
+                        "--iface",
+                        "srv1",
+                        "--listen",
+                        &listen.to_string(),
+                    ],
+                )),
+                None,
+            ),
+        };
         let arrivals = request_response(&lab, listen);
         let gap = arrivals
             .windows(2)
@@ -240,10 +271,15 @@ fn check(dead_path: usize, engine_client: bool) {
 }
 
 fn check_with(dead_path: usize, engine_client: bool, death: Death) {
-    let f = run_with(dead_path, engine_client, death);
-    let client = if engine_client { "engine" } else { "kernel" };
+    let who = if engine_client {
+        Who::EngineClient
+    } else {
+        Who::EngineServer
+    };
+    let f = run_with(dead_path, who, death);
+    let client = who.name();
     eprintln!(
-        "{client} client, path {dead_path} {} from {DOWN_AT} s to {UP_AT} s: {} answers, longest gap {:?} (goal 300 ms), data on it again {:?} s after it came back",
+        "{client}, path {dead_path} {} from {DOWN_AT} s to {UP_AT} s: {} answers, longest gap {:?} (goal 300 ms), data on it again {:?} s after it came back",
         match death {
             Death::Silent => "down",
             Death::Carrier => "unplugged",
@@ -298,6 +334,26 @@ fn engine_client_survives_the_second_path_dying() {
         return;
     }
     check(1, true);
+}
+
+/// The same scenario with the kernel at both ends, for comparison: its
+/// figures are printed; the test holds only that every request was answered.
+#[test]
+fn kernel_to_kernel_baseline() {
+    if !require_root() {
+        return;
+    }
+    for dead_path in [0, 1] {
+        let f = run_with(dead_path, Who::KernelBoth, Death::Silent);
+        eprintln!(
+            "{}, path {dead_path} down from {DOWN_AT} s to {UP_AT} s: {} answers, longest gap {:?}, data on it again {:?} s after it came back",
+            Who::KernelBoth.name(),
+            f.answers,
+            f.longest_gap,
+            f.back_after
+        );
+        assert!(f.answers > 90, "{} answers", f.answers);
+    }
 }
 
 #[test]
@@ -426,6 +482,38 @@ fn a_backup_subflow_carries_the_engines_data_only_while_the_regular_one_is_dead(
 /// server that announces its second address; returns the longest gap and the answers.
 fn engine_request_response(lab: &Lab) -> (Duration, usize) {
     let port = 7602;
+    let echo = kernel_echo_server(lab, port);
+    let remote = SocketAddr::new(lab.paths[0].server_v4.into(), port);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.client.name(), "timeout", "60"])
+        .arg(mptcp_tests::cli::binary())
+        .args([
+            "connect",
+            &remote.to_string(),
+            "--iface",
+            "cli0",
+            "--iface",
+            "cli1",
+        ])
+        .args(["--request-response", "200", "--time"])
+        .arg(RUN.as_secs_f64().to_string())
+        .arg("--json")
+        .output()
+        .expect("connect");
+    echo.join().expect("echo");
+    assert!(
+        out.status.success(),
+        "{}",
+        mptcp_tests::cli::output_text(&out)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["answers"], v["requests"], "{v}");
+    let gap = Duration::from_secs_f64(v["longest_gap_ms"].as_f64().expect("gap") / 1e3);
+    (gap, v["answers"].as_u64().unwrap_or(0) as usize)
+}
+
+/// A kernel MPTCP echo server on `port` that announces its second address.
+fn kernel_echo_server(lab: &Lab, port: u16) -> thread::JoinHandle<()> {
     lab.server
         .ip(&[
             "mptcp",
@@ -459,31 +547,5 @@ fn engine_request_response(lab: &Lab) -> (Duration, usize) {
         }
         let _ = c.shutdown(std::net::Shutdown::Write);
     });
-    let remote = SocketAddr::new(lab.paths[0].server_v4.into(), port);
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", lab.client.name(), "timeout", "60"])
-        .arg(mptcp_tests::cli::binary())
-        .args([
-            "connect",
-            &remote.to_string(),
-            "--iface",
-            "cli0",
-            "--iface",
-            "cli1",
-        ])
-        .args(["--request-response", "200", "--time"])
-        .arg(RUN.as_secs_f64().to_string())
-        .arg("--json")
-        .output()
-        .expect("connect");
-    echo.join().expect("echo");
-    assert!(
-        out.status.success(),
-        "{}",
-        mptcp_tests::cli::output_text(&out)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(v["answers"], v["requests"], "{v}");
-    let gap = Duration::from_secs_f64(v["longest_gap_ms"].as_f64().expect("gap") / 1e3);
-    (gap, v["answers"].as_u64().unwrap_or(0) as usize)
+    echo
 }
