@@ -530,7 +530,7 @@ fn kernel_echo_server(lab: &Lab, port: u16) -> thread::JoinHandle<()> {
         .server
         .enter(|| mptcp_tests::mptcp_listen(any).expect("listen"))
         .expect("server ns");
-    let echo = thread::spawn(move || {
+    thread::spawn(move || {
         let (mut c, _) = listener.accept().expect("accept");
         c.set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
@@ -546,6 +546,5 @@ fn kernel_echo_server(lab: &Lab, port: u16) -> thread::JoinHandle<()> {
             }
         }
         let _ = c.shutdown(std::net::Shutdown::Write);
-    });
-    echo
+    })
 }
