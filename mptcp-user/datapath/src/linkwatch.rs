@@ -5,11 +5,12 @@
 //! waiting for their backoff.
 //!
 //! A path is up while its interface is administratively up with a carrier
-//! (IFF_UP and IFF_LOWER_UP) and has not lost its global address. One
+//! (IFF_UP and IFF_LOWER_UP), has not lost its global address, and some
+//! unicast route leaves through it (counted from a dump at start, then from
+//! route events: a path whose last route is deleted is down). One
 //! non-blocking netlink socket, drained by the worker when poll() says it
 //! is readable or, on a busy worker that never sleeps, every
-//! [`DRAIN_INTERVAL`]: never a syscall per packet. Route changes are not
-//! watched (a path's next hop is resolved when a peer appears).
+//! [`DRAIN_INTERVAL`]: never a syscall per packet.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -23,6 +24,17 @@ use crate::route::attributes;
 const RTMGRP_LINK: u32 = 0x1;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_TABLE: u16 = 15;
+const RTN_UNICAST: u8 = 1;
+const RT_TABLE_LOCAL: u32 = 255;
+/// rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+const RTMSG_LEN: usize = 12;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_NEWADDR: u16 = 20;
@@ -64,11 +76,13 @@ struct PathState {
     ifindex: u32,
     link_up: bool,
     address_lost: bool,
+    /// Unicast routes out of the interface (`None`: not known, not judged).
+    routes: Option<u32>,
 }
 
 impl PathState {
     fn up(&self) -> bool {
-        self.link_up && !self.address_lost
+        self.link_up && !self.address_lost && self.routes != Some(0)
     }
 }
 
@@ -103,7 +117,11 @@ impl LinkWatch {
         // SAFETY: sockaddr_nl is plain data; zero is a valid start.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
-        addr.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+        addr.nl_groups = RTMGRP_LINK
+            | RTMGRP_IPV4_IFADDR
+            | RTMGRP_IPV6_IFADDR
+            | RTMGRP_IPV4_ROUTE
+            | RTMGRP_IPV6_ROUTE;
         // SAFETY: binding our socket to a valid sockaddr_nl.
         let r = unsafe {
             libc::bind(
@@ -115,7 +133,7 @@ impl LinkWatch {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(LinkWatch {
+        let mut watch = LinkWatch {
             fd,
             paths: ifindexes
                 .iter()
@@ -123,13 +141,25 @@ impl LinkWatch {
                     ifindex,
                     link_up: true,
                     address_lost: false,
+                    routes: None,
                 })
                 .collect(),
             buf: vec![0u8; 1 << 15].into_boxed_slice(),
             readable: false,
             next_drain: Instant::ZERO,
             stats: LinkWatchStats::default(),
-        })
+        };
+        // Routes counted after subscribing, so no change falls in between
+        // (one counted twice is the worst case: a path judged up).
+        if let Ok(routes) = crate::route::route_dump() {
+            for p in watch.paths.iter_mut() {
+                p.routes = Some(0);
+            }
+            for body in &routes {
+                Self::apply(&mut watch.paths, RTM_NEWROUTE, body);
+            }
+        }
+        Ok(watch)
     }
 
     /// The watch of a worker's paths, if the subscription works.
@@ -221,13 +251,17 @@ impl LinkWatch {
         let fixed = match kind {
             RTM_NEWLINK | RTM_DELLINK => IFINFOMSG_LEN,
             RTM_NEWADDR | RTM_DELADDR => IFADDRMSG_LEN,
+            RTM_NEWROUTE | RTM_DELROUTE => RTMSG_LEN,
             _ => return None,
         };
         if body.len() < fixed {
             return None;
         }
-        // ifi_index and ifa_index both sit at bytes 4..8.
-        let ifindex = u32::from_ne_bytes([body[4], body[5], body[6], body[7]]);
+        let ifindex = match kind {
+            RTM_NEWROUTE | RTM_DELROUTE => counted_route_oif(body)?,
+            // ifi_index and ifa_index both sit at bytes 4..8.
+            _ => u32::from_ne_bytes([body[4], body[5], body[6], body[7]]),
+        };
         let (i, p) = paths
             .iter_mut()
             .enumerate()
@@ -238,6 +272,8 @@ impl LinkWatch {
                 let flags = u32::from_ne_bytes([body[8], body[9], body[10], body[11]]);
                 p.link_up = kind == RTM_NEWLINK && flags & IFF_UP != 0 && flags & IFF_LOWER_UP != 0;
             }
+            RTM_NEWROUTE => p.routes = p.routes.map(|n| n + 1),
+            RTM_DELROUTE => p.routes = p.routes.map(|n| n.saturating_sub(1)),
             _ => {
                 if global_address(body) {
                     p.address_lost = kind == RTM_DELADDR;
@@ -250,6 +286,25 @@ impl LinkWatch {
             _ => None,
         }
     }
+}
+
+/// The interface of a route that counts for a path: unicast, not in the
+/// local table, not to an IPv6 link-local or multicast destination.
+fn counted_route_oif(body: &[u8]) -> Option<u32> {
+    if body[7] != RTN_UNICAST {
+        return None;
+    }
+    let mut table = u32::from(body[4]);
+    let mut oif = None;
+    for (k, v) in attributes(body, RTMSG_LEN) {
+        match (k, v.len()) {
+            (RTA_TABLE, 4) => table = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]),
+            (RTA_OIF, 4) => oif = Some(u32::from_ne_bytes([v[0], v[1], v[2], v[3]])),
+            (RTA_DST, 16) if v[0] == 0xff || (v[0] == 0xfe && v[1] & 0xc0 == 0x80) => return None,
+            _ => {}
+        }
+    }
+    (table != RT_TABLE_LOCAL).then_some(oif?)
 }
 
 /// An address message about a global address (not IPv6 link-local, whose
@@ -331,6 +386,11 @@ mod tests {
             assert!(hear(&mut w, LinkEvent::Down(0)), "address removal unheard");
             ip(&["addr", "add", "10.9.0.1/24", "dev", "lw0"]);
             assert!(hear(&mut w, LinkEvent::Up(0)), "address back unheard");
+            // Its last route (the prefix route of the address) deleted, then back.
+            ip(&["route", "del", "10.9.0.0/24", "dev", "lw0"]);
+            assert!(hear(&mut w, LinkEvent::Down(0)), "route removal unheard");
+            ip(&["route", "add", "10.9.0.0/24", "dev", "lw0"]);
+            assert!(hear(&mut w, LinkEvent::Up(0)), "route back unheard");
         })
         .join()
         .expect("test thread");
@@ -343,11 +403,13 @@ mod tests {
                 ifindex: 7,
                 link_up: true,
                 address_lost: false,
+                routes: None,
             },
             PathState {
                 ifindex: 9,
                 link_up: true,
                 address_lost: false,
+                routes: None,
             },
         ];
         let up = IFF_UP | IFF_LOWER_UP;
