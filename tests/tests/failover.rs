@@ -338,9 +338,14 @@ fn engine_client_survives_the_second_path_dying() {
 
 /// The same scenario with the kernel at both ends, for comparison: its
 /// figures are printed; the test holds only that every request was answered.
+/// With `MPTCP_LAB_FULL=1` only (25 s; it tests no code of ours).
 #[test]
 fn kernel_to_kernel_baseline() {
     if !require_root() {
+        return;
+    }
+    if std::env::var("MPTCP_LAB_FULL").as_deref() != Ok("1") {
+        eprintln!("skipped: the kernel-to-kernel baseline runs with MPTCP_LAB_FULL=1");
         return;
     }
     for dead_path in [0, 1] {
