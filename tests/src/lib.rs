@@ -691,6 +691,11 @@ fn start_emulator(config: &LabConfig, emu: &Netns) -> Result<EmulatorProcess> {
         }
     }
     cmd.args(&config.emulator_args);
+    // MPTCP_EMULATE_ARGS: more emulator flags for every lab (A/B measurements,
+    // e.g. `--coalesce-us 0`).
+    if let Ok(extra) = std::env::var("MPTCP_EMULATE_ARGS") {
+        cmd.args(extra.split_whitespace());
+    }
     cmd.stdin(std::process::Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);

@@ -471,16 +471,33 @@ fn simult_flows_sampled() {
         return;
     }
     let cases = if full() { SIMULT } else { &SIMULT[..2] };
+    // MPTCP_SIMULT_CASE=I: only case I of the full list (for repeated runs).
+    let only: Option<usize> = std::env::var("MPTCP_SIMULT_CASE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let cases = only.map_or(cases, |i| &SIMULT[i..=i]);
     let mut failures = Vec::new();
     for (i, (paths, sum)) in cases.iter().enumerate() {
         for engine_sender in [true, false] {
-            let lab = lab_for(paths, true);
+            let mut lab = lab_for(paths, true);
             let port = 6300 + 2 * i as u16 + u16::from(engine_sender);
             let rate = if engine_sender {
                 engine_sends(&lab, port)
             } else {
                 kernel_sends(&lab, port)
             };
+            // What each path carried and dropped toward the receiver (the
+            // client: the server sends in both cases).
+            if let Ok(json) = lab.emulator.as_mut().expect("emulator").stop() {
+                let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+                for p in 0..2 {
+                    let d = &v["paths"][p]["down"];
+                    eprintln!(
+                        "  path {p}: delivered {} packets, dropped by the queue {}, largest queue {} bytes",
+                        d["delivered_packets"], d["dropped_queue"], d["max_queue_bytes"]
+                    );
+                }
+            }
             let who = if engine_sender { "engine" } else { "kernel" };
             match rate {
                 Ok(r) => {

@@ -13,6 +13,8 @@
 //! - [`forward`]: the application that relays a connection to a TCP backend.
 //! - [`apps`]: the front ends people deploy: an iperf3 server, a SOCKS5
 //!   proxy, an RFC 8803 Transport Converter (protocol logic sans-IO).
+//! - [`linkwatch`]: link and address events of the paths' interfaces,
+//!   told to the engine as path down/up.
 //! - [`iface`], [`neighbour`], [`signals`]: interface facts, the per-path
 //!   neighbour table, clean stops on SIGINT/SIGTERM.
 pub mod afxdp;
@@ -20,6 +22,7 @@ pub mod apps;
 pub mod forward;
 pub mod handoff;
 pub mod iface;
+pub mod linkwatch;
 pub mod neighbour;
 pub mod route;
 pub mod rss;

@@ -84,7 +84,7 @@ fn ip_from(bytes: &[u8]) -> Option<IpAddr> {
 }
 
 /// The attributes (type, value) after a fixed header of `fixed` bytes.
-fn attributes(body: &[u8], fixed: usize) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn attributes(body: &[u8], fixed: usize) -> impl Iterator<Item = (u16, &[u8])> {
     let mut rest = body.get(fixed..).unwrap_or(&[]);
     std::iter::from_fn(move || {
         if rest.len() < 4 {
@@ -216,6 +216,19 @@ impl Netlink {
 }
 
 /// The kernel's route to `dst` (`ip route get DST`).
+/// Every route in every table: the bodies (rtmsg and attributes) of the
+/// kernel's RTM_NEWROUTE messages, for the link watcher's starting state.
+pub(crate) fn route_dump() -> Result<Vec<Vec<u8>>> {
+    let mut nl = Netlink::open()?;
+    let payload = vec![0u8; 12];
+    let replies = nl.request(RTM_GETROUTE, libc::NLM_F_DUMP as u16, &payload, true)?;
+    Ok(replies
+        .into_iter()
+        .filter(|(t, _)| *t == RTM_NEWROUTE)
+        .map(|(_, b)| b)
+        .collect())
+}
+
 pub fn route_get(dst: IpAddr) -> Result<Route> {
     let mut nl = Netlink::open()?;
     let addr = ip_bytes(&dst);

@@ -270,6 +270,9 @@ pub struct Worker<E> {
     /// Busy polling ([`Worker::set_busy_poll`]): never sleep, drive the NAPI
     /// with recvfrom when a socket is empty.
     busy_poll: bool,
+    /// Link and address events of the paths' interfaces (None when the
+    /// subscription failed: the engine's timeouts still find dead paths).
+    pub linkwatch: Option<crate::linkwatch::LinkWatch>,
     pub stats: WorkerStats,
     /// Set when this worker is one of several ([`Worker::set_affinity`]).
     affinity: Option<Box<Affinity>>,
@@ -284,6 +287,7 @@ impl<E> Worker<E> {
 
 impl<E: Engine> Worker<E> {
     pub fn new(engine: E, paths: Vec<Path>) -> Worker<E> {
+        let linkwatch = crate::linkwatch::LinkWatch::open_for(&paths);
         Worker {
             engine,
             paths,
@@ -292,6 +296,7 @@ impl<E: Engine> Worker<E> {
             last_tx_path: 0,
             pollfds: Vec::new(),
             busy_poll: false,
+            linkwatch,
             stats: WorkerStats::default(),
             affinity: None,
         }
@@ -592,6 +597,9 @@ impl<E: Engine> Worker<E> {
         self.stats.passes += 1;
         let now = self.now();
         let mut work = self.receive(now);
+        if let Some(w) = &mut self.linkwatch {
+            w.poll(now, &mut self.engine);
+        }
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);
             work += 1;
@@ -648,7 +656,13 @@ impl<E: Engine> Worker<E> {
             .affinity
             .as_ref()
             .map(|a| (a.links.wake_fd(), libc::POLLIN));
-        for (fd, events) in sockets.chain(extra.iter().copied()).chain(wake) {
+        // The link watcher's descriptor goes last (its revents are read below).
+        let watch = self.linkwatch.as_ref().map(|w| (w.fd(), libc::POLLIN));
+        for (fd, events) in sockets
+            .chain(extra.iter().copied())
+            .chain(wake)
+            .chain(watch)
+        {
             fds.push(libc::pollfd {
                 fd,
                 events,
@@ -661,6 +675,11 @@ impl<E: Engine> Worker<E> {
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if let Some(aff) = &self.affinity {
             aff.links.woke();
+        }
+        if let (Some(w), Some(last)) = (&mut self.linkwatch, fds.last()) {
+            if last.revents != 0 {
+                w.set_readable();
+            }
         }
     }
 

@@ -28,6 +28,12 @@ pub trait Engine {
     fn poll_affinity(&mut self) -> Option<AffinityChange> {
         None
     }
+    /// The driver saw `path` go away (its link down, its address removed):
+    /// what it carries should move to the other paths at once.
+    fn path_down(&mut self, _now: Instant, _path: PathId) {}
+    /// `path` is back (link up, address added): use it again without
+    /// waiting for backoffs.
+    fn path_up(&mut self, _now: Instant, _path: PathId) {}
 }
 
 /// A tuple or token the endpoint filed or forgot, for a driver that steers

@@ -25,6 +25,11 @@ use mptcp_sim::net::SendOutcome;
 
 /// Frames read or written per system call.
 const BATCH: usize = 64;
+// Interrupt coalescing (`--coalesce-us`): a pass that moved frames is
+// followed by a fixed sleep and a look, not by a wake-up per frame (at
+// 1 Gbit/s one every 12 us). Arrival times are the kernel's timestamps, so
+// reading late changes nothing in the model; due frames leave at most the
+// sleep late.
 /// Room for one frame: a 9000-byte jumbo frame and its headers fit.
 const SLOT: usize = 9216 + 64;
 
@@ -50,6 +55,11 @@ pub struct EmulateArgs {
     /// Seed of the random draws (loss, jitter, reordering, duplication).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Microseconds a busy emulator sleeps between passes instead of waking
+    /// per frame (less CPU at high rates; due frames leave at most this
+    /// late). 0: wake for every frame and deadline.
+    #[arg(long, value_name = "US", default_value_t = 100)]
+    pub coalesce_us: u64,
     /// Time 0 of the `;at=` changes is the first TCP SYN (without ACK) on any
     /// path instead of the emulator's start; frames before it pass unimpaired.
     #[arg(long)]
@@ -114,9 +124,10 @@ impl PacketSocket {
         // Each frame's arrival time from the kernel: frames that queued while
         // the emulator was not running keep their spacing (no false bursts).
         setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).context("SO_TIMESTAMPNS")?;
-        for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
-            let _ = setsockopt_int(&fd, libc::SOL_SOCKET, opt, 8 << 20);
-        }
+        // Room for what arrives while the emulator is descheduled: 32 MiB
+        // (64 of kernel accounting) is about 200 ms of 1 Gbit/s in full frames.
+        let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 32 << 20);
+        let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20);
         // SAFETY: sockaddr_ll is plain data.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -305,6 +316,11 @@ fn flush(port: &mut Port) -> Result<()> {
                     break;
                 }
                 Some(libc::EINTR) => continue,
+                // The port is down (a pulled cable): what it would send is lost.
+                Some(libc::ENETDOWN) | Some(libc::ENXIO) => {
+                    port.io.tx_dropped += (tx.count - sent) as u64;
+                    break;
+                }
                 _ => return Err(e).context(format!("send on {}", port.sock.name)),
             }
         }
@@ -315,6 +331,23 @@ fn flush(port: &mut Port) -> Result<()> {
     }
     tx.count = 0;
     Ok(())
+}
+
+/// Takes (and so clears) the socket's pending error.
+fn socket_error(sock: &PacketSocket) -> Option<i32> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: an int-sized option into an int.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut err as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0).then_some(err)
 }
 
 /// CLOCK_REALTIME in nanoseconds (the clock of packet timestamps).
@@ -350,6 +383,7 @@ fn counters_json(
     ports: &[Port],
     links: &[(String, String)],
     now: Instant,
+    coalesced: u64,
 ) -> String {
     let paths: Vec<_> = (0..emu.path_count())
         .map(|p| {
@@ -383,6 +417,8 @@ fn counters_json(
     json!({
         "elapsed_s": now.as_nanos() as f64 / 1e9,
         "in_flight": emu.in_flight(),
+        // Busy passes that slept COALESCE before the next.
+        "coalesced_sleeps": coalesced,
         "paths": paths,
     })
     .to_string()
@@ -456,6 +492,10 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
             revents: 0,
         })
         .collect();
+    // Frames received or sent in this pass (see `--coalesce-us`).
+    let mut moved = 0usize;
+    let mut coalesced = 0u64;
+    let coalesce = Duration::from_micros(args.coalesce_us);
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -465,6 +505,7 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
         // Before time 0 (--clock-from-syn) no change may fire.
         let model_now = if started { now } else { Instant::ZERO };
         emu.poll_due(model_now, |d| {
+            moved += 1;
             let out = 2 * d.path
                 + match d.direction {
                     Direction::Up => 1,
@@ -490,15 +531,29 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
         }
         if let Some(at) = next_stats {
             if now >= at {
-                writeln!(stdout, "{}", counters_json(&emu, &ports, &links, now))?;
+                writeln!(
+                    stdout,
+                    "{}",
+                    counters_json(&emu, &ports, &links, now, coalesced)
+                )?;
                 stdout.flush()?;
                 next_stats = interval.map(|i| at + i);
             }
         }
         let due = emu.next_deadline().filter(|_| started);
         let deadline = [due, next_stats].into_iter().flatten().min();
-        let timeout = deadline.map(|d| {
-            let ns = d.as_nanos().saturating_sub(clock(start).as_nanos());
+        // Busy: sleep without polling, then only look (a zero timeout).
+        let busy = std::mem::take(&mut moved) > 0 && !coalesce.is_zero();
+        if busy {
+            std::thread::sleep(coalesce);
+            coalesced += 1;
+        }
+        let timeout = deadline.map(|d| d.as_nanos()).map(|d| {
+            let ns = if busy {
+                0
+            } else {
+                d.saturating_sub(clock(start).as_nanos())
+            };
             libc::timespec {
                 tv_sec: (ns / 1_000_000_000) as libc::time_t,
                 tv_nsec: (ns % 1_000_000_000) as libc::c_long,
@@ -524,6 +579,14 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
         }
         let mut gone = None;
         for (i, pfd) in pollfds.iter().enumerate() {
+            // A port set down (`ip link set c0 down`: the endpoint's carrier
+            // drops) reports ENETDOWN once: taken, and the port stays open.
+            if pfd.revents & libc::POLLERR != 0
+                && pfd.revents & (libc::POLLHUP | libc::POLLNVAL) == 0
+                && socket_error(&ports[i].sock) == Some(libc::ENETDOWN)
+            {
+                continue;
+            }
             if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
                 gone = Some(i);
                 break;
@@ -545,12 +608,14 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
                     Ok(n) => n,
                     Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
                     Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                    Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => break,
                     Err(_) => {
                         gone = Some(i);
                         break;
                     }
                 };
                 let now = clock(start);
+                moved += n;
                 for k in 0..n {
                     let truncated = rx.msgs[k].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
                     let outgoing = rx.addrs[k].sll_pkttype == libc::PACKET_OUTGOING;
@@ -606,7 +671,7 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
     writeln!(
         stdout,
         "{}",
-        counters_json(&emu, &ports, &links, clock(start))
+        counters_json(&emu, &ports, &links, clock(start), coalesced)
     )?;
     stdout.flush()?;
     result

@@ -96,9 +96,12 @@ impl<E: ByteStream> App<E> for RequestResponse {
         let started = *self.started.get_or_insert(now);
         let elapsed = now.saturating_duration_since(started);
         let mut work = 0;
-        // Requests due so far (the first at once), until the run's end.
+        // Requests due so far (the first at once), until the run's end. The
+        // timer ticks at the same phase as `started`, a hair before or after:
+        // half an interval of slack keeps one request per tick, never two.
         let due = if elapsed < self.duration {
-            1 + (elapsed.as_nanos() / self.interval.as_nanos().max(1)) as u64
+            let interval = self.interval.as_nanos().max(1);
+            1 + ((elapsed.as_nanos() + interval / 2) / interval) as u64
         } else {
             (self.duration.as_nanos() / self.interval.as_nanos().max(1)) as u64
         };

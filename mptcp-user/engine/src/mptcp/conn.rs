@@ -41,6 +41,13 @@ pub(crate) const STALE_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// two RTOs, whichever first; never less than two smoothed RTTs) is stale.
 pub(crate) const STALE_AFTER: Duration = Duration::from_millis(250);
 
+/// Up to this many segments in flight, a subflow is thin: a probe timeout
+/// makes it stale (see `stale_deadline`).
+const THIN_FLIGHT_SEGMENTS: u64 = 4;
+/// What a probe timeout allows for the peer's delayed ACK (Linux's
+/// smallest, TCP_DELACK_MIN; it acknowledges interactive data at once).
+const THIN_ACK_DELAY: Duration = Duration::from_millis(40);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
     Client,
@@ -595,6 +602,14 @@ impl Connection {
                 self.handle_events(now, j);
             }
         }
+        // An idle subflow made stale by a link event has no probe of its
+        // own: a segment from the peer on it says its path works again.
+        let sf = &mut self.subflows[i];
+        if sf.stalled_at.is_some() && sf.sub.unacked_since().is_none() {
+            sf.stalled_at = None;
+            sf.suspect_at = None;
+            sf.sub.set_backoff_cap(now, None);
+        }
         self.after_segment(now, i, keys);
     }
 
@@ -705,6 +720,7 @@ impl Connection {
 
     fn handle_events(&mut self, now: Instant, i: usize) {
         let mut reinject = false;
+        let mut stale = false;
         let mut peer_closed = false;
         {
             let s = &mut self.s;
@@ -732,12 +748,8 @@ impl Connection {
                         }
                     }
                     SubflowEvent::RetransmissionTimeout => {
-                        sf.stalled_at = Some(sf.sub.acked_offset());
-                        // Probe a stale path often: when it comes back, it
-                        // carries data again within a probe interval.
-                        sf.sub.set_backoff_cap(now, Some(STALE_PROBE_INTERVAL));
+                        stale = true;
                         s.push_event(MptcpEvent::RetransmissionTimeout { id: sf.id });
-                        reinject |= s.settings.reinject_on_rto;
                     }
                     // As Linux (since 5.19): a subflow the peer finished
                     // while the connection goes on is closed on our side too.
@@ -775,6 +787,9 @@ impl Connection {
                 sf.end.announced_established = true;
                 s.push_event(MptcpEvent::SubflowEstablished { id: sf.id });
             }
+        }
+        if stale {
+            self.mark_stale(now, i);
         }
         if reinject {
             self.reinject(i);
@@ -842,7 +857,18 @@ impl Connection {
         }
         let since = sf.sub.unacked_since()?;
         let (rto, srtt) = sf.sub.rto_srtt();
-        Some(since + (rto * 2).min(STALE_AFTER.max(srtt * 2)))
+        let mut after = (rto * 2).min(STALE_AFTER.max(srtt * 2));
+        // A thin flow (a request, an answer, the tail of a transfer) gets no
+        // duplicate ACKs to reveal a loss before its timeout: after a probe
+        // timeout (two smoothed RTTs and the peer's delayed ACK, as RFC
+        // 8985's) its data is tried on another subflow. A wrong guess costs
+        // a copy, and this subflow's next ACK makes it usable again.
+        if !srtt.is_zero()
+            && sf.sub.outstanding() <= THIN_FLIGHT_SEGMENTS * u64::from(sf.sub.sender_mss())
+        {
+            after = after.min(srtt * 2 + THIN_ACK_DELAY);
+        }
+        Some(since + after)
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
@@ -900,14 +926,68 @@ impl Connection {
             if Self::stale_deadline(&self.subflows[i]).is_some_and(|t| t <= now) {
                 // No acknowledgement for a while: stop scheduling on it and
                 // reinject its data now, before its RTO says so.
-                let sf = &mut self.subflows[i];
-                sf.stalled_at = Some(sf.sub.acked_offset());
-                sf.sub.set_backoff_cap(now, Some(STALE_PROBE_INTERVAL));
-                if self.s.settings.reinject_on_rto {
-                    self.reinject(i);
-                }
+                self.mark_stale(now, i);
             }
         }
+        self.run_pm(now, keys);
+    }
+
+    /// Subflow `i` stopped answering: the scheduler gives it nothing new,
+    /// it probes at least every [`STALE_PROBE_INTERVAL`], its data goes out
+    /// again on the others, and its siblings on the same local path become
+    /// suspect (a reinjection onto a subflow through the same dead link
+    /// would wait for a second timeout).
+    fn mark_stale(&mut self, now: Instant, i: usize) {
+        let path = self.subflows[i].path;
+        for j in 0..self.subflows.len() {
+            let o = &mut self.subflows[j];
+            if o.path != path || o.stalled_at.is_some() || o.end.reason.is_some() {
+                continue;
+            }
+            // A sibling waiting for an acknowledgement is taken as dead
+            // too (the next one clears it); an idle one is suspect.
+            if j != i && o.sub.unacked_since().is_none() {
+                o.suspect_at.get_or_insert(o.sub.acked_offset());
+                continue;
+            }
+            o.stalled_at = Some(o.sub.acked_offset());
+            // Probe a stale path often: when it comes back, it carries
+            // data again within a probe interval.
+            o.sub.set_backoff_cap(now, Some(STALE_PROBE_INTERVAL));
+            if self.s.settings.reinject_on_rto {
+                self.reinject(j);
+            }
+        }
+    }
+
+    /// The driver saw the link of `path` go down (or its address or route
+    /// go away): every subflow on it is stale at once, without waiting for
+    /// a timeout, and its data is reinjected.
+    pub(crate) fn path_down(&mut self, now: Instant, path: PathId) {
+        for i in 0..self.subflows.len() {
+            let sf = &self.subflows[i];
+            if sf.path == path && sf.stalled_at.is_none() && sf.end.reason.is_none() {
+                self.mark_stale(now, i);
+            }
+        }
+    }
+
+    /// The link of `path` came back: its stale subflows probe now (the
+    /// first acknowledgement makes them usable again, and the scheduler's
+    /// preference fails back to them), idle ones are usable again, and the
+    /// path manager tries its lost subflows again without waiting.
+    pub(crate) fn path_up(&mut self, now: Instant, path: PathId, keys: &mut KeySource) {
+        for sf in self.subflows.iter_mut().filter(|f| f.path == path) {
+            // A SYN or data waiting for its retransmission goes now.
+            sf.sub.probe_now(now);
+            if sf.sub.unacked_since().is_none() {
+                sf.stalled_at = None;
+                sf.suspect_at = None;
+                sf.sub.set_backoff_cap(now, None);
+            }
+        }
+        self.pm.retry_now(now);
+        self.s.pending.path_manager = true;
         self.run_pm(now, keys);
     }
 

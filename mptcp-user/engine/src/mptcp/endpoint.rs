@@ -626,6 +626,20 @@ impl MptcpEndpoint {
         }
     }
 
+    /// Runs `f` on every connection (for rare events: link changes).
+    fn each_connection(&mut self, mut f: impl FnMut(&mut Connection, &mut KeySource)) {
+        for slot in 0..self.slots.len() as u32 {
+            let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+                continue;
+            };
+            c.lend_scratch(&mut self.scratch);
+            f(c, &mut self.keys);
+            c.lend_scratch(&mut self.scratch);
+            self.mark_tx(slot);
+            self.touch(slot);
+        }
+    }
+
     /// Opens a subflow by tuple on the connection `h` (client role: Linux,
     /// like most peers, accepts MP_JOIN only on its listener; port 0 picks
     /// one). Returns its id.
@@ -919,6 +933,18 @@ impl Engine for MptcpEndpoint {
     fn poll_affinity(&mut self) -> Option<AffinityChange> {
         MptcpEndpoint::poll_affinity(self)
     }
+    /// Every subflow on `path` is stale at once and its data is reinjected
+    /// on the others. A rare event: it visits every connection.
+    fn path_down(&mut self, now: Instant, path: PathId) {
+        self.each_connection(|c, _| c.path_down(now, path));
+    }
+
+    /// Stale subflows on `path` probe now, and path managers open the
+    /// subflows they lost without waiting for their backoff.
+    fn path_up(&mut self, now: Instant, path: PathId) {
+        self.each_connection(|c, keys| c.path_up(now, path, keys));
+    }
+
     fn handle_packet(&mut self, now: Instant, path: PathId, packet: &[u8]) {
         let Ok((ip, seg)) = parse_ip_tcp(packet) else {
             self.counters.malformed += 1;

@@ -45,6 +45,9 @@ pub trait PathManager: core::fmt::Debug + Send {
     fn next_wakeup(&self) -> Option<Instant> {
         None
     }
+    /// A path came back (the driver saw its link, address or route return):
+    /// pairs waiting for a retry are tried at `now`, their wait starting over.
+    fn retry_now(&mut self, _now: Instant) {}
 }
 
 /// A subflow for each local/remote address pair of the same family. A pair
@@ -130,6 +133,14 @@ impl PathManager for FullMesh {
 
     fn next_wakeup(&self) -> Option<Instant> {
         self.tried.iter().filter_map(|a| a.retry_at).min()
+    }
+
+    fn retry_now(&mut self, now: Instant) {
+        // Live pairs are set back to `None` by the next `wanted`.
+        for a in self.tried.iter_mut() {
+            a.retry_at = Some(now);
+            a.wait = RETRY_FIRST;
+        }
     }
 }
 

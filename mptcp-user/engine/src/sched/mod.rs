@@ -45,6 +45,8 @@ pub trait Scheduler: core::fmt::Debug + Send {
     }
     /// `bytes` were handed to subflow `index` after a `pick`.
     fn sent(&mut self, _index: usize, _bytes: u64) {}
+    /// Everything the application wrote has been handed to subflows.
+    fn drained(&mut self) {}
 }
 
 /// The candidates: regular usable subflows, or the backups when there is no
@@ -103,6 +105,12 @@ impl Scheduler for LowestRtt {
         if self.last == Some(index) {
             self.burst_left = self.burst_left.saturating_sub(bytes);
         }
+    }
+    /// A burst lasts while data is backlogged (as Linux's, per push): the
+    /// next write chooses afresh, so a small request after a failover goes
+    /// back to the preferred subflow as soon as it works again.
+    fn drained(&mut self) {
+        self.burst_left = 0;
     }
 }
 
@@ -205,6 +213,20 @@ mod tests {
         assert_eq!(LowestRtt::default().pick(&views), None);
         let views = [v(false, false, 40, 0), v(true, true, 10, 5000)];
         assert_eq!(LowestRtt::default().pick(&views), Some(1));
+    }
+
+    #[test]
+    fn a_burst_ends_when_the_backlog_is_drained() {
+        let mut s = LowestRtt::default();
+        let mut views = [v(true, false, 10, 5000), v(true, false, 40, 5000)];
+        views[0].usable = false;
+        assert_eq!(s.pick(&views), Some(1));
+        s.sent(1, 200);
+        views[0].usable = true;
+        // Within the burst the choice sticks; after the backlog, it does not.
+        assert_eq!(s.pick(&views), Some(1));
+        s.drained();
+        assert_eq!(s.pick(&views), Some(0));
     }
 
     #[test]

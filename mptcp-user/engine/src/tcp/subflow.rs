@@ -605,6 +605,19 @@ impl Subflow {
         }
     }
 
+    /// Bytes sent and not yet acknowledged.
+    pub fn outstanding(&self) -> u64 {
+        self.snd_max.saturating_sub(self.snd_una)
+    }
+
+    /// Retransmits now (its path came back): a pending retransmission timer
+    /// is pulled in to `now`.
+    pub fn probe_now(&mut self, now: Instant) {
+        if let Some(d) = self.timers.get(SubflowTimer::Retransmit) {
+            self.timers.arm(SubflowTimer::Retransmit, d.min(now));
+        }
+    }
+
     /// Since when data has been in flight without any of it acknowledged
     /// (`None` when nothing is in flight).
     pub fn unacked_since(&self) -> Option<Instant> {

@@ -199,12 +199,22 @@ impl Connection {
     /// Hands queued data to subflows as the scheduler decides.
     pub(super) fn schedule(&mut self, now: Instant) {
         self.couple();
-        for sf in self.subflows.iter_mut() {
+        for i in 0..self.subflows.len() {
+            let sf = &mut self.subflows[i];
             let acked = sf.sub.acked_offset();
+            if sf.suspect_at.is_some_and(|at| acked > at) {
+                sf.suspect_at = None;
+            }
             if sf.stalled_at.is_some_and(|at| acked > at) {
                 sf.stalled_at = None;
                 sf.sub.set_backoff_cap(now, None);
+                // Its path works again: so do its siblings'.
+                let path = sf.path;
+                for o in self.subflows.iter_mut().filter(|o| o.path == path) {
+                    o.suspect_at = None;
+                }
             }
+            let sf = &mut self.subflows[i];
             while sf.tx_maps.front().is_some_and(|m| m.off + m.len <= acked) {
                 sf.tx_maps.pop_front();
             }
@@ -310,13 +320,17 @@ impl Connection {
                 }
             };
             if avail == 0 {
+                if !reinj {
+                    self.sched.drained();
+                }
                 break;
             }
             self.views.clear();
             for sf in &self.subflows {
                 let mut v = SubflowView {
                     usable: sf.usable() && sf.stalled_at.is_none(),
-                    backup: sf.backup || sf.peer_backup,
+                    // A suspect carries data only when nothing better can.
+                    backup: sf.backup || sf.peer_backup || sf.suspect_at.is_some(),
                     ..Default::default()
                 };
                 if v.usable {

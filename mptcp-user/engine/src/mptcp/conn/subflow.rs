@@ -85,6 +85,11 @@ pub(super) struct MptcpSubflow {
     /// nothing was since: the scheduler leaves the subflow alone (and
     /// backups may take over).
     pub(super) stalled_at: Option<u64>,
+    /// Another subflow from the same local path went stale when this one
+    /// had this much acknowledged: it is likely dead too (shared fate), so
+    /// the scheduler treats it as a backup until it or a sibling on its path
+    /// is acknowledged again.
+    pub(super) suspect_at: Option<u64>,
     /// Mappings of the data we handed it, in subflow order.
     pub(super) tx_maps: VecDeque<TxMapping>,
     /// `tx_maps` are in data-level order too (no reinjection among them).
@@ -119,6 +124,7 @@ impl MptcpSubflow {
             fully_established: false,
             redundant_next: 0,
             stalled_at: None,
+            suspect_at: None,
             tx_maps: VecDeque::new(),
             tx_maps_ordered: true,
             rx_maps: VecDeque::new(),
