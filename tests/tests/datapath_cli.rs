@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
 
@@ -762,30 +763,36 @@ fn a_path_taken_down_mid_transfer_loses_nothing() {
             &listen.to_string(),
         ],
     );
-    let len = 32 << 20;
+    let len = 64 << 20;
     let path2 = format!("{}%", lab.paths[1].client_v4);
     let on_path2 = |ss: &str| {
         kernel_subflows(ss)
             .into_iter()
             .find(|s| s.local.starts_with(&path2))
     };
-    // The cut comes halfway, at a moment path 2's subflow has data in
-    // flight (the kernel's scheduler may leave it idle for a while): the
-    // `ss` of that moment is kept.
+    // The cut comes after halfway, at a moment path 2's subflow has data in
+    // flight (the kernel's scheduler may leave it idle for a while): a
+    // thread watches `ss` while the echo goes on, and keeps the `ss` of
+    // that moment.
+    let half = std::sync::atomic::AtomicBool::new(false);
     let at_cut = std::sync::Mutex::new(String::new());
-    let (back, _) = kernel_mptcp_echo(&lab, listen, len, || {
-        let mut last = String::new();
-        wait_until(Duration::from_secs(5), || {
-            last = lab
-                .client
-                .exec("ss", &["-tinH", "dport", "=", &listen.port().to_string()])
-                .unwrap_or_default();
-            on_path2(&last).is_some_and(|s| s.unacked > 0)
+    let back = thread::scope(|scope| {
+        scope.spawn(|| {
+            wait_until(Duration::from_secs(60), || half.load(Ordering::Relaxed));
+            let mut last = String::new();
+            wait_until(Duration::from_secs(5), || {
+                last = lab
+                    .client
+                    .exec("ss", &["-tinH", "dport", "=", &listen.port().to_string()])
+                    .unwrap_or_default();
+                on_path2(&last).is_some_and(|s| s.unacked > 0)
+            });
+            lab.client
+                .ip(&["link", "set", &lab.paths[1].client_if, "down"])
+                .expect("link down");
+            *at_cut.lock().expect("lock") = last;
         });
-        lab.client
-            .ip(&["link", "set", &lab.paths[1].client_if, "down"])
-            .expect("link down");
-        *at_cut.lock().expect("lock") = last;
+        kernel_mptcp_echo(&lab, listen, len, || half.store(true, Ordering::Relaxed)).0
     });
     assert_pattern(&back, len);
     // The kernel's view just before the cut: path 2's subflow had carried
