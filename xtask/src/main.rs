@@ -84,12 +84,9 @@ enum Task {
         /// Instead: the engine's server with these worker counts side by
         /// side (e.g. 1,2) on multi-queue veths, kernel and engine clients,
         /// with the server's CPU ns per packet and the hand-off share.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            value_name = "LIST",
-            conflicts_with = "scale"
-        )]
+        /// With --scale, one count: veths with that many queues for both
+        /// servers, and `serve --workers N`.
+        #[arg(long, value_delimiter = ',', value_name = "LIST")]
         workers: Vec<usize>,
     },
 }
@@ -171,7 +168,12 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let binary = build_user(true)?;
             if scale {
-                scale_bench::run(&binary, scale_max)
+                let workers = match workers[..] {
+                    [] => 1,
+                    [n] if n >= 1 => n,
+                    _ => bail!("--scale --workers takes one count (e.g. --workers 2)"),
+                };
+                scale_bench::run(&binary, scale_max, workers)
             } else if !workers.is_empty() {
                 workers_bench::run(&binary, seconds, runs.max(1), &workers)
             } else {

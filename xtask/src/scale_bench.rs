@@ -212,7 +212,8 @@ fn engine_stats(binary: &Path, lab: &Lab, pid: u32) -> Option<Value> {
         .find(|v| v["pid"] == pid)
 }
 
-fn lab() -> Result<Lab> {
+/// The two-path lab; veths with `queues` queues when above one.
+fn lab(queues: usize) -> Result<Lab> {
     let lab = Lab::up(&LabConfig {
         prefix: unique_name("mptcp-scale"),
         paths: 2,
@@ -221,7 +222,7 @@ fn lab() -> Result<Lab> {
         emulate: Vec::new(),
         emulator_binary: None,
         emulator_args: Vec::new(),
-        queues: 0,
+        queues: if queues > 1 { queues } else { 0 },
     })?;
     for ns in [&lab.client, &lab.server] {
         for (k, v) in [
@@ -235,7 +236,7 @@ fn lab() -> Result<Lab> {
     Ok(lab)
 }
 
-pub fn run(binary: &Path, max: usize) -> Result<()> {
+pub fn run(binary: &Path, max: usize, workers: usize) -> Result<()> {
     crate::require_root("cargo xtask bench --scale")?;
     let sizes: Vec<usize> = [100, 1000, 10_000]
         .into_iter()
@@ -248,7 +249,7 @@ pub fn run(binary: &Path, max: usize) -> Result<()> {
 
     // The kernel's MPTCP server.
     println!("  kernel MPTCP server (Python IPPROTO_MPTCP, one selector):");
-    let lab_k = lab()?;
+    let lab_k = lab(workers)?;
     let to = SocketAddr::new(lab_k.paths[0].server_v4.into(), PORT);
     let mut server = lab_k
         .server
@@ -266,8 +267,10 @@ pub fn run(binary: &Path, max: usize) -> Result<()> {
     drop(lab_k);
 
     // The engine.
-    println!("  engine (mptcp-user serve --mode echo on both interfaces):");
-    let lab_e = lab()?;
+    println!(
+        "  engine (mptcp-user serve --mode echo on both interfaces, {workers} worker(s), {workers} queue(s) per veth):"
+    );
+    let lab_e = lab(workers)?;
     let to = SocketAddr::new(lab_e.paths[0].server_v4.into(), PORT);
     let child = Command::new("ip")
         .args(["netns", "exec", lab_e.server.name()])
@@ -280,6 +283,8 @@ pub fn run(binary: &Path, max: usize) -> Result<()> {
             "srv1",
             "--listen",
             &to.to_string(),
+            "--workers",
+            &workers.to_string(),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
