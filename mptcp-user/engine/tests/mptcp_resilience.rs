@@ -199,6 +199,17 @@ fn request_response(
     longest
 }
 
+/// The client's link of `path` goes down or up, and its driver says so.
+fn client_link(n: &mut Net, path: usize, up: bool) {
+    n.set_up(path, up);
+    let now = n.now;
+    if up {
+        n.client.path_up(now, path);
+    } else {
+        n.client.path_down(now, path);
+    }
+}
+
 fn four_subflows() -> Net {
     // The server announces its second address: four subflows, two from
     // each client address (two of them share path 0's link on the client).
@@ -336,15 +347,11 @@ fn a_subflow_back_from_a_dead_link_asks_the_peer_to_hold_off_until_it_shows_no_h
         |n, t| {
             if t >= Duration::from_secs(3) && !down {
                 down = true;
-                n.set_up(0, false);
-                let now = n.now;
-                n.client.path_down(now, 0);
+                client_link(n, 0, false);
             }
             if t >= Duration::from_secs(6) && !up {
                 up = true;
-                n.set_up(0, true);
-                let now = n.now;
-                n.client.path_up(now, 0);
+                client_link(n, 0, true);
             }
             let c = n.server.connection().expect("connection");
             held_now = c.subflows().any(|s| s.peer_backup);
