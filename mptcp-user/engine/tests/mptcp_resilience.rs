@@ -199,6 +199,17 @@ fn request_response(
     longest
 }
 
+/// The client's link of `path` goes down or up, and its driver says so.
+fn client_link(n: &mut Net, path: usize, up: bool) {
+    n.set_up(path, up);
+    let now = n.now;
+    if up {
+        n.client.path_up(now, path);
+    } else {
+        n.client.path_down(now, path);
+    }
+}
+
 fn four_subflows() -> Net {
     // The server announces its second address: four subflows, two from
     // each client address (two of them share path 0's link on the client).
@@ -317,4 +328,37 @@ fn a_link_up_event_reopens_a_lost_subflow_without_waiting_for_its_backoff() {
         with < without,
         "{with:?} with the event, {without:?} without"
     );
+}
+
+#[test]
+fn a_subflow_back_from_a_dead_link_asks_the_peer_to_hold_off_until_it_shows_no_hole() {
+    // The client's link of path 0 is down from 3 s to 6 s. On its return
+    // the client's subflows there ask the server (MP_PRIO) to treat them as
+    // backup, so the server's data does not wait on a subflow that may be
+    // in retransmission backoff on its side; once the server's segments
+    // show it lost nothing there, the client takes the request back.
+    let mut net = four_subflows();
+    let (mut down, mut up) = (false, false);
+    let (mut held_now, mut held_after_return) = (false, false);
+    request_response(
+        &mut net,
+        Duration::from_secs(9),
+        Duration::from_secs(1),
+        |n, t| {
+            if t >= Duration::from_secs(3) && !down {
+                down = true;
+                client_link(n, 0, false);
+            }
+            if t >= Duration::from_secs(6) && !up {
+                up = true;
+                client_link(n, 0, true);
+            }
+            let c = n.server.connection().expect("connection");
+            held_now = c.subflows().any(|s| s.peer_backup);
+            held_after_return |= up && held_now;
+            assert!(up || !held_now, "held before the link came back");
+        },
+    );
+    assert!(held_after_return, "no MP_PRIO when the link came back");
+    assert!(!held_now, "the hold was never released");
 }

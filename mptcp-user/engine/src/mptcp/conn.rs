@@ -609,6 +609,15 @@ impl Connection {
             sf.stalled_at = None;
             sf.suspect_at = None;
             sf.sub.set_backoff_cap(now, None);
+            sf.hold_peer();
+        }
+        // The peer's side of a returned subflow lost nothing (or has
+        // retransmitted it): it may carry the peer's data again.
+        let end = seg.seq.wrapping_add(seg.payload.len() as u32);
+        if sf.peer_held && sf.stalled_at.is_none() && sf.sub.received_all_before(end) {
+            sf.peer_held = false;
+            sf.signals.mp_prio = true;
+            sf.sub.request_ack();
         }
         self.after_segment(now, i, keys);
     }
@@ -951,6 +960,7 @@ impl Connection {
                 continue;
             }
             o.stalled_at = Some(o.sub.acked_offset());
+            o.peer_held = !o.backup;
             // Probe a stale path often: when it comes back, it carries
             // data again within a probe interval.
             o.sub.set_backoff_cap(now, Some(STALE_PROBE_INTERVAL));
@@ -980,6 +990,8 @@ impl Connection {
         for sf in self.subflows.iter_mut().filter(|f| f.path == path) {
             // A SYN or data waiting for its retransmission goes now.
             sf.sub.probe_now(now);
+            // Tell the peer at once, before our probe revives its side.
+            sf.hold_peer();
             if sf.sub.unacked_since().is_none() {
                 sf.stalled_at = None;
                 sf.suspect_at = None;

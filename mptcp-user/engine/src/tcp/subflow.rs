@@ -811,6 +811,13 @@ impl Subflow {
         (self.rcv_nxt > 0 && rel >= 1).then(|| rel as u64 - 1)
     }
 
+    /// Everything the peer sent before sequence number `end` has arrived,
+    /// with no hole: a segment from the peer ending there (a pure ACK
+    /// carries its next sequence number) shows it lost nothing.
+    pub fn received_all_before(&self, end: u32) -> bool {
+        self.rcv_nxt > 0 && self.ooo.is_empty() && self.rcv_rel(end) <= self.rcv_nxt as i64
+    }
+
     /// Makes the next `poll_transmit` produce an ACK even with nothing else
     /// to say (an upper layer has options to signal, e.g. a DATA_ACK).
     pub fn request_ack(&mut self) {

@@ -301,6 +301,10 @@ impl Connection {
         {
             sf.sub.request_ack();
         }
+        if sf.signals.mp_prio && !seg.payload.is_empty() {
+            // MP_PRIO rides on a pure ACK: ask for one right after.
+            sf.sub.request_ack();
+        }
         if seg.payload.is_empty() && !f.contains(TcpFlags::FIN) {
             // Address signals ride alone on pure ACKs, as Linux does.
             if let Some(echo) = s.signals.echo_pending.pop() {
@@ -319,7 +323,7 @@ impl Connection {
                 }
             }
             if std::mem::take(&mut sf.signals.mp_prio) {
-                push(seg, build::mp_prio(sf.backup));
+                push(seg, build::mp_prio(sf.backup || sf.peer_held));
             }
             if let Some(dsn) = sf.signals.mp_fail.take() {
                 push(seg, build::mp_fail(dsn));

@@ -208,6 +208,7 @@ impl Connection {
             if sf.stalled_at.is_some_and(|at| acked > at) {
                 sf.stalled_at = None;
                 sf.sub.set_backoff_cap(now, None);
+                sf.hold_peer();
                 // Its path works again: so do its siblings'.
                 let path = sf.path;
                 for o in self.subflows.iter_mut().filter(|o| o.path == path) {

@@ -73,6 +73,11 @@ pub(super) struct MptcpSubflow {
     pub(super) backup: bool,
     /// The peer asked us to treat it as backup.
     pub(super) peer_backup: bool,
+    /// It went stale: on its return we ask the peer (MP_PRIO) to treat it
+    /// as backup until the peer's side shows it lost nothing there. A
+    /// Linux peer's subflow comes back in retransmission backoff, and what
+    /// it schedules there would wait for that backed-off timer (seconds).
+    pub(super) peer_held: bool,
     pub(super) dscp: u8,
     pub(super) kind: SubflowKind,
     pub(super) handshake: Handshake,
@@ -118,6 +123,7 @@ impl MptcpSubflow {
             remote_addr_id,
             backup: false,
             peer_backup: false,
+            peer_held: false,
             dscp: 0,
             kind,
             handshake: Handshake::default(),
@@ -131,6 +137,15 @@ impl MptcpSubflow {
             signals: SubflowSignals::default(),
             end: SubflowEnd::default(),
             bytes_reinjected: 0,
+        }
+    }
+
+    /// Its path came back after it went stale: ask the peer (MP_PRIO) to
+    /// keep its data off it for now (see `peer_held`).
+    pub(super) fn hold_peer(&mut self) {
+        if self.peer_held && self.end.reason.is_none() {
+            self.signals.mp_prio = true;
+            self.sub.request_ack();
         }
     }
 
