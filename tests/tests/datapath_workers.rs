@@ -160,17 +160,7 @@ fn two_load_workers_against_a_kernel_server_with_four_subflows_each() {
     let lab = four_queue_lab();
     // The kernel server announces its second address: the engine's
     // fullmesh opens 2 local x 2 remote addresses = 4 subflows.
-    lab.server
-        .ip(&[
-            "mptcp",
-            "endpoint",
-            "add",
-            &lab.paths[1].server_v4.to_string(),
-            "dev",
-            "srv1",
-            "signal",
-        ])
-        .expect("signal endpoint");
+    lab.server_signals_v4(1).expect("signal endpoint");
     let to = SocketAddr::new(lab.paths[0].server_v4.into(), 5602);
     let kernel = KernelEchoServer::start(&lab.server, to);
     let r = run_load(

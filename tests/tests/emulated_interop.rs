@@ -374,17 +374,7 @@ fn engine_sends(lab: &Lab, port: u16) -> Result<f64, String> {
 
 /// A kernel MPTCP server sends to `mptcp-user connect --reverse`.
 fn kernel_sends(lab: &Lab, port: u16) -> Result<f64, String> {
-    lab.server
-        .ip(&[
-            "mptcp",
-            "endpoint",
-            "add",
-            &lab.paths[1].server_v4.to_string(),
-            "dev",
-            &lab.paths[1].server_if,
-            "signal",
-        ])
-        .map_err(|e| format!("{e:#}"))?;
+    lab.server_signals_v4(1).map_err(|e| format!("{e:#}"))?;
     let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
     let listener = lab
         .server

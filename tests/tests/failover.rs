@@ -520,17 +520,7 @@ fn engine_request_response(lab: &Lab) -> (Duration, usize) {
 
 /// A kernel MPTCP echo server on `port` that announces its second address.
 fn kernel_echo_server(lab: &Lab, port: u16) -> thread::JoinHandle<()> {
-    lab.server
-        .ip(&[
-            "mptcp",
-            "endpoint",
-            "add",
-            &lab.paths[1].server_v4.to_string(),
-            "dev",
-            &lab.paths[1].server_if,
-            "signal",
-        ])
-        .expect("endpoint");
+    lab.server_signals_v4(1).expect("endpoint");
     let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
     let listener = lab
         .server

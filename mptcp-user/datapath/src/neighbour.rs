@@ -27,11 +27,9 @@ pub struct NeighbourTable {
     previous: HashMap<IpAddr, MacAddr>,
     /// Used when a destination was never heard from (the resolved next hop).
     pub default: Option<MacAddr>,
-    /// A destination we had a packet for but no MAC (resolved off the fast path).
-    pub missing: Option<IpAddr>,
     pub(crate) last_resolution: Option<std::time::Instant>,
     pub(crate) last_probe: Option<std::time::Instant>,
-    /// IP packets waiting for `missing` (or another unresolved next hop).
+    /// IP packets waiting for their next hop's MAC (resolved off the fast path).
     pub(crate) pending: Vec<(IpAddr, std::time::Instant, Vec<u8>)>,
 }
 
@@ -41,17 +39,20 @@ impl NeighbourTable {
             current: HashMap::with_capacity(NEIGHBOURS),
             previous: HashMap::with_capacity(NEIGHBOURS),
             default: None,
-            missing: None,
             last_resolution: None,
             last_probe: None,
             pending: Vec::new(),
         }
     }
 
+    /// True while packets wait for a next hop to be resolved.
+    pub fn resolving(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Holds the IP packet `ip` for `dst` until its MAC is known; false
     /// when the queue is full (the packet is dropped).
     pub fn hold(&mut self, dst: IpAddr, ip: &[u8]) -> bool {
-        self.missing.get_or_insert(dst);
         if self.pending.len() >= PENDING {
             return false;
         }
@@ -120,7 +121,7 @@ mod tests {
         for i in 0..PENDING {
             assert!(t.hold(a, &[i as u8; 40]), "packet {i}");
         }
-        assert_eq!(t.missing, Some(a));
+        assert!(t.resolving());
         assert!(!t.hold(a, &[0; 40]), "the queue is bounded");
         assert_eq!(t.pending.len(), PENDING);
     }

@@ -142,7 +142,7 @@ fn write_ethernet(frame: &mut [u8], ip_len: usize, src: MacAddr, table: &Neighbo
 /// by a probe, every `PROBE_EVERY`), then sends the packets held for them.
 /// Netlink round trips happen only while a next hop is unresolved.
 fn resolve_missing(path: &mut Path, stats: &mut WorkerStats) {
-    if path.neighbours.missing.is_none() {
+    if !path.neighbours.resolving() {
         return;
     }
     let now = std::time::Instant::now();
@@ -156,10 +156,10 @@ fn resolve_missing(path: &mut Path, stats: &mut WorkerStats) {
         path.neighbours.last_probe = Some(now);
     }
     let ifindex = path.socket.ifindex();
-    // At most `neighbour::PENDING` destinations.
-    let mut unresolved: Vec<IpAddr> = path.neighbours.pending.iter().map(|(d, ..)| *d).collect();
-    unresolved.dedup();
-    for dst in unresolved {
+    // At most `neighbour::PENDING` packets; a destination already learnt
+    // (an earlier packet's) is skipped.
+    for i in 0..path.neighbours.pending.len() {
+        let dst = path.neighbours.pending[i].0;
         if path.neighbours.lookup(dst).is_some() {
             continue;
         }
@@ -203,7 +203,6 @@ fn send_held(path: &mut Path, stats: &mut WorkerStats, now: std::time::Instant) 
         }
         false
     });
-    path.neighbours.missing = held.first().map(|(d, ..)| *d);
     path.neighbours.pending = held;
     path.socket.flush();
 }
@@ -609,7 +608,7 @@ impl<E: Engine> Worker<E> {
         work += self.transmit(now);
         for path in &mut self.paths {
             path.socket.reclaim();
-            if path.neighbours.missing.is_some() {
+            if path.neighbours.resolving() {
                 resolve_missing(path, &mut self.stats);
             }
         }
@@ -629,7 +628,7 @@ impl<E: Engine> Worker<E> {
             return;
         }
         let now = self.now();
-        let resolving = self.paths.iter().any(|p| p.neighbours.missing.is_some());
+        let resolving = self.paths.iter().any(|p| p.neighbours.resolving());
         let longest = if resolving { RESOLVE_EVERY } else { MAX_SLEEP };
         let wait = self
             .engine
