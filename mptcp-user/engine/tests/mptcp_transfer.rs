@@ -950,3 +950,72 @@ fn data_fin_follows_the_last_data_without_its_timer() {
         "the DATA_FIN took {took:?}"
     );
 }
+
+/// Linux may take data into its connection only after the subflow's ACK
+/// went out, and then sends no other ACK while its window is wide: the
+/// sender must send again at the data level to hear the DATA_ACK (Linux's
+/// `mptcp_retransmit_timer`), or a sender waiting for it waits for ever.
+#[test]
+fn a_data_ack_the_last_subflow_ack_left_behind_is_drawn_out() {
+    use mptcp_engine::wire::mptcp::MptcpOption;
+    let mut net = Net::new(&[PathSpec::new(100, 5, 0)], cfg(), cfg(), false, 21);
+    // Every DATA_ACK from the server arrives one ACK late.
+    let mut previous: Option<u64> = None;
+    net.tamper = Some(Box::new(move |_, to_server, p| {
+        if to_server {
+            return true;
+        }
+        let (_, tcp) = mptcp_engine::wire::ip::parse_ip_tcp(p).unwrap();
+        let Some(dss) = tcp.options.mptcp.dss().copied() else {
+            return true;
+        };
+        let Some(ack) = dss.data_ack else {
+            return true;
+        };
+        let late = previous.replace(ack).unwrap_or(ack);
+        reemit(p, |tcp, _| {
+            let others: Vec<MptcpOption> = tcp
+                .options
+                .mptcp
+                .iter()
+                .filter(|o| !matches!(o, MptcpOption::Dss(_)))
+                .cloned()
+                .collect();
+            tcp.options.mptcp.clear();
+            for o in others {
+                tcp.options.mptcp.push(o).unwrap();
+            }
+            let late = mptcp_engine::wire::mptcp::Dss {
+                data_ack: Some(late),
+                ..dss
+            };
+            tcp.options.mptcp.push(MptcpOption::Dss(late)).unwrap();
+        });
+        true
+    }));
+    let data = pattern(200_000, 21);
+    let mut sent = 0;
+    let mut got = 0;
+    let mut tmp = vec![0u8; 65536];
+    // Sent and never closed: no DATA_FIN comes to the rescue.
+    let done = net.run_until(Duration::from_secs(5), |n| {
+        if n.client.is_established() {
+            sent += n.client.send(&data[sent..]);
+        }
+        got += n.server.recv(&mut tmp);
+        n.client.connection().unwrap().data_acked() == data.len() as u64
+    });
+    let c = net.client.connection().unwrap();
+    assert!(
+        done,
+        "DATA_ACK stuck at {} of {} (server read {got})",
+        c.data_acked(),
+        data.len()
+    );
+    let id = c.subflows().next().unwrap().id;
+    let again = c.subflow_stats(id).unwrap().bytes_reinjected;
+    assert!(
+        (1..=65535).contains(&again),
+        "{again} bytes sent again to draw the DATA_ACK"
+    );
+}

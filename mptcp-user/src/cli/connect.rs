@@ -25,8 +25,11 @@ use mptcp_engine::time::Instant;
 use super::engine_opts::EngineOptions;
 use super::{
     accept_partial, check_interfaces, instance_stats, mptcp_config, rate, require_root,
-    reserve_port, tcp_config, EngineKind, PartialChecksum, StatsFile,
+    reserve_ports, tcp_config, EngineKind, PartialChecksum, StatsFile,
 };
+
+/// Local ports one connection may use: the first subflow's and its joins'.
+const CLIENT_PORTS: u16 = 16;
 
 #[derive(clap::Args, Debug)]
 pub struct ConnectArgs {
@@ -195,8 +198,6 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
         .ok_or_else(|| anyhow!("no address of {}'s family on {iface}", peer))?;
     let next_hop = route.next_hop(peer.ip());
     let mac = mptcp_datapath::route::resolve_neighbour(iface, next_hop, Duration::from_secs(3))?;
-    let (_reservation, port) = reserve_port(SocketAddr::new(local_ip, 0))?;
-    let local = SocketAddr::new(local_ip, port);
     // One local address per interface (path); the first is the route's.
     let mut locals = vec![local_ip];
     for other in &args.ifaces[1..] {
@@ -208,7 +209,9 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
         }
     }
     // MP_JOIN subflows take the ports after the first.
-    let last_port = port.saturating_add(15);
+    let (_reservation, port) = reserve_ports(&locals, CLIENT_PORTS)?;
+    let local = SocketAddr::new(local_ip, port);
+    let last_port = port + (CLIENT_PORTS - 1);
     let ownership = Ownership {
         addresses: locals.clone(),
         listen_ports: vec![],
@@ -380,6 +383,8 @@ pub trait Measured {
     fn usable_subflows(&self) -> usize {
         usize::from(!self.subflow_report().is_empty())
     }
+    /// Resets the connection: RST, or MP_FASTCLOSE for MPTCP.
+    fn abort(&mut self);
 }
 
 /// `connect --wait-subflows N`: runs the engine with no application data
@@ -428,6 +433,11 @@ impl Measured for TcpEndpoint {
     fn data_acked(&self) -> u64 {
         self.subflow().map_or(0, |sf| sf.stats().bytes_acked)
     }
+    fn abort(&mut self) {
+        if let Some(sf) = self.subflow_mut() {
+            sf.abort();
+        }
+    }
 }
 
 impl Measured for mptcp_engine::mptcp::MptcpEndpoint {
@@ -460,6 +470,11 @@ impl Measured for mptcp_engine::mptcp::MptcpEndpoint {
     }
     fn data_acked(&self) -> u64 {
         self.connection().map_or(0, |c| c.data_acked())
+    }
+    fn abort(&mut self) {
+        if let Some(c) = self.connection_mut() {
+            c.abort();
+        }
     }
 }
 

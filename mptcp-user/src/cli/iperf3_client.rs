@@ -247,6 +247,14 @@ pub fn run<E: mptcp_engine::io::Engine + ByteStream + Measured>(
                 Ok(Some(Event::ServerResults(v))) => server_results = Some(v),
                 Ok(Some(Event::DisplayResults)) => {
                     displayed = true;
+                    // Bytes sent past the test's end are of no use to anyone,
+                    // and the server stops reading them: a stock client's
+                    // process exits at once, so reset rather than wait for a
+                    // window that will not open.
+                    if !args.reverse && worker.engine.data_acked() < data.sent + COOKIE_SIZE as u64
+                    {
+                        worker.engine.abort();
+                    }
                     data.close = true;
                     done_at = Some(std::time::Instant::now());
                 }
@@ -270,7 +278,8 @@ pub fn run<E: mptcp_engine::io::Engine + ByteStream + Measured>(
                 && if args.reverse {
                     data.received >= control.bytes
                 } else {
-                    worker.engine.data_acked() >= control.bytes
+                    // The cookie went first on the same stream.
+                    worker.engine.data_acked() >= control.bytes + COOKIE_SIZE as u64
                 };
             if by_time || by_bytes {
                 data.stopped = true;

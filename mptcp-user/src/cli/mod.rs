@@ -109,6 +109,40 @@ pub(crate) fn reserve_port(addr: SocketAddr) -> Result<(OwnedFd, u16)> {
     Ok((fd, u16::from_be_bytes([bytes[2], bytes[3]])))
 }
 
+/// Binds `n` consecutive ports on every address of `ips`, starting at one
+/// the kernel offers, so that neither the kernel's `connect()` nor another
+/// instance takes a port the engine's subflows use (the XDP program steers
+/// the whole range to the engine). The descriptors hold the ports.
+pub(crate) fn reserve_ports(ips: &[IpAddr], n: u16) -> Result<(Vec<OwnedFd>, u16)> {
+    const TRIES: usize = 64;
+    let first = *ips
+        .first()
+        .context("no local address to reserve ports on")?;
+    for _ in 0..TRIES {
+        let (fd, base) = reserve_port(SocketAddr::new(first, 0))?;
+        if base.checked_add(n.saturating_sub(1)).is_none() {
+            continue;
+        }
+        let mut held = vec![fd];
+        let all = ips.iter().enumerate().all(|(i, ip)| {
+            (u16::from(i == 0)..n).all(|k| match reserve_port(SocketAddr::new(*ip, base + k)) {
+                Ok((fd, _)) => {
+                    held.push(fd);
+                    true
+                }
+                Err(_) => false,
+            })
+        });
+        if all {
+            return Ok((held, base));
+        }
+    }
+    bail!(
+        "no {n} consecutive free ports on {ips:?} in {TRIES} tries; \
+         widen net.ipv4.ip_local_port_range or close sockets"
+    )
+}
+
 fn socket2_addr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: zeroed storage is valid.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };

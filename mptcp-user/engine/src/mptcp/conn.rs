@@ -174,10 +174,17 @@ enum ConnTimer {
     AddAddr,
     /// DATA_FIN (re)transmission.
     DataFin,
+    /// Data the peer's subflow acknowledged but its data level did not:
+    /// sent again to draw a fresh DATA_ACK (Linux's `mptcp_retransmit_timer`).
+    DataRetransmit,
 }
 
 impl TimerName for ConnTimer {
-    const ALL: &'static [ConnTimer] = &[ConnTimer::AddAddr, ConnTimer::DataFin];
+    const ALL: &'static [ConnTimer] = &[
+        ConnTimer::AddAddr,
+        ConnTimer::DataFin,
+        ConnTimer::DataRetransmit,
+    ];
     fn slot(self) -> usize {
         self as usize
     }
@@ -198,7 +205,7 @@ struct ConnState {
     fallback: Fallback,
     lifecycle: Lifecycle,
     /// ADD_ADDR retransmission and DATA_FIN timers.
-    timers: Timers<ConnTimer, 2>,
+    timers: Timers<ConnTimer, 3>,
 
     send: SendState,
     recv: RecvState,

@@ -2,6 +2,7 @@
 //! the scheduler hand-off, reinjection and the DATA_FIN.
 
 use super::keys::expand_dsn;
+use super::subflow::MptcpSubflow;
 use super::{ConnState, ConnTimer, Connection, Lifecycle, Linear};
 use crate::sched::SubflowView;
 use crate::tcp::Ring;
@@ -14,6 +15,8 @@ use std::time::Duration;
 pub(super) const MAX_MAPPING: u64 = 65535;
 /// DATA_FIN retransmission interval before backoff.
 pub(super) const DATA_FIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// Floor of the data-level retransmission interval (TCP's minimum RTO).
+const DATA_RTO_MIN: Duration = Duration::from_millis(200);
 
 /// Data handed to a subflow: its stream offset, data-level offset, length
 /// and DSS checksum.
@@ -56,6 +59,11 @@ pub(super) struct SendState {
     pub(super) data_fin: DataFin,
     /// DATA_FIN retransmissions so far (the interval doubles each time).
     pub(super) data_fin_backoff: u32,
+    /// `una` when the data-level retransmission timer was last armed: no
+    /// progress by the time it fires means the DATA_ACK is stuck.
+    pub(super) rtx_una: u64,
+    /// Data-level retransmissions without progress (the interval doubles).
+    pub(super) rtx_backoff: u32,
 }
 
 impl SendState {
@@ -69,6 +77,8 @@ impl SendState {
             peer_window_edge: 65535,
             data_fin: DataFin::NotRequested,
             data_fin_backoff: 0,
+            rtx_una: 0,
+            rtx_backoff: 0,
         }
     }
 }
@@ -225,12 +235,15 @@ impl Connection {
             }
         }
         if let Some(linear) = self.s.fallback.linear_send() {
+            // The subflow's own retransmissions cover the data level now.
+            self.s.timers.stop(ConnTimer::DataRetransmit);
             self.send_linear(linear);
             self.release_sent();
             return;
         }
         self.release_sent();
         self.trim_reinject();
+        self.data_retransmit(now);
         if self.sched.redundant() {
             self.send_redundant();
         } else {
@@ -272,6 +285,74 @@ impl Connection {
         if let Some(r) = s.send.reinject.front_mut() {
             r.start = r.start.max(s.send.una);
         }
+    }
+
+    /// Watches the DATA_ACK: when it has not moved for a retransmission
+    /// interval although the subflow carrying the data acknowledged it
+    /// (Linux's receiver may take data into the connection after its
+    /// subflow ACK went out, and sends no other ACK on a wide window), the
+    /// data is queued again, and the peer's answer to it carries the
+    /// DATA_ACK. Checked once per interval, not per packet.
+    fn data_retransmit(&mut self, now: Instant) {
+        let s = &mut self.s;
+        let t = ConnTimer::DataRetransmit;
+        if s.send.una >= s.send.nxt {
+            s.timers.stop(t);
+            return;
+        }
+        if !s.timers.is_armed(t) {
+            s.send.rtx_una = s.send.una;
+            s.send.rtx_backoff = 0;
+            s.timers.arm(t, now + Self::data_rto(&self.subflows));
+            return;
+        }
+        if !s.timers.is_due(t, now) {
+            return;
+        }
+        let rto = Self::data_rto(&self.subflows);
+        if s.send.una != s.send.rtx_una {
+            // Progress since armed: watch the next interval.
+            s.send.rtx_una = s.send.una;
+            s.send.rtx_backoff = 0;
+            s.timers.arm(t, now + rto);
+            return;
+        }
+        // The bytes at `una` still on a subflow (not acknowledged there) or
+        // queued again are that subflow's or the reinjection's business.
+        let una = s.send.una;
+        let mut end = s.send.nxt.min(una + MAX_MAPPING);
+        let mut held = false;
+        if let Some(r) = s.send.reinject.front() {
+            held = r.start <= una;
+            end = end.min(r.start);
+        }
+        for sf in &self.subflows {
+            for m in &sf.tx_maps {
+                if m.dsn <= una && una < m.dsn + m.len {
+                    held = true;
+                } else if m.dsn > una {
+                    end = end.min(m.dsn);
+                }
+            }
+        }
+        if !held && !self.sched.redundant() {
+            s.send.reinject.push_front(una..end);
+            s.send.rtx_backoff += 1;
+        }
+        s.timers
+            .arm(t, now + rto * (1 << s.send.rtx_backoff.min(6)));
+    }
+
+    /// The data-level retransmission interval: the slowest usable subflow's
+    /// RTO, at least [`DATA_RTO_MIN`].
+    fn data_rto(subflows: &[MptcpSubflow]) -> Duration {
+        subflows
+            .iter()
+            .filter(|f| f.usable())
+            .map(|f| f.sub.stats().rto)
+            .max()
+            .unwrap_or(DATA_RTO_MIN)
+            .max(DATA_RTO_MIN)
     }
 
     /// Redundant: every usable subflow sends every byte, each from its own
