@@ -362,7 +362,6 @@ fn kernel_to_kernel_baseline() {
 }
 
 #[test]
-#[ignore = "fails about 1 run in 7 at the link's loss: the kernel server's answer lost on the dead path waits about 1 s for its data-level retransmission (docs/failover.md); run with --ignored"]
 fn engine_client_hears_its_initial_link_lose_its_carrier() {
     if !require_root() {
         return;

@@ -5,7 +5,7 @@
 mod mptcp_harness;
 
 use mptcp_engine::io::{ByteStream, Engine};
-use mptcp_engine::mptcp::{MptcpConfig, MptcpEndpoint, SubflowOptions, SubflowStatus};
+use mptcp_engine::mptcp::{MonitorKind, MptcpConfig, MptcpEndpoint, SubflowOptions, SubflowStatus};
 use mptcp_engine::pm::PmKind;
 use mptcp_engine::time::Instant;
 use mptcp_harness::*;
@@ -52,6 +52,26 @@ fn sent_during(net: &mut Net, path: usize, d: Duration) -> (u64, u64) {
     )
 }
 
+/// A manual path manager's join from the client's path 1 to `remote`,
+/// once the connection allows one; returns its id.
+fn open_manual_join(net: &mut Net, remote: SocketAddr) -> mptcp_engine::mptcp::SubflowId {
+    // The join may go out once the server confirmed the keys (its first
+    // segment after the handshake: the answer to some data).
+    let mut id = None;
+    let mut said_hello = false;
+    assert!(net.run_until(Duration::from_secs(2), |n| {
+        if n.client.is_established() && !said_hello {
+            said_hello = n.client.send(b"hello") == 5;
+        }
+        let now = n.now;
+        id = n
+            .client
+            .open_subflow(now, SocketAddr::new(client_ip(1), 0), remote);
+        id.is_some()
+    }));
+    id.unwrap()
+}
+
 #[test]
 fn a_backup_subflow_carries_data_only_while_no_regular_subflow_works() {
     for seed in 1..=3u64 {
@@ -62,23 +82,7 @@ fn a_backup_subflow_carries_data_only_while_no_regular_subflow_works() {
             false,
             seed,
         );
-        // The join may go out once the server confirmed the keys (its
-        // first segment after the handshake: the answer to some data).
-        let mut id = None;
-        let mut said_hello = false;
-        assert!(net.run_until(Duration::from_secs(2), |n| {
-            if n.client.is_established() && !said_hello {
-                said_hello = n.client.send(b"hello") == 5;
-            }
-            let now = n.now;
-            id = n.client.open_subflow(
-                now,
-                SocketAddr::new(client_ip(1), 0),
-                SocketAddr::new(server_ip(1), PORT),
-            );
-            id.is_some()
-        }));
-        let id = id.unwrap();
+        let id = open_manual_join(&mut net, SocketAddr::new(server_ip(1), PORT));
         // The backup flag goes to the server with MP_PRIO: both sides treat it as backup.
         let c = net.client.connection_mut().unwrap();
         assert!(c.set_subflow_options(
@@ -332,14 +336,26 @@ fn a_link_up_event_reopens_a_lost_subflow_without_waiting_for_its_backoff() {
 
 #[test]
 fn a_subflow_back_from_a_dead_link_asks_the_peer_to_hold_off_until_it_shows_no_hole() {
-    // The client's link of path 0 is down from 3 s to 6 s. On its return
-    // the client's subflows there ask the server (MP_PRIO) to treat them as
-    // backup, so the server's data does not wait on a subflow that may be
-    // in retransmission backoff on its side; once the server's segments
-    // show it lost nothing there, the client takes the request back.
-    let mut net = four_subflows();
+    // The client's link of path 0 is down from 3 s to 6 s. Its path
+    // manager is manual, so its subflow there stays (an automatic one would
+    // remove the address and re-create the subflow on the link's return).
+    // On the return the client's subflow there asks the server (MP_PRIO) to
+    // treat it as backup, so the server's data does not wait on a subflow
+    // that may be in retransmission backoff on its side; once the server's
+    // segments show it lost nothing there, the client takes the request back.
+    let mut net = Net::new(
+        &[PathSpec::new(20, 20, 0), PathSpec::new(20, 30, 0)],
+        cfg(PmKind::Manual),
+        cfg(PmKind::FullMesh),
+        false,
+        1,
+    );
+    open_manual_join(&mut net, SocketAddr::new(server_ip(0), PORT));
     let (mut down, mut up) = (false, false);
-    let (mut held_now, mut held_after_return) = (false, false);
+    let mut held_now = false;
+    // The server's MP_PRIO events (`ip mptcp monitor`'s SF_PRIORITY):
+    // quick, so counted as they come, not sampled.
+    let (mut prio_before, mut prio_after) = (0, 0);
     request_response(
         &mut net,
         Duration::from_secs(9),
@@ -353,12 +369,76 @@ fn a_subflow_back_from_a_dead_link_asks_the_peer_to_hold_off_until_it_shows_no_h
                 up = true;
                 client_link(n, 0, true);
             }
+            while let Some(ev) = n.server.poll_monitor() {
+                if ev.kind == MonitorKind::SfPrio {
+                    *if up {
+                        &mut prio_after
+                    } else {
+                        &mut prio_before
+                    } += 1;
+                }
+            }
             let c = n.server.connection().expect("connection");
             held_now = c.subflows().any(|s| s.peer_backup);
-            held_after_return |= up && held_now;
-            assert!(up || !held_now, "held before the link came back");
         },
     );
-    assert!(held_after_return, "no MP_PRIO when the link came back");
+    assert_eq!(prio_before, 0, "MP_PRIO before the link came back");
+    assert!(
+        prio_after >= 2,
+        "{prio_after} MP_PRIO after the link came back (a hold and its release)"
+    );
     assert!(!held_now, "the hold was never released");
+}
+
+#[test]
+fn a_client_that_hears_its_link_die_removes_its_address_there() {
+    // The client's link of path 0 is down from 3 s to 6 s, and its driver
+    // says so. The REMOVE_ADDR it sends on path 1 has the server close its
+    // subflows to that address at once (and send their data again), rather
+    // than wait for its own timers; on the link's return the client opens
+    // new subflows there, and they carry its requests again.
+    let mut net = four_subflows();
+    let (mut down, mut up) = (false, false);
+    let mut closed_after: Option<Duration> = None;
+    let mut sent_at_return = 0;
+    let gap = request_response(
+        &mut net,
+        Duration::from_secs(9),
+        Duration::from_secs(1),
+        |n, t| {
+            if t >= Duration::from_secs(3) && !down {
+                down = true;
+                client_link(n, 0, false);
+            }
+            if t >= Duration::from_secs(6) && !up {
+                up = true;
+                client_link(n, 0, true);
+                sent_at_return = sent_on(&n.client, 0);
+            }
+            let c = n.server.connection().expect("connection");
+            let open_on_0 = c
+                .subflows()
+                .any(|s| s.path == 0 && s.status != SubflowStatus::Closed);
+            if down && !up && !open_on_0 && closed_after.is_none() {
+                closed_after = Some(t - Duration::from_secs(3));
+            }
+        },
+    );
+    let closed_after = closed_after.expect("the server kept its subflows on the dead path");
+    eprintln!("server closed path 0's subflows {closed_after:?} after the link event; longest gap {gap:?}");
+    assert!(
+        closed_after <= Duration::from_millis(200),
+        "{closed_after:?}"
+    );
+    let c = net.client.connection().expect("connection");
+    assert!(
+        c.subflows()
+            .any(|s| s.path == 0 && s.status == SubflowStatus::FullyEstablished),
+        "{:?}",
+        c.subflows().collect::<Vec<_>>()
+    );
+    assert!(
+        sent_on(&net.client, 0) > sent_at_return,
+        "no request on path 0 after its return"
+    );
 }

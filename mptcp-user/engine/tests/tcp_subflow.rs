@@ -291,7 +291,26 @@ fn lost_syn_is_retransmitted_after_initial_rto() {
         p.now,
         mptcp_engine::time::Instant::ZERO + Duration::from_secs(1) + ms(15)
     );
-    // Karn: no RTT sample from the retransmitted SYN.
+    // Karn's rule leaves no sample from the retransmitted SYN; the
+    // timestamp the server echoed names the transmission (RFC 7323).
+    assert_eq!(p.client.stats().srtt, ms(10));
+}
+
+#[test]
+fn lost_syn_without_timestamps_gives_no_rtt_sample() {
+    let mut c = cfg();
+    c.timestamps = false;
+    let mut p = Pair::new(&c, &c, Link::delay_ms(5), 6);
+    let mut dropped = false;
+    p.drop_hook = Some(Box::new(move |side, seg| {
+        if side == Side::Client && seg.has(mptcp_engine::wire::tcp::TcpFlags::SYN) && !dropped {
+            dropped = true;
+            return true;
+        }
+        false
+    }));
+    assert!(p.run_until(Duration::from_secs(5), |p| p.established()));
+    // Karn: which SYN the SYN/ACK answers is unknown.
     assert_eq!(p.client.stats().srtt, Duration::ZERO);
 }
 

@@ -987,6 +987,43 @@ impl Connection {
                 self.mark_stale(now, i);
             }
         }
+        self.leave_dead_path(now, path);
+    }
+
+    /// Client, with another path working: the peer's subflows on the dead
+    /// one still hold data it moves only when its own timers say so (Linux:
+    /// about 1 s for an answer lost there). A REMOVE_ADDR for our address
+    /// on it, sent on a working subflow, makes the peer close them and send
+    /// that data again at once (Linux: `mptcp_pm_rm_addr_or_subflow`, whose
+    /// subflow close retransmits pending data). Our subflows there are
+    /// reset (the RST goes nowhere); the path manager opens new ones, and
+    /// `path_up` has it try at once when the link returns. A server, or a
+    /// manual path manager, keeps its subflows: nothing would re-create them.
+    fn leave_dead_path(&mut self, now: Instant, path: PathId) {
+        let works_elsewhere = self
+            .subflows
+            .iter()
+            .any(|f| f.path != path && f.usable() && f.stalled_at.is_none());
+        if self.s.role != Role::Client
+            || self.s.fallback.is_tcp()
+            || !works_elsewhere
+            || !self.pm.reopens_lost_subflows()
+        {
+            return;
+        }
+        for j in 0..self.subflows.len() {
+            let sf = &mut self.subflows[j];
+            if sf.path != path || sf.end.reason.is_some() {
+                continue;
+            }
+            self.s.signals.remove_pending = Some(sf.local_addr_id);
+            sf.end.reason = Some(SubflowCloseReason::Local);
+            sf.sub.abort();
+            self.handle_events(now, j);
+        }
+        if let Some(sf) = self.subflows.iter_mut().find(|f| f.usable()) {
+            sf.sub.request_ack();
+        }
     }
 
     /// The link of `path` came back: its stale subflows probe now (the
@@ -1224,7 +1261,11 @@ impl Connection {
         } else {
             ConnectionState::Connecting
         };
-        let (local, remote) = self.subflows.first().map_or_else(
+        let initial = self
+            .subflows
+            .iter()
+            .find(|f| f.kind == SubflowKind::Initial);
+        let (local, remote) = initial.map_or_else(
             || {
                 let any = SocketAddr::from(([0, 0, 0, 0], 0));
                 (any, s.signals.remotes.first().map_or(any, |r| r.addr))

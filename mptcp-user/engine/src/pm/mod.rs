@@ -48,6 +48,11 @@ pub trait PathManager: core::fmt::Debug + Send {
     /// A path came back (the driver saw its link, address or route return):
     /// pairs waiting for a retry are tried at `now`, their wait starting over.
     fn retry_now(&mut self, _now: Instant) {}
+    /// Whether it opens lost subflows again by itself (a connection may
+    /// then drop a subflow rather than nurse it).
+    fn reopens_lost_subflows(&self) -> bool {
+        true
+    }
 }
 
 /// A subflow for each local/remote address pair of the same family. A pair
@@ -184,6 +189,9 @@ impl PathManager for Manual {
         "manual"
     }
     fn wanted(&mut self, _view: &PmView, _out: &mut Vec<SubflowRequest>) {}
+    fn reopens_lost_subflows(&self) -> bool {
+        false
+    }
 }
 
 /// The built-in path managers.

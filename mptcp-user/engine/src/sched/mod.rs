@@ -20,12 +20,15 @@ pub struct SubflowView {
     /// Bytes handed to it and not yet acknowledged (in flight or queued).
     pub queued: u64,
     pub cwnd: u64,
+    /// Breaks ties between idle subflows, lowest first: the order of
+    /// creation, as Linux's list order (see `MptcpSubflow::rank`).
+    pub rank: u32,
 }
 
 impl SubflowView {
     /// How long its queue takes to drain at cwnd/srtt, in nanoseconds (0
     /// when idle): Linux's "linger time", so idle subflows tie and the
-    /// earliest wins, and busy ones compare by RTT.
+    /// lowest rank wins, and busy ones compare by RTT.
     pub fn linger(&self) -> u128 {
         if self.queued == 0 {
             return 0;
@@ -78,7 +81,7 @@ impl LowestRtt {
             .iter()
             .enumerate()
             .filter(|(_, v)| eligible(v, backups))
-            .min_by_key(|(_, v)| v.linger())
+            .min_by_key(|(_, v)| (v.linger(), v.rank))
             .map(|(i, _)| i)
     }
 }
@@ -194,6 +197,7 @@ mod tests {
             mss: 1400,
             queued: 1000,
             cwnd: 10000,
+            rank: 0,
         }
     }
 

@@ -930,8 +930,8 @@ impl Subflow {
         self.max_snd_wnd = self.snd_wnd;
         self.snd_wl1 = 0;
         self.snd_wl2 = 1;
-        if let (Some(at), false) = (self.syn_sent_at, self.syn_retransmitted) {
-            self.rtt.on_sample(now.saturating_duration_since(at));
+        if let Some(r) = self.handshake_rtt(now, seg) {
+            self.rtt.on_sample(r);
         }
         self.timers.stop(SubflowTimer::Retransmit);
         self.become_established();
@@ -1030,8 +1030,8 @@ impl Subflow {
             self.max_snd_wnd = self.snd_wnd;
             self.snd_wl1 = seq as u64;
             self.snd_wl2 = 1;
-            if let (Some(at), false) = (self.syn_sent_at, self.syn_retransmitted) {
-                self.rtt.on_sample(now.saturating_duration_since(at));
+            if let Some(r) = self.handshake_rtt(now, seg) {
+                self.rtt.on_sample(r);
             }
             self.timers.stop(SubflowTimer::Retransmit);
             self.become_established();
@@ -1335,6 +1335,25 @@ impl Subflow {
             self.relost.pop_first_if_reaches(s);
         }
         None
+    }
+
+    /// The handshake's RTT: from our SYN (or SYN/ACK) sent once, or, when
+    /// it went out again and Karn's rule leaves no sample, from the
+    /// timestamp the peer echoed, which names the transmission it answers
+    /// (RFC 7323 section 4). Without one, a subflow opened over a link that
+    /// was down has no RTT until it carries data, and a lowest-RTT
+    /// scheduler never gives it any.
+    fn handshake_rtt(&self, now: Instant, seg: &TcpRepr) -> Option<Duration> {
+        if !self.syn_retransmitted {
+            return self.syn_sent_at.map(|at| now.saturating_duration_since(at));
+        }
+        let ts = seg
+            .options
+            .timestamps
+            .filter(|t| self.ts_ok && t.tsecr != 0)?;
+        let ms = self.ts_now(now).wrapping_sub(ts.tsecr);
+        // Millisecond ticks: an answer within the tick counts as one.
+        (ms < 60_000).then(|| Duration::from_millis(u64::from(ms.max(1))))
     }
 
     fn take_rtt_sample(&mut self, now: Instant, ack: u64) -> Option<Duration> {

@@ -139,7 +139,19 @@ impl Connection {
             local_nonce: keys.nonce(),
             remote_nonce: 0,
         };
+        let lost = self
+            .subflows
+            .iter()
+            .find(|f| {
+                f.end.reason.is_some()
+                    && f.sub.tuple().local.ip() == local
+                    && f.sub.tuple().remote == remote
+            })
+            .map(|f| f.rank);
         let i = self.add_subflow(sub, path, kind, li as u8, remote_id);
+        if let Some(rank) = lost {
+            self.subflows[i].rank = rank;
+        }
         Some(self.subflows[i].id)
     }
 }

@@ -413,6 +413,7 @@ impl Connection {
                     usable: sf.usable() && sf.stalled_at.is_none(),
                     // A suspect carries data only when nothing better can.
                     backup: sf.backup || sf.peer_backup || sf.suspect_at.is_some(),
+                    rank: sf.rank,
                     ..Default::default()
                 };
                 if v.usable {

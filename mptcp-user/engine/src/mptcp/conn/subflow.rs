@@ -78,6 +78,10 @@ pub(super) struct MptcpSubflow {
     /// Linux peer's subflow comes back in retransmission backoff, and what
     /// it schedules there would wait for that backed-off timer (seconds).
     pub(super) peer_held: bool,
+    /// Its place among the subflows when the scheduler breaks a tie (the
+    /// order of creation; a subflow re-created for a lost pair takes the
+    /// lost one's, so a returned path keeps its rank).
+    pub(super) rank: u32,
     pub(super) dscp: u8,
     pub(super) kind: SubflowKind,
     pub(super) handshake: Handshake,
@@ -124,6 +128,7 @@ impl MptcpSubflow {
             backup: false,
             peer_backup: false,
             peer_held: false,
+            rank: id,
             dscp: 0,
             kind,
             handshake: Handshake::default(),
