@@ -442,3 +442,50 @@ fn a_client_that_hears_its_link_die_removes_its_address_there() {
         "no request on path 0 after its return"
     );
 }
+
+#[test]
+fn subflows_re_created_after_many_link_losses_keep_to_the_port_range() {
+    // The client's link of path 0 goes down and up six times; each loss
+    // costs two subflows and their return two new ones. The driver steers
+    // only the connection's ports to the engine: the joins wrap around
+    // within them, and path 0 still carries requests at the end.
+    let mut ccfg = cfg(PmKind::FullMesh);
+    ccfg.client_ports = 4;
+    let mut net = Net::new(
+        &[PathSpec::new(20, 20, 0), PathSpec::new(20, 30, 0)],
+        ccfg,
+        cfg(PmKind::FullMesh),
+        true,
+        1,
+    );
+    let mut flaps = 0;
+    let mut sent_at_last_return = 0;
+    request_response(
+        &mut net,
+        Duration::from_secs(14),
+        Duration::from_secs(1),
+        |n, t| {
+            let ms = t.as_millis();
+            if (1000..13_000).contains(&ms) && ms % 2000 == 0 {
+                client_link(n, 0, false);
+            }
+            if (2000..14_000).contains(&ms) && ms % 2000 == 1000 {
+                client_link(n, 0, true);
+                flaps += 1;
+                sent_at_last_return = sent_on(&n.client, 0);
+            }
+        },
+    );
+    assert_eq!(flaps, 6);
+    let c = net.client.connection().expect("connection");
+    let ports: Vec<u16> = c.subflows().map(|s| s.tuple.local.port()).collect();
+    assert!(c.subflows().count() >= 4 + 2 * 6, "{ports:?}");
+    assert!(
+        ports.iter().all(|p| (40000..40004).contains(p)),
+        "ports outside 40000..40004: {ports:?}"
+    );
+    assert!(
+        sent_on(&net.client, 0) > sent_at_last_return,
+        "no request on path 0 after its last return"
+    );
+}

@@ -235,6 +235,7 @@ pub fn connect(args: &ConnectArgs) -> Result<()> {
         }
         EngineKind::Mptcp => {
             let mut cfg = mptcp_config(&paths, peer.is_ipv6(), &args.engine_opts);
+            cfg.client_ports = CLIENT_PORTS;
             let (partial, why) = accept_partial(args.partial_checksum, &args.ifaces);
             cfg.accept_partial_checksum = partial;
             if !args.json {

@@ -387,6 +387,7 @@ pub fn load(args: &LoadArgs) -> Result<()> {
         );
     }
     let mut cfg = mptcp_config(&sets[0].paths, args.remote.is_ipv6(), &args.engine_opts);
+    cfg.client_ports = stride;
     cfg.accept_partial_checksum = accept_partial(args.partial_checksum, &args.ifaces).0;
     let addrs: Vec<LocalAddr> = locals
         .iter()

@@ -60,6 +60,7 @@ struct Settings {
     tcp: crate::tcp::Config,
     checksum_wanted: bool,
     max_subflows: usize,
+    client_ports: u16,
     reinject_on_rto: bool,
     add_addr_timeout: Duration,
     add_addr_retries: u32,
@@ -212,6 +213,8 @@ struct ConnState {
     signals: Signals,
     pending: Pending,
     /// Local port of the next MP_JOIN subflow we open.
+    /// Client: the first subflow's port and the next one a join takes.
+    first_port: u16,
     next_port: u16,
 
     events: VecDeque<MptcpEvent>,
@@ -297,6 +300,7 @@ impl Connection {
                     },
                     checksum_wanted: cfg.checksum,
                     max_subflows: cfg.max_subflows.max(1),
+                    client_ports: cfg.client_ports.max(1),
                     reinject_on_rto: cfg.reinject_on_rto,
                     add_addr_timeout: cfg.add_addr_timeout,
                     add_addr_retries: cfg.add_addr_retries,
@@ -310,6 +314,7 @@ impl Connection {
                 recv: RecvState::new(cfg.recv_buffer, cfg.tcp.mss),
                 signals: Signals::new(locals),
                 pending: Pending::default(),
+                first_port: 0,
                 next_port: 0,
                 events: VecDeque::new(),
                 monitor: VecDeque::from([Mon::Created]),
@@ -366,7 +371,8 @@ impl Connection {
         let local = SocketAddr::new(locals[0].ip, local_port);
         let path = locals[0].path;
         let mut c = Connection::new(cfg, Role::Client, cfg.client_version, key, locals);
-        c.s.next_port = local_port.wrapping_add(1).max(1024);
+        c.s.first_port = local_port;
+        c.s.next_port = local_port.wrapping_add(1);
         c.s.signals.remotes.push(RemoteAddr {
             id: 0,
             addr: remote,

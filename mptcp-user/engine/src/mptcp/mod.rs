@@ -182,6 +182,11 @@ pub struct MptcpConfig {
     pub client_version: Version,
     /// Subflows per connection, the initial one included.
     pub max_subflows: usize,
+    /// Client: local ports a connection may use, from its first subflow's
+    /// on (the driver steers that range to the engine). Joins take the next
+    /// ones and wrap around within them, so subflows re-created after
+    /// failures never leave it.
+    pub client_ports: u16,
     /// Data-level send buffer (bytes the application may queue).
     pub send_buffer: usize,
     /// Data-level receive buffer: the connection-level window.
@@ -242,6 +247,7 @@ impl Default for MptcpConfig {
             server_versions: Versions::default(),
             client_version: Version::V1,
             max_subflows: 8,
+            client_ports: 1024,
             send_buffer: 8 << 20,
             recv_buffer: 8 << 20,
             scheduler: SchedulerKind::default(),

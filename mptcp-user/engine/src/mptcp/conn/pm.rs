@@ -81,6 +81,31 @@ impl Connection {
         self.pm_out = reqs;
     }
 
+    /// The port a join from `local` to `remote` takes: the next one in the
+    /// connection's range, wrapping around, skipping one a listed subflow
+    /// of the pair holds (a closed one may linger at the peer), and if all
+    /// are, one no live subflow of the pair holds.
+    fn next_join_port(&mut self, local: IpAddr, remote: SocketAddr) -> Option<u16> {
+        let (first, span) = (self.s.first_port, self.s.settings.client_ports);
+        let held = |p: u16, live_only: bool| {
+            let t = FourTuple {
+                local: SocketAddr::new(local, p),
+                remote,
+            };
+            self.subflows
+                .iter()
+                .any(|f| f.sub.tuple() == t && !(live_only && f.sub.is_closed()))
+        };
+        let start = self.s.next_port.wrapping_sub(first) % span;
+        let ports = (0..span).map(|k| first.wrapping_add((start + k) % span));
+        let p = ports
+            .clone()
+            .find(|&p| !held(p, false))
+            .or_else(|| ports.clone().find(|&p| !held(p, true)))?;
+        self.s.next_port = first.wrapping_add((p.wrapping_sub(first) + 1) % span);
+        Some(p)
+    }
+
     /// Opens an MP_JOIN subflow (client role). `port` 0/None picks one.
     pub(crate) fn open_join(
         &mut self,
@@ -109,11 +134,7 @@ impl Connection {
         let path = self.s.signals.locals[li].path;
         let port = match port {
             Some(p) if p != 0 => p,
-            _ => {
-                let p = self.s.next_port;
-                self.s.next_port = p.wrapping_add(1).max(1024);
-                p
-            }
+            _ => self.next_join_port(local, remote)?,
         };
         let remote_id = self
             .s
