@@ -320,3 +320,45 @@ fn ipv6_clients_on_two_workers() {
     assert_eq!(clients.line()["closed"], n);
     drop(server);
 }
+
+#[test]
+fn closing_connections_leave_no_segment_to_a_forgotten_one() {
+    if !require_root() {
+        return;
+    }
+    // 1000 concurrent echoes that close as soon as they are done, on two
+    // workers: many subflows close at once from both ends. A subflow that
+    // reached TIME_WAIT in a receive pass owes the ACK of the client's FIN;
+    // when its connection was reaped before the transmit pass, the ACK never
+    // left, the client sent its FIN again and met a RST (about 130 per 1000
+    // connections here before the fix).
+    let n = 1000;
+    let lab = Lab::up(&LabConfig {
+        queues: 2,
+        ..LabConfig::unique(2)
+    })
+    .expect("lab");
+    let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5605);
+    let listen_s = listen.to_string();
+    let server = start_serve_release(&lab, &two_workers(&["--listen", &listen_s]));
+    let pid = server.0.id();
+    let mut clients = EchoClients::start(&lab.client, listen, n, 64 << 10, false);
+    let echoed = clients.line();
+    assert_eq!(echoed["exact"], n, "{echoed}");
+    let t = std::time::Instant::now();
+    wait_stats(&lab.server, pid, 20, |v| {
+        v["engine"]["closed"] == n && v["engine"]["connections"] == 0
+    });
+    eprintln!("all closed {:?} after the echoes", t.elapsed());
+    // What is observed is an absence: a FIN sent again would come one RTO
+    // (200 ms or more) after the first.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let v = wait_stats(&lab.server, pid, 5, |_| true);
+    let c = &v["engine"]["counters"];
+    eprintln!("{n} closing echoes on two workers: {c}");
+    assert_eq!(
+        c["unmatched"], 0,
+        "segments met a forgotten connection: {c}"
+    );
+    drop(server);
+}

@@ -1075,10 +1075,11 @@ impl Connection {
     }
 
     pub fn is_closed(&self) -> bool {
-        let subs_done = self
-            .subflows
-            .iter()
-            .all(|f| f.sub.is_closed() || f.sub.state() == State::TimeWait);
+        // TIME_WAIT is done for us (the connection is forgotten, its late
+        // segments answered by RST) once the last ACK has gone out.
+        let subs_done = self.subflows.iter().all(|f| {
+            f.sub.is_closed() || (f.sub.state() == State::TimeWait && !f.sub.owes_segment())
+        });
         if let Lifecycle::Reset { .. } = self.s.lifecycle {
             return subs_done;
         }

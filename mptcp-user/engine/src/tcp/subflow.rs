@@ -632,6 +632,12 @@ impl Subflow {
     /// Stream offset (0-based) up to which the peer acknowledged data; the
     /// bytes from here to `send_offset` may still need sending (reinjection
     /// on another subflow when this one fails).
+    /// An ACK or a RST waits to go out (in TIME_WAIT: the ACK of the
+    /// peer's FIN, which must leave before the subflow is forgotten).
+    pub fn owes_segment(&self) -> bool {
+        self.pending_rst.is_some() || self.ack_now || self.acks_owed > 0
+    }
+
     pub fn acked_offset(&self) -> u64 {
         self.acked_data()
     }
