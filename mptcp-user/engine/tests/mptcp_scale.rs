@@ -886,3 +886,54 @@ fn a_window_budget_bounds_what_a_burst_of_connections_may_send() {
     }
     pool::set_window_budget(0);
 }
+
+#[test]
+fn a_cookies_ack_is_accepted_by_another_engine_sharing_the_cookie_secret() {
+    // Two workers of one server: the SYN reaches one, the ACK of its
+    // cookie another (the client's transmit queue changed). With one
+    // cookie secret between them, and one ISN secret (the second must
+    // agree with the SYN/ACK's timestamps, or the client's PAWS drops
+    // what it sends), as `serve` sets, the second accepts it.
+    let isn_secret = mptcp_engine::secret::random();
+    for shared in [true, false] {
+        let cookie = shared.then(mptcp_engine::secret::random);
+        let worker = || {
+            let mut c = config();
+            c.max_half_open = 0;
+            c.cookie_secret = cookie;
+            c.tcp.isn_secret = isn_secret;
+            c
+        };
+        let mut p = Pair::new(config(), worker());
+        let mut other = MptcpEndpoint::server(
+            worker(),
+            &[LocalAddr {
+                ip: server_ip(),
+                path: 0,
+                signal: false,
+            }],
+            PORT,
+        );
+        let h = p.connect(50_000);
+        // SYN to the first worker, its cookie SYN/ACK back.
+        let (_, n) = p.client.poll_transmit(p.now, &mut p.buf).expect("SYN");
+        p.server.handle_packet(p.now, 0, &p.buf[..n]);
+        let (_, n) = p.server.poll_transmit(p.now, &mut p.buf).expect("SYN/ACK");
+        p.client.handle_packet(p.now, 0, &p.buf[..n]);
+        assert_eq!(p.server.counters().syn_cookies_sent, 1);
+        // Everything after goes to the other one.
+        std::mem::swap(&mut p.server, &mut other);
+        if shared {
+            echo_all(&mut p, &[h], 20_000, |_| {});
+            assert_eq!(p.server.counters().syn_cookies_accepted, 1);
+        } else {
+            p.exchange();
+            let c = p.server.counters();
+            assert_eq!(
+                (c.syn_cookies_accepted, c.syn_cookies_invalid),
+                (0, 1),
+                "{c:?}"
+            );
+        }
+    }
+}

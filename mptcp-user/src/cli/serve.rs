@@ -779,12 +779,17 @@ fn serve_mptcp(
     cfg.max_connections = args.max_connections;
     cfg.max_half_open = args.max_half_open;
     cfg.deny_join_initial = !args.behind_lb.is_empty();
+    // One SYN cookie secret and one ISN secret (ISNs and timestamp offsets
+    // are hashed per tuple) for every worker: a cookie's ACK may reach
+    // another worker's queue than its SYN did, and that worker must agree
+    // with the SYN/ACK's sequence and timestamps.
+    cfg.cookie_secret = Some(mptcp_engine::secret::random());
+    cfg.tcp.isn_secret = mptcp_engine::secret::random();
     let new_engine = || {
-        // Every engine its own secrets: two workers drawing the same keys
+        // Every engine its own key source: two workers drawing the same keys
         // would hand out the same tokens (and a join would reach the wrong one).
         let mut cfg = cfg.clone();
         cfg.secret = mptcp_engine::secret::random();
-        cfg.tcp.isn_secret = mptcp_engine::secret::random();
         let mut engine = MptcpEndpoint::new(cfg, &locals);
         for l in args.listen.iter().chain(&vip_listen) {
             engine.listen(*l);

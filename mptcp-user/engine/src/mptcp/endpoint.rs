@@ -241,7 +241,9 @@ impl MptcpEndpoint {
     pub fn new(cfg: MptcpConfig, locals: &[LocalAddr]) -> MptcpEndpoint {
         let keys = KeySource::from_config(&cfg);
         let reset_limit = RateLimit::new(cfg.resets_per_second, cfg.reset_queue as u64);
-        let cookie_secret = syncookie::secret(&cfg.secret);
+        let cookie_secret = cfg
+            .cookie_secret
+            .unwrap_or_else(|| syncookie::secret(&cfg.secret));
         MptcpEndpoint {
             cfg,
             listeners: Vec::new(),

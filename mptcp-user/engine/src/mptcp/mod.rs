@@ -232,6 +232,10 @@ pub struct MptcpConfig {
     /// SYNs waiting for their cookie SYN/ACK at most (they are answered at
     /// the next `poll_transmit`); beyond, dropped and counted.
     pub syn_cookie_queue: usize,
+    /// The SYN cookie secret, shared by the engines (workers) of one server
+    /// so that whichever receives a cookie's ACK accepts it; `None`: derived
+    /// from `secret`.
+    pub cookie_secret: Option<[u8; 32]>,
 }
 
 impl Default for MptcpConfig {
@@ -266,6 +270,7 @@ impl Default for MptcpConfig {
             resets_per_second: 10_000,
             syn_cookies: true,
             syn_cookie_queue: 4096,
+            cookie_secret: None,
         }
     }
 }
