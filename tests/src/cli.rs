@@ -137,6 +137,14 @@ pub fn start_serve_release_in(ns: &Netns, args: &[&str]) -> Server {
     start_serve_with(ns, args, cmd)
 }
 
+/// `serve` arguments for both server interfaces of the two-path lab,
+/// listening on `listen`, then `more`.
+pub fn on_both_paths<'a>(listen: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--iface", "srv0", "--iface", "srv1", "--listen", listen];
+    args.extend_from_slice(more);
+    args
+}
+
 /// `serve ARGS` in `ns` run by `cmd` (its binary, environment), once XDP
 /// is attached to every `--iface`.
 pub fn start_serve_with(ns: &Netns, args: &[&str], mut cmd: Command) -> Server {

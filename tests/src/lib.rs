@@ -207,6 +207,20 @@ impl Netns {
         run(Command::new("ip").arg("-n").arg(&self.name).args(args))
     }
 
+    /// The kernel's MPTCP limits: `n` subflows and `n` accepted ADD_ADDRs.
+    pub fn mptcp_limits(&self, n: usize) -> Result<String> {
+        let n = n.to_string();
+        self.ip(&[
+            "mptcp",
+            "limits",
+            "set",
+            "subflow",
+            &n,
+            "add_addr_accepted",
+            &n,
+        ])
+    }
+
     /// A command that runs `program` inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("ip");
@@ -554,17 +568,8 @@ impl Lab {
             }
             paths.push(path);
         }
-        let limit = config.paths.min(8).to_string();
         for ns in [&client, &server] {
-            ns.ip(&[
-                "mptcp",
-                "limits",
-                "set",
-                "subflow",
-                &limit,
-                "add_addr_accepted",
-                &limit,
-            ])?;
+            ns.mptcp_limits(config.paths.min(8))?;
         }
         if config.subflow_endpoints {
             for p in paths.iter().skip(1) {

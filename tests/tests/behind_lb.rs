@@ -131,18 +131,7 @@ impl LbLab {
         }
         // The kernel client would open a subflow from every address to
         // every address of the server it knows, the VIP included.
-        sh(
-            &lab.client,
-            &[
-                "mptcp",
-                "limits",
-                "set",
-                "subflow",
-                "4",
-                "add_addr_accepted",
-                "4",
-            ],
-        );
+        lab.client.mptcp_limits(4).expect("limits");
         for (addr, dev) in CLIENTS.iter().zip(["c0", "c1"]) {
             sh(
                 &lab.client,

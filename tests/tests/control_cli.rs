@@ -12,7 +12,9 @@ use std::thread;
 use std::time::Duration;
 
 use mptcp_engine::app::Pattern;
-use mptcp_tests::cli::{binary, ctl, ctl_json, mptcp_user, output_text, start_serve};
+use mptcp_tests::cli::{
+    binary, ctl, ctl_json, mptcp_user, on_both_paths, output_text, start_serve,
+};
 use mptcp_tests::{require_root, wait_until, Lab, LabConfig};
 
 const CHUNK: usize = 256 << 10;
@@ -218,16 +220,7 @@ fn ctl_steers_a_kernel_clients_subflows() {
     let metrics: SocketAddr = "127.0.0.1:9109".parse().unwrap();
     let server = start_serve(
         &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen,
-            "--metrics",
-            &metrics.to_string(),
-        ],
+        &on_both_paths(&listen, &["--metrics", &metrics.to_string()]),
     );
     let pid = server.0.id();
     let ns = lab.server.name();
@@ -634,18 +627,10 @@ fn forward_mode_relays_through_the_stream_api() {
     let addr = SocketAddr::new(lab.paths[0].server_v4.into(), 5342);
     let server = start_serve(
         &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
+        &on_both_paths(
             &addr.to_string(),
-            "--mode",
-            "forward",
-            "--to",
-            &backend.to_string(),
-        ],
+            &["--mode", "forward", "--to", &backend.to_string()],
+        ),
     );
     let pid = server.0.id();
     // Nobody listens at the backend yet: the connection ends, promptly.

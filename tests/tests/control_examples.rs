@@ -128,17 +128,7 @@ fn refresh_replaces_the_subflow_every_x_bytes() {
     let lab = lab(Some("tbf rate 100mbit burst 64kb latency 100ms"));
     // Linux keeps counting a replaced subflow against its join budget while
     // it still sends on it (our FIN half-closes it): room for the refreshes.
-    lab.server
-        .ip(&[
-            "mptcp",
-            "limits",
-            "set",
-            "subflow",
-            "8",
-            "add_addr_accepted",
-            "8",
-        ])
-        .expect("limits");
+    lab.server.mptcp_limits(8).expect("limits");
     let joins = lab.server.nstat("MPTcpExtMPJoinAckRx").expect("nstat");
     let bytes = 16 << 20;
     let r = run(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mptcp_engine::app::Pattern;
 use mptcp_tests::cli::{
-    binary, mptcp_user, one_path_lab, output_text, start_serve, xdp_attached, Server,
+    binary, mptcp_user, on_both_paths, one_path_lab, output_text, start_serve, xdp_attached, Server,
 };
 use mptcp_tests::{require_root, wait_until, Lab, LabConfig};
 
@@ -107,17 +107,7 @@ fn serve_echoes_and_detaches_on_sigterm() {
     .expect("lab");
     checksums_in_software(&lab, true);
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5301);
-    let mut server = start_serve(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-        ],
-    );
+    let mut server = start_serve(&lab, &on_both_paths(&listen.to_string(), &[]));
     let len = 8 << 20;
     assert_pattern(&kernel_client_echo(&lab, listen, len), len);
 
@@ -727,16 +717,7 @@ fn kernel_mptcp_client_joins_the_announced_address() {
     let announce = lab.paths[1].server_v4.to_string();
     let _server = start_serve(
         &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-            "--announce",
-            &announce,
-        ],
+        &on_both_paths(&listen.to_string(), &["--announce", &announce]),
     );
     let len = 64 << 20;
     let (back, ss) = kernel_mptcp_echo(&lab, listen, len, || {});
@@ -752,17 +733,7 @@ fn a_path_taken_down_mid_transfer_loses_nothing() {
     }
     let lab = two_path_lab(true);
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5322);
-    let _server = start_serve(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-        ],
-    );
+    let _server = start_serve(&lab, &on_both_paths(&listen.to_string(), &[]));
     let len = 64 << 20;
     let path2 = format!("{}%", lab.paths[1].client_v4);
     let on_path2 = |ss: &str| {
@@ -959,17 +930,7 @@ fn kernel_mptcp_client_with_dss_checksums_is_echoed() {
     // No ethtool workaround here: the partial TCP checksums are accepted.
     let lab = two_path_lab_partial_checksums(true);
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5323);
-    let server = start_serve(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-        ],
-    );
+    let server = start_serve(&lab, &on_both_paths(&listen.to_string(), &[]));
     let len = 64 << 20;
     let (back, ss) = kernel_mptcp_echo(&lab, listen, len, || {});
     assert_pattern(&back, len);
@@ -1105,17 +1066,7 @@ fn kernel_client_endpoint_lab(port: u16, flags: &[&str]) -> (Lab, Server, Socket
     args.extend(flags);
     lab.client.ip(&args).expect("endpoint");
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), port);
-    let server = start_serve(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-        ],
-    );
+    let server = start_serve(&lab, &on_both_paths(&listen.to_string(), &[]));
     (lab, server, listen)
 }
 

@@ -18,7 +18,9 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 
-use mptcp_tests::cli::{run_load, start_serve_release as start_serve, wait_stats, EchoClients};
+use mptcp_tests::cli::{
+    on_both_paths, run_load, start_serve_release as start_serve, wait_stats, EchoClients,
+};
 use mptcp_tests::{require_root, unique_name, KernelEchoServer, Lab, LabConfig, Netns};
 use serde_json::Value;
 
@@ -75,17 +77,7 @@ fn thousand_concurrent_echoes_all_joined_no_ring_drop() {
     let n = 1000;
     let lab = Lab::up(&LabConfig::unique(2)).expect("lab");
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5501);
-    let server = start_serve(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-        ],
-    );
+    let server = start_serve(&lab, &on_both_paths(&listen.to_string(), &[]));
     let pid = server.0.id();
     let mut clients = EchoClients::start(&lab.client, listen, n, 64 << 10, true);
     let echoed = clients.line();
@@ -209,17 +201,7 @@ fn syn_flood_from_a_third_namespace() {
     }
     let lab = Lab::up(&LabConfig::unique(2)).expect("lab");
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5504);
-    let server = start_serve(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-        ],
-    );
+    let server = start_serve(&lab, &on_both_paths(&listen.to_string(), &[]));
     let pid = server.0.id();
     let flood_ns = flood_namespace(&lab);
     let rss_before = rss_kib(pid);
@@ -303,17 +285,7 @@ fn churn_returns_memory_and_slots() {
     };
     let lab = Lab::up(&LabConfig::unique(2)).expect("lab");
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5505);
-    let server = start_serve(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-        ],
-    );
+    let server = start_serve(&lab, &on_both_paths(&listen.to_string(), &[]));
     let pid = server.0.id();
     // Warm up: the pools and rings reach their working size.
     echo_round(&lab, listen, per_round, 16 << 10);
@@ -355,16 +327,7 @@ fn connections_made_from_syn_cookies_get_their_joins() {
     // No half-open room at all: every connection comes through a cookie.
     let server = start_serve(
         &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-            "--max-half-open",
-            "0",
-        ],
+        &on_both_paths(&listen.to_string(), &["--max-half-open", "0"]),
     );
     let pid = server.0.id();
     let mut clients = EchoClients::start(&lab.client, listen, 50, 64 << 10, true);
@@ -395,17 +358,7 @@ fn load_generator_against_the_engine_and_the_kernel() {
     // The engine's server: 400 connections, 200 at a time, 64 KiB echoes,
     // each joined by its second subflow (the load's path manager).
     let to = SocketAddr::new(lab.paths[0].server_v4.into(), 5507);
-    let server = start_serve(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &to.to_string(),
-        ],
-    );
+    let server = start_serve(&lab, &on_both_paths(&to.to_string(), &[]));
     let pid = server.0.id();
     let r = run_load(
         &lab,

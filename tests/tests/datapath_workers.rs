@@ -12,8 +12,8 @@
 use std::net::SocketAddr;
 
 use mptcp_tests::cli::{
-    ctl_json, release_binary, run_load, start_serve_release, start_serve_with, wait_stats,
-    EchoClients,
+    ctl_json, on_both_paths, release_binary, run_load, start_serve_release, start_serve_with,
+    wait_stats, EchoClients,
 };
 use mptcp_tests::{require_root, KernelEchoServer, Lab, LabConfig};
 use serde_json::Value;
@@ -52,23 +52,14 @@ fn four_queue_lab() -> Lab {
         }
     }
     for ns in [&lab.client, &lab.server] {
-        ns.ip(&[
-            "mptcp",
-            "limits",
-            "set",
-            "subflow",
-            "8",
-            "add_addr_accepted",
-            "8",
-        ])
-        .expect("limits");
+        ns.mptcp_limits(8).expect("limits");
     }
     lab
 }
 
-/// `serve` arguments: both server interfaces, two workers, and `more`.
-fn two_workers<'a>(more: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["--iface", "srv0", "--iface", "srv1", "--workers", "2"];
+/// `serve` arguments: both server interfaces, `listen`, two workers, and `more`.
+fn two_workers<'a>(listen: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = on_both_paths(listen, &["--workers", "2"]);
     args.extend_from_slice(more);
     args
 }
@@ -100,7 +91,7 @@ fn two_workers_serve_kernel_clients_with_four_subflows_each() {
     let lab = four_queue_lab();
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5601);
     let listen_s = listen.to_string();
-    let server = start_serve_release(&lab, &two_workers(&["--listen", &listen_s]));
+    let server = start_serve_release(&lab, &two_workers(&listen_s, &[]));
     let pid = server.0.id();
     let mut clients = EchoClients::start(&lab.client, listen, n, 64 << 10, true);
     let echoed = clients.line();
@@ -223,7 +214,7 @@ fn a_panicking_worker_is_reported_reset_and_restarted() {
         // Worker 1 panics once, as soon as it holds a connection.
         .env("MPTCP_USER_FAULT_PANIC_WORKER", "1");
     let listen_s = listen.to_string();
-    let server = start_serve_with(&lab.server, &two_workers(&["--listen", &listen_s]), cmd);
+    let server = start_serve_with(&lab.server, &two_workers(&listen_s, &[]), cmd);
     let pid = server.0.id();
     // Round 1: the clients caught on worker 1 when it panics are reset;
     // the others (worker 0's, and worker 1's after its restart) complete.
@@ -292,8 +283,7 @@ fn ipv6_clients_on_two_workers() {
     })
     .expect("lab");
     let announce = lab.paths[1].server_v6.to_string();
-    let args = ["--listen", "[::]:5604", "--announce", &announce];
-    let server = start_serve_release(&lab, &two_workers(&args));
+    let server = start_serve_release(&lab, &two_workers("[::]:5604", &["--announce", &announce]));
     let pid = server.0.id();
     let to = SocketAddr::new(lab.paths[0].server_v6.into(), 5604);
     let mut clients = EchoClients::start(&lab.client, to, n, 64 << 10, true);
@@ -340,7 +330,7 @@ fn closing_connections_leave_no_segment_to_a_forgotten_one() {
     .expect("lab");
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 5605);
     let listen_s = listen.to_string();
-    let server = start_serve_release(&lab, &two_workers(&["--listen", &listen_s]));
+    let server = start_serve_release(&lab, &two_workers(&listen_s, &[]));
     let pid = server.0.id();
     let mut clients = EchoClients::start(&lab.client, listen, n, 64 << 10, false);
     let echoed = clients.line();

@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mptcp_engine::app::Pattern;
-use mptcp_tests::cli::{binary, output_text, start_serve};
+use mptcp_tests::cli::{binary, on_both_paths, output_text, start_serve};
 use mptcp_tests::{require_root, Lab, LabConfig};
 
 fn pattern_byte(offset: u64) -> u8 {
@@ -350,16 +350,7 @@ fn engine_sends(lab: &Lab, port: u16) -> Result<f64, String> {
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), port);
     let _server = start_serve(
         lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-            "--mode",
-            "source",
-        ],
+        &on_both_paths(&listen.to_string(), &["--mode", "source"]),
     );
     lab.client
         .enter(|| {

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mptcp_tests::cli::start_serve;
+use mptcp_tests::cli::{on_both_paths, start_serve};
 use mptcp_tests::{require_root, Lab, LabConfig};
 
 const DOWN_AT: f64 = 3.0;
@@ -233,17 +233,7 @@ fn run_with(dead_path: usize, who: Who, death: Death) -> Figures {
         let (_server, _echo) = match who {
             Who::KernelBoth => (None, Some(kernel_echo_server(&lab, listen.port()))),
             _ => (
-                Some(start_serve(
-                    &lab,
-                    &[
-                        "--iface",
-                        "srv0",
-                        "--iface",
-                        "srv1",
-                        "--listen",
-                        &listen.to_string(),
-                    ],
-                )),
+                Some(start_serve(&lab, &on_both_paths(&listen.to_string(), &[]))),
                 None,
             ),
         };
@@ -445,17 +435,7 @@ fn a_backup_subflow_carries_the_engines_data_only_while_the_regular_one_is_dead(
         ])
         .expect("backup endpoint");
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), 7603);
-    let _server = start_serve(
-        &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
-            &listen.to_string(),
-        ],
-    );
+    let _server = start_serve(&lab, &on_both_paths(&listen.to_string(), &[]));
     // 64 KiB answers: more than path 0's window takes at once, so a
     // scheduler that ignored the flag would spill onto the backup.
     let arrivals = request_response_sized(&lab, listen, 64 << 10);

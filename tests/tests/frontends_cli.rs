@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mptcp_tests::cli::{mptcp_user, output_text, xdp_attached, Server};
+use mptcp_tests::cli::{mptcp_user, on_both_paths, output_text, xdp_attached, Server};
 use mptcp_tests::{require_root, unique_name, wait_until, Lab, LabConfig};
 
 /// `serve ARGS` in the server namespace with its stderr kept in a file.
@@ -142,12 +142,7 @@ fn iperf3_client(lab: &Lab, server: SocketAddr, args: &[&str]) -> serde_json::Va
 fn serve_iperf3(lab: &Lab, port: u16) -> (Logged, SocketAddr) {
     let listen = SocketAddr::new(lab.paths[0].server_v4.into(), port);
     let l = listen.to_string();
-    let server = Logged::start(
-        lab,
-        &[
-            "--iface", "srv0", "--iface", "srv1", "--listen", &l, "--mode", "iperf3",
-        ],
-    );
+    let server = Logged::start(lab, &on_both_paths(&l, &["--mode", "iperf3"]));
     (server, listen)
 }
 
@@ -389,20 +384,17 @@ fn curl_fetches_64_mib_through_socks5_byte_exact() {
     let l = listen.to_string();
     let server = Logged::start(
         &lab,
-        &[
-            "--iface",
-            "srv0",
-            "--iface",
-            "srv1",
-            "--listen",
+        &on_both_paths(
             &l,
-            "--mode",
-            "socks5",
-            "--users",
-            users.to_str().unwrap(),
-            "--allow",
-            "10.200.1.0/24",
-        ],
+            &[
+                "--mode",
+                "socks5",
+                "--users",
+                users.to_str().unwrap(),
+                "--allow",
+                "10.200.1.0/24",
+            ],
+        ),
     );
     // Read at start-up, before XDP is attached.
     let _ = std::fs::remove_file(&users);

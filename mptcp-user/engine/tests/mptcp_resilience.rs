@@ -214,6 +214,42 @@ fn client_link(n: &mut Net, path: usize, up: bool) {
     }
 }
 
+/// The client's link of `path` goes down at `from` and comes back at
+/// `to`, its driver saying so; `tick` runs at every request.
+struct Outage {
+    path: usize,
+    from: Duration,
+    to: Duration,
+    down: bool,
+    back: bool,
+}
+
+impl Outage {
+    fn new(path: usize, from: Duration, to: Duration) -> Outage {
+        Outage {
+            path,
+            from,
+            to,
+            down: false,
+            back: false,
+        }
+    }
+
+    /// Makes the events due at `t`; true on the tick the link came back.
+    fn tick(&mut self, n: &mut Net, t: Duration) -> bool {
+        if t >= self.from && !self.down {
+            self.down = true;
+            client_link(n, self.path, false);
+        }
+        if t >= self.to && !self.back {
+            self.back = true;
+            client_link(n, self.path, true);
+            return true;
+        }
+        false
+    }
+}
+
 fn four_subflows() -> Net {
     // The server announces its second address: four subflows, two from
     // each client address (two of them share path 0's link on the client).
@@ -351,7 +387,7 @@ fn a_subflow_back_from_a_dead_link_asks_the_peer_to_hold_off_until_it_shows_no_h
         1,
     );
     open_manual_join(&mut net, SocketAddr::new(server_ip(0), PORT));
-    let (mut down, mut up) = (false, false);
+    let mut outage = Outage::new(0, Duration::from_secs(3), Duration::from_secs(6));
     let mut held_now = false;
     // The server's MP_PRIO events (`ip mptcp monitor`'s SF_PRIORITY):
     // quick, so counted as they come, not sampled.
@@ -361,17 +397,10 @@ fn a_subflow_back_from_a_dead_link_asks_the_peer_to_hold_off_until_it_shows_no_h
         Duration::from_secs(9),
         Duration::from_secs(1),
         |n, t| {
-            if t >= Duration::from_secs(3) && !down {
-                down = true;
-                client_link(n, 0, false);
-            }
-            if t >= Duration::from_secs(6) && !up {
-                up = true;
-                client_link(n, 0, true);
-            }
+            outage.tick(n, t);
             while let Some(ev) = n.server.poll_monitor() {
                 if ev.kind == MonitorKind::SfPrio {
-                    *if up {
+                    *if outage.back {
                         &mut prio_after
                     } else {
                         &mut prio_before
@@ -398,7 +427,7 @@ fn a_client_that_hears_its_link_die_removes_its_address_there() {
     // than wait for its own timers; on the link's return the client opens
     // new subflows there, and they carry its requests again.
     let mut net = four_subflows();
-    let (mut down, mut up) = (false, false);
+    let mut outage = Outage::new(0, Duration::from_secs(3), Duration::from_secs(6));
     let mut closed_after: Option<Duration> = None;
     let mut sent_at_return = 0;
     let gap = request_response(
@@ -406,20 +435,14 @@ fn a_client_that_hears_its_link_die_removes_its_address_there() {
         Duration::from_secs(9),
         Duration::from_secs(1),
         |n, t| {
-            if t >= Duration::from_secs(3) && !down {
-                down = true;
-                client_link(n, 0, false);
-            }
-            if t >= Duration::from_secs(6) && !up {
-                up = true;
-                client_link(n, 0, true);
+            if outage.tick(n, t) {
                 sent_at_return = sent_on(&n.client, 0);
             }
             let c = n.server.connection().expect("connection");
             let open_on_0 = c
                 .subflows()
                 .any(|s| s.path == 0 && s.status != SubflowStatus::Closed);
-            if down && !up && !open_on_0 && closed_after.is_none() {
+            if outage.down && !outage.back && !open_on_0 && closed_after.is_none() {
                 closed_after = Some(t - Duration::from_secs(3));
             }
         },

@@ -274,9 +274,10 @@ fn rto_backs_off_exponentially_then_gives_up() {
         .any(|s| s.from == Side::Client && s.seg.has(mptcp_engine::wire::tcp::TcpFlags::RST)));
 }
 
-#[test]
-fn lost_syn_is_retransmitted_after_initial_rto() {
-    let mut p = Pair::new(&cfg(), &cfg(), Link::delay_ms(5), 6);
+/// A pair over a 5 ms link whose client's first SYN is lost, run until
+/// established.
+fn after_a_lost_syn(c: &Config) -> Pair {
+    let mut p = Pair::new(c, c, Link::delay_ms(5), 6);
     let mut dropped = false;
     p.drop_hook = Some(Box::new(move |side, seg| {
         if side == Side::Client && seg.has(mptcp_engine::wire::tcp::TcpFlags::SYN) && !dropped {
@@ -286,6 +287,12 @@ fn lost_syn_is_retransmitted_after_initial_rto() {
         false
     }));
     assert!(p.run_until(Duration::from_secs(5), |p| p.established()));
+    p
+}
+
+#[test]
+fn lost_syn_is_retransmitted_after_initial_rto() {
+    let p = after_a_lost_syn(&cfg());
     // SYN again at 1 s (initial RTO), then three one-way trips.
     assert_eq!(
         p.now,
@@ -300,16 +307,7 @@ fn lost_syn_is_retransmitted_after_initial_rto() {
 fn lost_syn_without_timestamps_gives_no_rtt_sample() {
     let mut c = cfg();
     c.timestamps = false;
-    let mut p = Pair::new(&c, &c, Link::delay_ms(5), 6);
-    let mut dropped = false;
-    p.drop_hook = Some(Box::new(move |side, seg| {
-        if side == Side::Client && seg.has(mptcp_engine::wire::tcp::TcpFlags::SYN) && !dropped {
-            dropped = true;
-            return true;
-        }
-        false
-    }));
-    assert!(p.run_until(Duration::from_secs(5), |p| p.established()));
+    let p = after_a_lost_syn(&c);
     // Karn: which SYN the SYN/ACK answers is unknown.
     assert_eq!(p.client.stats().srtt, Duration::ZERO);
 }
