@@ -40,6 +40,10 @@ pub const MAX_STREAMS: usize = 128;
 /// After TEST_END, how long data streams may still deliver bytes of a
 /// byte-bounded test before the results go out.
 const DRAIN_GRACE: Duration = Duration::from_secs(3);
+/// After TEST_END of a byte-bounded test with its bytes in, how long the
+/// data streams must be quiet before the results go out: iperf3 may write
+/// one block past -n, still in flight when TEST_END arrives.
+const DRAIN_QUIET: Duration = Duration::from_millis(20);
 
 /// The state bytes of the control connection (`iperf_api.h`).
 pub mod state {
@@ -218,6 +222,8 @@ struct Session {
     /// Bytes sent over every sender stream (for -n in reverse mode).
     sent_total: u64,
     received_total: u64,
+    /// When a receiver stream last got bytes.
+    last_received: Option<Instant>,
     client_results: Option<Value>,
 }
 
@@ -377,6 +383,7 @@ impl Iperf3Conn {
                     ended: None,
                     sent_total: 0,
                     received_total: 0,
+                    last_received: None,
                     client_results: None,
                 });
                 self.role = Role::Control { session: number };
@@ -615,6 +622,7 @@ impl Iperf3Conn {
             if !*sender && !*reported {
                 s.streams[*index].bytes += n as u64;
                 s.received_total += n as u64;
+                s.last_received = Some(now);
             }
         }
         if *sender && s.running() {
@@ -642,10 +650,14 @@ impl Iperf3Conn {
         }
         if s.ending() && !*reported {
             // A byte-bounded test: bytes still in flight when TEST_END
-            // overtook them on the control connection are counted too.
+            // overtook them on the control connection are counted too,
+            // and so is a block written past -n.
+            let quiet = s
+                .last_received
+                .is_none_or(|t| now.saturating_duration_since(t) >= DRAIN_QUIET);
             let waiting = !*sender
                 && expected != 0
-                && s.received_total < expected
+                && (s.received_total < expected || !quiet)
                 && !engine.is_read_closed()
                 && !engine.is_closed()
                 && s.ended
@@ -1041,6 +1053,13 @@ mod tests {
         data[1].poll(1003);
         data[0].poll(1003);
         ctl.poll(1004);
+        // All of -n is in, but a block written past it may still be on its
+        // way: the streams must be quiet for DRAIN_QUIET first.
+        assert!(ctl.s.sent.is_empty(), "results wait for quiet streams");
+        let quiet = 1003 + DRAIN_QUIET.as_millis() as u64;
+        data[1].poll(quiet);
+        data[0].poll(quiet);
+        ctl.poll(quiet + 1);
         let mut out = ctl.s.take_sent();
         assert_eq!(out.pop(), Some(state::DISPLAY_RESULTS as u8));
         let results = take_json(&mut out).unwrap().unwrap();
@@ -1192,15 +1211,16 @@ mod tests {
             vec![client::Event::ExchangeResults]
         );
         c.send_json(&client::results(true, 1000, 0, 0.004));
-        d.poll(5);
-        let evs = pump(&mut c, &mut ctl, 6);
+        // Quiet since its last bytes (at 1 ms) for DRAIN_QUIET.
+        d.poll(1 + DRAIN_QUIET.as_millis() as u64);
+        let evs = pump(&mut c, &mut ctl, 30);
         let client::Event::ServerResults(r) = &evs[0] else {
             panic!("{evs:?}");
         };
         assert_eq!(r["streams"][0]["bytes"], 1000);
         assert_eq!(evs[1], client::Event::DisplayResults);
         assert_eq!(c.out, vec![state::IPERF_DONE as u8]);
-        pump(&mut c, &mut ctl, 7);
+        pump(&mut c, &mut ctl, 31);
         assert_eq!(srv.borrow().counters.tests, 1);
         let mut denied = client::Control::new(&client::cookie(&[1; 36]));
         denied.push(&[state::ACCESS_DENIED as u8]);
